@@ -1,0 +1,46 @@
+"""UTKFace: ``<age>_<gender>_<race>_<datetime>.jpg[.chip.jpg]``; the name is the only label.
+Gender 0 male 1 female; race 0 white 1 black 2 asian 3 indian 4 others. Used to train the
+demographic predictor, so every field must parse: names lacking one go to quarantine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fersynth.ingest.common import IMAGE_SUFFIXES, BadInput, list_files, read_image_file
+from fersynth.labels import UTK_GENDERS, UTK_RACES, age_group
+from fersynth.log import progress
+from fersynth.variant import VariantWriter
+
+MAX_AGE = 116
+
+
+def parse_name(name: str) -> tuple[int, str, str]:
+    """``'26_1_2_20170116174525125.jpg.chip.jpg'`` -> (26, 'female', 'asian')."""
+    parts = name.split("_")
+    if len(parts) < 4:
+        raise BadInput(f"malformed file name: expected <age>_<gender>_<race>_<datetime>, got {len(parts)} fields")
+    age_text, gender_text, race_text = parts[:3]
+    if not age_text.isdigit() or not 0 <= int(age_text) <= MAX_AGE:
+        raise BadInput(f"malformed file name: age {age_text!r}")
+    if not gender_text.isdigit() or int(gender_text) not in UTK_GENDERS:
+        raise BadInput(f"malformed file name: gender {gender_text!r}")
+    if not race_text.isdigit() or int(race_text) not in UTK_RACES:
+        raise BadInput(f"malformed file name: race {race_text!r}")
+    return int(age_text), UTK_GENDERS[int(gender_text)], UTK_RACES[int(race_text)]
+
+
+def ingest_utkface(writer: VariantWriter, src: Path) -> str:
+    for path in progress(list_files(src), desc="ingest utkface"):
+        source = path.relative_to(src).as_posix()
+        try:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise BadInput(f"not an image: suffix {path.suffix or '(none)'}")
+            age, gender, ethnicity = parse_name(path.name)
+            data, image = read_image_file(path)
+        except BadInput as error:
+            writer.reject(source, str(error))
+            continue
+        record = {"key": source, "source": source, "dataset": "utkface", "label_space": "none", "age": float(age),
+                  "age_group": age_group(age), "gender": gender, "ethnicity": ethnicity, "synthetic": False}
+        writer.add(record, image, data)
+    return "folders"

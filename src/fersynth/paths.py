@@ -1,0 +1,68 @@
+"""The one place that knows where things live: project root, DVC_ROOT, variant and metrics layout."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """Repository root: ``DVC_ROOT`` when DVC runs us (also inside ``dvc exp run --temp``), else the
+    nearest parent of the working directory that holds ``dvc.yaml`` or ``.git``, else the cwd."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "dvc.yaml").exists() or (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def workspace_root() -> Path:
+    """Where outputs of the running stage go: the cwd (a temp experiment workspace under
+    ``dvc exp run --temp`` differs from ``DVC_ROOT``)."""
+    return Path.cwd().resolve()
+
+
+@dataclass(frozen=True)
+class VariantLayout:
+    """Files of one dataset variant directory ``data/<variant>/``."""
+
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def shards_dir(self) -> Path:
+        return self.root / "images"
+
+    def shard(self, index: int) -> Path:
+        return self.shards_dir / f"shard-{index:05d}.parquet"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine.csv"
+
+    @property
+    def ingest_report(self) -> Path:
+        return self.root / "ingest.json"
+
+
+def quality_metrics_path(variant_name: str, metrics_dir: Path | None = None) -> Path:
+    base = metrics_dir if metrics_dir is not None else workspace_root() / "metrics"
+    return base / "quality" / f"{variant_name}.json"
+
+
+def reports_dir() -> Path:
+    return workspace_root() / "reports"
+
+
+def mlflow_db_path() -> Path:
+    return project_root() / "mlflow.db"
+
+
+def mlflow_artifacts_dir() -> Path:
+    return project_root() / "mlartifacts"

@@ -1,0 +1,270 @@
+"""Dataset variants: a manifest (one row per image) plus images packed in a few parquet shards.
+
+``VariantWriter`` streams images into shards as they are read (memory does not grow with the dataset)
+and records rejected inputs in a quarantine list, so ``kept + quarantined == read`` always holds.
+``Variant`` reads a finished variant back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from fersynth.atomic import atomic_path, write_json
+from fersynth.paths import VariantLayout
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),  # unique within the variant; how shards are addressed
+        ("shard", pa.string()),  # shard file name under images/
+        ("sha256", pa.string()),  # of the decoded pixels (mode, size, bytes): same picture, same hash
+        ("label", pa.int16()),  # index in label_space; null where the source has no emotion
+        ("emotion", pa.string()),
+        ("label_space", pa.string()),  # basic7 | casme2 | none
+        ("dataset", pa.string()),
+        ("split", pa.string()),  # train | val | test
+        ("subject", pa.string()),
+        ("clip", pa.string()),
+        ("frame", pa.int32()),
+        ("gender", pa.string()),
+        ("age", pa.float32()),
+        ("age_group", pa.string()),
+        ("ethnicity", pa.string()),
+        ("synthetic", pa.bool_()),
+        ("generator", pa.string()),
+        ("prompt", pa.string()),
+        ("seed", pa.int64()),
+        ("parent", pa.string()),
+        ("source", pa.string()),  # native identifier: CSV row, relative path; joins demo ground truth
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("mode", pa.string()),
+        ("format", pa.string()),
+    ]
+)
+MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
+SHARD_SCHEMA = pa.schema([("key", pa.string()), ("data", pa.binary())])
+
+SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
+
+
+def pixel_sha256(image: Image.Image) -> str:
+    """Hash of what the image shows, not how it is encoded: re-encoding keeps the hash."""
+    digest = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
+    digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Fully decode ``data`` (``load()`` catches truncated files that ``open()`` accepts)."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@dataclass
+class Quarantine:
+    """Inputs a stage refused, each with a reason. ``category`` is ``bad_input``, ``rule`` (a
+    documented drop such as AffectNet's non-emotion codes) or ``duplicate``."""
+
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def add(self, source: str, reason: str, category: str = "bad_input") -> None:
+        self.rows.append((source, reason, category))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(category for _, _, category in self.rows))
+
+    def reasons(self) -> dict[str, int]:
+        return dict(Counter(reason.split(":")[0] for _, reason, _ in self.rows))
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["source", "reason", "category"])
+
+
+class VariantWriter:
+    """Write a variant directory atomically: everything goes to a staging directory that replaces
+    ``out_dir`` only when :meth:`commit` succeeds.
+
+    >>> with VariantWriter(Path("data/original/fer2013")) as writer:  # doctest: +SKIP
+    ...     writer.add({"source": "row 1", "label": 3, ...}, image)
+    ...     writer.commit(extra_report={})
+    """
+
+    def __init__(self, out_dir: Path, shard_max_bytes: int = 128 * 2**20, row_group_images: int = 2048):
+        self.out_dir = Path(out_dir)
+        self.shard_max_bytes = shard_max_bytes
+        self.row_group_images = row_group_images
+        self.rows: list[dict] = []
+        self.quarantine = Quarantine()
+        self.read = 0
+        self._shard_index = -1
+        self._shard_writer: pq.ParquetWriter | None = None
+        self._shard_bytes = 0
+        self._buffer: list[tuple[str, bytes]] = []
+        self._keys: set[str] = set()
+        self._demoted: set[str] = set()
+
+    def __enter__(self) -> VariantWriter:
+        self._atomic = atomic_path(self.out_dir)
+        self.layout = VariantLayout(self._atomic.__enter__())
+        self.layout.shards_dir.mkdir(parents=True)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close_shard()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+    # 1. intake -------------------------------------------------------------------------------
+    def reject(self, source: str, reason: str, category: str = "bad_input") -> None:
+        self.read += 1
+        self.quarantine.add(source, reason, category)
+
+    def add(self, record: dict, image: Image.Image, encoded: bytes | None = None, fmt: str | None = None) -> dict:
+        """Keep one image. ``encoded`` are the source's own bytes (kept as they are); without them the
+        decoded image is stored as PNG. Returns the manifest row."""
+        self.read += 1
+        key = record["key"]
+        if key in self._keys:
+            raise ValueError(f"duplicate key {key!r}: keys must be unique within a variant")
+        self._keys.add(key)
+        data = encoded if encoded is not None else encode_png(image)
+        row = {name: record.get(name) for name in MANIFEST_COLUMNS}
+        row.update(
+            sha256=pixel_sha256(image), width=image.size[0], height=image.size[1], mode=image.mode,
+            format=fmt or ("PNG" if encoded is None else (image.format or "unknown")),
+            synthetic=bool(record.get("synthetic", False)),
+        )
+        if self._shard_writer is None or self._shard_bytes >= self.shard_max_bytes:
+            self._open_shard()
+        row["shard"] = self.layout.shard(self._shard_index).name
+        self._buffer.append((key, data))
+        self._shard_bytes += len(data)
+        if len(self._buffer) >= self.row_group_images:
+            self._flush()
+        self.rows.append(row)
+        return row
+
+    # 2. shards -------------------------------------------------------------------------------
+    def _open_shard(self) -> None:
+        self._close_shard()
+        self._shard_index += 1
+        self._shard_writer = pq.ParquetWriter(self.layout.shard(self._shard_index), SHARD_SCHEMA, compression="none")
+        self._shard_bytes = 0
+
+    def _flush(self) -> None:
+        if self._buffer and self._shard_writer is not None:
+            keys, blobs = zip(*self._buffer, strict=True)
+            table = pa.table({"key": list(keys), "data": list(blobs)}, schema=SHARD_SCHEMA)
+            self._shard_writer.write_table(table)
+            self._buffer = []
+
+    def _close_shard(self) -> None:
+        self._flush()
+        if self._shard_writer is not None:
+            self._shard_writer.close()
+            self._shard_writer = None
+
+    def demote(self, key: str, reason: str, category: str) -> None:
+        """Move a kept row to quarantine (e.g. a duplicate found after reading); its shard entry goes
+        too. ``read`` is unchanged: the image was counted when it was added."""
+        row = next(r for r in self.rows if r["key"] == key)
+        self.rows.remove(row)
+        self._demoted.add(key)
+        self.quarantine.add(row["source"], reason, category)
+
+    # 3. commit -------------------------------------------------------------------------------
+    def commit(self, report_extra: dict | None = None) -> dict:
+        """Write manifest, quarantine list and ingest report; returns the report."""
+        self._close_shard()
+        self._prune_shards()
+        manifest = pa.Table.from_pylist(self.rows, schema=MANIFEST_SCHEMA) if self.rows else MANIFEST_SCHEMA.empty_table()
+        pq.write_table(manifest, self.layout.manifest)
+        self.quarantine.frame()[["source", "reason"]].to_csv(self.layout.quarantine, index=False)
+        kept = len(self.rows)
+        if kept + len(self.quarantine) != self.read:
+            raise AssertionError(f"accounting broken: kept {kept} + quarantined {len(self.quarantine)} != read {self.read}")
+        by_category = self.quarantine.counts()
+        report = {
+            "read": self.read,
+            "kept": kept,
+            "quarantined": len(self.quarantine),
+            "dropped_by_rule": by_category.get("rule", 0),
+            "duplicates": by_category.get("duplicate", 0),
+            "bad_input": by_category.get("bad_input", 0),
+            "quarantine_reasons": self.quarantine.reasons(),
+            "per_split": dict(Counter(row["split"] for row in self.rows)),
+            "per_class": dict(Counter(row["emotion"] for row in self.rows if row["emotion"] is not None)),
+        } | (report_extra or {})
+        write_json(self.layout.ingest_report, report)
+        return report
+
+    def _prune_shards(self) -> None:
+        drop = self._demoted
+        if not drop:
+            return
+        for shard in sorted(self.layout.shards_dir.glob("*.parquet")):
+            table = pq.read_table(shard)
+            mask = pa.array([key not in drop for key in table.column("key").to_pylist()])
+            pq.write_table(table.filter(mask), shard, compression="none")
+
+
+class Variant:
+    """A finished variant on disk.
+
+    >>> variant = Variant(Path("data/original/fer2013"))  # doctest: +SKIP
+    >>> for row, image in variant.iter_images(variant.manifest.query("split == 'test'")): ...
+    """
+
+    def __init__(self, root: Path):
+        self.layout = VariantLayout(Path(root))
+        if not self.layout.manifest.exists():
+            raise FileNotFoundError(f"{root} is not a variant: no manifest.parquet")
+        self._manifest: pd.DataFrame | None = None
+
+    @property
+    def name(self) -> str:
+        return self.layout.root.name
+
+    @property
+    def manifest(self) -> pd.DataFrame:
+        if self._manifest is None:
+            self._manifest = pq.read_table(self.layout.manifest).to_pandas()
+        return self._manifest
+
+    def iter_bytes(self, rows: pd.DataFrame | None = None) -> Iterator[tuple[pd.Series, bytes]]:
+        """Yield (manifest row, encoded bytes), reading one shard at a time."""
+        rows = self.manifest if rows is None else rows
+        for shard_name, group in rows.groupby("shard", sort=True):
+            wanted = set(group["key"])
+            table = pq.read_table(self.layout.shards_dir / shard_name)
+            blobs = {k: d for k, d in zip(table.column("key").to_pylist(), table.column("data").to_pylist(), strict=True)
+                     if k in wanted}
+            for _, row in group.iterrows():
+                yield row, blobs[row["key"]]
+
+    def iter_images(self, rows: pd.DataFrame | None = None) -> Iterator[tuple[pd.Series, Image.Image]]:
+        for row, data in self.iter_bytes(rows):
+            yield row, decode_image(data)
+
+    def copy_to(self, destination: Path) -> None:
+        shutil.copytree(self.layout.root, destination)
