@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine: `make repro` and `make test`. Both create .venv on first use and
+# install the pinned dependencies (requirements.lock) plus this package.
+VENV   ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fersynth-installed
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: venv repro test test-fast lint bench clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_pipeline.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,91 @@
+"""The ``fersynth`` command line: one thin subcommand per stage. Each loads its typed config from
+``params.yaml`` and calls the stage's worker function."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from fersynth.config import build, load_params, section
+
+PARAMS_OPTION = click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"),
+                             show_default=True, help="params.yaml to read the stage's section from.")
+
+
+@click.group()
+@click.version_option(package_name="fersynth")
+def main() -> None:
+    """fersynth: reproducible FER data variants and experiments with synthetic faces."""
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("data/demo"), show_default=True,
+              help="Directory to write the demo copies of every source dataset into.")
+@click.option("--only", multiple=True, help="Write only these datasets (repeatable); default: params demo.datasets.")
+@PARAMS_OPTION
+def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
+    """Generate demo copies of FER2013, NHFI, AffectNet, CASME II and UTKFace in their native formats."""
+    from fersynth.demo import DemoConfig, make_demo
+
+    values = section(load_params(params_path), "demo")
+    if only:
+        values["datasets"] = list(only)
+    make_demo(build(DemoConfig, values), out)
+
+
+@main.command()
+@click.argument("dataset", type=click.Choice(["fer2013", "nhfi", "affectnet", "casme2", "utkface"]))
+@click.option("--src", type=click.Path(exists=True, path_type=Path), required=True,
+              help="The dataset's native files (a CSV, list or folder layout; detected).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@PARAMS_OPTION
+def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
+    """Ingest DATASET from its native files into a variant (manifest, packed images, quarantine)."""
+    from fersynth.ingest import ingest as run_ingest
+    from fersynth.ingest.common import IngestConfig
+
+    params = load_params(params_path)
+    values = {k: v for k, v in section(params, "ingest").items() if k != "sources"}
+    options = {k: v for k, v in section(params, f"ingest.sources.{dataset}").items() if k != "src"}
+    values |= {f"casme2_{k}" if dataset == "casme2" else k: v for k, v in options.items()}
+    run_ingest(dataset, src, out, build(IngestConfig, values))
+
+
+@main.command()
+@click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--suite", help="Suite name under params validate.suites (default: the variant's directory name).")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path),
+              help="Where to write the results JSON [default: metrics/quality/<suite>.json].")
+@click.option("--docs", "docs_dir", type=click.Path(path_type=Path),
+              help="Data Docs directory [default: reports/data_docs/<suite>].")
+@PARAMS_OPTION
+def validate(variant: Path, suite: str | None, metrics_path: Path | None, docs_dir: Path | None,
+             params_path: Path) -> None:
+    """Run the Great Expectations suite for VARIANT; exits non-zero when an expectation fails."""
+    from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
+
+    suite = suite or variant.name
+    config = build(SuiteConfig, section(load_params(params_path), f"validate.suites.{suite}"))
+    try:
+        validate_variant(variant, config, metrics_path or Path("metrics/quality") / f"{suite}.json",
+                         docs_dir or Path("reports/data_docs") / suite, name=suite)
+    except ValidationFailed as failure:
+        click.echo(f"validation failed: {failure}", err=True)
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--flat", is_flag=True, help="One folder per class, without split folders.")
+def export(variant: Path, out: Path, flat: bool) -> None:
+    """Write a browsable folder-per-class copy of VARIANT under OUT (e.g. train/0_angry/...)."""
+    from fersynth.export import export_variant
+
+    export_variant(variant, out, by_split=not flat)
+
+
+if __name__ == "__main__":
+    main()

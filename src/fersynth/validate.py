@@ -1,0 +1,147 @@
+"""``fersynth validate VARIANT``: a Great Expectations suite over a variant's manifest.
+
+Checks label and split domains, unique pixel hashes, that no hash or subject sits in two splits, and
+per-class count bounds; writes ``metrics/quality/<variant>.json`` and Data Docs HTML. A failing
+suite raises :class:`ValidationFailed`, which fails the DVC stage.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from fersynth.atomic import atomic_path, write_json
+from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, LABEL_SPACES
+from fersynth.log import get_logger
+from fersynth.variant import Variant
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """``params.yaml: validate.suites.<name>``. ``label_space`` is basic7, casme2 or none (no emotion,
+    e.g. UTKFace, whose demographics are checked instead); class bounds apply to every class of the
+    space, per split when ``per_split`` is true."""
+
+    label_space: str = "basic7"
+    splits: tuple[str, ...] = ("train", "val", "test")
+    min_per_class: int = 1
+    max_per_class: int | None = None
+    per_split: bool = False
+    subjects_disjoint: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.label_space not in (*LABEL_SPACES, "none"):
+            raise ValueError(f"label_space must be one of {[*LABEL_SPACES, 'none']}, got {self.label_space!r}")
+
+
+class ValidationFailed(RuntimeError):
+    pass
+
+
+def _crosses(manifest: pd.DataFrame, column: str) -> pd.DataFrame:
+    """One row per value of ``column`` with how many distinct splits it appears in."""
+    present = manifest.dropna(subset=[column])
+    grouped = present.groupby(column)["split"].nunique().rename("n_splits").reset_index()
+    return grouped.astype({column: "object"})
+
+
+def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tuple[pd.DataFrame, list]]:
+    """Tables to validate and their expectations: the manifest itself plus grouped tables for the
+    cross-split checks (GX has no 'distinct values per group' expectation on pandas)."""
+    import great_expectations.expectations as gxe
+
+    manifest = manifest.astype({c: "object" for c in ("emotion", "split", "sha256", "gender", "ethnicity", "age_group")})
+    checks = [
+        gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(config.splits)),
+        gxe.ExpectColumnValuesToNotBeNull(column="split"),
+        gxe.ExpectColumnValuesToBeUnique(column="sha256"),
+        gxe.ExpectColumnValuesToBeUnique(column="key"),
+        gxe.ExpectColumnValuesToNotBeNull(column="sha256"),
+    ]
+    if config.label_space == "none":
+        checks += [gxe.ExpectColumnValuesToBeInSet(column="gender", value_set=list(GENDERS)),
+                   gxe.ExpectColumnValuesToBeInSet(column="ethnicity", value_set=list(ETHNICITIES)),
+                   gxe.ExpectColumnValuesToBeInSet(column="age_group", value_set=list(AGE_GROUPS)),
+                   gxe.ExpectColumnValuesToNotBeNull(column="gender")]
+    else:
+        classes = LABEL_SPACES[config.label_space]
+        checks += [gxe.ExpectColumnValuesToBeInSet(column="emotion", value_set=list(classes)),
+                   gxe.ExpectColumnValuesToNotBeNull(column="emotion"),
+                   gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(classes) - 1),
+                   gxe.ExpectColumnValuesToBeInSet(column="label_space", value_set=[config.label_space])]
+        scopes = [(f' & split=="{s}"', s) for s in config.splits] if config.per_split else [("", None)]
+        for index, name in enumerate(classes):
+            for condition, _ in scopes:
+                checks.append(gxe.ExpectTableRowCountToBeBetween(
+                    min_value=config.min_per_class, max_value=config.max_per_class,
+                    row_condition=f'label=={index}{condition}', condition_parser="pandas"))
+    batches = {"manifest": (manifest, checks),
+               "sha256_splits": (_crosses(manifest, "sha256"),
+                                 [gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1)])}
+    if config.subjects_disjoint:
+        batches["subject_splits"] = (_crosses(manifest, "subject"), [
+            gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1),
+            gxe.ExpectTableRowCountToBeBetween(min_value=len(config.splits))])
+    return batches
+
+
+def validate_variant(variant_dir: Path, config: SuiteConfig, metrics_path: Path, docs_dir: Path,
+                     name: str | None = None) -> dict:
+    """Run the suite; write metrics and Data Docs; raise :class:`ValidationFailed` on any failure."""
+    import great_expectations as gx
+
+    variant = Variant(variant_dir)
+    name = name or variant.name
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas(f"{name}_source")
+    scratch = Path(tempfile.mkdtemp(prefix="gx-docs-"))
+    context.add_data_docs_site(site_name="fersynth", site_config={
+        "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(scratch)}})
+    summary: dict = {"variant": name, "rows": len(variant.manifest), "batches": {}}
+    for batch_name, (frame, expectations) in build_batches(variant.manifest, config).items():
+        suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{batch_name}"))
+        for expectation in expectations:
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(gx.ValidationDefinition(
+            name=f"{name}.{batch_name}", suite=suite,
+            data=source.add_dataframe_asset(batch_name).add_batch_definition_whole_dataframe("all")))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=f"{name}.{batch_name}", validation_definitions=[definition],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["fersynth"])]))
+        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        summary["batches"][batch_name] = [_describe(r) for run in result.run_results.values() for r in run.results]
+    failures = [r for results in summary["batches"].values() for r in results if not r["success"]]
+    summary |= {"success": not failures, "evaluated": sum(len(v) for v in summary["batches"].values()),
+                "failed": len(failures)}
+    write_json(metrics_path, summary)
+    with atomic_path(docs_dir) as tmp:
+        shutil.copytree(scratch, tmp)
+    shutil.rmtree(scratch, ignore_errors=True)
+    log.info("validate %s: %d expectations, %d failed; Data Docs in %s", name, summary["evaluated"], len(failures),
+             docs_dir / "index.html")
+    if failures:
+        for failure in failures:
+            log.error("validate %s: FAILED %s", name, failure["expectation"])
+        raise ValidationFailed(f"{name}: {len(failures)} expectation(s) failed; see {metrics_path}")
+    return summary
+
+
+def _describe(result) -> dict:
+    config = result.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "condition_parser")}
+    condition = kwargs.pop("row_condition", None)
+    label = f"{config.type}({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()) if k != 'value_set')})"
+    if condition:
+        label += f" where {condition.get('pass_through_filter', condition) if isinstance(condition, dict) else condition}"
+    observed = result.result.get("observed_value", result.result.get("unexpected_count"))
+    return {"expectation": label, "success": bool(result.success),
+            "observed": observed if isinstance(observed, int | float | str | type(None)) else str(observed)}
