@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny images and native-format files built in tmp_path."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fersynth.faces import FaceSpec, render_face
+
+
+def image_bytes(emotion: str = "happy", size: tuple[int, int] = (48, 48), mode: str = "L", fmt: str = "PNG",
+                identity: int = 0) -> bytes:
+    buffer = io.BytesIO()
+    render_face(FaceSpec(emotion=emotion, identity=identity), size, mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def pixel_string(seed: int) -> str:
+    return " ".join(str(v) for v in np.random.default_rng(seed).integers(0, 256, 2304))
+
+
+@pytest.fixture
+def faces_png():
+    return image_bytes
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """A small demo tree, generated once per test session."""
+    from fersynth.demo import DemoConfig, make_demo
+
+    out = tmp_path_factory.mktemp("demo")
+    config = DemoConfig(fer2013_rows=160, nhfi_images=90, affectnet_images=100, casme2_subjects=5,
+                        casme2_clips_per_subject=3, casme2_frames_per_clip=(3, 5), utkface_images=60)
+    make_demo(config, out)
+    return out
