@@ -56,6 +56,7 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
     """Tables to validate and their expectations: the manifest itself plus grouped tables for the
     cross-split checks (GX has no 'distinct values per group' expectation on pandas)."""
     import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
 
     manifest = manifest.astype({c: "object" for c in ("emotion", "split", "sha256", "gender", "ethnicity", "age_group")})
     checks = [
@@ -76,12 +77,13 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
                    gxe.ExpectColumnValuesToNotBeNull(column="emotion"),
                    gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(classes) - 1),
                    gxe.ExpectColumnValuesToBeInSet(column="label_space", value_set=[config.label_space])]
-        scopes = [(f' & split=="{s}"', s) for s in config.splits] if config.per_split else [("", None)]
-        for index, name in enumerate(classes):
-            for condition, _ in scopes:
+        for index in range(len(classes)):
+            conditions = [Column("label") == index]
+            if config.per_split:
+                conditions = [(Column("label") == index) & (Column("split") == split) for split in config.splits]
+            for condition in conditions:
                 checks.append(gxe.ExpectTableRowCountToBeBetween(
-                    min_value=config.min_per_class, max_value=config.max_per_class,
-                    row_condition=f'label=={index}{condition}', condition_parser="pandas"))
+                    min_value=config.min_per_class, max_value=config.max_per_class, row_condition=condition))
     batches = {"manifest": (manifest, checks),
                "sha256_splits": (_crosses(manifest, "sha256"),
                                  [gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1)])}
@@ -141,7 +143,16 @@ def _describe(result) -> dict:
     condition = kwargs.pop("row_condition", None)
     label = f"{config.type}({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()) if k != 'value_set')})"
     if condition:
-        label += f" where {condition.get('pass_through_filter', condition) if isinstance(condition, dict) else condition}"
+        label += f" where {_condition_text(condition)}"
     observed = result.result.get("observed_value", result.result.get("unexpected_count"))
     return {"expectation": label, "success": bool(result.success),
             "observed": observed if isinstance(observed, int | float | str | type(None)) else str(observed)}
+
+
+def _condition_text(condition) -> str:
+    """``{'type': 'and', 'conditions': [...]}`` (GX's serialised row condition) -> ``label == 0 & ...``."""
+    if isinstance(condition, dict) and "conditions" in condition:
+        return f" {condition.get('type', 'and')} ".join(_condition_text(c) for c in condition["conditions"])
+    if isinstance(condition, dict) and "column" in condition:
+        return f"{condition['column']['name']} {condition['operator']} {condition['parameter']!r}"
+    return str(condition)

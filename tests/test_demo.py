@@ -1,0 +1,78 @@
+import hashlib
+
+import pandas as pd
+from openpyxl import load_workbook
+from PIL import Image
+
+from fersynth.demo import DemoConfig, make_demo
+from fersynth.demo.sampling import Nuisances
+from fersynth.ingest import ingest
+from fersynth.ingest.utkface import parse_name
+from fersynth.variant import Variant
+
+
+def _tree_digest(root):
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    config = DemoConfig(datasets=("fer2013", "casme2"), fer2013_rows=40, casme2_subjects=2, casme2_clips_per_subject=2)
+    make_demo(config, tmp_path / "a")
+    make_demo(config, tmp_path / "b")
+    make_demo(DemoConfig(**{**config.__dict__, "seed": 1}), tmp_path / "c")
+    assert _tree_digest(tmp_path / "a" / "fer2013") == _tree_digest(tmp_path / "b" / "fer2013")
+    assert (tmp_path / "a" / "casme2" / "CASME2-coding-20140508.xlsx").exists()
+    assert _tree_digest(tmp_path / "a" / "fer2013") != _tree_digest(tmp_path / "c" / "fer2013")
+
+
+def test_native_formats(tiny_demo):
+    header = (tiny_demo / "fer2013" / "fer2013.csv").read_text().splitlines()[:2]
+    assert header[0] == "emotion,pixels,Usage"
+    emotion, pixels, usage = header[1].split(",")
+    assert int(emotion) in range(7) and len(pixels.split()) == 2304 and usage in {"Training", "PublicTest", "PrivateTest"}
+    nhfi = next((tiny_demo / "nhfi" / "happy").glob("*.png"))
+    assert Image.open(nhfi).size == (224, 224) and Image.open(nhfi).mode == "L"
+    lists = (tiny_demo / "affectnet" / "Manually_Annotated_file_lists" / "training.csv").read_text().splitlines()
+    assert lists[0].startswith("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression")
+    sheet = load_workbook(tiny_demo / "casme2" / "CASME2-coding-20140508.xlsx").active
+    assert [c.value for c in sheet[1]] == ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame",
+                                           "Action Units", "Estimated Emotion"]
+    frame = next((tiny_demo / "casme2" / "CASME2_RAW_selected").rglob("img*.jpg"))
+    assert Image.open(frame).size == (280, 340) and Image.open(frame).mode == "RGB"
+    names = [p.name for p in (tiny_demo / "utkface" / "UTKFace").glob("*.jpg.chip.jpg")]
+    assert sum(1 for n in names if _parses(n)) >= 60
+
+
+def _parses(name):
+    try:
+        parse_name(name)
+    except Exception:
+        return False
+    return True
+
+
+def test_ground_truth_matches_what_ingest_keeps(tiny_demo, tmp_path):
+    report = ingest("fer2013", tiny_demo / "fer2013", tmp_path / "fer2013")
+    truth = pd.read_csv(tiny_demo / "ground_truth" / "fer2013.csv").set_index("source")
+    manifest = Variant(tmp_path / "fer2013").manifest.set_index("source")
+    joined = manifest.join(truth, how="left", rsuffix="_true")
+    assert joined["given_emotion"].notna().all()  # every kept image has its truth
+    assert (joined["emotion"] == joined["given_emotion"]).all()
+    flipped = joined["flipped"].astype(bool)
+    assert (joined.loc[flipped, "emotion"] != joined.loc[flipped, "true_emotion"]).all()
+    assert 0.03 < flipped.mean() < 0.2  # label_noise 0.1
+    planted = truth["corrupt"].fillna(False).astype(bool)
+    assert planted.sum() == report["bad_input"]
+    assert truth["duplicate"].fillna(False).astype(bool).sum() == report["duplicates"]
+
+
+def test_no_nuisances_means_clean_data(tmp_path):
+    clean = Nuisances(label_noise=0, blur=0, occlusion=0, low_light=0, duplicates=0, corrupt=0, malformed=0)
+    make_demo(DemoConfig(datasets=("nhfi",), nhfi_images=30, nuisances=clean), tmp_path)
+    truth = pd.read_csv(tmp_path / "ground_truth" / "nhfi.csv")
+    report = ingest("nhfi", tmp_path / "nhfi", tmp_path / "out")
+    assert report["kept"] == 30 and report["quarantined"] == 1  # only the README.txt beside the folders
+    assert not truth["flipped"].fillna(False).astype(bool).any()

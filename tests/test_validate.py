@@ -1,0 +1,72 @@
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
+from fersynth.variant import VariantWriter
+from tests.conftest import image_bytes
+
+
+def _variant(path, rows):
+    """rows: (key, split, emotion, label, subject, identity)."""
+    with VariantWriter(path) as writer:
+        for key, split, emotion, label, subject, identity in rows:
+            data = image_bytes(identity=identity)
+            writer.add({"key": key, "source": key, "split": split, "emotion": emotion, "label": label,
+                        "label_space": "basic7", "subject": subject, "dataset": "toy"},
+                       Image.open(io.BytesIO(data)), data)
+        writer.commit()
+    return path
+
+
+GOOD = [(f"k{i}", ["train", "val", "test"][i % 3], ["angry", "happy"][i % 2], [0, 3][i % 2], f"s{i % 3}", i)
+        for i in range(12)]
+
+
+def _suite(**overrides):
+    return SuiteConfig(**({"min_per_class": 0} | overrides))
+
+
+def test_good_variant_passes_and_writes_metrics_and_docs(tmp_path):
+    variant = _variant(tmp_path / "toy", GOOD)
+    summary = validate_variant(variant, _suite(subjects_disjoint=True), tmp_path / "q.json", tmp_path / "docs")
+    assert summary["success"] and summary["failed"] == 0
+    assert json.loads((tmp_path / "q.json").read_text())["evaluated"] == summary["evaluated"]
+    assert (tmp_path / "docs" / "index.html").exists()
+
+
+def test_subject_on_two_sides_fails(tmp_path):
+    rows = GOOD[:-1] + [("leak", "test", "happy", 3, "s0", 99)]  # s0 is otherwise only in train
+    variant = _variant(tmp_path / "toy", rows)
+    validate_variant(variant, _suite(), tmp_path / "a.json", tmp_path / "a")  # not checked: passes
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, _suite(subjects_disjoint=True), tmp_path / "q.json", tmp_path / "docs")
+    failed = [(batch, r["expectation"]) for batch, results in json.loads((tmp_path / "q.json").read_text())["batches"].items()
+              for r in results if not r["success"]]
+    assert failed == [("subject_splits", "expect_column_values_to_be_between(column=n_splits, max_value=1.0, min_value=1.0)")]
+
+
+def test_same_picture_twice_fails(tmp_path):
+    rows = GOOD + [("copy", "test", "angry", 0, "s0", 0)]  # identity 0 again: same pixels as k0
+    variant = _variant(tmp_path / "toy", rows)
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
+
+
+def test_class_count_bounds(tmp_path):
+    variant = _variant(tmp_path / "toy", GOOD)
+    # six of each of angry and happy, none of the other five classes
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, SuiteConfig(min_per_class=1), tmp_path / "q.json", tmp_path / "docs")
+    summary = json.loads((tmp_path / "q.json").read_text())
+    assert summary["failed"] == 5
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, _suite(max_per_class=5), tmp_path / "q.json", tmp_path / "docs")
+    assert validate_variant(variant, _suite(max_per_class=6), tmp_path / "q.json", tmp_path / "docs")["success"]
+
+
+def test_unknown_label_space_is_refused():
+    with pytest.raises(ValueError):
+        SuiteConfig(label_space="basic8")
