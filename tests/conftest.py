@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fersynth.faces import FaceSpec, render_face
 
 
-def image_bytes(emotion: str = "happy", size: tuple[int, int] = (48, 48), mode: str = "L", fmt: str = "PNG",
-                identity: int = 0) -> bytes:
+def image_bytes(
+    emotion: str = "happy", size: tuple[int, int] = (48, 48), mode: str = "L", fmt: str = "PNG", identity: int = 0
+) -> bytes:
     buffer = io.BytesIO()
     render_face(FaceSpec(emotion=emotion, identity=identity), size, mode).save(buffer, format=fmt)
     return buffer.getvalue()
@@ -40,7 +40,14 @@ def tiny_demo(tmp_path_factory):
     from fersynth.demo import DemoConfig, make_demo
 
     out = tmp_path_factory.mktemp("demo")
-    config = DemoConfig(fer2013_rows=160, nhfi_images=90, affectnet_images=100, casme2_subjects=5,
-                        casme2_clips_per_subject=3, casme2_frames_per_clip=(3, 5), utkface_images=60)
+    config = DemoConfig(
+        fer2013_rows=160,
+        nhfi_images=90,
+        affectnet_images=100,
+        casme2_subjects=5,
+        casme2_clips_per_subject=3,
+        casme2_frames_per_clip=(3, 5),
+        utkface_images=60,
+    )
     make_demo(config, out)
     return out

@@ -8,15 +8,17 @@ from fersynth.cli import main
 
 def test_demo_ingest_validate_export_through_the_cli(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    params = {"demo": {"datasets": ["casme2"], "casme2_subjects": 4, "casme2_clips_per_subject": 2},
-              "ingest": {"seed": 1, "sources": {"casme2": {"src": "data/demo/casme2", "frames": "apex"}}},
-              "validate": {"suites": {"casme2": {"label_space": "casme2", "min_per_class": 0,
-                                                 "subjects_disjoint": True}}}}
+    params = {
+        "demo": {"datasets": ["casme2"], "casme2_subjects": 4, "casme2_clips_per_subject": 2},
+        "ingest": {"seed": 1, "sources": {"casme2": {"src": "data/demo/casme2", "frames": "apex"}}},
+        "validate": {"suites": {"casme2": {"label_space": "casme2", "min_per_class": 0, "subjects_disjoint": True}}},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     runner = CliRunner()
     assert runner.invoke(main, ["demo", "--out", "data/demo"], catch_exceptions=False).exit_code == 0
-    result = runner.invoke(main, ["ingest", "casme2", "--src", "data/demo/casme2", "--out", "data/original/casme2"],
-                           catch_exceptions=False)
+    result = runner.invoke(
+        main, ["ingest", "casme2", "--src", "data/demo/casme2", "--out", "data/original/casme2"], catch_exceptions=False
+    )
     assert result.exit_code == 0
     report = json.loads((tmp_path / "data/original/casme2/ingest.json").read_text())
     assert report["kept"] == 8 - 0 and report["seed"] == 1  # apex only: one frame per good clip
@@ -37,9 +39,14 @@ def test_unknown_param_fails_before_work(tmp_path, monkeypatch):
 
 def test_failing_suite_exits_non_zero(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"demo": {"datasets": ["nhfi"], "nhfi_images": 20},
-         "validate": {"suites": {"nhfi": {"min_per_class": 1000}}}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "demo": {"datasets": ["nhfi"], "nhfi_images": 20},
+                "validate": {"suites": {"nhfi": {"min_per_class": 1000}}},
+            }
+        )
+    )
     runner = CliRunner()
     runner.invoke(main, ["demo", "--out", "demo"], catch_exceptions=False)
     runner.invoke(main, ["ingest", "nhfi", "--src", "demo/nhfi", "--out", "nhfi"], catch_exceptions=False)

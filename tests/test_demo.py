@@ -32,14 +32,23 @@ def test_native_formats(tiny_demo):
     header = (tiny_demo / "fer2013" / "fer2013.csv").read_text().splitlines()[:2]
     assert header[0] == "emotion,pixels,Usage"
     emotion, pixels, usage = header[1].split(",")
-    assert int(emotion) in range(7) and len(pixels.split()) == 2304 and usage in {"Training", "PublicTest", "PrivateTest"}
+    assert (
+        int(emotion) in range(7) and len(pixels.split()) == 2304 and usage in {"Training", "PublicTest", "PrivateTest"}
+    )
     nhfi = next((tiny_demo / "nhfi" / "happy").glob("*.png"))
     assert Image.open(nhfi).size == (224, 224) and Image.open(nhfi).mode == "L"
     lists = (tiny_demo / "affectnet" / "Manually_Annotated_file_lists" / "training.csv").read_text().splitlines()
     assert lists[0].startswith("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression")
     sheet = load_workbook(tiny_demo / "casme2" / "CASME2-coding-20140508.xlsx").active
-    assert [c.value for c in sheet[1]] == ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame",
-                                           "Action Units", "Estimated Emotion"]
+    assert [c.value for c in sheet[1]] == [
+        "Subject",
+        "Filename",
+        "OnsetFrame",
+        "ApexFrame",
+        "OffsetFrame",
+        "Action Units",
+        "Estimated Emotion",
+    ]
     frame = next((tiny_demo / "casme2" / "CASME2_RAW_selected").rglob("img*.jpg"))
     assert Image.open(frame).size == (280, 340) and Image.open(frame).mode == "RGB"
     names = [p.name for p in (tiny_demo / "utkface" / "UTKFace").glob("*.jpg.chip.jpg")]

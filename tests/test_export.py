@@ -16,4 +16,6 @@ def test_export_writes_one_file_per_image_in_class_folders(tiny_demo, tmp_path):
     assert on_disk == expected
     row, data = next(variant.iter_bytes())
     stem = row["key"].replace("/", "__").rsplit(".", 1)[0]
-    assert (tmp_path / "export" / row["split"] / f"{row['label']}_{row['emotion']}" / f"{stem}.png").read_bytes() == data
+    assert (
+        tmp_path / "export" / row["split"] / f"{row['label']}_{row['emotion']}" / f"{stem}.png"
+    ).read_bytes() == data

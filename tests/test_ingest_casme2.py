@@ -30,8 +30,11 @@ def _casme(tmp_path, rows, release="CASME2_RAW_selected", pattern="img{}.jpg", s
     return src
 
 
-ROWS = [[s, f"EP0{c}_0{s}", 10 * c, 10 * c + 2, 10 * c + 4, "12", emotion]
-        for s in range(1, 11) for c, emotion in enumerate(["happiness", "disgust", "others"], start=1)]
+ROWS = [
+    [s, f"EP0{c}_0{s}", 10 * c, 10 * c + 2, 10 * c + 4, "12", emotion]
+    for s in range(1, 11)
+    for c, emotion in enumerate(["happiness", "disgust", "others"], start=1)
+]
 
 
 def test_split_is_by_subject_and_all_frames_are_read(tmp_path):
@@ -50,8 +53,11 @@ def test_split_is_by_subject_and_all_frames_are_read(tmp_path):
 
 
 def test_apex_mode_and_missing_apex(tmp_path):
-    rows = [[1, "EP01_01", 10, 12, 14, "12", "happiness"], [2, "EP01_02", 20, "/", 24, "4", "others"],
-            [3, "EP01_03", 30, 31, 34, "4", "sadness"]]
+    rows = [
+        [1, "EP01_01", 10, 12, 14, "12", "happiness"],
+        [2, "EP01_02", 20, "/", 24, "4", "others"],
+        [3, "EP01_03", 30, 31, 34, "4", "sadness"],
+    ]
     src = _casme(tmp_path, rows)
     ingest("casme2", src, tmp_path / "mid", IngestConfig(casme2_frames="apex"))
     frames = Variant(tmp_path / "mid").manifest.set_index("clip")["frame"].to_dict()
@@ -62,12 +68,14 @@ def test_apex_mode_and_missing_apex(tmp_path):
 
 
 def test_bad_rows_and_frames_are_quarantined(tmp_path):
-    rows = [[1, "EP01_01", 10, 12, 14, "12", "happiness"],
-            [2, "EP01_02", 10, 12, 14, "12", "contempt"],
-            ["subject?", "EP01_03", 10, 12, 14, "12", "others"],
-            [4, "EP01_04", 14, 12, 10, "12", "others"],
-            [5, "EP01_05", "ten", 12, 14, "12", "others"],
-            [6, "EP01_06", 10, 12, 12, "12", "fear"]]
+    rows = [
+        [1, "EP01_01", 10, 12, 14, "12", "happiness"],
+        [2, "EP01_02", 10, 12, 14, "12", "contempt"],
+        ["subject?", "EP01_03", 10, 12, 14, "12", "others"],
+        [4, "EP01_04", 14, 12, 10, "12", "others"],
+        [5, "EP01_05", "ten", 12, 14, "12", "others"],
+        [6, "EP01_06", 10, 12, 12, "12", "fear"],
+    ]
     src = _casme(tmp_path, rows, skip_frames={("EP01_06", 11)})
     (src / "CASME2_RAW_selected" / "sub01" / "EP01_01" / "img13.jpg").write_bytes(b"")
     report = ingest("casme2", src, tmp_path / "out")

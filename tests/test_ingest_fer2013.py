@@ -19,12 +19,23 @@ def _csv(tmp_path, lines):
 
 
 def test_csv_codes_are_remapped_by_name_and_usage_gives_split(tmp_path):
-    src = _csv(tmp_path, [f"4,{pixel_string(1)},Training", f"6,{pixel_string(2)},PublicTest",
-                          f"0,{pixel_string(3)},PrivateTest", f"1,{pixel_string(4)},Training"])
+    src = _csv(
+        tmp_path,
+        [
+            f"4,{pixel_string(1)},Training",
+            f"6,{pixel_string(2)},PublicTest",
+            f"0,{pixel_string(3)},PrivateTest",
+            f"1,{pixel_string(4)},Training",
+        ],
+    )
     report = ingest("fer2013", src, tmp_path / "out")
     manifest = Variant(tmp_path / "out").manifest.set_index("source")
     # FER2013's 4 is sad and 6 is neutral; the canonical order is alphabetical
-    assert manifest.loc["fer2013.csv:2", ["emotion", "label", "split"]].tolist() == ["sad", BASIC7.index("sad"), "train"]
+    assert manifest.loc["fer2013.csv:2", ["emotion", "label", "split"]].tolist() == [
+        "sad",
+        BASIC7.index("sad"),
+        "train",
+    ]
     assert manifest.loc["fer2013.csv:3", ["emotion", "label", "split"]].tolist() == ["neutral", 4, "val"]
     assert manifest.loc["fer2013.csv:4", ["emotion", "label", "split"]].tolist() == ["angry", 0, "test"]
     assert manifest.loc["fer2013.csv:5", "emotion"] == "disgust"
@@ -35,24 +46,27 @@ def test_csv_pixels_survive_exactly(tmp_path):
     pixels = pixel_string(7)
     src = _csv(tmp_path, [f"3,{pixels},Training"])
     ingest("fer2013", src, tmp_path / "out")
-    (_, image), = Variant(tmp_path / "out").iter_images()
+    ((_, image),) = Variant(tmp_path / "out").iter_images()
     assert image.size == (48, 48) and image.mode == "L"
     assert np.asarray(image).ravel().tolist() == [int(v) for v in pixels.split()]
 
 
 def test_csv_malformed_rows_are_quarantined_with_reasons(tmp_path):
     good = pixel_string(1)
-    src = _csv(tmp_path, [
-        f"3,{good},Training",
-        f"3,{' '.join(['1'] * 2303)},Training",
-        f"3,{good.replace(good.split()[5], 'x7', 1)},Training",
-        f"3,{' '.join(['256'] * 2304)},Training",
-        f"7,{pixel_string(2)},Training",
-        f"sad,{pixel_string(3)},Training",
-        f"3,{pixel_string(4)},Validation",
-        "3,1 2 3",
-        f"3,{pixel_string(5)},Training,extra",
-    ])
+    src = _csv(
+        tmp_path,
+        [
+            f"3,{good},Training",
+            f"3,{' '.join(['1'] * 2303)},Training",
+            f"3,{good.replace(good.split()[5], 'x7', 1)},Training",
+            f"3,{' '.join(['256'] * 2304)},Training",
+            f"7,{pixel_string(2)},Training",
+            f"sad,{pixel_string(3)},Training",
+            f"3,{pixel_string(4)},Validation",
+            "3,1 2 3",
+            f"3,{pixel_string(5)},Training,extra",
+        ],
+    )
     report = ingest("fer2013", src, tmp_path / "out")
     reasons = pd.read_csv(tmp_path / "out" / "quarantine.csv").set_index("source")["reason"].to_dict()
     assert reasons == {
@@ -96,15 +110,18 @@ def test_folder_release(tmp_path):
     write_file(src / "train" / "bored" / "Training_6.jpg", image_bytes("neutral", fmt="JPEG", identity=6))
     report = ingest("fer2013", src, tmp_path / "out")
     manifest = Variant(tmp_path / "out").manifest.set_index("source")
-    assert manifest["split"].to_dict() == {"test/fear/PrivateTest_3.jpg": "test", "test/sad/PublicTest_2.jpg": "val",
-                                          "train/happy/Training_1.jpg": "train"}
+    assert manifest["split"].to_dict() == {
+        "test/fear/PrivateTest_3.jpg": "test",
+        "test/sad/PublicTest_2.jpg": "val",
+        "train/happy/Training_1.jpg": "train",
+    }
     reasons = pd.read_csv(tmp_path / "out" / "quarantine.csv").set_index("source")["reason"]
     assert reasons["train/sad/picture.jpg"].startswith("malformed file name")
     assert reasons["test/sad/Training_4.jpg"].startswith("malformed file name")
     assert reasons["train/angry/Training_5.jpg"].startswith("corrupt image")
     assert reasons["train/bored/Training_6.jpg"] == "unknown label: folder 'bored'"
     assert report["format"] == "folders" and report["read"] == 7
-    (_, image), = Variant(tmp_path / "out").iter_images(Variant(tmp_path / "out").manifest.head(1))
+    ((_, image),) = Variant(tmp_path / "out").iter_images(Variant(tmp_path / "out").manifest.head(1))
     assert isinstance(image, Image.Image) and image.size == (48, 48)
 
 
@@ -112,6 +129,6 @@ def test_images_keep_native_bytes_in_folder_release(tmp_path):
     data = image_bytes("happy", fmt="JPEG")
     write_file(tmp_path / "src" / "train" / "happy" / "Training_1.jpg", data)
     ingest("fer2013", tmp_path / "src", tmp_path / "out")
-    (_, stored), = Variant(tmp_path / "out").iter_bytes()
+    ((_, stored),) = Variant(tmp_path / "out").iter_bytes()
     assert stored == data
     assert Image.open(io.BytesIO(stored)).format == "JPEG"

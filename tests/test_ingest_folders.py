@@ -1,18 +1,16 @@
 """NHFI and AffectNet (both releases) and UTKFace ingestion."""
 
+import io
+
 import pandas as pd
+import pytest
 from PIL import Image
 
 from fersynth.ingest import ingest
+from fersynth.ingest.common import BadInput
 from fersynth.ingest.utkface import parse_name
 from fersynth.variant import Variant
 from tests.conftest import image_bytes, write_file
-
-import io
-
-import pytest
-
-from fersynth.ingest.common import BadInput
 
 
 def _reasons(out):
@@ -40,8 +38,15 @@ def test_nhfi_classes_splits_and_bad_inputs(tmp_path):
     assert _reasons(tmp_path / "out")["happy/broken.png"].startswith("corrupt image")
     assert report["dropped_by_rule"] == 1 and report["duplicates"] == 1
     # stratified 80/10/10 within every class; native 224x224 grayscale kept
-    assert (manifest.groupby("emotion")["split"].value_counts().unstack().loc[:, ["train", "val", "test"]]
-            .eq([8, 1, 1]).all().all())
+    assert (
+        manifest.groupby("emotion")["split"]
+        .value_counts()
+        .unstack()
+        .loc[:, ["train", "val", "test"]]
+        .eq([8, 1, 1])
+        .all()
+        .all()
+    )
     assert set(zip(manifest["width"], manifest["height"], manifest["mode"], strict=True)) == {(224, 224, "L")}
 
 
@@ -59,19 +64,22 @@ def test_affectnet_lists_crop_face_box_and_drop_codes_7_to_10(tmp_path):
     canvas.save(buffer, format="PNG")
     for name in ("a", "b", "c", "d", "e", "f", "g"):
         write_file(src / "Manually_Annotated_Images" / "1" / f"{name}.png", buffer.getvalue())
-    _affectnet_lists(src, [
-        "1/a.png,40,30,224,224,1.0;2.0,2,0.1,0.2",    # sad
-        "1/b.png,40,30,224,224,,7,0,0",                # contempt: rule
-        "1/c.png,40,30,224,224,,10,0,0",               # no-face: rule
-        "1/d.png,40,30,224,224,,13,0,0",               # unknown code
-        "1/e.png,200,200,224,224,,1,0,0",              # box outside the image
-        "1/missing.png,0,0,10,10,,1,0,0",              # no such file
-        "1/f.png,abc,30,224,224,,1,0,0",               # not a number
-        "1/g.png,0,0",                                 # too few fields
-    ])
+    _affectnet_lists(
+        src,
+        [
+            "1/a.png,40,30,224,224,1.0;2.0,2,0.1,0.2",  # sad
+            "1/b.png,40,30,224,224,,7,0,0",  # contempt: rule
+            "1/c.png,40,30,224,224,,10,0,0",  # no-face: rule
+            "1/d.png,40,30,224,224,,13,0,0",  # unknown code
+            "1/e.png,200,200,224,224,,1,0,0",  # box outside the image
+            "1/missing.png,0,0,10,10,,1,0,0",  # no such file
+            "1/f.png,abc,30,224,224,,1,0,0",  # not a number
+            "1/g.png,0,0",  # too few fields
+        ],
+    )
     report = ingest("affectnet", src, tmp_path / "out")
     variant = Variant(tmp_path / "out")
-    (row, image), = variant.iter_images()
+    ((row, image),) = variant.iter_images()
     assert row["emotion"] == "sad" and row["label"] == 5
     assert image.size == (224, 224)
     assert image.getpixel((0, 0)) != (10, 200, 10)  # the green border was cropped away
@@ -98,22 +106,34 @@ def test_affectnet_folder_release_maps_anger_and_drops_contempt(tmp_path):
 
 def test_utkface_names(tmp_path):
     assert parse_name("26_1_2_20170116174525125.jpg.chip.jpg") == (26, "female", "asian")
-    for bad in ("39_1_20170109150557335.jpg.chip.jpg", "x_0_1_2017.jpg", "20_2_1_2017.jpg", "20_0_5_2017.jpg",
-                "200_0_1_2017.jpg"):
+    for bad in (
+        "39_1_20170109150557335.jpg.chip.jpg",
+        "x_0_1_2017.jpg",
+        "20_2_1_2017.jpg",
+        "20_0_5_2017.jpg",
+        "200_0_1_2017.jpg",
+    ):
         with pytest.raises(BadInput, match="malformed file name"):
             parse_name(bad)
 
 
 def test_utkface_ingest_keeps_demographics(tmp_path):
     src = tmp_path / "utk"
-    names = [f"{age}_{g}_{r}_2017010{i}.jpg.chip.jpg" for i, (age, g, r) in
-             enumerate([(5, 0, 0), (22, 1, 1), (40, 0, 2), (70, 1, 3), (33, 0, 4)])]
+    names = [
+        f"{age}_{g}_{r}_2017010{i}.jpg.chip.jpg"
+        for i, (age, g, r) in enumerate([(5, 0, 0), (22, 1, 1), (40, 0, 2), (70, 1, 3), (33, 0, 4)])
+    ]
     for i, name in enumerate(names):
         write_file(src / name, image_bytes("neutral", (200, 200), "RGB", "JPEG", identity=i))
     write_file(src / "45_1_20170109.jpg.chip.jpg", image_bytes(fmt="JPEG", identity=50))
     report = ingest("utkface", src, tmp_path / "out")
     manifest = Variant(tmp_path / "out").manifest.set_index("source")
-    assert manifest.loc[names[0], ["age", "gender", "age_group", "ethnicity"]].tolist() == [5.0, "male", "child", "white"]
+    assert manifest.loc[names[0], ["age", "gender", "age_group", "ethnicity"]].tolist() == [
+        5.0,
+        "male",
+        "child",
+        "white",
+    ]
     assert manifest.loc[names[3], ["age_group", "ethnicity", "gender"]].tolist() == ["old", "indian", "female"]
     assert manifest["emotion"].isna().all() and (manifest["label_space"] == "none").all()
     assert report["quarantined"] == 1 and report["kept"] == 5

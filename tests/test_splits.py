@@ -9,8 +9,11 @@ from tests.conftest import image_bytes
 
 
 def _rows(n_per_class):
-    return [{"key": f"{label}-{i:03d}", "label": label, "subject": f"s{i % 7}"}
-            for label, n in enumerate(n_per_class) for i in range(n)]
+    return [
+        {"key": f"{label}-{i:03d}", "label": label, "subject": f"s{i % 7}"}
+        for label, n in enumerate(n_per_class)
+        for i in range(n)
+    ]
 
 
 def test_stratified_split_hits_fractions_per_class():

@@ -14,15 +14,28 @@ def _variant(path, rows):
     with VariantWriter(path) as writer:
         for key, split, emotion, label, subject, identity in rows:
             data = image_bytes(identity=identity)
-            writer.add({"key": key, "source": key, "split": split, "emotion": emotion, "label": label,
-                        "label_space": "basic7", "subject": subject, "dataset": "toy"},
-                       Image.open(io.BytesIO(data)), data)
+            writer.add(
+                {
+                    "key": key,
+                    "source": key,
+                    "split": split,
+                    "emotion": emotion,
+                    "label": label,
+                    "label_space": "basic7",
+                    "subject": subject,
+                    "dataset": "toy",
+                },
+                Image.open(io.BytesIO(data)),
+                data,
+            )
         writer.commit()
     return path
 
 
-GOOD = [(f"k{i}", ["train", "val", "test"][i % 3], ["angry", "happy"][i % 2], [0, 3][i % 2], f"s{i % 3}", i)
-        for i in range(12)]
+GOOD = [
+    (f"k{i}", ["train", "val", "test"][i % 3], ["angry", "happy"][i % 2], [0, 3][i % 2], f"s{i % 3}", i)
+    for i in range(12)
+]
 
 
 def _suite(**overrides):
@@ -43,9 +56,15 @@ def test_subject_on_two_sides_fails(tmp_path):
     validate_variant(variant, _suite(), tmp_path / "a.json", tmp_path / "a")  # not checked: passes
     with pytest.raises(ValidationFailed):
         validate_variant(variant, _suite(subjects_disjoint=True), tmp_path / "q.json", tmp_path / "docs")
-    failed = [(batch, r["expectation"]) for batch, results in json.loads((tmp_path / "q.json").read_text())["batches"].items()
-              for r in results if not r["success"]]
-    assert failed == [("subject_splits", "expect_column_values_to_be_between(column=n_splits, max_value=1.0, min_value=1.0)")]
+    failed = [
+        (batch, r["expectation"])
+        for batch, results in json.loads((tmp_path / "q.json").read_text())["batches"].items()
+        for r in results
+        if not r["success"]
+    ]
+    assert failed == [
+        ("subject_splits", "expect_column_values_to_be_between(column=n_splits, max_value=1.0, min_value=1.0)")
+    ]
 
 
 def test_same_picture_twice_fails(tmp_path):

@@ -10,8 +10,15 @@ from tests.conftest import image_bytes
 
 
 def _record(key, split="train", emotion="happy", label=3):
-    return {"key": key, "source": f"src/{key}", "dataset": "toy", "label_space": "basic7", "emotion": emotion,
-            "label": label, "split": split}
+    return {
+        "key": key,
+        "source": f"src/{key}",
+        "dataset": "toy",
+        "label_space": "basic7",
+        "emotion": emotion,
+        "label": label,
+        "split": split,
+    }
 
 
 def test_roundtrip_keeps_bytes_and_manifest_columns(tmp_path):
@@ -28,7 +35,8 @@ def test_roundtrip_keeps_bytes_and_manifest_columns(tmp_path):
     assert stored == {"a": png, "b": jpg}
     assert report["read"] == 3 and report["kept"] == 2 and report["quarantined"] == 1
     assert pd.read_csv(tmp_path / "v" / "quarantine.csv").to_dict("records") == [
-        {"source": "src/c", "reason": "corrupt image: empty file"}]
+        {"source": "src/c", "reason": "corrupt image: empty file"}
+    ]
     assert variant.manifest.set_index("key").loc["b", "format"] == "JPEG"
 
 
@@ -61,8 +69,11 @@ def test_demote_moves_row_to_quarantine_and_prunes_shards(tmp_path):
         writer.demote("b", "duplicate: same pixels as src/a", "duplicate")
         report = writer.commit()
     assert report == report | {"read": 2, "kept": 1, "quarantined": 1, "duplicates": 1}
-    shard_keys = [k for shard in (tmp_path / "v" / "images").glob("*.parquet")
-                  for k in pq.read_table(shard).column("key").to_pylist()]
+    shard_keys = [
+        k
+        for shard in (tmp_path / "v" / "images").glob("*.parquet")
+        for k in pq.read_table(shard).column("key").to_pylist()
+    ]
     assert shard_keys == ["a"]
 
 

@@ -10,8 +10,14 @@ import click
 
 from fersynth.config import build, load_params, section
 
-PARAMS_OPTION = click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"),
-                             show_default=True, help="params.yaml to read the stage's section from.")
+PARAMS_OPTION = click.option(
+    "--params",
+    "params_path",
+    type=click.Path(path_type=Path),
+    default=Path("params.yaml"),
+    show_default=True,
+    help="params.yaml to read the stage's section from.",
+)
 
 
 @click.group()
@@ -21,8 +27,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("data/demo"), show_default=True,
-              help="Directory to write the demo copies of every source dataset into.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("data/demo"),
+    show_default=True,
+    help="Directory to write the demo copies of every source dataset into.",
+)
 @click.option("--only", multiple=True, help="Write only these datasets (repeatable); default: params demo.datasets.")
 @PARAMS_OPTION
 def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
@@ -37,8 +48,12 @@ def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
 
 @main.command()
 @click.argument("dataset", type=click.Choice(["fer2013", "nhfi", "affectnet", "casme2", "utkface"]))
-@click.option("--src", type=click.Path(exists=True, path_type=Path), required=True,
-              help="The dataset's native files (a CSV, list or folder layout; detected).")
+@click.option(
+    "--src",
+    type=click.Path(exists=True, path_type=Path),
+    required=True,
+    help="The dataset's native files (a CSV, list or folder layout; detected).",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
 @PARAMS_OPTION
 def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
@@ -56,21 +71,35 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
 @main.command()
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--suite", help="Suite name under params validate.suites (default: the variant's directory name).")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path),
-              help="Where to write the results JSON [default: metrics/quality/<suite>.json].")
-@click.option("--docs", "docs_dir", type=click.Path(path_type=Path),
-              help="Data Docs directory [default: reports/data_docs/<suite>].")
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(path_type=Path),
+    help="Where to write the results JSON [default: metrics/quality/<suite>.json].",
+)
+@click.option(
+    "--docs",
+    "docs_dir",
+    type=click.Path(path_type=Path),
+    help="Data Docs directory [default: reports/data_docs/<suite>].",
+)
 @PARAMS_OPTION
-def validate(variant: Path, suite: str | None, metrics_path: Path | None, docs_dir: Path | None,
-             params_path: Path) -> None:
+def validate(
+    variant: Path, suite: str | None, metrics_path: Path | None, docs_dir: Path | None, params_path: Path
+) -> None:
     """Run the Great Expectations suite for VARIANT; exits non-zero when an expectation fails."""
     from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 
     suite = suite or variant.name
     config = build(SuiteConfig, section(load_params(params_path), f"validate.suites.{suite}"))
     try:
-        validate_variant(variant, config, metrics_path or Path("metrics/quality") / f"{suite}.json",
-                         docs_dir or Path("reports/data_docs") / suite, name=suite)
+        validate_variant(
+            variant,
+            config,
+            metrics_path or Path("metrics/quality") / f"{suite}.json",
+            docs_dir or Path("reports/data_docs") / suite,
+            name=suite,
+        )
     except ValidationFailed as failure:
         click.echo(f"validation failed: {failure}", err=True)
         sys.exit(1)

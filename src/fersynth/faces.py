@@ -37,8 +37,13 @@ SKIN_TONES = {
     "indian": (170, 124, 90),
     "others": (196, 150, 112),
 }
-HAIR_COLOURS = {"white": (120, 80, 40), "black": (25, 20, 18), "asian": (20, 18, 16), "indian": (30, 22, 18),
-                "others": (60, 40, 25)}
+HAIR_COLOURS = {
+    "white": (120, 80, 40),
+    "black": (25, 20, 18),
+    "asian": (20, 18, 16),
+    "indian": (30, 22, 18),
+    "others": (60, 40, 25),
+}
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,11 @@ def _draw(spec: FaceSpec, canvas: int = 128) -> Image.Image:
     face_h = (50 + rng.uniform(-3, 3) - (6 if child else 0)) * s
     # 1. hair behind the head (long for female faces)
     if spec.gender == "female":
-        draw.rounded_rectangle((cx - face_w - 8 * s, cy - face_h - 6 * s, cx + face_w + 8 * s, cy + face_h + 14 * s),
-                               radius=int(20 * s), fill=hair)
+        draw.rounded_rectangle(
+            (cx - face_w - 8 * s, cy - face_h - 6 * s, cx + face_w + 8 * s, cy + face_h + 14 * s),
+            radius=int(20 * s),
+            fill=hair,
+        )
     # 2. face and neck
     draw.rectangle((cx - 14 * s, cy + face_h - 8 * s, cx + 14 * s, canvas), fill=skin)
     draw.ellipse((cx - face_w, cy - face_h, cx + face_w, cy + face_h), fill=skin)
@@ -111,12 +119,20 @@ def _draw(spec: FaceSpec, canvas: int = 128) -> Image.Image:
         outer = (ex + side * 9 * s, brow_y - 1.5 * expr["brow_in"] * s)
         draw.line((inner, outer), fill=hair if spec.age_group != "old" else (150, 150, 150), width=max(1, int(3 * s)))
     # 4. nose, with a disgust wrinkle
-    draw.line(((cx, eye_y + 2 * s), (cx - 3 * s, cy + 12 * s), (cx + 2 * s, cy + 13 * s)),
-              fill=tuple(int(v * 0.7) for v in skin), width=max(1, int(2 * s)))
+    draw.line(
+        ((cx, eye_y + 2 * s), (cx - 3 * s, cy + 12 * s), (cx + 2 * s, cy + 13 * s)),
+        fill=tuple(int(v * 0.7) for v in skin),
+        width=max(1, int(2 * s)),
+    )
     if expr["wrinkle"] > 0.2:
         for dy in (0, 3):
-            draw.arc((cx - 8 * s, eye_y + (2 + dy) * s, cx + 8 * s, eye_y + (10 + dy) * s), 200, 340,
-                     fill=tuple(int(v * 0.6) for v in skin), width=max(1, int(expr["wrinkle"] * 2 * s)))
+            draw.arc(
+                (cx - 8 * s, eye_y + (2 + dy) * s, cx + 8 * s, eye_y + (10 + dy) * s),
+                200,
+                340,
+                fill=tuple(int(v * 0.6) for v in skin),
+                width=max(1, int(expr["wrinkle"] * 2 * s)),
+            )
     # 5. mouth: a quadratic curve through three points, opened when needed
     mouth_y = cy + 26 * s
     half = (14 + 4 * max(expr["curve"], 0)) * s
@@ -141,11 +157,19 @@ def _draw(spec: FaceSpec, canvas: int = 128) -> Image.Image:
             draw.arc((cx - 16 * s, y, cx + 16 * s, y + 6 * s), 200, 340, fill=tuple(int(v * 0.75) for v in skin))
     if spec.age_group == "old":
         for side in (-1, 1):
-            draw.arc((cx + side * 22 * s - 6 * s, cy + 8 * s, cx + side * 22 * s + 6 * s, cy + 30 * s),
-                     90 - side * 60, 90 + side * 60, fill=tuple(int(v * 0.7) for v in skin))
+            draw.arc(
+                (cx + side * 22 * s - 6 * s, cy + 8 * s, cx + side * 22 * s + 6 * s, cy + 30 * s),
+                90 - side * 60,
+                90 + side * 60,
+                fill=tuple(int(v * 0.7) for v in skin),
+            )
     if spec.gender == "male" and spec.age_group in ("adult", "old") and rng.random() < 0.3:
-        draw.chord((cx - face_w * 0.8, cy + 10 * s, cx + face_w * 0.8, cy + face_h), 0, 180,
-                   fill=tuple(int(v * 0.8) for v in hair))
+        draw.chord(
+            (cx - face_w * 0.8, cy + 10 * s, cx + face_w * 0.8, cy + face_h),
+            0,
+            180,
+            fill=tuple(int(v * 0.8) for v in hair),
+        )
         draw.line(points, fill=lip, width=max(1, int(3 * s)))
     # 7. occlusion: a dark bar (sunglasses) or a hand-coloured patch over the mouth
     if spec.occlusion:
@@ -157,8 +181,10 @@ def _draw(spec: FaceSpec, canvas: int = 128) -> Image.Image:
 
 
 def _bezier(p0, p1, p2, t):
-    return ((1 - t) ** 2 * p0[0] + 2 * (1 - t) * t * p1[0] + t**2 * p2[0],
-            (1 - t) ** 2 * p0[1] + 2 * (1 - t) * t * p1[1] + t**2 * p2[1])
+    return (
+        (1 - t) ** 2 * p0[0] + 2 * (1 - t) * t * p1[0] + t**2 * p2[0],
+        (1 - t) ** 2 * p0[1] + 2 * (1 - t) * t * p1[1] + t**2 * p2[1],
+    )
 
 
 def render_face(spec: FaceSpec, size: tuple[int, int] = (48, 48), mode: str = "L", seed: int = 0) -> Image.Image:

@@ -31,8 +31,13 @@ def progress(iterable, desc: str, total: int | None = None, unit: str = "img"):
 def summarize(logger: logging.Logger, stage: str, report: dict) -> None:
     logger.info(
         "%s: read %d, kept %d, quarantined %d (bad input %d, dropped by rule %d, duplicates %d)",
-        stage, report["read"], report["kept"], report["quarantined"], report.get("bad_input", 0),
-        report.get("dropped_by_rule", 0), report.get("duplicates", 0),
+        stage,
+        report["read"],
+        report["kept"],
+        report["quarantined"],
+        report.get("bad_input", 0),
+        report.get("dropped_by_rule", 0),
+        report.get("duplicates", 0),
     )
     for reason, count in sorted(report.get("quarantine_reasons", {}).items()):
         logger.info("%s:   %5d x %s", stage, count, reason)

@@ -41,8 +41,12 @@ def _cut(n: int, fractions: Sequence[float]) -> tuple[int, int]:
     return train_end, min(val_end, n)
 
 
-def stratified_split(rows: list[dict], seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                     stratum: Callable[[dict], object] = lambda r: r["label"]) -> None:
+def stratified_split(
+    rows: list[dict],
+    seed: int,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    stratum: Callable[[dict], object] = lambda r: r["label"],
+) -> None:
     """Assign ``split`` in place: per stratum, a seeded permutation of rows sorted by key is cut at
     the given fractions. Deterministic for a seed, independent of the order rows were read."""
     groups: dict[object, list[dict]] = defaultdict(list)

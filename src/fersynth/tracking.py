@@ -25,8 +25,9 @@ def tracking_uri() -> str:
 
 def git_commit(root: Path | None = None) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root or project_root(), capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root or project_root(), capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
     return out.stdout.strip()
@@ -64,8 +65,12 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
 
 
 @contextmanager
-def start_run(stage: str, inputs: Mapping[str, Path] | None = None, params: Mapping | None = None,
-              experiment: str = DEFAULT_EXPERIMENT) -> Iterator:
+def start_run(
+    stage: str,
+    inputs: Mapping[str, Path] | None = None,
+    params: Mapping | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+) -> Iterator:
     """Open an MLflow run for ``stage``; ``inputs`` are variant directories whose hashes become tags.
 
     >>> with start_run("train", {"train": Path("data/original/fer2013")}, params={"lr": 0.01}) as run:

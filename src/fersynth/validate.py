@@ -58,7 +58,9 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
     import great_expectations.expectations as gxe
     from great_expectations.expectations.row_conditions import Column
 
-    manifest = manifest.astype({c: "object" for c in ("emotion", "split", "sha256", "gender", "ethnicity", "age_group")})
+    manifest = manifest.astype(
+        {c: "object" for c in ("emotion", "split", "sha256", "gender", "ethnicity", "age_group")}
+    )
     checks = [
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(config.splits)),
         gxe.ExpectColumnValuesToNotBeNull(column="split"),
@@ -67,35 +69,51 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
         gxe.ExpectColumnValuesToNotBeNull(column="sha256"),
     ]
     if config.label_space == "none":
-        checks += [gxe.ExpectColumnValuesToBeInSet(column="gender", value_set=list(GENDERS)),
-                   gxe.ExpectColumnValuesToBeInSet(column="ethnicity", value_set=list(ETHNICITIES)),
-                   gxe.ExpectColumnValuesToBeInSet(column="age_group", value_set=list(AGE_GROUPS)),
-                   gxe.ExpectColumnValuesToNotBeNull(column="gender")]
+        checks += [
+            gxe.ExpectColumnValuesToBeInSet(column="gender", value_set=list(GENDERS)),
+            gxe.ExpectColumnValuesToBeInSet(column="ethnicity", value_set=list(ETHNICITIES)),
+            gxe.ExpectColumnValuesToBeInSet(column="age_group", value_set=list(AGE_GROUPS)),
+            gxe.ExpectColumnValuesToNotBeNull(column="gender"),
+        ]
     else:
         classes = LABEL_SPACES[config.label_space]
-        checks += [gxe.ExpectColumnValuesToBeInSet(column="emotion", value_set=list(classes)),
-                   gxe.ExpectColumnValuesToNotBeNull(column="emotion"),
-                   gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(classes) - 1),
-                   gxe.ExpectColumnValuesToBeInSet(column="label_space", value_set=[config.label_space])]
+        checks += [
+            gxe.ExpectColumnValuesToBeInSet(column="emotion", value_set=list(classes)),
+            gxe.ExpectColumnValuesToNotBeNull(column="emotion"),
+            gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(classes) - 1),
+            gxe.ExpectColumnValuesToBeInSet(column="label_space", value_set=[config.label_space]),
+        ]
         for index in range(len(classes)):
             conditions = [Column("label") == index]
             if config.per_split:
                 conditions = [(Column("label") == index) & (Column("split") == split) for split in config.splits]
             for condition in conditions:
-                checks.append(gxe.ExpectTableRowCountToBeBetween(
-                    min_value=config.min_per_class, max_value=config.max_per_class, row_condition=condition))
-    batches = {"manifest": (manifest, checks),
-               "sha256_splits": (_crosses(manifest, "sha256"),
-                                 [gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1)])}
+                checks.append(
+                    gxe.ExpectTableRowCountToBeBetween(
+                        min_value=config.min_per_class, max_value=config.max_per_class, row_condition=condition
+                    )
+                )
+    batches = {
+        "manifest": (manifest, checks),
+        "sha256_splits": (
+            _crosses(manifest, "sha256"),
+            [gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1)],
+        ),
+    }
     if config.subjects_disjoint:
-        batches["subject_splits"] = (_crosses(manifest, "subject"), [
-            gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1),
-            gxe.ExpectTableRowCountToBeBetween(min_value=len(config.splits))])
+        batches["subject_splits"] = (
+            _crosses(manifest, "subject"),
+            [
+                gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1),
+                gxe.ExpectTableRowCountToBeBetween(min_value=len(config.splits)),
+            ],
+        )
     return batches
 
 
-def validate_variant(variant_dir: Path, config: SuiteConfig, metrics_path: Path, docs_dir: Path,
-                     name: str | None = None) -> dict:
+def validate_variant(
+    variant_dir: Path, config: SuiteConfig, metrics_path: Path, docs_dir: Path, name: str | None = None
+) -> dict:
     """Run the suite; write metrics and Data Docs; raise :class:`ValidationFailed` on any failure."""
     import great_expectations as gx
 
@@ -105,31 +123,52 @@ def validate_variant(variant_dir: Path, config: SuiteConfig, metrics_path: Path,
     context.variables.progress_bars = {"globally": False}
     source = context.data_sources.add_pandas(f"{name}_source")
     scratch = Path(tempfile.mkdtemp(prefix="gx-docs-"))
-    context.add_data_docs_site(site_name="fersynth", site_config={
-        "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(scratch)}})
+    context.add_data_docs_site(
+        site_name="fersynth",
+        site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(scratch)},
+        },
+    )
     summary: dict = {"variant": name, "rows": len(variant.manifest), "batches": {}}
     for batch_name, (frame, expectations) in build_batches(variant.manifest, config).items():
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{batch_name}"))
         for expectation in expectations:
             suite.add_expectation(expectation)
-        definition = context.validation_definitions.add(gx.ValidationDefinition(
-            name=f"{name}.{batch_name}", suite=suite,
-            data=source.add_dataframe_asset(batch_name).add_batch_definition_whole_dataframe("all")))
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=f"{name}.{batch_name}", validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["fersynth"])]))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(
+                name=f"{name}.{batch_name}",
+                suite=suite,
+                data=source.add_dataframe_asset(batch_name).add_batch_definition_whole_dataframe("all"),
+            )
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{name}.{batch_name}",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["fersynth"])],
+            )
+        )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
         summary["batches"][batch_name] = [_describe(r) for run in result.run_results.values() for r in run.results]
     failures = [r for results in summary["batches"].values() for r in results if not r["success"]]
-    summary |= {"success": not failures, "evaluated": sum(len(v) for v in summary["batches"].values()),
-                "failed": len(failures)}
+    summary |= {
+        "success": not failures,
+        "evaluated": sum(len(v) for v in summary["batches"].values()),
+        "failed": len(failures),
+    }
     write_json(metrics_path, summary)
     with atomic_path(docs_dir) as tmp:
         shutil.copytree(scratch, tmp)
     shutil.rmtree(scratch, ignore_errors=True)
-    log.info("validate %s: %d expectations, %d failed; Data Docs in %s", name, summary["evaluated"], len(failures),
-             docs_dir / "index.html")
+    log.info(
+        "validate %s: %d expectations, %d failed; Data Docs in %s",
+        name,
+        summary["evaluated"],
+        len(failures),
+        docs_dir / "index.html",
+    )
     if failures:
         for failure in failures:
             log.error("validate %s: FAILED %s", name, failure["expectation"])
@@ -145,8 +184,11 @@ def _describe(result) -> dict:
     if condition:
         label += f" where {_condition_text(condition)}"
     observed = result.result.get("observed_value", result.result.get("unexpected_count"))
-    return {"expectation": label, "success": bool(result.success),
-            "observed": observed if isinstance(observed, int | float | str | type(None)) else str(observed)}
+    return {
+        "expectation": label,
+        "success": bool(result.success),
+        "observed": observed if isinstance(observed, int | float | str | type(None)) else str(observed),
+    }
 
 
 def _condition_text(condition) -> str:

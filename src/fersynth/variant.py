@@ -11,7 +11,7 @@ import hashlib
 import io
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +150,10 @@ class VariantWriter:
         data = encoded if encoded is not None else encode_png(image)
         row = {name: record.get(name) for name in MANIFEST_COLUMNS}
         row.update(
-            sha256=pixel_sha256(image), width=image.size[0], height=image.size[1], mode=image.mode,
+            sha256=pixel_sha256(image),
+            width=image.size[0],
+            height=image.size[1],
+            mode=image.mode,
             format=fmt or ("PNG" if encoded is None else (image.format or "unknown")),
             synthetic=bool(record.get("synthetic", False)),
         )
@@ -197,12 +200,16 @@ class VariantWriter:
         """Write manifest, quarantine list and ingest report; returns the report."""
         self._close_shard()
         self._prune_shards()
-        manifest = pa.Table.from_pylist(self.rows, schema=MANIFEST_SCHEMA) if self.rows else MANIFEST_SCHEMA.empty_table()
+        manifest = (
+            pa.Table.from_pylist(self.rows, schema=MANIFEST_SCHEMA) if self.rows else MANIFEST_SCHEMA.empty_table()
+        )
         pq.write_table(manifest, self.layout.manifest)
         self.quarantine.frame()[["source", "reason"]].to_csv(self.layout.quarantine, index=False)
         kept = len(self.rows)
         if kept + len(self.quarantine) != self.read:
-            raise AssertionError(f"accounting broken: kept {kept} + quarantined {len(self.quarantine)} != read {self.read}")
+            raise AssertionError(
+                f"accounting broken: kept {kept} + quarantined {len(self.quarantine)} != read {self.read}"
+            )
         by_category = self.quarantine.counts()
         report = {
             "read": self.read,
@@ -257,8 +264,11 @@ class Variant:
         for shard_name, group in rows.groupby("shard", sort=True):
             wanted = set(group["key"])
             table = pq.read_table(self.layout.shards_dir / shard_name)
-            blobs = {k: d for k, d in zip(table.column("key").to_pylist(), table.column("data").to_pylist(), strict=True)
-                     if k in wanted}
+            blobs = {
+                k: d
+                for k, d in zip(table.column("key").to_pylist(), table.column("data").to_pylist(), strict=True)
+                if k in wanted
+            }
             for _, row in group.iterrows():
                 yield row, blobs[row["key"]]
 

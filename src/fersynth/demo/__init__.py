@@ -67,9 +67,13 @@ def make_demo(config: DemoConfig, out: Path) -> dict[str, int]:
         with atomic_path(out / "ground_truth" / f"{dataset}.csv") as tmp:
             frame.to_csv(tmp, index=False)
         counts[dataset] = len(frame)
-        log.info("demo %s: %d ground-truth rows (%d planted problems, %d flipped labels)", dataset, len(frame),
-                 int(frame.get("corrupt", pd.Series(dtype=bool)).fillna(False).astype(bool).sum()),
-                 int(frame.get("flipped", pd.Series(dtype=bool)).fillna(False).astype(bool).sum()))
+        log.info(
+            "demo %s: %d ground-truth rows (%d planted problems, %d flipped labels)",
+            dataset,
+            len(frame),
+            int(frame.get("corrupt", pd.Series(dtype=bool)).fillna(False).astype(bool).sum()),
+            int(frame.get("flipped", pd.Series(dtype=bool)).fillna(False).astype(bool).sum()),
+        )
     return counts
 
 
@@ -82,9 +86,11 @@ def _write_dataset(dataset: str, out: Path, config: DemoConfig, rng: np.random.G
     if dataset == "affectnet":
         if config.affectnet_format == "lists":
             return write_affectnet_lists(out, config.affectnet_images, n, rng)
-        return write_class_folders(out, "affectnet", config.affectnet_images, 224, "RGB", "PNG", n, rng,
-                                   AFFECTNET_FOLDERS)
+        return write_class_folders(
+            out, "affectnet", config.affectnet_images, 224, "RGB", "PNG", n, rng, AFFECTNET_FOLDERS
+        )
     if dataset == "casme2":
-        return write_casme2(out, config.casme2_subjects, config.casme2_clips_per_subject,
-                            config.casme2_frames_per_clip, n, rng)
+        return write_casme2(
+            out, config.casme2_subjects, config.casme2_clips_per_subject, config.casme2_frames_per_clip, n, rng
+        )
     return write_utkface(out, config.utkface_images, n, rng)

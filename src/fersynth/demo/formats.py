@@ -55,9 +55,18 @@ def write_fer2013(out: Path, rows: int, fmt: str, nuisances: Nuisances, rng: np.
 
 def _fer2013_csv(path, faces, usages, duplicates, nuisances, rng) -> list[dict]:
     truth = []
-    bad_rows = [f"9,{' '.join(['0'] * 2304)},Training", f"3,{' '.join(['1'] * 2303)},Training",
-                f"3,{' '.join(['x'] * 2304)},PublicTest", f"2,{' '.join(['0'] * 2304)},Validation", "4,12 13"]
-    plant_at = set(rng.choice(len(faces), size=min(len(bad_rows) if nuisances.malformed else 0, len(faces)), replace=False).tolist())
+    bad_rows = [
+        f"9,{' '.join(['0'] * 2304)},Training",
+        f"3,{' '.join(['1'] * 2303)},Training",
+        f"3,{' '.join(['x'] * 2304)},PublicTest",
+        f"2,{' '.join(['0'] * 2304)},Validation",
+        "4,12 13",
+    ]
+    plant_at = set(
+        rng.choice(
+            len(faces), size=min(len(bad_rows) if nuisances.malformed else 0, len(faces)), replace=False
+        ).tolist()
+    )
     with path.open("w", newline="") as handle:
         handle.write("emotion,pixels,Usage\n")
         line, planted = 1, 0
@@ -108,8 +117,17 @@ def _plant_corrupt(out: Path, rels: list[str], rng: np.random.Generator) -> list
 
 
 # Folder-per-class sets (NHFI; AffectNet's folder release) --------------------------------------
-def write_class_folders(out: Path, dataset: str, images: int, size: int, mode: str, fmt: str,
-                        nuisances: Nuisances, rng: np.random.Generator, folder_names: dict[str, str]) -> list[dict]:
+def write_class_folders(
+    out: Path,
+    dataset: str,
+    images: int,
+    size: int,
+    mode: str,
+    fmt: str,
+    nuisances: Nuisances,
+    rng: np.random.Generator,
+    folder_names: dict[str, str],
+) -> list[dict]:
     faces = basic7_faces(dataset, images, nuisances, rng)
     duplicates = _duplicate_positions(images, nuisances.duplicates, rng)
     suffix = ".png" if fmt == "PNG" else ".jpg"
@@ -131,7 +149,9 @@ def write_class_folders(out: Path, dataset: str, images: int, size: int, mode: s
 
 
 # AffectNet official lists ----------------------------------------------------------------------
-AFFECTNET_COLUMNS = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+AFFECTNET_COLUMNS = (
+    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+)
 
 
 def write_affectnet_lists(out: Path, images: int, nuisances: Nuisances, rng: np.random.Generator) -> list[dict]:
@@ -149,14 +169,22 @@ def write_affectnet_lists(out: Path, images: int, nuisances: Nuisances, rng: np.
         if rng.random() < 0.05:  # contempt / none / uncertain / no-face rows, dropped by rule
             code = int(rng.integers(7, 11))
         landmarks = ";".join(f"{v:.2f}" for v in rng.uniform(x, x + 224, 136))
-        lines[list_name].append(f"{rel},{x},{y},224,224,{landmarks},{code},{rng.uniform(-1, 1):.3f},{rng.uniform(-1, 1):.3f}")
+        lines[list_name].append(
+            f"{rel},{x},{y},224,224,{landmarks},{code},{rng.uniform(-1, 1):.3f},{rng.uniform(-1, 1):.3f}"
+        )
         truth.append(ground_truth_row(rel, face, duplicate=False, corrupt=False, expression_code=code))
-    bad = ["zz/missing.jpg,0,0,224,224,,3,0,0", f"{1}/{0:07x}.jpg,200,200,224,224,,3,0,0", "only,three,fields",
-           "zz/unknown.jpg,0,0,10,10,,12,0,0"]
+    bad = [
+        "zz/missing.jpg,0,0,224,224,,3,0,0",
+        f"{1}/{0:07x}.jpg,200,200,224,224,,3,0,0",
+        "only,three,fields",
+        "zz/unknown.jpg,0,0,10,10,,12,0,0",
+    ]
     for k in range(nuisances.malformed * 2):
         lines["training.csv"].append(bad[k % len(bad)])
     for list_name, rows in lines.items():
-        _write(out / "Manually_Annotated_file_lists" / list_name, ("\n".join([AFFECTNET_COLUMNS, *rows]) + "\n").encode())
+        _write(
+            out / "Manually_Annotated_file_lists" / list_name, ("\n".join([AFFECTNET_COLUMNS, *rows]) + "\n").encode()
+        )
     return truth
 
 
@@ -171,8 +199,11 @@ def write_utkface(out: Path, images: int, nuisances: Nuisances, rng: np.random.G
         name = f"{face.age}_{gender_code[face.spec.gender]}_{race_code[face.spec.ethnicity]}_{stamp}.jpg.chip.jpg"
         _write(out / "UTKFace" / name, _encode(_render(face, (200, 200), "RGB", i), "JPEG"))
         truth.append(ground_truth_row(f"UTKFace/{name}", face, duplicate=False, corrupt=False))
-    odd = [f"{39}_{1}_{20170109150557335}.jpg.chip.jpg", "abc_0_1_20170109150557335.jpg.chip.jpg",
-           "25_7_1_20170109150557335.jpg.chip.jpg"]
+    odd = [
+        f"{39}_{1}_{20170109150557335}.jpg.chip.jpg",
+        "abc_0_1_20170109150557335.jpg.chip.jpg",
+        "25_7_1_20170109150557335.jpg.chip.jpg",
+    ]
     for k in range(nuisances.malformed + 1):
         _write(out / "UTKFace" / odd[k % len(odd)], _encode(render_face(FaceSpec(), (200, 200), "RGB"), "JPEG"))
         truth.append({"source": f"UTKFace/{odd[k % len(odd)]}", "corrupt": True})
@@ -182,12 +213,26 @@ def write_utkface(out: Path, images: int, nuisances: Nuisances, rng: np.random.G
 
 # CASME II -------------------------------------------------------------------------------------
 CASME2_HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]
-CASME2_AUS = {"happiness": "12", "disgust": "4+9", "repression": "14", "surprise": "1+2", "others": "4",
-              "fear": "20", "sadness": "1+4"}
+CASME2_AUS = {
+    "happiness": "12",
+    "disgust": "4+9",
+    "repression": "14",
+    "surprise": "1+2",
+    "others": "4",
+    "fear": "20",
+    "sadness": "1+4",
+}
 
 
-def write_casme2(out: Path, subjects: int, clips_per_subject: int, frames_per_clip: tuple[int, int],
-                 nuisances: Nuisances, rng: np.random.Generator, release: str = "CASME2_RAW_selected") -> list[dict]:
+def write_casme2(
+    out: Path,
+    subjects: int,
+    clips_per_subject: int,
+    frames_per_clip: tuple[int, int],
+    nuisances: Nuisances,
+    rng: np.random.Generator,
+    release: str = "CASME2_RAW_selected",
+) -> list[dict]:
     from openpyxl import Workbook
 
     from fersynth.demo.sampling import CASME2_MIX

@@ -61,8 +61,14 @@ def draw_person(rng: np.random.Generator) -> tuple[str, str, str, int]:
     return gender, group, ethnicity, int(rng.integers(low, high + 1))
 
 
-def draw_faces(n: int, mix: tuple[float, ...], classes: tuple[str, ...], nuisances: Nuisances,
-               rng: np.random.Generator, intensity: tuple[float, float] = (0.7, 1.0)) -> list[Face]:
+def draw_faces(
+    n: int,
+    mix: tuple[float, ...],
+    classes: tuple[str, ...],
+    nuisances: Nuisances,
+    rng: np.random.Generator,
+    intensity: tuple[float, float] = (0.7, 1.0),
+) -> list[Face]:
     """``n`` faces with emotions drawn from ``mix``; a ``label_noise`` share gets a wrong label."""
     probabilities = np.asarray(mix, dtype=float) / np.sum(mix)
     faces = []
@@ -72,12 +78,24 @@ def draw_faces(n: int, mix: tuple[float, ...], classes: tuple[str, ...], nuisanc
         nuisance = {
             "blur": float(rng.uniform(0.8, 2.0)) if rng.random() < nuisances.blur else 0.0,
             "occlusion": bool(rng.random() < nuisances.occlusion),
-            "light": float(rng.uniform(0.3, 0.5)) if rng.random() < nuisances.low_light else float(rng.uniform(0.85, 1.15)),
+            "light": float(rng.uniform(0.3, 0.5))
+            if rng.random() < nuisances.low_light
+            else float(rng.uniform(0.85, 1.15)),
             "angle": float(rng.uniform(-12, 12)),
         }
-        spec = FaceSpec(emotion=emotion, intensity=float(rng.uniform(*intensity)), gender=gender, age_group=group,
-                        ethnicity=ethnicity, identity=int(rng.integers(2**31)), angle=nuisance["angle"],
-                        light=nuisance["light"], blur=nuisance["blur"], occlusion=nuisance["occlusion"], noise=4.0)
+        spec = FaceSpec(
+            emotion=emotion,
+            intensity=float(rng.uniform(*intensity)),
+            gender=gender,
+            age_group=group,
+            ethnicity=ethnicity,
+            identity=int(rng.integers(2**31)),
+            angle=nuisance["angle"],
+            light=nuisance["light"],
+            blur=nuisance["blur"],
+            occlusion=nuisance["occlusion"],
+            noise=4.0,
+        )
         given = emotion
         if len(classes) > 1 and mix.count(0) < len(mix) - 1 and rng.random() < nuisances.label_noise:
             given = classes[rng.choice([i for i in range(len(classes)) if classes[i] != emotion])]
@@ -90,7 +108,17 @@ def basic7_faces(dataset: str, n: int, nuisances: Nuisances, rng: np.random.Gene
 
 
 def ground_truth_row(source: str, face: Face, **extra) -> dict:
-    return {"source": source, "true_emotion": face.true_emotion, "given_emotion": face.given_emotion,
-            "flipped": face.flipped, "gender": face.spec.gender, "age": face.age, "age_group": face.spec.age_group,
-            "ethnicity": face.spec.ethnicity, "identity": face.spec.identity, "blur": face.nuisance.get("blur", 0.0),
-            "occlusion": face.nuisance.get("occlusion", False), "light": face.nuisance.get("light", 1.0)} | extra
+    return {
+        "source": source,
+        "true_emotion": face.true_emotion,
+        "given_emotion": face.given_emotion,
+        "flipped": face.flipped,
+        "gender": face.spec.gender,
+        "age": face.age,
+        "age_group": face.spec.age_group,
+        "ethnicity": face.spec.ethnicity,
+        "identity": face.spec.identity,
+        "blur": face.nuisance.get("blur", 0.0),
+        "occlusion": face.nuisance.get("occlusion", False),
+        "light": face.nuisance.get("light", 1.0),
+    } | extra

@@ -22,7 +22,7 @@ DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface")
 log = get_logger(__name__)
 
 
-def ingest(dataset: str, src: Path, out: Path, config: IngestConfig = IngestConfig()) -> dict:
+def ingest(dataset: str, src: Path, out: Path, config: IngestConfig | None = None) -> dict:
     """Ingest ``src`` (native layout of ``dataset``) into the variant directory ``out``.
 
     >>> ingest("fer2013", Path("data/demo/fer2013"), Path("data/original/fer2013"))  # doctest: +SKIP
@@ -30,7 +30,7 @@ def ingest(dataset: str, src: Path, out: Path, config: IngestConfig = IngestConf
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
-    src, out = Path(src), Path(out)
+    src, out, config = Path(src), Path(out), config or IngestConfig()
     if not src.exists():
         raise FileNotFoundError(f"source {src} does not exist")
     with VariantWriter(out, shard_max_bytes=config.shard_max_mb * 2**20) as writer:
@@ -55,7 +55,8 @@ def ingest(dataset: str, src: Path, out: Path, config: IngestConfig = IngestConf
             stratified_split(writer.rows, config.seed, config.fractions, lambda r: (r["gender"], r["ethnicity"]))
         elif dataset != "fer2013":
             stratified_split(writer.rows, config.seed, config.fractions)
-        report = writer.commit({"dataset": dataset, "format": fmt, "source_dir": str(src),
-                                "seed": config.seed, "subject_splits": subjects})
+        report = writer.commit(
+            {"dataset": dataset, "format": fmt, "source_dir": str(src), "seed": config.seed, "subject_splits": subjects}
+        )
     summarize(log, f"ingest {dataset}", report)
     return report

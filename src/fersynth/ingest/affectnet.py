@@ -14,8 +14,17 @@ from fersynth.variant import VariantWriter
 LISTS_DIR = "Manually_Annotated_file_lists"
 IMAGES_DIR = "Manually_Annotated_Images"
 LIST_FILES = ("training.csv", "validation.csv")
-COLUMNS = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-           "expression", "valence", "arousal"]
+COLUMNS = [
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+]
 
 
 def ingest_affectnet(writer: VariantWriter, src: Path) -> str:
@@ -51,8 +60,11 @@ def ingest_list(writer: VariantWriter, src: Path, list_path: Path) -> None:
             try:
                 _ingest_row(writer, src, row)
             except BadInput as error:
-                writer.reject(row["subDirectory_filePath"] or line_source, str(error),
-                              "rule" if str(error).startswith("rule") else "bad_input")
+                writer.reject(
+                    row["subDirectory_filePath"] or line_source,
+                    str(error),
+                    "rule" if str(error).startswith("rule") else "bad_input",
+                )
 
 
 def _ingest_row(writer: VariantWriter, src: Path, row: dict[str, str]) -> None:

@@ -43,8 +43,11 @@ def read_sheet(sheet: Path) -> list[tuple[int, dict]]:
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise ValueError(f"{sheet}: columns {missing} missing from header {header}")
-    out = [(number, dict(zip(header, values, strict=False))) for number, values in enumerate(rows, start=2)
-           if any(v is not None for v in values)]
+    out = [
+        (number, dict(zip(header, values, strict=False)))
+        for number, values in enumerate(rows, start=2)
+        if any(v is not None for v in values)
+    ]
     workbook.close()
     return out
 
@@ -106,8 +109,17 @@ def ingest_casme2(writer: VariantWriter, src: Path, config: IngestConfig) -> str
             except BadInput as error:
                 writer.reject(source, str(error))
                 continue
-            record = {"key": source, "source": source, "dataset": "casme2", "label_space": "casme2",
-                      "emotion": emotion, "label": CASME2.index(emotion), "subject": subject, "clip": clip,
-                      "frame": frame, "synthetic": False}
+            record = {
+                "key": source,
+                "source": source,
+                "dataset": "casme2",
+                "label_space": "casme2",
+                "emotion": emotion,
+                "label": CASME2.index(emotion),
+                "subject": subject,
+                "clip": clip,
+                "frame": frame,
+                "synthetic": False,
+            }
             writer.add(record, image, data)
     return frames_root.name

@@ -53,12 +53,21 @@ def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
 
 
 def basic7_record(dataset: str, key: str, source: str, emotion: str, split: str | None = None) -> dict:
-    return {"key": key, "source": source, "dataset": dataset, "label_space": "basic7", "emotion": emotion,
-            "label": BASIC7.index(emotion), "split": split, "synthetic": False}
+    return {
+        "key": key,
+        "source": source,
+        "dataset": dataset,
+        "label_space": "basic7",
+        "emotion": emotion,
+        "label": BASIC7.index(emotion),
+        "split": split,
+        "synthetic": False,
+    }
 
 
-def ingest_class_folders(writer: VariantWriter, root: Path, dataset: str, files: list[Path],
-                         split_of: dict[Path, str] | None = None) -> None:
+def ingest_class_folders(
+    writer: VariantWriter, root: Path, dataset: str, files: list[Path], split_of: dict[Path, str] | None = None
+) -> None:
     """Folder-per-class releases (NHFI, AffectNet folders, FER2013 folders): the parent folder names
     the emotion. ``split_of`` maps files to a split the release fixes; others are split later."""
     from fersynth.log import progress
@@ -86,4 +95,8 @@ def ingest_class_folders(writer: VariantWriter, root: Path, dataset: str, files:
 
 def list_files(root: Path) -> list[Path]:
     """Every regular file under ``root``, sorted, hidden files skipped."""
-    return sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )

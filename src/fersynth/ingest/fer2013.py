@@ -91,12 +91,17 @@ def _parse_pixels(pixel_strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.
     offsets = np.concatenate([[0], np.cumsum(counts)])
     starts = offsets[:-1][valid]
     index = starts[:, None] + np.arange(N_PIXELS)[None, :]
-    images = values[index].astype(np.uint8).reshape(-1, SIDE, SIDE) if len(starts) else np.zeros((0, SIDE, SIDE), np.uint8)
+    images = (
+        values[index].astype(np.uint8).reshape(-1, SIDE, SIDE) if len(starts) else np.zeros((0, SIDE, SIDE), np.uint8)
+    )
     return images, valid, reason
 
 
-PIXEL_REASONS = {1: f"malformed pixels: expected {N_PIXELS} values", 2: "malformed pixels: a value is not an integer",
-                 3: "malformed pixels: a value is outside 0-255"}
+PIXEL_REASONS = {
+    1: f"malformed pixels: expected {N_PIXELS} values",
+    2: "malformed pixels: a value is not an integer",
+    3: "malformed pixels: a value is outside 0-255",
+}
 
 
 def _ingest_chunk(writer: VariantWriter, file_name: str, chunk: list[tuple[int, str, str, str]]) -> None:
@@ -131,8 +136,10 @@ def ingest_folders(writer: VariantWriter, src: Path) -> None:
         usage = path.stem.split("_")[0]
         stem_ok = len(path.stem.split("_")) == 2 and path.stem.split("_")[1].isdigit()
         if top not in FOLDER_SPLITS or not stem_ok or usage not in FOLDER_SPLITS[top]:
-            writer.reject(path.relative_to(src).as_posix(),
-                          f"malformed file name: expected {'|'.join(FOLDER_SPLITS)}/<emotion>/<Usage>_<n>.jpg")
+            writer.reject(
+                path.relative_to(src).as_posix(),
+                f"malformed file name: expected {'|'.join(FOLDER_SPLITS)}/<emotion>/<Usage>_<n>.jpg",
+            )
             continue
         files.append(path)
         split_of[path] = FER2013_USAGE_SPLIT[usage]

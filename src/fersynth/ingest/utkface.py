@@ -40,7 +40,16 @@ def ingest_utkface(writer: VariantWriter, src: Path) -> str:
         except BadInput as error:
             writer.reject(source, str(error))
             continue
-        record = {"key": source, "source": source, "dataset": "utkface", "label_space": "none", "age": float(age),
-                  "age_group": age_group(age), "gender": gender, "ethnicity": ethnicity, "synthetic": False}
+        record = {
+            "key": source,
+            "source": source,
+            "dataset": "utkface",
+            "label_space": "none",
+            "age": float(age),
+            "age_group": age_group(age),
+            "gender": gender,
+            "ethnicity": ethnicity,
+            "synthetic": False,
+        }
         writer.add(record, image, data)
     return "folders"
