@@ -85,3 +85,19 @@ def test_no_nuisances_means_clean_data(tmp_path):
     report = ingest("nhfi", tmp_path / "nhfi", tmp_path / "out")
     assert report["kept"] == 30 and report["quarantined"] == 1  # only the README.txt beside the folders
     assert not truth["flipped"].fillna(False).astype(bool).any()
+
+
+def test_folder_releases_roundtrip_through_ingest(tmp_path):
+    config = DemoConfig(datasets=("fer2013", "affectnet"), fer2013_rows=80, fer2013_format="folders",
+                        affectnet_images=60, affectnet_format="folders")
+    make_demo(config, tmp_path)
+    for dataset in ("fer2013", "affectnet"):
+        report = ingest(dataset, tmp_path / dataset, tmp_path / "out" / dataset)
+        truth = pd.read_csv(tmp_path / "ground_truth" / f"{dataset}.csv")
+        planted = truth["corrupt"].fillna(False).astype(bool)
+        assert report["format"] == "folders"
+        assert report["read"] == len(truth)
+        assert report["quarantined"] == planted.sum() + report["duplicates"]
+        manifest = Variant(tmp_path / "out" / dataset).manifest.set_index("source")
+        given = truth.set_index("source")["given_emotion"]
+        assert (manifest["emotion"] == given.reindex(manifest.index)).all()

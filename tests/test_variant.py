@@ -66,7 +66,7 @@ def test_demote_moves_row_to_quarantine_and_prunes_shards(tmp_path):
     with VariantWriter(tmp_path / "v") as writer:
         writer.add(_record("a"), Image.open(io.BytesIO(png)), png)
         writer.add(_record("b"), Image.open(io.BytesIO(png)), png)
-        writer.demote("b", "duplicate: same pixels as src/a", "duplicate")
+        writer.demote({"b": ("duplicate: same pixels as src/a", "duplicate")})
         report = writer.commit()
     assert report == report | {"read": 2, "kept": 1, "quarantined": 1, "duplicates": 1}
     shard_keys = [

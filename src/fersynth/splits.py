@@ -22,16 +22,15 @@ def drop_duplicates(writer: VariantWriter) -> int:
     by_hash: dict[str, list[dict]] = defaultdict(list)
     for row in writer.rows:
         by_hash[row["sha256"]].append(row)
-    dropped = 0
+    demotions = {}
     for copies in by_hash.values():
         if len(copies) < 2:
             continue
         ordered = sorted(copies, key=lambda r: (SPLIT_PRIORITY.get(r["split"] or "", 3), r["key"]))
-        kept = ordered[0]
         for duplicate in ordered[1:]:
-            writer.demote(duplicate["key"], f"duplicate: same pixels as {kept['source']}", "duplicate")
-            dropped += 1
-    return dropped
+            demotions[duplicate["key"]] = (f"duplicate: same pixels as {ordered[0]['source']}", "duplicate")
+    writer.demote(demotions)
+    return len(demotions)
 
 
 def _cut(n: int, fractions: Sequence[float]) -> tuple[int, int]:

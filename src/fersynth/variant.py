@@ -53,6 +53,7 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
+EMPTY_ROW = dict.fromkeys(MANIFEST_COLUMNS)
 SHARD_SCHEMA = pa.schema([("key", pa.string()), ("data", pa.binary())])
 
 SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
@@ -60,14 +61,19 @@ SPLIT_PRIORITY = {"test": 0, "val": 1, "train": 2}
 
 def pixel_sha256(image: Image.Image) -> str:
     """Hash of what the image shows, not how it is encoded: re-encoding keeps the hash."""
-    digest = hashlib.sha256(f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode())
-    digest.update(image.tobytes())
+    return raw_sha256(image.mode, image.size, image.tobytes())
+
+
+def raw_sha256(mode: str, size: tuple[int, int], pixels: bytes) -> str:
+    """:func:`pixel_sha256` from raw pixel bytes (row-major, PIL's layout for ``mode``)."""
+    digest = hashlib.sha256(f"{mode}:{size[0]}x{size[1]}:".encode())
+    digest.update(pixels)
     return digest.hexdigest()
 
 
-def encode_png(image: Image.Image) -> bytes:
+def encode_png(image: Image.Image, compress_level: int = 1) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -142,24 +148,23 @@ class VariantWriter:
     def add(self, record: dict, image: Image.Image, encoded: bytes | None = None, fmt: str | None = None) -> dict:
         """Keep one image. ``encoded`` are the source's own bytes (kept as they are); without them the
         decoded image is stored as PNG. Returns the manifest row."""
+        data = encoded if encoded is not None else encode_png(image)
+        fmt = fmt or ("PNG" if encoded is None else (image.format or "unknown"))
+        return self.add_encoded(record, data, pixel_sha256(image), image.size, image.mode, fmt)
+
+    def add_encoded(self, record: dict, data: bytes, sha256: str, size: tuple[int, int], mode: str, fmt: str) -> dict:
+        """Keep one already-encoded image whose pixel hash is known (e.g. computed by a worker process)."""
         self.read += 1
         key = record["key"]
         if key in self._keys:
             raise ValueError(f"duplicate key {key!r}: keys must be unique within a variant")
         self._keys.add(key)
-        data = encoded if encoded is not None else encode_png(image)
-        row = {name: record.get(name) for name in MANIFEST_COLUMNS}
-        row.update(
-            sha256=pixel_sha256(image),
-            width=image.size[0],
-            height=image.size[1],
-            mode=image.mode,
-            format=fmt or ("PNG" if encoded is None else (image.format or "unknown")),
-            synthetic=bool(record.get("synthetic", False)),
-        )
+        row = EMPTY_ROW | record
+        row.update(sha256=sha256, width=size[0], height=size[1], mode=mode, format=fmt,
+                   synthetic=bool(record.get("synthetic", False)))
         if self._shard_writer is None or self._shard_bytes >= self.shard_max_bytes:
             self._open_shard()
-        row["shard"] = self.layout.shard(self._shard_index).name
+        row["shard"] = self._shard_name
         self._buffer.append((key, data))
         self._shard_bytes += len(data)
         if len(self._buffer) >= self.row_group_images:
@@ -171,7 +176,9 @@ class VariantWriter:
     def _open_shard(self) -> None:
         self._close_shard()
         self._shard_index += 1
-        self._shard_writer = pq.ParquetWriter(self.layout.shard(self._shard_index), SHARD_SCHEMA, compression="none")
+        path = self.layout.shard(self._shard_index)
+        self._shard_name = path.name
+        self._shard_writer = pq.ParquetWriter(path, SHARD_SCHEMA, compression="none")
         self._shard_bytes = 0
 
     def _flush(self) -> None:
@@ -187,13 +194,18 @@ class VariantWriter:
             self._shard_writer.close()
             self._shard_writer = None
 
-    def demote(self, key: str, reason: str, category: str) -> None:
-        """Move a kept row to quarantine (e.g. a duplicate found after reading); its shard entry goes
-        too. ``read`` is unchanged: the image was counted when it was added."""
-        row = next(r for r in self.rows if r["key"] == key)
-        self.rows.remove(row)
-        self._demoted.add(key)
-        self.quarantine.add(row["source"], reason, category)
+    def demote(self, demotions: dict[str, tuple[str, str]]) -> None:
+        """Move kept rows to quarantine: ``{key: (reason, category)}`` (e.g. duplicates found after
+        reading); their shard entries go too. ``read`` is unchanged: they were counted when added."""
+        kept = []
+        for row in self.rows:
+            if row["key"] in demotions:
+                reason, category = demotions[row["key"]]
+                self.quarantine.add(row["source"], reason, category)
+                self._demoted.add(row["key"])
+            else:
+                kept.append(row)
+        self.rows = kept
 
     # 3. commit -------------------------------------------------------------------------------
     def commit(self, report_extra: dict | None = None) -> dict:

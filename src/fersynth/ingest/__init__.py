@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fersynth.ingest.affectnet import ingest_affectnet
 from fersynth.ingest.casme2 import ingest_casme2
-from fersynth.ingest.common import IngestConfig
+from fersynth.ingest.common import IngestConfig, worker_count
 from fersynth.ingest.fer2013 import ingest_fer2013
 from fersynth.ingest.nhfi import ingest_nhfi
 from fersynth.ingest.utkface import ingest_utkface
@@ -36,7 +36,7 @@ def ingest(dataset: str, src: Path, out: Path, config: IngestConfig | None = Non
     with VariantWriter(out, shard_max_bytes=config.shard_max_mb * 2**20) as writer:
         # 1. read the native files; bad inputs go to quarantine as they are met
         if dataset == "fer2013":
-            fmt = ingest_fer2013(writer, src)
+            fmt = ingest_fer2013(writer, src, worker_count(config))
         elif dataset == "nhfi":
             fmt = ingest_nhfi(writer, src)
         elif dataset == "affectnet":

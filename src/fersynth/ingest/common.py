@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +18,11 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 class IngestConfig:
     """``params.yaml: ingest``. ``casme2_frames`` is ``all`` (onset..offset) or ``apex``;
     ``casme2_missing_apex`` says what apex mode does where ApexFrame is ``/``: ``middle`` frame or
-    ``drop`` the clip."""
+    ``drop`` the clip. ``workers`` processes parse and encode where a reader can use them (FER2013's
+    CSV); 0 means one per available CPU. Outputs do not depend on it."""
 
     seed: int = 42
+    workers: int = 0
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     shard_max_mb: int = 128
     casme2_frames: str = "all"
@@ -28,10 +31,16 @@ class IngestConfig:
     def __post_init__(self) -> None:
         if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
             raise ValueError(f"split fractions must be >= 0 and sum to 1, got {self.fractions}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.casme2_frames not in ("all", "apex"):
             raise ValueError(f"casme2_frames must be 'all' or 'apex', got {self.casme2_frames!r}")
         if self.casme2_missing_apex not in ("middle", "drop"):
             raise ValueError(f"casme2_missing_apex must be 'middle' or 'drop', got {self.casme2_missing_apex!r}")
+
+
+def worker_count(config: IngestConfig) -> int:
+    return config.workers or len(os.sched_getaffinity(0))
 
 
 class BadInput(Exception):
