@@ -75,22 +75,27 @@ def main() -> None:
     results: dict = {"machine": {"python": platform.python_version(), "cpus": _cpus(), "platform": platform.platform()}}
 
     # 1. FER2013 CSV at full size: ours vs the plain loop, same file, same run
-    demo = measure("demo", out=str(work / "demo"),
-                   config={"datasets": ["fer2013"], "fer2013_rows": options.fer_rows})
+    demo = measure("demo", out=str(work / "demo"), config={"datasets": ["fer2013"], "fer2013_rows": options.fer_rows})
     csv = work / "demo" / "fer2013" / "fer2013.csv"
     ours = measure("ingest", dataset="fer2013", src=str(csv.parent), out=str(work / "out" / "fer2013"))
     naive = measure("naive_fer2013", csv=str(csv))
     results["fer2013_csv"] = {
-        "rows": options.fer_rows, "csv_mib": round(csv.stat().st_size / 2**20, 1), "demo_generation": demo,
-        "fersynth_ingest": ours, "plain_pandas_pil_loop": naive,
+        "rows": options.fer_rows,
+        "csv_mib": round(csv.stat().st_size / 2**20, 1),
+        "demo_generation": demo,
+        "fersynth_ingest": ours,
+        "plain_pandas_pil_loop": naive,
         "speedup": round(naive["seconds"] / ours["seconds"], 2),
         "targets": {"seconds_max": 30, "peak_rss_mib_max": 2048, "speedup_min": 3},
     }
     print(json.dumps(results["fer2013_csv"], indent=2))
 
     # 2. AffectNet-size folder release: peak memory at 10% and at 100% of the images
-    demo = measure("demo", out=str(work / "demo"), config={"datasets": ["affectnet"], "affectnet_format": "folders",
-                                                             "affectnet_images": options.affectnet_images})
+    demo = measure(
+        "demo",
+        out=str(work / "demo"),
+        config={"datasets": ["affectnet"], "affectnet_format": "folders", "affectnet_images": options.affectnet_images},
+    )
     full = work / "demo" / "affectnet"
     tenth = work / "affectnet_tenth"
     files = sorted(p for p in full.rglob("*.png"))
@@ -100,8 +105,11 @@ def main() -> None:
     small = measure("ingest", dataset="affectnet", src=str(tenth), out=str(work / "out" / "affectnet_tenth"))
     large = measure("ingest", dataset="affectnet", src=str(full), out=str(work / "out" / "affectnet"))
     results["affectnet_folders"] = {
-        "images": options.affectnet_images, "demo_generation": demo, "ingest_10_percent": small,
-        "ingest_100_percent": large, "peak_rss_growth_ratio": round(large["peak_rss_mib"] / small["peak_rss_mib"], 2),
+        "images": options.affectnet_images,
+        "demo_generation": demo,
+        "ingest_10_percent": small,
+        "ingest_100_percent": large,
+        "peak_rss_growth_ratio": round(large["peak_rss_mib"] / small["peak_rss_mib"], 2),
         "images_per_second": round(large["read"] / large["seconds"], 1),
     }
     print(json.dumps(results["affectnet_folders"], indent=2))

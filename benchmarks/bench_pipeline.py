@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def copy_repository(target: Path, env: dict) -> None:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.splitlines()
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for name in files:
         if (ROOT / name).is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
@@ -36,8 +37,9 @@ def timed_repro(repo: Path, env: dict) -> tuple[float, dict[str, float]]:
     stages: dict[str, float] = {}
     start = time.perf_counter()
     current, since = None, start
-    process = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     for line in process.stdout:
         match = re.match(r"Running stage '([^']+)'", line)
         if match:
@@ -54,9 +56,13 @@ def timed_repro(repo: Path, env: dict) -> tuple[float, dict[str, float]]:
 
 
 def main() -> None:
-    env = dict(os.environ) | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-                              "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
-                              "GIT_COMMITTER_EMAIL": "b@b"}
+    env = dict(os.environ) | {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
     env.pop("DVC_ROOT", None)
     with tempfile.TemporaryDirectory(prefix="fersynth-bench-") as scratch:
         repo = Path(scratch) / "repo"
@@ -66,8 +72,13 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(["dvc", "repro"], cwd=repo, env=env, check=True, capture_output=True)
         noop = round(time.perf_counter() - start, 2)
-    result = {"cpus": len(os.sched_getaffinity(0)), "full_repro_seconds": total, "stage_seconds": stages,
-              "noop_repro_seconds": noop, "targets": {"full_repro_seconds_max": 600, "noop_repro_seconds_max": 5}}
+    result = {
+        "cpus": len(os.sched_getaffinity(0)),
+        "full_repro_seconds": total,
+        "stage_seconds": stages,
+        "noop_repro_seconds": noop,
+        "targets": {"full_repro_seconds_max": 600, "noop_repro_seconds_max": 5},
+    }
     out = ROOT / "metrics" / "bench" / "pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

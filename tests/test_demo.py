@@ -88,8 +88,13 @@ def test_no_nuisances_means_clean_data(tmp_path):
 
 
 def test_folder_releases_roundtrip_through_ingest(tmp_path):
-    config = DemoConfig(datasets=("fer2013", "affectnet"), fer2013_rows=80, fer2013_format="folders",
-                        affectnet_images=60, affectnet_format="folders")
+    config = DemoConfig(
+        datasets=("fer2013", "affectnet"),
+        fer2013_rows=80,
+        fer2013_format="folders",
+        affectnet_images=60,
+        affectnet_format="folders",
+    )
     make_demo(config, tmp_path)
     for dataset in ("fer2013", "affectnet"):
         report = ingest(dataset, tmp_path / dataset, tmp_path / "out" / dataset)

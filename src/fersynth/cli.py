@@ -88,6 +88,7 @@ def validate(
     variant: Path, suite: str | None, metrics_path: Path | None, docs_dir: Path | None, params_path: Path
 ) -> None:
     """Run the Great Expectations suite for VARIANT; exits non-zero when an expectation fails."""
+    from fersynth.paths import data_docs_dir, quality_metrics_path
     from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 
     suite = suite or variant.name
@@ -96,8 +97,8 @@ def validate(
         validate_variant(
             variant,
             config,
-            metrics_path or Path("metrics/quality") / f"{suite}.json",
-            docs_dir or Path("reports/data_docs") / suite,
+            metrics_path or quality_metrics_path(suite),
+            docs_dir or data_docs_dir(suite),
             name=suite,
         )
     except ValidationFailed as failure:

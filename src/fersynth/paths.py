@@ -51,13 +51,19 @@ class VariantLayout:
         return self.root / "ingest.json"
 
 
-def quality_metrics_path(variant_name: str, metrics_dir: Path | None = None) -> Path:
-    base = metrics_dir if metrics_dir is not None else workspace_root() / "metrics"
-    return base / "quality" / f"{variant_name}.json"
+def quality_metrics_path(suite: str) -> Path:
+    """``metrics/quality/<suite>.json`` in the running stage's workspace."""
+    return workspace_root() / "metrics" / "quality" / f"{suite}.json"
 
 
-def reports_dir() -> Path:
-    return workspace_root() / "reports"
+def data_docs_dir(suite: str) -> Path:
+    """``reports/data_docs/<suite>/`` (Great Expectations Data Docs site of one suite)."""
+    return workspace_root() / "reports" / "data_docs" / suite
+
+
+def ground_truth_path(demo_root: Path, dataset: str) -> Path:
+    """The demo's ground truth for ``dataset``, kept beside (not inside) its native files."""
+    return Path(demo_root) / "ground_truth" / f"{dataset}.csv"
 
 
 def mlflow_db_path() -> Path:

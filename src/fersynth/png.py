@@ -31,5 +31,11 @@ def encode_gray8(pixels: np.ndarray, compress_level: int = 0) -> bytes:
     scanlines = np.zeros((height, width + 1), np.uint8)  # filter byte 0 (None) before each row
     scanlines[:, 1:] = pixels
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"".join((SIGNATURE, _chunk(b"IHDR", header),
-                     _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), compress_level)), _chunk(b"IEND", b"")))
+    return b"".join(
+        (
+            SIGNATURE,
+            _chunk(b"IHDR", header),
+            _chunk(b"IDAT", zlib.compress(scanlines.tobytes(), compress_level)),
+            _chunk(b"IEND", b""),
+        )
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -116,10 +115,17 @@ class VariantWriter:
     ...     writer.commit(extra_report={})
     """
 
-    def __init__(self, out_dir: Path, shard_max_bytes: int = 128 * 2**20, row_group_images: int = 2048):
+    def __init__(
+        self,
+        out_dir: Path,
+        shard_max_bytes: int = 128 * 2**20,
+        row_group_images: int = 2048,
+        row_group_bytes: int = 16 * 2**20,
+    ):
         self.out_dir = Path(out_dir)
         self.shard_max_bytes = shard_max_bytes
         self.row_group_images = row_group_images
+        self.row_group_bytes = row_group_bytes  # what is buffered in memory at most, about
         self.rows: list[dict] = []
         self.quarantine = Quarantine()
         self.read = 0
@@ -127,6 +133,7 @@ class VariantWriter:
         self._shard_writer: pq.ParquetWriter | None = None
         self._shard_bytes = 0
         self._buffer: list[tuple[str, bytes]] = []
+        self._buffer_bytes = 0
         self._keys: set[str] = set()
         self._demoted: set[str] = set()
 
@@ -160,14 +167,21 @@ class VariantWriter:
             raise ValueError(f"duplicate key {key!r}: keys must be unique within a variant")
         self._keys.add(key)
         row = EMPTY_ROW | record
-        row.update(sha256=sha256, width=size[0], height=size[1], mode=mode, format=fmt,
-                   synthetic=bool(record.get("synthetic", False)))
+        row.update(
+            sha256=sha256,
+            width=size[0],
+            height=size[1],
+            mode=mode,
+            format=fmt,
+            synthetic=bool(record.get("synthetic", False)),
+        )
         if self._shard_writer is None or self._shard_bytes >= self.shard_max_bytes:
             self._open_shard()
         row["shard"] = self._shard_name
         self._buffer.append((key, data))
         self._shard_bytes += len(data)
-        if len(self._buffer) >= self.row_group_images:
+        self._buffer_bytes += len(data)
+        if len(self._buffer) >= self.row_group_images or self._buffer_bytes >= self.row_group_bytes:
             self._flush()
         self.rows.append(row)
         return row
@@ -186,7 +200,7 @@ class VariantWriter:
             keys, blobs = zip(*self._buffer, strict=True)
             table = pa.table({"key": list(keys), "data": list(blobs)}, schema=SHARD_SCHEMA)
             self._shard_writer.write_table(table)
-            self._buffer = []
+            self._buffer, self._buffer_bytes = [], 0
 
     def _close_shard(self) -> None:
         self._flush()
@@ -238,13 +252,22 @@ class VariantWriter:
         return report
 
     def _prune_shards(self) -> None:
-        drop = self._demoted
-        if not drop:
+        """Rewrite the shards that hold demoted keys, one row group at a time (memory stays flat)."""
+        if not self._demoted:
             return
         for shard in sorted(self.layout.shards_dir.glob("*.parquet")):
-            table = pq.read_table(shard)
-            mask = pa.array([key not in drop for key in table.column("key").to_pylist()])
-            pq.write_table(table.filter(mask), shard, compression="none")
+            keys = pq.read_table(shard, columns=["key"]).column("key").to_pylist()
+            if self._demoted.isdisjoint(keys):
+                continue
+            pruned = shard.with_suffix(".pruning")
+            source = pq.ParquetFile(shard)
+            with pq.ParquetWriter(pruned, SHARD_SCHEMA, compression="none") as writer:
+                for group in range(source.num_row_groups):
+                    table = source.read_row_group(group)
+                    mask = pa.array([key not in self._demoted for key in table.column("key").to_pylist()])
+                    writer.write_table(table.filter(mask))
+            source.close()
+            pruned.replace(shard)
 
 
 class Variant:
@@ -287,6 +310,3 @@ class Variant:
     def iter_images(self, rows: pd.DataFrame | None = None) -> Iterator[tuple[pd.Series, Image.Image]]:
         for row, data in self.iter_bytes(rows):
             yield row, decode_image(data)
-
-    def copy_to(self, destination: Path) -> None:
-        shutil.copytree(self.layout.root, destination)

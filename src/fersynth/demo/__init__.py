@@ -22,6 +22,7 @@ from fersynth.demo.formats import (
 )
 from fersynth.demo.sampling import Nuisances
 from fersynth.log import get_logger
+from fersynth.paths import ground_truth_path
 
 DEMO_DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface")
 NHFI_FOLDERS = {name: name for name in ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")}
@@ -64,7 +65,7 @@ def make_demo(config: DemoConfig, out: Path) -> dict[str, int]:
         with atomic_path(out / dataset) as tmp:
             truth = _write_dataset(dataset, tmp, config, rng)
         frame = pd.DataFrame(truth)
-        with atomic_path(out / "ground_truth" / f"{dataset}.csv") as tmp:
+        with atomic_path(ground_truth_path(out, dataset)) as tmp:
             frame.to_csv(tmp, index=False)
         counts[dataset] = len(frame)
         log.info(

@@ -29,7 +29,7 @@ def _render(face: Face, size: tuple[int, int], mode: str, seed: int) -> Image.Im
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    image.save(buffer, format=fmt, **({"quality": 92} if fmt == "JPEG" else {"compress_level": 1}))
     return buffer.getvalue()
 
 

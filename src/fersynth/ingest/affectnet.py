@@ -6,7 +6,14 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from fersynth.ingest.common import BadInput, basic7_record, ingest_class_folders, list_files, read_image_file
+from fersynth.ingest.common import (
+    BadInput,
+    DroppedByRule,
+    basic7_record,
+    ingest_class_folders,
+    list_files,
+    read_image_file,
+)
 from fersynth.labels import AFFECTNET_CODES, AFFECTNET_DROPPED
 from fersynth.log import progress
 from fersynth.variant import VariantWriter
@@ -63,7 +70,7 @@ def ingest_list(writer: VariantWriter, src: Path, list_path: Path) -> None:
                 writer.reject(
                     row["subDirectory_filePath"] or line_source,
                     str(error),
-                    "rule" if str(error).startswith("rule") else "bad_input",
+                    error.category,
                 )
 
 
@@ -71,7 +78,7 @@ def _ingest_row(writer: VariantWriter, src: Path, row: dict[str, str]) -> None:
     rel = row["subDirectory_filePath"].strip()
     code = _int(row["expression"], "expression")
     if code in AFFECTNET_DROPPED:
-        raise BadInput(f"rule: expression {code} ({AFFECTNET_DROPPED[code]}) is not a basic emotion")
+        raise DroppedByRule(f"rule: expression {code} ({AFFECTNET_DROPPED[code]}) is not a basic emotion")
     if code not in AFFECTNET_CODES:
         raise BadInput(f"unknown label: expression code {code}")
     x, y, w, h = (_int(row[k], k) for k in ("face_x", "face_y", "face_width", "face_height"))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from openpyxl import load_workbook
 
-from fersynth.ingest.common import BadInput, IngestConfig, read_image_file
+from fersynth.ingest.common import BadInput, DroppedByRule, IngestConfig, read_image_file
 from fersynth.labels import CASME2, CASME2_NAMES
 from fersynth.log import progress
 from fersynth.variant import VariantWriter
@@ -75,7 +75,7 @@ def select_frames(onset: int, apex: int | None, offset: int, config: IngestConfi
     if apex is not None:
         return [apex]
     if config.casme2_missing_apex == "drop":
-        raise BadInput("rule: apex frame unknown ('/') and casme2_missing_apex is 'drop'")
+        raise DroppedByRule("rule: apex frame unknown ('/') and casme2_missing_apex is 'drop'")
     return [(onset + offset) // 2]
 
 
@@ -97,7 +97,7 @@ def ingest_casme2(writer: VariantWriter, src: Path, config: IngestConfig) -> str
                 raise BadInput(f"malformed row: frames onset {onset}, apex {apex}, offset {offset} out of order")
             frames = select_frames(onset, apex, offset, config)
         except BadInput as error:
-            writer.reject(row_source, str(error), "rule" if str(error).startswith("rule") else "bad_input")
+            writer.reject(row_source, str(error), error.category)
             continue
         for frame in frames:
             path = frames_root / subject / clip / pattern.format(frame)

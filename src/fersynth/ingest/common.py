@@ -46,6 +46,14 @@ def worker_count(config: IngestConfig) -> int:
 class BadInput(Exception):
     """An input that goes to quarantine; the message is the reason."""
 
+    category = "bad_input"
+
+
+class DroppedByRule(BadInput):
+    """A well-formed input that a documented rule leaves out (e.g. AffectNet's contempt)."""
+
+    category = "rule"
+
 
 def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
     """Read and fully decode an image file, raising :class:`BadInput` with a reason on failure."""
