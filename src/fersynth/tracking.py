@@ -53,6 +53,7 @@ def run_tags(stage: str, inputs: Mapping[str, Path]) -> dict[str, str]:
 def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
     """Create the experiment with an artifact location under the repo root (with sqlite the default
     would be relative to whatever cwd first created it, e.g. a temp experiment workspace)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no usage pings
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())

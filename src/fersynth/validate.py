@@ -7,6 +7,7 @@ suite raises :class:`ValidationFailed`, which fails the DVC stage.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ def validate_variant(
     variant_dir: Path, config: SuiteConfig, metrics_path: Path, docs_dir: Path, name: str | None = None
 ) -> dict:
     """Run the suite; write metrics and Data Docs; raise :class:`ValidationFailed` on any failure."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # offline machines: no usage pings
     import great_expectations as gx
 
     variant = Variant(variant_dir)
