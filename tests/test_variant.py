@@ -93,3 +93,10 @@ def test_shards_roll_over_at_size_limit(tmp_path):
     variant = Variant(tmp_path / "v")
     assert variant.manifest["shard"].nunique() == 3
     assert [row["key"] for row, _ in variant.iter_bytes()] == [f"k{i}" for i in range(5)]
+
+
+def test_closing_without_commit_writes_nothing(tmp_path):
+    png = image_bytes()
+    with pytest.raises(RuntimeError, match="without commit"), VariantWriter(tmp_path / "v") as writer:
+        writer.add(_record("a"), Image.open(io.BytesIO(png)), png)
+    assert not (tmp_path / "v").exists()

@@ -112,7 +112,7 @@ class VariantWriter:
 
     >>> with VariantWriter(Path("data/original/fer2013")) as writer:  # doctest: +SKIP
     ...     writer.add({"source": "row 1", "label": 3, ...}, image)
-    ...     writer.commit(extra_report={})
+    ...     writer.commit(report_extra={"dataset": "fer2013"})
     """
 
     def __init__(
@@ -136,6 +136,7 @@ class VariantWriter:
         self._buffer_bytes = 0
         self._keys: set[str] = set()
         self._demoted: set[str] = set()
+        self._committed = False
 
     def __enter__(self) -> VariantWriter:
         self._atomic = atomic_path(self.out_dir)
@@ -145,6 +146,10 @@ class VariantWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._close_shard()
+        if exc_type is None and not self._committed:
+            exc_type, exc = RuntimeError, RuntimeError("VariantWriter closed without commit(): nothing was written")
+            self._atomic.__exit__(exc_type, exc, None)
+            raise exc
         self._atomic.__exit__(exc_type, exc, tb)
 
     # 1. intake -------------------------------------------------------------------------------
@@ -249,6 +254,7 @@ class VariantWriter:
             "per_class": dict(Counter(row["emotion"] for row in self.rows if row["emotion"] is not None)),
         } | (report_extra or {})
         write_json(self.layout.ingest_report, report)
+        self._committed = True
         return report
 
     def _prune_shards(self) -> None:
