@@ -7,7 +7,10 @@ so later stages can join their manifest to the truth.
 from __future__ import annotations
 
 import io
+import re
+import zipfile
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -269,5 +272,20 @@ def write_casme2(
     sheet.append(CASME2_HEADER)
     for row in sheet_rows:
         sheet.append(row)
-    workbook.save(out / "CASME2-coding-20140508.xlsx")
+    _save_reproducibly(workbook, out / "CASME2-coding-20140508.xlsx")
     return truth
+
+
+def _save_reproducibly(workbook, path: Path) -> None:
+    """openpyxl stamps the time into document properties and zip entries; pin both so the same seed
+    gives the same bytes (and DVC sees an unchanged output)."""
+    fixed = datetime(2014, 5, 8)
+    workbook.properties.created = fixed
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    with zipfile.ZipFile(buffer) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as target:
+        for entry in source.infolist():
+            data = source.read(entry)
+            if entry.filename == "docProps/core.xml":  # openpyxl sets 'modified' to now on save
+                data = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*", rb"\g<1>2014-05-08T00:00:00Z", data)
+            target.writestr(zipfile.ZipInfo(entry.filename, date_time=fixed.timetuple()[:6]), data)
