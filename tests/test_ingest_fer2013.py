@@ -91,6 +91,17 @@ def test_csv_duplicates_across_usage_keep_the_test_copy(tmp_path):
     assert report["duplicates"] == 2
 
 
+def test_icml_column_order_bom_and_crlf(tmp_path):
+    path = tmp_path / "src" / "fer2013.csv"
+    path.parent.mkdir()
+    rows = [f"4, Training,{pixel_string(1)}", f'3, PrivateTest,"{pixel_string(2)}"']
+    path.write_bytes(("\ufeffemotion, Usage, pixels\r\n" + "\r\n".join(rows) + "\r\n").encode("utf-8"))
+    report = ingest("fer2013", path.parent, tmp_path / "out")
+    manifest = Variant(tmp_path / "out").manifest
+    assert manifest[["emotion", "split"]].values.tolist() == [["sad", "train"], ["happy", "test"]]
+    assert report["quarantined"] == 0
+
+
 def test_csv_wrong_header_is_an_error_not_silence(tmp_path):
     path = tmp_path / "src" / "fer2013.csv"
     path.parent.mkdir()

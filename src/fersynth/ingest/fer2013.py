@@ -50,10 +50,8 @@ def ingest_csv(writer: VariantWriter, csv_path: Path, workers: int = 1) -> None:
     processes parse pixels, encode PNG and hash, a bounded number of batches in flight (memory stays
     flat, order is kept, so the output does not depend on ``workers``)."""
     with csv_path.open("rb") as handle:
-        header = handle.readline().decode("utf-8", "replace").strip()
-        if [h.strip() for h in header.split(",")[:3]] != HEADER:
-            raise ValueError(f"{csv_path}: header must start with {','.join(HEADER)}, got {header!r}")
-        batches = _batches(writer, csv_path.name, handle)
+        order = column_order(handle.readline().decode("utf-8-sig", "replace"), csv_path)
+        batches = _batches(writer, csv_path.name, handle, order)
         with ExitStack() as stack:
             pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
             bar = stack.enter_context(progress(None, desc="ingest fer2013 (csv)", unit="row"))
@@ -67,20 +65,29 @@ def ingest_csv(writer: VariantWriter, csv_path: Path, workers: int = 1) -> None:
                 _keep(writer, csv_path.name, *in_flight.popleft(), bar)
 
 
-def _batches(writer: VariantWriter, file_name: str, handle) -> Iterator[list[tuple[int, list[bytes]]]]:
-    """Lines as (line number, 3 fields); rows with another field count go to quarantine here."""
+def column_order(header: str, csv_path: Path) -> tuple[int, int, int]:
+    """Positions of emotion, pixels and Usage. Kaggle's file has ``emotion,pixels,Usage``; the ICML
+    release has ``emotion, Usage, pixels``: columns are found by name."""
+    names = [name.strip() for name in header.strip().split(",")]
+    if sorted(names) != sorted(HEADER):
+        raise ValueError(f"{csv_path}: header must have the columns {','.join(HEADER)}, got {header.strip()!r}")
+    return tuple(names.index(column) for column in HEADER)
+
+
+def _batches(writer: VariantWriter, file_name: str, handle, order: tuple[int, int, int]) -> Iterator[list]:
+    """Lines as (line number, [emotion, pixels, Usage]); rows with another field count go to
+    quarantine here."""
     batch = []
     for line_number, line in enumerate(handle, start=2):
         line = line.rstrip(b"\r\n")
-        if line.count(b",") == 2 and not line.startswith(b'"'):
-            first, last = line.index(b","), line.rindex(b",")
-            fields = [line[:first], line[first + 1 : last], line[last + 1 :]]
+        if line.count(b",") == 2 and b'"' not in line:
+            fields = line.split(b",")
         else:  # quoted fields or a wrong field count: let the csv module decide
             fields = [f.encode() for f in next(csv.reader([line.decode("utf-8", "replace")]))]
         if len(fields) != 3:
             writer.reject(f"{file_name}:{line_number}", f"malformed row: expected 3 fields, got {len(fields)}")
             continue
-        batch.append((line_number, fields))
+        batch.append((line_number, [fields[i] for i in order]))
         if len(batch) >= BATCH_ROWS:
             yield batch
             batch = []
