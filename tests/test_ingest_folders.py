@@ -137,3 +137,23 @@ def test_utkface_ingest_keeps_demographics(tmp_path):
     assert manifest.loc[names[3], ["age_group", "ethnicity", "gender"]].tolist() == ["old", "indian", "female"]
     assert manifest["emotion"].isna().all() and (manifest["label_space"] == "none").all()
     assert report["quarantined"] == 1 and report["kept"] == 5
+
+
+def test_affectnet_validation_list_without_header(tmp_path):
+    src = tmp_path / "affectnet"
+    write_file(src / "Manually_Annotated_Images" / "1" / "a.png", image_bytes("happy", (224, 224), "RGB"))
+    write_file(src / "Manually_Annotated_Images" / "1" / "b.png", image_bytes("sad", (224, 224), "RGB", identity=2))
+    lists = src / "Manually_Annotated_file_lists"
+    write_file(lists / "validation.csv", b"1/a.png,0,0,224,224,,1,0,0\n1/b.png,0,0,224,224,,2,0,0\n")
+    ingest("affectnet", src, tmp_path / "out")
+    manifest = Variant(tmp_path / "out").manifest.set_index("source")
+    assert manifest["emotion"].to_dict() == {"1/a.png": "happy", "1/b.png": "sad"}
+
+
+def test_folder_spellings_of_other_releases(tmp_path):
+    src = tmp_path / "nhfi"
+    for i, folder in enumerate(["happiness", "sadness", "neutrality", "surprised", "fearful", "disgusted", "anger"]):
+        write_file(src / folder / "0.png", image_bytes(identity=i))
+    ingest("nhfi", src, tmp_path / "out")
+    emotions = sorted(Variant(tmp_path / "out").manifest["emotion"])
+    assert emotions == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]

@@ -25,15 +25,22 @@ AFFECTNET_CODES = {0: "neutral", 1: "happy", 2: "sad", 3: "surprise", 4: "fear",
 AFFECTNET_DROPPED = {7: "contempt", 8: "none", 9: "uncertain", 10: "no-face"}
 
 # Folder names used by the folder-per-class releases, mapped to canonical names.
+# Releases differ in spelling (anger / angry, happiness / happy, ...): all are accepted.
 FOLDER_NAMES = {
     "angry": "angry",
     "anger": "angry",
     "disgust": "disgust",
+    "disgusted": "disgust",
     "fear": "fear",
+    "fearful": "fear",
     "happy": "happy",
+    "happiness": "happy",
     "neutral": "neutral",
+    "neutrality": "neutral",
     "sad": "sad",
+    "sadness": "sad",
     "surprise": "surprise",
+    "surprised": "surprise",
 }
 FOLDER_DROPPED = {"contempt"}
 

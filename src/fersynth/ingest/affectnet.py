@@ -4,6 +4,7 @@ common folder-per-class release. Codes 7-10 (contempt, none, uncertain, no-face)
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 from fersynth.ingest.common import (
@@ -53,12 +54,18 @@ def _int(value: str, what: str) -> int:
 
 
 def ingest_list(writer: VariantWriter, src: Path, list_path: Path) -> None:
-    with list_path.open(newline="") as handle:
+    with list_path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != COLUMNS:
-            raise ValueError(f"{list_path}: header must be {','.join(COLUMNS)}, got {header}")
-        for fields in progress(reader, desc=f"ingest affectnet ({list_path.name})", unit="row"):
+        first = next(reader, None)
+        if first is None:
+            return
+        rows = reader
+        if [h.strip() for h in first] != COLUMNS:
+            # The official validation.csv ships without a header: a 9-field first row is data.
+            if len(first) != len(COLUMNS) or first[0].strip() == COLUMNS[0]:
+                raise ValueError(f"{list_path}: header must be {','.join(COLUMNS)}, got {first}")
+            rows = itertools.chain([first], reader)
+        for fields in progress(rows, desc=f"ingest affectnet ({list_path.name})", unit="row"):
             line_source = f"{list_path.name}:{reader.line_num}"
             if len(fields) != len(COLUMNS):
                 writer.reject(line_source, f"malformed row: expected {len(COLUMNS)} fields, got {len(fields)}")
