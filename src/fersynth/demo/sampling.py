@@ -71,6 +71,7 @@ def draw_faces(
 ) -> list[Face]:
     """``n`` faces with emotions drawn from ``mix``; a ``label_noise`` share gets a wrong label."""
     probabilities = np.asarray(mix, dtype=float) / np.sum(mix)
+    labelled_classes = int(np.count_nonzero(probabilities))  # a label can only flip to another class
     faces = []
     for _ in range(n):
         emotion = classes[rng.choice(len(classes), p=probabilities)]
@@ -97,7 +98,7 @@ def draw_faces(
             noise=4.0,
         )
         given = emotion
-        if len(classes) > 1 and mix.count(0) < len(mix) - 1 and rng.random() < nuisances.label_noise:
+        if labelled_classes > 1 and rng.random() < nuisances.label_noise:
             given = classes[rng.choice([i for i in range(len(classes)) if classes[i] != emotion])]
         faces.append(Face(spec, emotion, given, age, nuisance))
     return faces
