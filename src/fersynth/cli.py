@@ -92,7 +92,9 @@ def validate(
     from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 
     suite = suite or variant.name
-    config = build(SuiteConfig, section(load_params(params_path), f"validate.suites.{suite}"))
+    values = section(load_params(params_path), f"validate.suites.{suite}")
+    values.pop("variant", None)  # where dvc.yaml finds the variant; the suite itself does not need it
+    config = build(SuiteConfig, values)
     try:
         validate_variant(
             variant,
@@ -104,6 +106,18 @@ def validate(
     except ValidationFailed as failure:
         click.echo(f"validation failed: {failure}", err=True)
         sys.exit(1)
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@PARAMS_OPTION
+def smote(source: Path, out: Path, params_path: Path) -> None:
+    """Balance SOURCE's train split (image-generator augmentation + SMOTE + undersampling, paper 004);
+    val and test are copied unchanged."""
+    from fersynth.smote import SmoteConfig, build_smote_variant
+
+    build_smote_variant(source, out, build(SmoteConfig, section(load_params(params_path), "smote")))
 
 
 @main.command()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -35,7 +35,8 @@ class SuiteConfig:
     max_per_class: int | None = None
     per_split: bool = False
     subjects_disjoint: bool = False
-    extra: dict = field(default_factory=dict)
+    synthetic_splits: tuple[str, ...] | None = None  # where synthetic rows may be; None: anywhere
+    balanced_splits: tuple[str, ...] = ()  # splits whose classes must have exactly equal counts
 
     def __post_init__(self) -> None:
         if self.label_space not in (*LABEL_SPACES, "none"):
@@ -101,6 +102,23 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
             [gxe.ExpectColumnValuesToBeBetween(column="n_splits", min_value=1, max_value=1)],
         ),
     }
+    if config.synthetic_splits is not None:
+        is_synthetic = Column("synthetic") == True  # noqa: E712 (a GX row condition, not a truth test)
+        checks.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column="split", value_set=list(config.synthetic_splits), row_condition=is_synthetic
+            )
+        )
+    for split in config.balanced_splits:
+        counts = manifest[manifest["split"] == split].groupby("label").size().rename("count").reset_index()
+        n_classes = len(LABEL_SPACES.get(config.label_space, ()))
+        batches[f"balance_{split}"] = (
+            counts,
+            [
+                gxe.ExpectColumnUniqueValueCountToBeBetween(column="count", min_value=1, max_value=1),
+                gxe.ExpectTableRowCountToEqual(value=n_classes),
+            ],
+        )
     if config.subjects_disjoint:
         batches["subject_splits"] = (
             _crosses(manifest, "subject"),

@@ -191,6 +191,13 @@ class VariantWriter:
         self.rows.append(row)
         return row
 
+    def copy(self, row: pd.Series, data: bytes) -> dict:
+        """Keep a row of another variant as it is (same key, bytes, hash and fields)."""
+        record = {name: (None if _is_missing(row[name]) else row[name]) for name in MANIFEST_COLUMNS if name != "shard"}
+        return self.add_encoded(
+            record, data, row["sha256"], (int(row["width"]), int(row["height"])), row["mode"], row["format"]
+        )
+
     # 2. shards -------------------------------------------------------------------------------
     def _open_shard(self) -> None:
         self._close_shard()
@@ -274,6 +281,13 @@ class VariantWriter:
                     writer.write_table(table.filter(mask))
             source.close()
             pruned.replace(shard)
+
+
+def _is_missing(value) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # arrays and other non-scalars
+        return False
 
 
 class Variant:
