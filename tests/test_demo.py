@@ -82,7 +82,9 @@ def test_ground_truth_matches_what_ingest_keeps(tiny_demo, tmp_path):
 
 
 def test_no_nuisances_means_clean_data(tmp_path):
-    clean = Nuisances(label_noise=0, blur=0, occlusion=0, low_light=0, duplicates=0, corrupt=0, malformed=0)
+    clean = Nuisances(
+        label_noise=0, blur=0, occlusion=0, low_light=0, duplicates=0, unrecognisable=0, corrupt=0, malformed=0
+    )
     make_demo(DemoConfig(datasets=("nhfi",), nhfi_images=30, nuisances=clean), tmp_path)
     truth = pd.read_csv(tmp_path / "ground_truth" / "nhfi.csv")
     report = ingest("nhfi", tmp_path / "nhfi", tmp_path / "out")
@@ -115,7 +117,9 @@ def test_expressions_are_learnable(tmp_path):
     """The demo must carry real signal: a linear model on raw pixels beats the majority class by far."""
     from sklearn.linear_model import LogisticRegression
 
-    clean = Nuisances(label_noise=0, blur=0, occlusion=0, low_light=0, duplicates=0, corrupt=0, malformed=0)
+    clean = Nuisances(
+        label_noise=0, blur=0, occlusion=0, low_light=0, duplicates=0, unrecognisable=0, corrupt=0, malformed=0
+    )
     make_demo(DemoConfig(datasets=("fer2013",), fer2013_rows=700, nuisances=clean), tmp_path / "demo")
     ingest("fer2013", tmp_path / "demo" / "fer2013", tmp_path / "out")
     variant = Variant(tmp_path / "out")

@@ -120,6 +120,24 @@ def smote(source: Path, out: Path, params_path: Path) -> None:
     build_smote_variant(source, out, build(SmoteConfig, section(load_params(params_path), "smote")))
 
 
+@main.command(name="filter")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Where to write flag counts (JSON).")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Demo ground-truth CSV: score the flags against the planted blank / noise images.",
+)
+@PARAMS_OPTION
+def filter_command(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
+    """Flag excessively noisy or unrecognisable images of SOURCE by grey-level entropy (paper 000)."""
+    from fersynth.filtering import FilterConfig, filter_variant
+
+    config = build(FilterConfig, section(load_params(params_path), "filter"))
+    filter_variant(source, out, config, metrics_path, truth)
+
+
 @main.command()
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))

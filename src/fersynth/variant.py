@@ -121,8 +121,10 @@ class VariantWriter:
         shard_max_bytes: int = 128 * 2**20,
         row_group_images: int = 2048,
         row_group_bytes: int = 16 * 2**20,
+        report_name: str = "ingest.json",
     ):
         self.out_dir = Path(out_dir)
+        self.report_name = report_name  # the stage's report beside the manifest (ingest.json, smote.json, ...)
         self.shard_max_bytes = shard_max_bytes
         self.row_group_images = row_group_images
         self.row_group_bytes = row_group_bytes  # what is buffered in memory at most, about
@@ -260,7 +262,7 @@ class VariantWriter:
             "per_split": dict(Counter(row["split"] for row in self.rows)),
             "per_class": dict(Counter(row["emotion"] for row in self.rows if row["emotion"] is not None)),
         } | (report_extra or {})
-        write_json(self.layout.ingest_report, report)
+        write_json(self.layout.root / self.report_name, report)
         self._committed = True
         return report
 

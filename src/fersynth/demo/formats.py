@@ -27,7 +27,16 @@ PIXEL_TEXT = np.array([str(v) for v in range(256)], dtype=object)
 
 
 def _render(face: Face, size: tuple[int, int], mode: str, seed: int) -> Image.Image:
-    return render_face(face.spec, size, mode, seed=seed)
+    kind = face.nuisance.get("unrecognisable")
+    if kind is None:
+        return render_face(face.spec, size, mode, seed=seed)
+    rng = np.random.default_rng([face.spec.identity, 8])
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    if kind == "blank":  # a flat grey card with a little sensor noise
+        pixels = rng.integers(0, 3, shape) + int(rng.integers(20, 230))
+    else:  # pure noise
+        pixels = rng.integers(0, 256, shape)
+    return Image.fromarray(pixels.astype(np.uint8), mode)
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
@@ -244,7 +253,9 @@ def write_casme2(
     mix = tuple(CASME2_MIX[c] for c in CASME2)
     sheet_rows, truth = [], []
     for s in progress(range(1, subjects + 1), desc="demo casme2", unit="subject"):
-        for c, face in enumerate(draw_faces(clips_per_subject, mix, CASME2, Nuisances(label_noise=0), rng, (0.6, 0.9))):
+        for c, face in enumerate(
+            draw_faces(clips_per_subject, mix, CASME2, Nuisances(label_noise=0, unrecognisable=0), rng, (0.6, 0.9))
+        ):
             identity_spec = replace(face.spec, identity=s * 1000, angle=0.0, blur=0.0, occlusion=False, light=1.0)
             clip = f"EP{c + 1:02d}_{int(rng.integers(1, 20)):02d}{'f' if rng.random() < 0.5 else ''}"
             onset = int(rng.integers(1, 200))

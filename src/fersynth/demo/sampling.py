@@ -34,6 +34,7 @@ class Nuisances:
     occlusion: float = 0.08
     low_light: float = 0.1
     duplicates: float = 0.02
+    unrecognisable: float = 0.01  # blank or pure-noise pictures that still carry a label
     corrupt: int = 2
     malformed: int = 2
 
@@ -97,11 +98,21 @@ def draw_faces(
             occlusion=nuisance["occlusion"],
             noise=4.0,
         )
+        nuisance["unrecognisable"] = _unrecognisable(spec.identity, nuisances.unrecognisable)
         given = emotion
         if labelled_classes > 1 and rng.random() < nuisances.label_noise:
             given = classes[rng.choice([i for i in range(len(classes)) if classes[i] != emotion])]
         faces.append(Face(spec, emotion, given, age, nuisance))
     return faces
+
+
+def _unrecognisable(identity: int, rate: float) -> str | None:
+    """``blank``, ``noise`` or None; drawn from its own stream (seeded by the face identity) so the
+    rate can change without moving any other draw."""
+    draw = np.random.default_rng([identity, 7]).random()
+    if draw >= rate:
+        return None
+    return "blank" if draw < rate / 2 else "noise"
 
 
 def basic7_faces(dataset: str, n: int, nuisances: Nuisances, rng: np.random.Generator) -> list[Face]:
@@ -121,5 +132,6 @@ def ground_truth_row(source: str, face: Face, **extra) -> dict:
         "identity": face.spec.identity,
         "blur": face.nuisance.get("blur", 0.0),
         "occlusion": face.nuisance.get("occlusion", False),
+        "unrecognisable": face.nuisance.get("unrecognisable"),
         "light": face.nuisance.get("light", 1.0),
     } | extra
