@@ -120,6 +120,27 @@ def smote(source: Path, out: Path, params_path: Path) -> None:
     build_smote_variant(source, out, build(SmoteConfig, section(load_params(params_path), "smote")))
 
 
+@main.command()
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option(
+    "--metrics", "metrics_path", type=click.Path(path_type=Path), help="Where to write relabel metrics (JSON)."
+)
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Demo ground-truth CSV: score the relabelling against the flipped labels.",
+)
+@PARAMS_OPTION
+def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
+    """Relabel SOURCE's noisy labels (self_filter or confident_learning); images and splits unchanged."""
+    from fersynth.relabel import ReclassifyConfig
+    from fersynth.relabel import reclassify as run_reclassify
+
+    config = build(ReclassifyConfig, section(load_params(params_path), "reclassify"))
+    run_reclassify(source, out, config, metrics_path, truth)
+
+
 @main.command(name="filter")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")

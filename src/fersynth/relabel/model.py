@@ -1,0 +1,94 @@
+"""The small fixed CNN the relabelling methods train, and the array plumbing around it.
+
+Images are decoded once into a uint8 array (N, C, size, size); batches are converted to float on the
+fly, so memory is one byte per pixel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from fersynth.log import progress
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``params.yaml: reclassify.model``: input side, channel widths, epochs, batch size, learning rate."""
+
+    size: int = 48
+    channels: tuple[int, ...] = (16, 32, 64)
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    hflip: bool = True
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU-MaxPool blocks, a 3x3 average pool (expressions are about *where*: mouth versus
+    brows, so a global pool would throw the signal away), linear head."""
+
+    def __init__(self, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (16, 32, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)]
+            previous = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Dropout(0.3), nn.Linear(previous * 9, n_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _batch(images: np.ndarray, index: np.ndarray) -> torch.Tensor:
+    """Per-image standardised floats: lighting differences are not what the labels are about."""
+    x = images[index].astype(np.float32)
+    mean = x.mean(axis=(1, 2, 3), keepdims=True)
+    std = x.std(axis=(1, 2, 3), keepdims=True) + 1.0
+    return torch.from_numpy((x - mean) / std)
+
+
+def train_model(
+    images: np.ndarray, labels: np.ndarray, n_classes: int, config: ModelConfig, seed: int, desc: str = "train"
+) -> SmallCNN:
+    """Fit a fresh :class:`SmallCNN` on ``images`` (uint8, N x C x H x W) and ``labels``."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = SmallCNN(n_classes, images.shape[1], config.channels)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+    targets = torch.from_numpy(labels.astype(np.int64))
+    model.train()
+    bar = progress(range(config.epochs), desc=desc, unit="epoch")
+    for _ in bar:
+        order = rng.permutation(len(images))
+        total = 0.0
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            x = _batch(images, index)
+            if config.hflip:
+                flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+                x[flip] = x[flip].flip(-1)
+            loss = loss_fn(model(x), targets[index])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += loss.item() * len(index)
+        bar.set_postfix(loss=f"{total / len(images):.3f}")
+    return model
+
+
+@torch.no_grad()
+def predict_proba(model: SmallCNN, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    model.eval()
+    out = [
+        torch.softmax(model(_batch(images, np.arange(s, min(s + batch_size, len(images))))), dim=1).numpy()
+        for s in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out) if out else np.zeros((0, model.head[-1].out_features), np.float32)
