@@ -141,6 +141,30 @@ def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path |
     run_reclassify(source, out, config, metrics_path, truth)
 
 
+@main.command()
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    required=True,
+    metavar="NAME=DIR",
+    help="A variant to merge, e.g. fer2013=data/reclassified/fer2013 (repeatable).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@PARAMS_OPTION
+def merge(sources: tuple[str, ...], out: Path, params_path: Path) -> None:
+    """Merge variants into one (paper 001's merged dataset), keeping provenance and native formats."""
+    from fersynth.merge import MergeConfig, merge_variants
+
+    parsed = {}
+    for item in sources:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).is_dir():
+            raise click.BadParameter(f"expected NAME=DIR with an existing DIR, got {item!r}", param_hint="--source")
+        parsed[name] = Path(path)
+    merge_variants(parsed, out, build(MergeConfig, section(load_params(params_path), "merge")))
+
+
 @main.command(name="filter")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
