@@ -52,3 +52,22 @@ def test_failing_suite_exits_non_zero(tmp_path, monkeypatch):
     runner.invoke(main, ["ingest", "nhfi", "--src", "demo/nhfi", "--out", "nhfi"], catch_exceptions=False)
     result = runner.invoke(main, ["validate", "nhfi"])
     assert result.exit_code == 1 and "validation failed" in result.output
+
+
+def test_agr_predict_accepts_a_ground_truth_directory(tmp_path):
+    (tmp_path / "truth").mkdir()
+    result = CliRunner().invoke(
+        main,
+        [
+            "agr-predict",
+            str(tmp_path),
+            "--model-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--truth",
+            str(tmp_path / "truth"),
+        ],
+    )
+    assert "is a directory" not in result.output  # fails later (no variant there), not on the option
+    assert isinstance(result.exception, FileNotFoundError)

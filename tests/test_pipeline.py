@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface")
@@ -44,9 +45,20 @@ def _copy_repository(target: Path, env) -> None:
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
+    _fast_params(target / "params.yaml")
     _run(["git", "init", "-q", "-b", "main"], target, env)
     _run(["git", "add", "-A"], target, env)
     _run(["git", "commit", "-qm", "copy"], target, env)
+
+
+def _fast_params(path: Path) -> None:
+    """Fewer training epochs than the demo defaults: this test is about DVC plumbing, not accuracy
+    (benchmarks/bench_pipeline.py times the real `make repro`)."""
+    params = yaml.safe_load(path.read_text())
+    params["reclassify"] |= {"rounds": 2, "compare_methods": False}
+    params["reclassify"]["model"]["epochs"] = 3
+    params["agr"]["epochs"] = 2
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.mark.slow

@@ -165,6 +165,54 @@ def merge(sources: tuple[str, ...], out: Path, params_path: Path) -> None:
     merge_variants(parsed, out, build(MergeConfig, section(load_params(params_path), "merge")))
 
 
+@main.command(name="agr-train")
+@click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model-dir",
+    type=click.Path(path_type=Path),
+    default=Path("models/agr"),
+    show_default=True,
+    help="Where to save the weights (safetensors) and config.",
+)
+@click.option(
+    "--metrics",
+    "metrics_path",
+    type=click.Path(path_type=Path),
+    default=Path("metrics/agr.json"),
+    show_default=True,
+    help="Test accuracies and age MAE (JSON).",
+)
+@PARAMS_OPTION
+def agr_train_command(variant: Path, model_dir: Path, metrics_path: Path, params_path: Path) -> None:
+    """Train the age / gender / race predictor on the UTKFace VARIANT; logged to MLflow."""
+    from fersynth.demographics.train import AgrConfig, agr_train
+
+    agr_train(variant, model_dir, build(AgrConfig, section(load_params(params_path), "agr")), metrics_path)
+
+
+@main.command(name="agr-predict")
+@click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--model-dir",
+    type=click.Path(exists=True, path_type=Path),
+    default=Path("models/agr"),
+    show_default=True,
+    help="A model saved by agr-train.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option("--plot", type=click.Path(path_type=Path), help="Distribution plot (PNG).")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Demo ground-truth directory (<dataset>.csv files): score the predictions.",
+)
+def agr_predict_command(variant: Path, model_dir: Path, out: Path, plot: Path | None, truth: Path | None) -> None:
+    """Add predicted gender, age, age group and ethnicity (with confidences) to a copy of VARIANT."""
+    from fersynth.demographics.predict import agr_predict
+
+    agr_predict(variant, model_dir, out, plot, truth)
+
+
 @main.command(name="filter")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
