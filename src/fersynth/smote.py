@@ -99,50 +99,12 @@ def build_smote_variant(source_dir: Path, out_dir: Path, config: SmoteConfig) ->
         # 2. image-generator augmentation of minority classes
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)
-        transform = image_generator((config.size, config.size), config.augment)
-        generated: list[dict] = []
-        for label in sorted(before):
-            members = [i for i, y in enumerate(labels) if y == label]
-            wanted = min(config.target_per_class - len(members), len(members) * config.augment_copies)
-            for n, index in enumerate(rng.choice(members, size=max(wanted, 0), replace=True)):
-                pixels = np.asarray(augment(Image.fromarray(arrays[index], "L"), transform), dtype=np.uint8)
-                generated.append(
-                    {
-                        "pixels": pixels,
-                        "label": label,
-                        "generator": "image_generator",
-                        "parent": keys[index],
-                        "key": f"augment/{label}/{n:06d}",
-                    }
-                )
+        generated = _augment_minorities(arrays, labels, keys, config, rng)
         all_keys = keys + [g["key"] for g in generated]
         X = np.stack(arrays + [g["pixels"] for g in generated]).reshape(len(all_keys), -1)
         y = np.array(labels + [g["label"] for g in generated])
-        # 3. SMOTE up to the target, then random undersampling down to it
-        counts = Counter(y.tolist())
-        grow = {c: config.target_per_class for c, n in counts.items() if n < config.target_per_class}
-        smoted: list[dict] = []
-        if grow:
-            k = min(config.k_neighbors, min(counts[c] for c in grow) - 1)
-            if k < 1:
-                raise ValueError(f"a class has a single train image; SMOTE needs two (counts {dict(counts)})")
-            smote = ParentTrackingSMOTE(sampling_strategy=grow, k_neighbors=k, random_state=config.seed)
-            # float: imbalanced-learn subtracts neighbours, which wraps around in uint8
-            X_res, y_res = smote.fit_resample(X.astype(np.float32), y)
-            for n, ((a, b, step), pixels, label) in enumerate(
-                zip(smote.synthetic_parents(y), X_res[len(X) :], y_res[len(X) :], strict=True)
-            ):
-                smoted.append(
-                    {
-                        "pixels": np.clip(np.rint(pixels), 0, 255).astype(np.uint8).reshape(config.size, -1),
-                        "label": int(label),
-                        "generator": "smote",
-                        "parent": f"{all_keys[a]};{all_keys[b]}",
-                        "key": f"smote/{int(label)}/{n:06d}",
-                        "step": step,
-                        "parent_index": (a, b),
-                    }
-                )
+        # 3. SMOTE up to the target
+        smoted = _smote(X, y, all_keys, config)
         _unique_pixels(smoted, X, y, config)
         # 4. random undersampling of real train rows in classes above the target (no class above the
         #    target received synthetic rows)
@@ -166,6 +128,60 @@ def build_smote_variant(source_dir: Path, out_dir: Path, config: SmoteConfig) ->
         )
     summarize(log, "smote", report)
     return report
+
+
+def _augment_minorities(
+    arrays: list[np.ndarray], labels: list[int], keys: list[str], config: SmoteConfig, rng: np.random.Generator
+) -> list[dict]:
+    """Image-generator copies of random images of each class below the target (at most
+    ``augment_copies`` per image on average, never past the target)."""
+    transform = image_generator((config.size, config.size), config.augment)
+    generated = []
+    for label in sorted(set(labels)):
+        members = [i for i, y in enumerate(labels) if y == label]
+        wanted = min(config.target_per_class - len(members), len(members) * config.augment_copies)
+        for n, index in enumerate(rng.choice(members, size=max(wanted, 0), replace=True)):
+            pixels = np.asarray(augment(Image.fromarray(arrays[index], "L"), transform), dtype=np.uint8)
+            generated.append(
+                {
+                    "pixels": pixels,
+                    "label": label,
+                    "generator": "image_generator",
+                    "parent": keys[index],
+                    "key": f"augment/{label}/{n:06d}",
+                }
+            )
+    return generated
+
+
+def _smote(X: np.ndarray, y: np.ndarray, keys: list[str], config: SmoteConfig) -> list[dict]:
+    """SMOTE rows for every class below the target, each naming its two parents."""
+    counts = Counter(y.tolist())
+    grow = {c: config.target_per_class for c, n in counts.items() if n < config.target_per_class}
+    if not grow:
+        return []
+    k = min(config.k_neighbors, min(counts[c] for c in grow) - 1)
+    if k < 1:
+        raise ValueError(f"a class has a single train image; SMOTE needs two (counts {dict(counts)})")
+    smote = ParentTrackingSMOTE(sampling_strategy=grow, k_neighbors=k, random_state=config.seed)
+    # float: imbalanced-learn subtracts neighbours, which wraps around in uint8
+    X_res, y_res = smote.fit_resample(X.astype(np.float32), y)
+    rows = []
+    for n, ((a, b, step), pixels, label) in enumerate(
+        zip(smote.synthetic_parents(y), X_res[len(X) :], y_res[len(X) :], strict=True)
+    ):
+        rows.append(
+            {
+                "pixels": np.clip(np.rint(pixels), 0, 255).astype(np.uint8).reshape(config.size, -1),
+                "label": int(label),
+                "generator": "smote",
+                "parent": f"{keys[a]};{keys[b]}",
+                "key": f"smote/{int(label)}/{n:06d}",
+                "step": step,
+                "parent_index": (a, b),
+            }
+        )
+    return rows
 
 
 def _undersample(keys: list[str], labels: list[int], config: SmoteConfig, rng: np.random.Generator) -> set[str]:
