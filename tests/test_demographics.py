@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fersynth.demographics.predict import agr_predict
-from fersynth.demographics.train import AgrConfig, agr_train, load_agr, load_rgb, predict
+from fersynth.demographics.train import AgrConfig, agr_train, load_agr, predict
 from fersynth.ingest import ingest
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS
 from fersynth.variant import Variant
@@ -30,7 +30,7 @@ def test_training_saves_reloadable_weights_and_logs_a_run(trained):
     model, config = load_agr(root / "agr")
     assert config == TINY
     variant = Variant(root / "utkface")
-    images = load_rgb(variant, variant.manifest.head(5), config.input_size)
+    images = variant.load_array(variant.manifest.head(5), config.input_size, "RGB")
     again, _ = load_agr(root / "agr")
     np.testing.assert_allclose(predict(model, images)["age"], predict(again, images)["age"], rtol=1e-6)
     runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="tags.`fersynth.stage` = 'agr-train'")

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -330,6 +331,21 @@ class Variant:
             }
             for _, row in group.iterrows():
                 yield row, blobs[row["key"]]
+
+    def load_array(self, rows: pd.DataFrame, size: int, mode: str = "L") -> np.ndarray:
+        """uint8 array (N, channels, size, size) of ``rows`` in their order, converted to ``mode``
+        ("L" or "RGB") and resized (bilinear) where needed: decoded once, one byte per pixel."""
+        from fersynth.log import progress
+
+        channels = 1 if mode == "L" else 3
+        out = np.zeros((len(rows), channels, size, size), dtype=np.uint8)
+        position = {key: i for i, key in enumerate(rows["key"])}
+        for row, image in progress(self.iter_images(rows), desc=f"decode {self.name}", total=len(rows)):
+            image = image.convert(mode)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.BILINEAR)
+            out[position[row["key"]]] = np.asarray(image).reshape(size, size, channels).transpose(2, 0, 1)
+        return out
 
     def iter_images(self, rows: pd.DataFrame | None = None) -> Iterator[tuple[pd.Series, Image.Image]]:
         for row, data in self.iter_bytes(rows):

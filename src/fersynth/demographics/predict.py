@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fersynth.atomic import atomic_path, write_json
-from fersynth.demographics.train import load_agr, load_rgb, predict
+from fersynth.demographics.train import load_agr, predict
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
 from fersynth.log import get_logger
 from fersynth.variant import MANIFEST_SCHEMA, Variant
@@ -42,7 +42,7 @@ def agr_predict(
     }
     for start in range(0, len(manifest), CHUNK):
         rows = manifest.iloc[start : start + CHUNK]
-        predicted = predict(model, load_rgb(variant, rows, config.input_size), batch_size)
+        predicted = predict(model, variant.load_array(rows, config.input_size, "RGB"), batch_size)
         columns["gender"] += [GENDERS[i] for i in predicted["gender"].argmax(1)]
         columns["gender_confidence"] += predicted["gender"].max(1).tolist()
         columns["ethnicity"] += [ETHNICITIES[i] for i in predicted["race"].argmax(1)]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
 from fersynth.demographics.model import AGRNet, agr_loss
@@ -34,18 +33,6 @@ class AgrConfig:
     def __post_init__(self) -> None:
         if self.input_size < 2 ** len(self.widths):
             raise ValueError(f"input_size {self.input_size} is too small for {len(self.widths)} pooling blocks")
-
-
-def load_rgb(variant: Variant, rows, size: int) -> np.ndarray:
-    """uint8 (N, 3, size, size) in the order of ``rows``."""
-    out = np.zeros((len(rows), 3, size, size), dtype=np.uint8)
-    position = {key: i for i, key in enumerate(rows["key"])}
-    for row, image in progress(variant.iter_images(rows), desc=f"decode {variant.name}", total=len(rows)):
-        image = image.convert("RGB")
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR)
-        out[position[row["key"]]] = np.asarray(image).transpose(2, 0, 1)
-    return out
 
 
 def to_tensor(images: np.ndarray, index) -> torch.Tensor:
@@ -93,7 +80,7 @@ def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_pat
     variant = Variant(variant_dir)
     manifest = variant.manifest.sort_values("key").reset_index(drop=True)
     splits = {s: manifest[manifest["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    images = {s: load_rgb(variant, rows, config.input_size) for s, rows in splits.items()}
+    images = {s: variant.load_array(rows, config.input_size, "RGB") for s, rows in splits.items()}
     train_targets = targets(splits["train"])
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from fersynth.atomic import write_json
 from fersynth.labels import LABEL_SPACES
-from fersynth.log import get_logger, progress, summarize
+from fersynth.log import get_logger, summarize
 from fersynth.relabel.methods import Relabelling, confident_learning, self_filter
 from fersynth.relabel.model import ModelConfig
 from fersynth.variant import Variant, VariantWriter
@@ -50,18 +49,6 @@ class ReclassifyConfig:
             raise ValueError("rounds must be >= 1 and folds >= 2")
 
 
-def load_arrays(variant: Variant, rows: pd.DataFrame, size: int) -> np.ndarray:
-    """Grey ``size`` x ``size`` uint8 array (N, 1, size, size) of ``rows``, in their order."""
-    out = np.zeros((len(rows), 1, size, size), dtype=np.uint8)
-    position = {key: i for i, key in enumerate(rows["key"])}
-    for row, image in progress(variant.iter_images(rows), desc=f"decode {variant.name}", total=len(rows)):
-        grey = image.convert("L")
-        if grey.size != (size, size):
-            grey = grey.resize((size, size), Image.BILINEAR)
-        out[position[row["key"]], 0] = np.asarray(grey)
-    return out
-
-
 def run_method(
     method: str, images: np.ndarray, labels: np.ndarray, n_classes: int, config: ReclassifyConfig
 ) -> Relabelling:
@@ -83,7 +70,7 @@ def reclassify(
     classes = LABEL_SPACES[space]
     in_scope = manifest["split"].isin(["train", "val"] if config.scope == "train_val" else ["train", "val", "test"])
     scoped = manifest[in_scope]
-    images = load_arrays(source, scoped, config.model.size)
+    images = source.load_array(scoped, config.model.size, "L")
     labels = scoped["label"].to_numpy(dtype=int)
     # 1. the chosen method (and the other one, for comparison)
     methods = METHODS if config.compare_methods else (config.method,)
