@@ -13,6 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from fersynth.atomic import write_json
+from fersynth.demo.truth import read_ground_truth
 from fersynth.log import get_logger, progress, summarize
 from fersynth.variant import Variant, VariantWriter, decode_image
 
@@ -53,11 +54,11 @@ def filter_variant(
     """Write the filtered variant and ``flagged.csv``; with ``ground_truth`` (the demo's), also score
     the flags against the planted blank / noise images."""
     source = Variant(source_dir)
-    entropies, flagged = {}, []
+    entropies, flagged = [], []
     with VariantWriter(out_dir, report_name="filter.json") as writer:
         for row, data in progress(source.iter_bytes(), desc=f"filter {source.name}", total=len(source.manifest)):
             entropy = grey_entropy(decode_image(data))
-            entropies[row["key"]] = entropy
+            entropies.append(entropy)
             reason = None
             if entropy < config.entropy_min:
                 reason = f"rule: entropy {entropy:.2f} below {config.entropy_min} (blank or unrecognisable)"
@@ -80,7 +81,7 @@ def filter_variant(
             else:
                 writer.copy(row, data)
         pd.DataFrame(flagged, columns=FLAGGED_COLUMNS).to_csv(writer.layout.root / "flagged.csv", index=False)
-        values = np.array(list(entropies.values()))
+        values = np.array(entropies)
         metrics = {
             "flagged": len(flagged),
             "removed": sum(f["removed"] for f in flagged),
@@ -108,7 +109,7 @@ def filter_variant(
 
 def score_flags(manifest: pd.DataFrame, flagged_keys: set[str], ground_truth: Path) -> dict:
     """Precision and recall of the flags against the demo's planted unrecognisable images."""
-    truth = pd.read_csv(ground_truth).drop_duplicates("source").set_index("source")
+    truth = read_ground_truth(ground_truth)
     planted = manifest["source"].map(truth.get("unrecognisable", pd.Series(dtype=object))).notna()
     flagged = manifest["key"].isin(flagged_keys)
     hits = int((planted & flagged).sum())

@@ -46,10 +46,6 @@ class VariantLayout:
     def quarantine(self) -> Path:
         return self.root / "quarantine.csv"
 
-    @property
-    def ingest_report(self) -> Path:
-        return self.root / "ingest.json"
-
 
 def quality_metrics_path(suite: str) -> Path:
     """``metrics/quality/<suite>.json`` in the running stage's workspace."""

@@ -73,9 +73,9 @@ def raw_sha256(mode: str, size: tuple[int, int], pixels: bytes) -> str:
     return digest.hexdigest()
 
 
-def encode_png(image: Image.Image, compress_level: int = 1) -> bytes:
+def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=compress_level)
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

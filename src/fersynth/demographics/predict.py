@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.demo.truth import read_ground_truth
 from fersynth.demographics.train import load_agr, predict
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
 from fersynth.log import get_logger
@@ -79,7 +80,7 @@ def score(manifest: pd.DataFrame, truth_dir: Path) -> dict:
         path = Path(truth_dir) / f"{dataset}.csv"
         if not path.exists():
             continue
-        truth = pd.read_csv(path).drop_duplicates("source").set_index("source")
+        truth = read_ground_truth(path)
         sources = rows["source"].str.removeprefix(f"{dataset}/")
         joined = truth.reindex(sources.to_numpy())
         known = joined["gender"].notna().to_numpy()

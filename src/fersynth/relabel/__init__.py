@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from fersynth.atomic import write_json
+from fersynth.demo.truth import read_ground_truth
 from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger, summarize
 from fersynth.relabel.methods import Relabelling, confident_learning, self_filter
@@ -128,7 +129,7 @@ def score(rows: pd.DataFrame, old: np.ndarray, new: np.ndarray, classes: tuple[s
     """Against the demo's truth: precision / recall of the changed labels as detectors of the flipped
     ones, and the share of correct labels before and after. A detector that changes as many labels at
     random has precision equal to the flip rate."""
-    truth = pd.read_csv(ground_truth).drop_duplicates("source").set_index("source")
+    truth = read_ground_truth(ground_truth)
     true_label = rows["source"].map(truth["true_emotion"]).map({c: i for i, c in enumerate(classes)}).to_numpy()
     known = ~pd.isna(true_label)
     true_label = np.where(known, true_label, -1).astype(int)
