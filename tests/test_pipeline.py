@@ -1,9 +1,11 @@
-"""End to end on a copy of this repository: `dvc repro` on the demo data, a no-op second repro, then
+"""End to end on a copy of this repository: `dvc repro` on the demo data, a no-op second repro, a
+one-param change re-running only its stages, then
 `dvc push` to the committed default remote, a fresh clone, `dvc pull`, and a clean `dvc status`."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,7 +76,15 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         assert (repo / "metrics" / "quality" / f"{dataset}.json").exists()
     # 2. nothing to do the second time
     assert "Data and pipelines are up to date" in _run(["dvc", "repro"], repo, env)
-    # 3. share through the default remote (a directory beside the repo) and restore in a fresh clone
+    # 3. one param changed: only the stage reading it, and what consumes that stage's output, re-run
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["smote"]["target_per_class"] += 4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], repo, env))
+    assert sorted(ran) == ["smote", "validate@smote_balanced"]
+    smote = pd.read_parquet(repo / "data" / "smote_balanced" / "manifest.parquet").query("split == 'train'")
+    assert set(smote["label"].value_counts()) == {params["smote"]["target_per_class"]}
+    # 4. share through the default remote (a directory beside the repo) and restore in a fresh clone
     _run(["dvc", "push"], repo, env)
     assert (tmp_path / "fersynth-dvc-remote").is_dir()
     _run(["git", "add", "-A"], repo, env)

@@ -206,11 +206,15 @@ def agr_train_command(variant: Path, model_dir: Path, metrics_path: Path, params
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Demo ground-truth directory (<dataset>.csv files): score the predictions.",
 )
-def agr_predict_command(variant: Path, model_dir: Path, out: Path, plot: Path | None, truth: Path | None) -> None:
+@PARAMS_OPTION
+def agr_predict_command(
+    variant: Path, model_dir: Path, out: Path, plot: Path | None, truth: Path | None, params_path: Path
+) -> None:
     """Add predicted gender, age, age group and ethnicity (with confidences) to a copy of VARIANT."""
-    from fersynth.demographics.predict import agr_predict
+    from fersynth.demographics.predict import AgrPredictConfig, agr_predict
 
-    agr_predict(variant, model_dir, out, plot, truth)
+    config = build(AgrPredictConfig, section(load_params(params_path), "agr_predict"))
+    agr_predict(variant, model_dir, out, plot, truth, config.batch_size, config.backend)
 
 
 @main.command(name="filter")

