@@ -246,5 +246,82 @@ def export(variant: Path, out: Path, flat: bool) -> None:
     export_variant(variant, out, by_split=not flat)
 
 
+@main.command(name="gate-train")
+@click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model-dir", type=click.Path(path_type=Path), required=True, help="Where to save the classifier.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Val / test accuracy (JSON).")
+@PARAMS_OPTION
+def gate_train_command(variant: Path, model_dir: Path, metrics_path: Path | None, params_path: Path) -> None:
+    """Train the quality gate's emotion classifier on VARIANT's train split."""
+    from fersynth.generate.classifier import GateTrainConfig, gate_train
+
+    gate_train(
+        variant, model_dir, build(GateTrainConfig, section(load_params(params_path), "gate_train")), metrics_path
+    )
+
+
+@main.command()
+@click.option(
+    "--in", "in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Images."
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="CSV: file, accepted, reason, faces, score."
+)
+@click.option(
+    "--no-emotion", is_flag=True, help="Do not read the intended emotion from file or folder names (no emotion check)."
+)
+@PARAMS_OPTION
+def gate(in_dir: Path, out: Path, no_emotion: bool, params_path: Path) -> None:
+    """Gate every image under --in: one face, not dark / washed out / blank / blurred, intended emotion."""
+    from fersynth.generate.gate import GateConfig, gate_directory
+
+    gate_directory(in_dir, out, build(GateConfig, section(load_params(params_path), "gate")), not no_emotion)
+
+
+@main.command(name="generate-artificial")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Acceptance per emotion (JSON).")
+@click.option("--section", "section_name", default="sd_artificial", show_default=True, help="params section.")
+@PARAMS_OPTION
+def generate_artificial_command(out: Path, metrics_path: Path | None, section_name: str, params_path: Path) -> None:
+    """Generate the all-artificial dataset (paper 001 Table 7) over every emotion x demographic cell."""
+    from fersynth.generate.artificial import ArtificialConfig, generate_artificial
+    from fersynth.generate.gate import GateConfig
+
+    params = load_params(params_path)
+    config = build(ArtificialConfig, section(params, section_name))
+    generate_artificial(out, config, build(GateConfig, section(params, "gate")), metrics_path)
+
+
+@main.command(name="generate-augmented")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Acceptance per emotion (JSON).")
+@click.option("--section", "section_name", default="fer2013_sdxl", show_default=True, help="params section.")
+@PARAMS_OPTION
+def generate_augmented_command(
+    source: Path, out: Path, metrics_path: Path | None, section_name: str, params_path: Path
+) -> None:
+    """SOURCE plus generated train images per class (paper 000: FER2013 + 300 SDXL per class)."""
+    from fersynth.generate.augmented import AugmentedConfig, generate_augmented
+    from fersynth.generate.gate import GateConfig
+
+    params = load_params(params_path)
+    config = build(AugmentedConfig, section(params, section_name))
+    generate_augmented(source, out, config, build(GateConfig, section(params, "gate")), metrics_path)
+
+
+@main.command(name="contact-sheet")
+@click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory: one PNG per class.")
+@click.option("--per-class", default=24, show_default=True, help="Thumbnails per class.")
+@click.option("--all-rows", is_flag=True, help="Real rows too (default: synthetic rows only).")
+def contact_sheet(variant: Path, out: Path, per_class: int, all_rows: bool) -> None:
+    """One PNG grid of faces per class of VARIANT."""
+    from fersynth.contact_sheet import contact_sheets
+
+    contact_sheets(variant, out, per_class=per_class, synthetic_only=not all_rows)
+
+
 if __name__ == "__main__":
     main()

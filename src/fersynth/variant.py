@@ -46,6 +46,10 @@ MANIFEST_SCHEMA = pa.schema(
         ("generator", pa.string()),
         ("prompt", pa.string()),
         ("seed", pa.int64()),
+        ("model", pa.string()),  # generated rows: checkpoint id or path (or the demo renderer)
+        ("steps", pa.int32()),  # generated rows: denoising steps
+        ("guidance", pa.float32()),  # generated rows: classifier-free guidance scale
+        ("attempt", pa.int32()),  # generated rows: attempt number within its cell (rejected ones count)
         ("parent", pa.string()),
         ("source", pa.string()),  # native identifier: CSV row, relative path; joins demo ground truth
         ("width", pa.int32()),

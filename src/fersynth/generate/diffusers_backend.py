@@ -1,0 +1,151 @@
+"""The ``diffusers`` backend: ``StableDiffusionPipeline`` (paper 001: ``CompVis/stable-diffusion-v1-4``,
+fp16, pipeline defaults: PNDM, 50 steps, guidance 7.5, 512x512) or ``StableDiffusionXLPipeline``
+(paper 000: an SDXL checkpoint such as Juggernaut XL), loaded by hub id or local path.
+
+Every image has its own ``torch.Generator`` seeded from its request, so an image depends on its
+request only, not on the batch it was made in. Speed settings (dtype, attention, scheduler, batch,
+``torch.compile``, channels-last) are params: ``benchmarks/bench_generation.py`` measures them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from fersynth.generate.prompts import FaceRequest
+from fersynth.log import get_logger, progress
+
+log = get_logger(__name__)
+
+SCHEDULERS = {
+    "default": None,  # whatever the checkpoint ships (PNDM for SD 1.x)
+    "pndm": "PNDMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpm_solver": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline"}
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class DiffusersConfig:
+    """``params.yaml: generate.diffusers``."""
+
+    model: str = "CompVis/stable-diffusion-v1-4"  # hub id or local directory (save_pretrained layout)
+    pipeline: str = "sd"  # sd | sdxl
+    scheduler: str = "default"
+    steps: int = 50
+    guidance: float = 7.5
+    size: int = 512
+    dtype: str = "float16"  # on CPU half precision falls back to float32
+    batch_size: int = 1
+    device: str = "auto"  # auto (cuda when present) | cuda | cpu
+    attention: str = "sdpa"  # sdpa (scaled_dot_product_attention) | eager (diffusers' plain AttnProcessor)
+    compile: bool = False  # torch.compile the UNet (first batch pays for compilation)
+    channels_last: bool = False
+    local_files_only: bool = False  # True: never touch the hub (offline machines)
+
+    def __post_init__(self) -> None:
+        if self.pipeline not in PIPELINES:
+            raise ValueError(f"diffusers.pipeline must be one of {sorted(PIPELINES)}, not {self.pipeline!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"diffusers.scheduler must be one of {sorted(SCHEDULERS)}, not {self.scheduler!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"diffusers.dtype must be one of {DTYPES}, not {self.dtype!r}")
+        if self.attention not in ("sdpa", "eager"):
+            raise ValueError(f"diffusers.attention must be sdpa or eager, not {self.attention!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.size % 8:
+            raise ValueError("steps and batch_size must be >= 1 and size a multiple of 8")
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_pipeline(config: DiffusersConfig):
+    """The configured pipeline, on its device, with the configured scheduler, attention and dtype."""
+    import diffusers
+    import torch
+
+    device = resolve_device(config.device)
+    dtype_name = config.dtype
+    if device == "cpu" and dtype_name == "float16":
+        log.warning("generate: float16 is not supported well on CPU; using float32")
+        dtype_name = "float32"
+    dtype = getattr(torch, dtype_name)
+    pipeline_class = getattr(diffusers, PIPELINES[config.pipeline])
+    pipe = pipeline_class.from_pretrained(config.model, dtype=dtype, local_files_only=config.local_files_only)
+    if SCHEDULERS[config.scheduler] is not None:
+        scheduler_class = getattr(diffusers, SCHEDULERS[config.scheduler])
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    if config.attention == "eager":
+        from diffusers.models.attention_processor import AttnProcessor
+
+        pipe.unet.set_attn_processor(AttnProcessor())
+        pipe.vae.set_attn_processor(AttnProcessor())
+    pipe = pipe.to(device)
+    if config.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    if config.compile:
+        pipe.unet = torch.compile(pipe.unet)
+    pipe.set_progress_bar_config(disable=True)
+    log.info(
+        "generate: %s from %s on %s (%s, scheduler %s, %d steps, guidance %.1f, %d px, batch %d)",
+        PIPELINES[config.pipeline],
+        config.model,
+        device,
+        dtype_name,
+        type(pipe.scheduler).__name__,
+        config.steps,
+        config.guidance,
+        config.size,
+        config.batch_size,
+    )
+    return pipe, device
+
+
+class DiffusersBackend:
+    name = "diffusers"
+
+    def __init__(self, config: DiffusersConfig):
+        self.config = config
+        self.model = config.model
+        self.steps = config.steps
+        self.guidance = config.guidance
+        self._pipe = None
+
+    @property
+    def pipe(self):
+        if self._pipe is None:  # loaded on first use: building a backend costs nothing
+            self._pipe, self.device = load_pipeline(self.config)
+        return self._pipe
+
+    def generate(self, requests: list[FaceRequest]) -> list[Image.Image]:
+        import torch
+
+        pipe = self.pipe
+        images: list[Image.Image] = []
+        size = self.config.size
+        batches = range(0, len(requests), self.config.batch_size)
+        for start in progress(batches, desc="diffusers", unit="batch"):
+            batch = requests[start : start + self.config.batch_size]
+            negative = [r.negative_prompt for r in batch]
+            output = pipe(
+                prompt=[r.prompt for r in batch],
+                negative_prompt=negative if any(negative) else None,
+                num_inference_steps=self.config.steps,
+                guidance_scale=self.config.guidance,
+                height=size,
+                width=size,
+                generator=[torch.Generator(self.device).manual_seed(r.seed) for r in batch],
+                output_type="pil",
+            )
+            images += [image.convert("RGB") for image in output.images]
+        return images
