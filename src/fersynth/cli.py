@@ -156,13 +156,7 @@ def merge(sources: tuple[str, ...], out: Path, params_path: Path) -> None:
     """Merge variants into one (paper 001's merged dataset), keeping provenance and native formats."""
     from fersynth.merge import MergeConfig, merge_variants
 
-    parsed = {}
-    for item in sources:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not Path(path).is_dir():
-            raise click.BadParameter(f"expected NAME=DIR with an existing DIR, got {item!r}", param_hint="--source")
-        parsed[name] = Path(path)
-    merge_variants(parsed, out, build(MergeConfig, section(load_params(params_path), "merge")))
+    merge_variants(_named_dirs(sources), out, build(MergeConfig, section(load_params(params_path), "merge")))
 
 
 @main.command(name="agr-train")
@@ -321,6 +315,74 @@ def contact_sheet(variant: Path, out: Path, per_class: int, all_rows: bool) -> N
     from fersynth.contact_sheet import contact_sheets
 
     contact_sheets(variant, out, per_class=per_class, synthetic_only=not all_rows)
+
+
+@main.command(name="ddpm-train")
+@click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--model-dir", type=click.Path(path_type=Path), required=True, help="Where to save UNet + scheduler.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Loss curve (JSON).")
+@PARAMS_OPTION
+def ddpm_train_command(variant: Path, model_dir: Path, metrics_path: Path | None, params_path: Path) -> None:
+    """Train paper 002's class-conditional DDPM on the train subjects of the CASME II VARIANT."""
+    from fersynth.ddpm import DdpmTrainConfig, ddpm_train
+
+    ddpm_train(
+        variant, model_dir, build(DdpmTrainConfig, section(load_params(params_path), "ddpm_train")), metrics_path
+    )
+
+
+@main.command(name="ddpm-sample")
+@click.option(
+    "--model-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="ddpm-train output.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Sampler, steps, acceptance (JSON).")
+@PARAMS_OPTION
+def ddpm_sample_command(model_dir: Path, out: Path, metrics_path: Path | None, params_path: Path) -> None:
+    """Sample the trained DDPM per class (paper 002 Table 2 proportions) into a gated variant."""
+    from fersynth.ddpm import DdpmSampleConfig, ddpm_sample
+
+    ddpm_sample(model_dir, out, build(DdpmSampleConfig, section(load_params(params_path), "ddpm_sample")), metrics_path)
+
+
+@main.command()
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    required=True,
+    metavar="NAME=DIR",
+    help="A source variant with demographics, e.g. nhfi=data/demographics/nhfi (repeatable).",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option("--metrics-dir", type=click.Path(path_type=Path), help="Tables 4-6 as JSON files.")
+@PARAMS_OPTION
+def evaluator(sources: tuple[str, ...], out: Path, metrics_dir: Path | None, params_path: Path) -> None:
+    """Build paper 001's balanced evaluator from the sources' test splits, completed with generated faces."""
+    from fersynth.generate.evaluator import EvaluatorConfig, build_evaluator
+    from fersynth.generate.gate import GateConfig
+
+    params = load_params(params_path)
+    build_evaluator(
+        _named_dirs(sources),
+        out,
+        build(EvaluatorConfig, section(params, "evaluator")),
+        build(GateConfig, section(params, "gate")),
+        metrics_dir,
+    )
+
+
+def _named_dirs(items: tuple[str, ...]) -> dict[str, Path]:
+    parsed = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not Path(path).is_dir():
+            raise click.BadParameter(f"expected NAME=DIR with an existing DIR, got {item!r}", param_hint="--source")
+        parsed[name] = Path(path)
+    return parsed
 
 
 if __name__ == "__main__":

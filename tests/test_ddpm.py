@@ -1,0 +1,78 @@
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from fersynth.ddpm import (
+    TABLE2,
+    DdpmSampleConfig,
+    DdpmTrainConfig,
+    class_counts,
+    ddpm_sample,
+    ddpm_train,
+    load_ddpm,
+    make_sampler,
+    sample,
+)
+from fersynth.generate.gate import GateConfig
+from fersynth.ingest import ingest
+from fersynth.labels import CASME2
+from fersynth.variant import Variant
+
+TINY = DdpmTrainConfig(size=16, channels=(8, 16), steps=30, batch_size=8, timesteps=100, log_every=10)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddpm")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DVC_ROOT", str(root))
+    ingest("casme2", tiny_demo / "casme2", root / "casme2")
+    metrics = ddpm_train(root / "casme2", root / "model", TINY, root / "train.json")
+    yield root, metrics
+    mp.undo()
+
+
+def test_training_uses_train_subjects_only_and_logs_the_loss_curve(trained):
+    root, metrics = trained
+    info = json.loads((root / "model" / "ddpm.json").read_text())
+    manifest = Variant(root / "casme2").manifest
+    assert info["train_subjects"] == sorted(manifest.loc[manifest["split"] == "train", "subject"].unique())
+    assert not set(info["train_subjects"]) & set(manifest.loc[manifest["split"] == "test", "subject"])
+    curve = json.loads((root / "train.json").read_text())["loss_curve"]
+    assert len(curve) == 3 and curve[-1] < curve[0]  # it learns something in 30 steps
+    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="tags.`fersynth.stage` = 'ddpm-train'")
+    assert len(runs) == 1 and (root / "model" / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_a_sample_depends_on_its_seed_only(trained):
+    root, _ = trained
+    unet, scheduler, _ = load_ddpm(root / "model")
+    ddim = make_sampler("ddim", scheduler)
+    together = sample(unet, ddim, [0, 3], [11, 12], steps=5)
+    alone = sample(unet, ddim, [3], [12], steps=5)
+    assert together.shape == (2, 16, 16) and together.dtype == np.uint8
+    assert np.abs(together[1].astype(int) - alone[0]).max() <= 1
+    assert np.abs(together[0].astype(int) - together[1]).mean() > 5
+
+
+def test_class_counts_follow_table_2():
+    counts = class_counts(15464, TABLE2)
+    assert counts == {c: TABLE2[c] for c in CASME2}
+    small = class_counts(70, TABLE2)
+    assert sum(small.values()) == 70 and small["disgust"] == max(small.values())
+
+
+def test_sampled_variant_has_its_own_split_and_full_provenance(trained):
+    root, _ = trained
+    config = DdpmSampleConfig(total=14, sampler="ddim", steps=4, batch_size=8, gate=GateConfig(detector="none"))
+    report = ddpm_sample(root / "model", root / "ddpm_casme", config, root / "sample.json")
+    manifest = Variant(root / "ddpm_casme").manifest
+    assert len(manifest) + sum(report["rejected_because"].values()) == report["attempts"]
+    assert set(manifest["split"]) <= {"train", "test"} and manifest["synthetic"].all()
+    assert set(manifest["generator"]) == {"ddpm:ddim"} and set(manifest["steps"]) == {4}
+    assert set(manifest["label_space"]) == {"casme2"}
+    again = ddpm_sample(root / "model", root / "again", config)
+    assert again["kept"] == report["kept"]
+    assert (root / "again" / "manifest.parquet").read_bytes() == (root / "ddpm_casme" / "manifest.parquet").read_bytes()
