@@ -83,16 +83,26 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
     type=click.Path(path_type=Path),
     help="Data Docs directory [default: reports/data_docs/<suite>].",
 )
+@click.option(
+    "--section",
+    "section_name",
+    help="params key holding the suite [default: validate.suites.<suite>].",
+)
 @PARAMS_OPTION
 def validate(
-    variant: Path, suite: str | None, metrics_path: Path | None, docs_dir: Path | None, params_path: Path
+    variant: Path,
+    suite: str | None,
+    metrics_path: Path | None,
+    docs_dir: Path | None,
+    section_name: str | None,
+    params_path: Path,
 ) -> None:
     """Run the Great Expectations suite for VARIANT; exits non-zero when an expectation fails."""
     from fersynth.paths import data_docs_dir, quality_metrics_path
     from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 
     suite = suite or variant.name
-    values = section(load_params(params_path), f"validate.suites.{suite}")
+    values = section(load_params(params_path), section_name or f"validate.suites.{suite}")
     values.pop("variant", None)  # where dvc.yaml finds the variant; the suite itself does not need it
     config = build(SuiteConfig, values)
     try:

@@ -37,6 +37,9 @@ class SuiteConfig:
     subjects_disjoint: bool = False
     synthetic_splits: tuple[str, ...] | None = None  # where synthetic rows may be; None: anywhere
     balanced_splits: tuple[str, ...] = ()  # splits whose classes must have exactly equal counts
+    balanced_cells: tuple[str, ...] = ()  # columns whose every combination must hold exactly cell_count rows
+    cell_count: int = 0
+    not_in: tuple[str, ...] = ()  # variant directories: none of our pictures may be in their train or val split
 
     def __post_init__(self) -> None:
         if self.label_space not in (*LABEL_SPACES, "none"):
@@ -119,6 +122,14 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
                 gxe.ExpectTableRowCountToEqual(value=n_classes),
             ],
         )
+    if config.balanced_cells:
+        batches["balanced_cells"] = _cell_counts(manifest, config)
+    if config.not_in:
+        seen: set[str] = set()
+        for other in config.not_in:
+            rows = Variant(Path(other)).manifest
+            seen |= set(rows.loc[rows["split"].isin(["train", "val"]), "sha256"])
+        checks.append(gxe.ExpectColumnValuesToNotBeInSet(column="sha256", value_set=sorted(seen)))
     if config.subjects_disjoint:
         batches["subject_splits"] = (
             _crosses(manifest, "subject"),
@@ -128,6 +139,30 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
             ],
         )
     return batches
+
+
+def _cell_counts(manifest: pd.DataFrame, config: SuiteConfig) -> tuple[pd.DataFrame, list]:
+    """Rows per combination of ``balanced_cells`` over each column's whole domain (label space,
+    gender, age group, ethnicity; other columns: the values present), so an empty cell counts 0."""
+    import itertools
+
+    import great_expectations.expectations as gxe
+
+    domains = {
+        "emotion": LABEL_SPACES.get(config.label_space, ()),
+        "gender": GENDERS,
+        "age_group": AGE_GROUPS,
+        "ethnicity": ETHNICITIES,
+    }
+    columns = list(config.balanced_cells)
+    values = [domains.get(c) or sorted(manifest[c].dropna().unique()) for c in columns]
+    cells = pd.MultiIndex.from_tuples(list(itertools.product(*values)), names=columns)
+    counts = manifest.groupby(columns).size().reindex(cells, fill_value=0).rename("count").reset_index()
+    checks = [
+        gxe.ExpectColumnValuesToBeBetween(column="count", min_value=config.cell_count, max_value=config.cell_count),
+        gxe.ExpectTableRowCountToEqual(value=len(cells)),
+    ]
+    return counts.astype({c: "object" for c in columns}), checks
 
 
 def validate_variant(

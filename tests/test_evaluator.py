@@ -1,0 +1,117 @@
+"""The evaluator on tiny demo sources whose demographics come from the demo's ground truth (standing in
+for agr-predict, which tests/test_demographics.py covers)."""
+
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fersynth.demo.truth import read_ground_truth
+from fersynth.generate.backends import BackendConfig, DemoBackendConfig
+from fersynth.generate.evaluator import EvaluatorConfig, build_evaluator
+from fersynth.generate.gate import GateConfig
+from fersynth.ingest import ingest
+from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
+from fersynth.variant import MANIFEST_SCHEMA, Variant, VariantWriter
+
+SOURCES = ("fer2013", "nhfi", "affectnet")
+FAST = EvaluatorConfig(per_cell=1, backend=BackendConfig(demo=DemoBackendConfig(size=64)))
+NO_FACE_CHECK = GateConfig(detector="none")
+
+
+def with_true_demographics(variant_dir, truth_csv):
+    """Fill gender / age group / ethnicity from the demo ground truth, in place."""
+    manifest = Variant(variant_dir).manifest
+    truth = read_ground_truth(truth_csv).reindex(manifest["source"].to_numpy())
+    for column in ("gender", "age_group", "ethnicity"):
+        manifest[column] = truth[column].to_numpy()
+    manifest["gender_confidence"] = 0.9
+    manifest["ethnicity_confidence"] = 0.8
+    pq.write_table(
+        pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), variant_dir / "manifest.parquet"
+    )
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluator")
+    for name in SOURCES:
+        ingest(name, tiny_demo / name, root / name)
+        with_true_demographics(root / name, tiny_demo / "ground_truth" / f"{name}.csv")
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(sources):
+    report = build_evaluator(
+        {n: sources / n for n in SOURCES}, sources / "evaluator", FAST, NO_FACE_CHECK, sources / "metrics"
+    )
+    return sources, report
+
+
+def test_every_source_and_cell_holds_exactly_k_images(built):
+    root, report = built
+    manifest = Variant(root / "evaluator").manifest
+    cells = manifest.groupby(["dataset", "emotion", "gender", "age_group", "ethnicity"]).size()
+    assert len(cells) == 3 * 280 and set(cells) == {1}
+    assert set(manifest["split"]) == {"test"}
+    assert report["final"]["total"]["total"] == 840 and report["still_short"] == {}
+    assert report["deficit"]["total"]["total"] == int(manifest["synthetic"].sum())
+    assert json.loads((root / "metrics" / "final.json").read_text()) == report["final"]
+
+
+def test_real_rows_come_from_test_splits_unchanged_and_generated_rows_match_each_format(built):
+    root, _ = built
+    evaluator = Variant(root / "evaluator")
+    manifest = evaluator.manifest
+    real = manifest[~manifest["synthetic"]]
+    assert len(real) > 0
+    for name in SOURCES:
+        source = Variant(root / name)
+        test_bytes = {r["key"]: d for r, d in source.iter_bytes(source.manifest.query("split == 'test'"))}
+        mine = real[real["dataset"] == name]
+        for row, data in evaluator.iter_bytes(mine):
+            assert test_bytes[row["key"].removeprefix(f"{name}/")] == data
+    formats = manifest[manifest["synthetic"]].groupby("dataset")[["width", "mode"]].agg(set)
+    assert formats.loc["fer2013"].tolist() == [{48}, {"L"}]
+    assert formats.loc["nhfi"].tolist() == [{224}, {"L"}]
+    assert formats.loc["affectnet"].tolist() == [{224}, {"RGB"}]
+
+
+def test_the_suite_passes_and_catches_a_leaked_picture(built, tmp_path):
+    root, _ = built
+    suite = SuiteConfig(
+        splits=("test",),
+        balanced_cells=("dataset", "emotion", "gender", "age_group", "ethnicity"),
+        cell_count=1,
+        not_in=tuple(str(root / n) for n in SOURCES),
+    )
+    summary = validate_variant(root / "evaluator", suite, tmp_path / "q.json", tmp_path / "docs")
+    assert summary["success"]
+    # a training variant that holds one evaluator picture in its train split
+    evaluator = Variant(root / "evaluator")
+    leaked_row, leaked_data = next(evaluator.iter_bytes(evaluator.manifest.head(1)))
+    with VariantWriter(tmp_path / "leaky") as writer:
+        row = leaked_row.copy()
+        row["split"] = "train"
+        writer.copy(row, leaked_data)
+        writer.commit()
+    leaky = SuiteConfig(**{**suite.__dict__, "not_in": (*suite.not_in, str(tmp_path / "leaky"))})
+    with pytest.raises(ValidationFailed):
+        validate_variant(root / "evaluator", leaky, tmp_path / "q2.json", tmp_path / "docs2")
+    failed = [
+        r for b in json.loads((tmp_path / "q2.json").read_text())["batches"].values() for r in b if not r["success"]
+    ]
+    assert [r["expectation"].split("(")[0] for r in failed] == ["expect_column_values_to_not_be_in_set"]
+
+
+def test_without_generation_the_deficit_is_reported_not_padded(sources, tmp_path):
+    config = EvaluatorConfig(per_cell=1, generate=False)
+    report = build_evaluator({n: sources / n for n in SOURCES}, tmp_path / "short", config, NO_FACE_CHECK)
+    manifest = Variant(tmp_path / "short").manifest
+    assert not manifest["synthetic"].any()
+    missing = sum(len(cells) for cells in report["still_short"].values())
+    assert missing == report["deficit"]["total"]["total"] == 840 - len(manifest)
+    assert pd.Series(report["deficit"]["nhfi"]).drop("total").sum() == report["deficit"]["nhfi"]["total"]
