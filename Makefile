@@ -33,6 +33,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_variants.py
+	$(BIN)/python benchmarks/bench_generation.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -60,6 +60,11 @@ def _fast_params(path: Path) -> None:
     params["reclassify"] |= {"rounds": 2, "compare_methods": False}
     params["reclassify"]["model"]["epochs"] = 3
     params["agr"]["epochs"] = 2
+    params["gate_train"]["model"]["epochs"] = 3
+    params["gate"]["detector"] = "none"  # MTCNN is tested on real photos in test_gate.py
+    params["sd_artificial"]["per_cell"] = {"train": 1, "test": 1}
+    params["ddpm_train"]["steps"] = 20
+    params["ddpm_sample"] |= {"total": 14, "steps": 5}
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

@@ -1,0 +1,158 @@
+"""Generation speed: images per second of the diffusers backend with the pipeline defaults paper 001 used
+(fp32, PNDM 50 steps, batch 1) against the project's tuned settings (half precision, SDPA attention, a fast
+scheduler, batching, channels-last, optionally torch.compile), on a randomly initialised pipeline built
+from config (speed does not depend on weight values); and DDPM sampling for CASME II, the 1000-step
+sampler against DPM-Solver, with the gate's acceptance of each.
+
+On a GPU: the full-size SD 1.x UNet / VAE / CLIP at 512x512 (``--scale sd1``). Without one: the tiny
+pipeline at 64x64, which checks the plumbing and relative costs only. Results: metrics/bench/generation.json.
+
+    python benchmarks/bench_generation.py                       # CPU, tiny
+    python benchmarks/bench_generation.py --scale sd1 --size 512 --images 32 --compile   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fersynth.ddpm import DdpmSampleConfig, DdpmTrainConfig, build_unet, make_sampler, sample
+from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
+from fersynth.generate.gate import Gate
+from fersynth.generate.prompts import PromptBuilder, PromptConfig
+from fersynth.generate.random_pipeline import save_random_pipeline
+from fersynth.labels import CASME2
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def time_backend(config: DiffusersConfig, n_images: int, warmup: int) -> dict:
+    backend = DiffusersBackend(config)
+    builder = PromptBuilder(PromptConfig())
+    cells = [("happy", "female", "adult", "asian"), ("angry", "male", "old", "black")]
+    requests = [builder.request(*cells[i % 2], seed=i) for i in range(n_images + warmup)]
+    backend.generate(requests[:warmup])  # loading, compilation, cuDNN autotuning
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    backend.generate(requests[warmup:])
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    result = {"images": n_images, "seconds": round(seconds, 2), "images_per_second": round(n_images / seconds, 3)}
+    if torch.cuda.is_available():
+        result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20)
+    return result
+
+
+def bench_diffusers(args, work: Path) -> dict:
+    path = save_random_pipeline(work / f"random-{args.scale}", scale=args.scale)
+    common = {"model": str(path), "size": args.size, "local_files_only": True, "device": args.device}
+    defaults = DiffusersConfig(**common, dtype="float32", scheduler="default", steps=50, batch_size=1)
+    tuned = DiffusersConfig(
+        **common,
+        dtype="float16" if args.device != "cpu" else "float32",
+        scheduler="dpm_solver",
+        steps=args.fast_steps,
+        batch_size=args.batch_size,
+        attention="sdpa",
+        channels_last=True,
+        compile=args.compile,
+    )
+    out = {
+        "defaults": {"settings": _settings(defaults), **time_backend(defaults, args.default_images, warmup=1)},
+        "tuned": {"settings": _settings(tuned), **time_backend(tuned, args.images, warmup=args.batch_size)},
+    }
+    out["speedup"] = round(out["tuned"]["images_per_second"] / out["defaults"]["images_per_second"], 2)
+    return out
+
+
+def bench_ddpm(args) -> dict:
+    """1000-step DDPM vs DPM-Solver on the demo-size CASME II UNet (random weights unless a trained model
+    is given), with the DDPM stage's gate."""
+    torch.manual_seed(0)
+    if args.ddpm_model:
+        from fersynth.ddpm import load_ddpm
+
+        unet, trained, _ = load_ddpm(Path(args.ddpm_model))
+    else:
+        from diffusers import DDPMScheduler
+
+        unet, trained = build_unet(DdpmTrainConfig(), len(CASME2)).eval(), DDPMScheduler(num_train_timesteps=1000)
+    unet = unet.to(args.device)
+    gate = Gate(DdpmSampleConfig().gate)
+    out = {}
+    for name, steps in (("ddpm", 1000), ("dpm_solver", args.ddpm_fast_steps)):
+        scheduler = make_sampler(name, trained)
+        labels = [i % len(CASME2) for i in range(args.ddpm_images)]
+        start = time.perf_counter()
+        pictures = sample(unet, scheduler, labels, list(range(args.ddpm_images)), steps, args.device)
+        seconds = time.perf_counter() - start
+        from PIL import Image
+
+        accepted = [gate.check(Image.fromarray(p, mode="L")).accepted for p in pictures]
+        out[name] = {
+            "steps": steps,
+            "images": len(labels),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(len(labels) / seconds, 3),
+            "gate_acceptance": round(float(np.mean(accepted)), 3),
+        }
+    out["speedup"] = round(out["dpm_solver"]["images_per_second"] / out["ddpm"]["images_per_second"], 2)
+    out["weights"] = args.ddpm_model or "random (speed does not depend on weight values; acceptance does)"
+    return out
+
+
+def _settings(config: DiffusersConfig) -> dict:
+    keep = ("dtype", "scheduler", "steps", "batch_size", "attention", "channels_last", "compile", "size")
+    return {k: getattr(config, k) for k in keep}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--scale", choices=("tiny", "sd1"), default="tiny")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=16, help="images timed with the tuned settings")
+    parser.add_argument("--default-images", type=int, default=4, help="images timed with the defaults")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--fast-steps", type=int, default=20)
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--ddpm-images", type=int, default=14)
+    parser.add_argument("--ddpm-fast-steps", type=int, default=20)
+    parser.add_argument("--ddpm-model", default="", help="a ddpm-train output (default: random weights)")
+    parser.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "generation.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {
+            "machine": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "device": args.device,
+                "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+            },
+            "pipeline": {"scale": args.scale, "size": args.size},
+            "diffusers": bench_diffusers(args, Path(tmp)),
+            "ddpm_casme": bench_ddpm(args),
+        }
+    results["targets"] = {
+        "note": "targets apply on one H100 at 512x512 with --scale sd1; CPU tiny runs check plumbing only",
+        "tuned_speedup_min": 10,
+        "tuned_images_per_second_min": 5,
+        "ddpm_fast_speedup_min": 20,
+    }
+    print(json.dumps(results, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
