@@ -61,7 +61,6 @@ def _fast_params(path: Path) -> None:
     params["reclassify"]["model"]["epochs"] = 3
     params["agr"]["epochs"] = 2
     params["gate_train"]["model"]["epochs"] = 3
-    params["gate"]["detector"] = "none"  # MTCNN is tested on real photos in test_gate.py
     params["sd_artificial"]["per_cell"] = {"train": 1, "test": 1}
     params["ddpm_train"]["steps"] = 20
     params["ddpm_sample"] |= {"total": 14, "steps": 5}

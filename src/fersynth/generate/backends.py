@@ -31,7 +31,7 @@ class Backend(Protocol):
 
 @dataclass(frozen=True)
 class DemoBackendConfig:
-    size: int = 256  # rendered side in pixels (RGB), converted to each dataset's format afterwards
+    size: int = 128  # rendered side in pixels (RGB), converted to each dataset's format afterwards
 
 
 class DemoBackend:

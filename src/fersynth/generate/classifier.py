@@ -25,6 +25,7 @@ class GateTrainConfig:
     """``params.yaml: gate_train``."""
 
     seed: int = 42
+    class_weighted: bool = True  # inverse-frequency loss weights: FER2013's rare disgust must still be recognised
     model: ModelConfig = field(default_factory=ModelConfig)
 
 
@@ -46,7 +47,8 @@ class EmotionClassifier:
 
         with atomic_path(Path(directory)) as tmp:
             tmp.mkdir(parents=True)
-            save_file(self.model.state_dict(), tmp / "model.safetensors")
+            state = {k: v.contiguous() for k, v in self.model.state_dict().items()}  # channels-last weights
+            save_file(state, tmp / "model.safetensors")
             channels = [m.out_channels for m in self.model.features if hasattr(m, "out_channels")]
             config = {"classes": list(self.classes), "size": self.size, "channels": channels} | (extra or {})
             (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -74,13 +76,25 @@ def gate_train(variant_dir: Path, model_dir: Path, config: GateTrainConfig, metr
     splits = {s: manifest[manifest["split"] == s] for s in ("train", "val", "test")}
     arrays = {s: variant.load_array(rows, size, "L") for s, rows in splits.items()}
     labels = {s: rows["label"].to_numpy(dtype=np.int64) for s, rows in splits.items()}
-    model = train_model(arrays["train"], labels["train"], len(classes), config.model, config.seed, desc="gate-train")
+    weights = None
+    if config.class_weighted:
+        counts = np.bincount(labels["train"], minlength=len(classes)).astype(np.float64)
+        weights = np.where(counts > 0, counts.sum() / (len(classes) * np.maximum(counts, 1)), 0.0)
+    model = train_model(
+        arrays["train"], labels["train"], len(classes), config.model, config.seed, "gate-train", weights
+    )
     classifier = EmotionClassifier(model, classes, size)
     metrics = {"train_images": int(len(labels["train"])), "classes": list(classes)}
     for split in ("val", "test"):
         if len(labels[split]):
             predicted = predict_proba(model, arrays[split]).argmax(1)
             metrics[f"{split}_accuracy"] = round(float((predicted == labels[split]).mean()), 4)
+            recalls = [
+                float((predicted[labels[split] == c] == c).mean())
+                for c in range(len(classes))
+                if (labels[split] == c).any()
+            ]
+            metrics[f"{split}_balanced_accuracy"] = round(float(np.mean(recalls)), 4)
     majority = np.bincount(labels["train"], minlength=len(classes)).argmax()
     metrics["test_majority_baseline"] = round(float((labels["test"] == majority).mean()), 4)
     classifier.save(model_dir, extra={"trained_on": str(variant_dir), "model": asdict(config.model)})

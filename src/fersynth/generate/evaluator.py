@@ -12,7 +12,7 @@ training variant's train or val split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -42,6 +42,7 @@ class EvaluatorConfig(GenerationConfig):
     max_attempts_per_image: int = 10
     datasets: tuple[str, ...] = ("fer2013", "nhfi", "affectnet")
     generate: bool = True  # False: report the deficit and keep the set short (no generator available)
+    gate: dict = field(default_factory=dict)  # overrides of the shared `gate` params for the evaluator only
 
 
 def select_real(test: pd.DataFrame, per_cell: int) -> pd.DataFrame:
@@ -72,7 +73,7 @@ def build_evaluator(
         raise ValueError(f"evaluator: no variant given for {sorted(missing)}")
     builder = PromptBuilder(config.prompts)
     backend = make_backend(config.backend)
-    gate = Gate(gate_config)
+    gate = Gate(replace(gate_config, **config.gate))
     selected_counts, deficit_counts, generated_counts = {}, {}, {}
     attempts, short = {}, {}
     with VariantWriter(out_dir, report_name="evaluator.json") as writer:

@@ -8,7 +8,7 @@ this order (the first failure is the reason):
 2. it is not blurred (variance of the Laplacian at 256 px);
 3. exactly one face is found (MTCNN from ``facenet-pytorch``, whose weights ship in the wheel), with at
    least ``min_face_probability`` and a box covering at least ``min_face_size`` of the image side;
-4. when a classifier is configured, the intended emotion is its top class.
+4. when a classifier is configured, the intended emotion is among its ``emotion_top_k`` top classes.
 
 ``score`` is the measurement behind the decision: the failing value for a rejection (mean grey level,
 Laplacian variance, face probability, the intended emotion's probability); for an acceptance, the face
@@ -46,6 +46,7 @@ class GateConfig:
     washed_out_above: float = 220.0
     blur_below: float = 15.0  # variance of the Laplacian of the grey image resized to 256 px
     classifier: str = ""  # a model directory saved by `fersynth gate-train`; "" = no emotion check
+    emotion_top_k: int = 1  # the intended emotion must be among the classifier's top k classes
 
     def __post_init__(self) -> None:
         if self.detector not in ("mtcnn", "none"):
@@ -124,10 +125,10 @@ class Gate:
                 return GateResult(False, "small_face", faces, relative)
         if self._classifier is not None and emotion is not None:
             probabilities = self._classifier.predict_proba([image])[0]
-            top = self._classifier.classes[int(np.argmax(probabilities))]
+            ranked = [self._classifier.classes[i] for i in np.argsort(-probabilities, kind="stable")]
             intended = float(probabilities[self._classifier.classes.index(emotion)])
-            if top != emotion:
-                return GateResult(False, f"emotion:{top}", faces, intended)
+            if emotion not in ranked[: config.emotion_top_k]:
+                return GateResult(False, f"emotion:{ranked[0]}", faces, intended)
             return GateResult(True, "ok", faces, intended)
         return GateResult(True, "ok", faces, probability)
 

@@ -59,14 +59,22 @@ def _batch(images: np.ndarray, index: np.ndarray, flip: np.ndarray | None = None
 
 
 def train_model(
-    images: np.ndarray, labels: np.ndarray, n_classes: int, config: ModelConfig, seed: int, desc: str = "train"
+    images: np.ndarray,
+    labels: np.ndarray,
+    n_classes: int,
+    config: ModelConfig,
+    seed: int,
+    desc: str = "train",
+    class_weights: np.ndarray | None = None,
 ) -> SmallCNN:
-    """Fit a fresh :class:`SmallCNN` on ``images`` (uint8, N x C x H x W) and ``labels``."""
+    """Fit a fresh :class:`SmallCNN` on ``images`` (uint8, N x C x H x W) and ``labels``;
+    ``class_weights`` weighs the loss per class (e.g. inverse frequency)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = SmallCNN(n_classes, images.shape[1], config.channels).to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    loss_fn = nn.CrossEntropyLoss()
+    weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
     targets = torch.from_numpy(labels.astype(np.int64))
     model.train()
     bar = progress(range(config.epochs), desc=desc, unit="epoch")
