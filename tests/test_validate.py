@@ -89,3 +89,17 @@ def test_class_count_bounds(tmp_path):
 def test_unknown_label_space_is_refused():
     with pytest.raises(ValueError):
         SuiteConfig(label_space="basic8")
+
+
+def test_balanced_cells_count_empty_cells_as_zero(tmp_path):
+    variant = _variant(tmp_path / "toy", GOOD)  # 6 angry, 6 happy; 4 per split
+    assert validate_variant(
+        variant, _suite(balanced_cells=("dataset", "split"), cell_count=4), tmp_path / "a.json", tmp_path / "a"
+    )["success"]
+    # over the basic-7 label space the five absent emotions are cells with 0 images: not balanced
+    with pytest.raises(ValidationFailed):
+        validate_variant(
+            variant, _suite(balanced_cells=("emotion",), cell_count=6), tmp_path / "b.json", tmp_path / "b"
+        )
+    results = json.loads((tmp_path / "b.json").read_text())["batches"]["balanced_cells"]
+    assert [r["success"] for r in results] == [False, True]  # counts wrong; all 7 cells listed
