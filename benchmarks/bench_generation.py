@@ -128,7 +128,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--ddpm-images", type=int, default=14)
     parser.add_argument("--ddpm-fast-steps", type=int, default=20)
-    parser.add_argument("--ddpm-model", default="", help="a ddpm-train output (default: random weights)")
+    trained = ROOT / "models" / "ddpm_casme"
+    parser.add_argument(
+        "--ddpm-model",
+        default=str(trained) if (trained / "ddpm.json").exists() else "",
+        help="a ddpm-train output (default: the demo's models/ddpm_casme when built, else random weights)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "generation.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
