@@ -71,6 +71,7 @@ def start_run(
     inputs: Mapping[str, Path] | None = None,
     params: Mapping | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
 ) -> Iterator:
     """Open an MLflow run for ``stage``; ``inputs`` are variant directories whose hashes become tags.
 
@@ -80,8 +81,11 @@ def start_run(
     import mlflow
 
     experiment_id = ensure_experiment(experiment)
-    run_name = os.environ.get("DVC_EXP_NAME") or stage
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags(stage, inputs or {})) as run:
+    # "<dvc experiment>:<run>" under `dvc exp run`, so several trainings of one experiment stay apart
+    name = run_name or stage
+    if os.environ.get("DVC_EXP_NAME"):
+        name = f"{os.environ['DVC_EXP_NAME']}:{name}" if run_name else os.environ["DVC_EXP_NAME"]
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=run_tags(stage, inputs or {})) as run:
         if params:
             mlflow.log_params(dict(params))
         yield run

@@ -1,0 +1,230 @@
+"""``fersynth train``: one classifier on one or more variants' train rows, logged to MLflow.
+
+Paper 001's recipe is the default: its custom CNN at 48x48 grey, batch 64, Adam, ReduceLROnPlateau on
+the validation loss (factor 0.1, patience 2, min LR 1e-5), the checkpoint with the best validation
+accuracy, validation = 20% of train (stratified), horizontal flips. Synthetic rows (generated, SMOTE)
+only ever enter training: validation is drawn from real rows and the test set is the first variant's
+test split, real by construction of every variant here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from fersynth.atomic import atomic_path, write_json
+from fersynth.labels import LABEL_SPACES
+from fersynth.log import get_logger, progress
+from fersynth.paths import project_root
+from fersynth.train.architectures import build_model
+from fersynth.train.data import PRESETS, BatchLoader, InputConfig, decoded
+from fersynth.variant import Variant
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """``params.yaml: train.<experiment>``."""
+
+    variants: tuple[str, ...] = ("data/original/fer2013",)  # their train rows are concatenated
+    synthetic_per_class: int = -1  # cap on synthetic train rows per class (-1: all of them)
+    architecture: str = "paper001_cnn"
+    weights: str = ""  # local ImageNet weights for torchvision backbones
+    freeze: float = 0.0  # fraction of the backbone's learnable layers frozen (paper 002: 0.3)
+    input: InputConfig = field(default_factory=InputConfig)
+    augment: str = "paper001"  # a preset of fersynth.train.data.PRESETS
+    optimizer: str = "adam"  # adam | sgd
+    learning_rate: float = 0.01  # paper 001: 0.01 FER2013, 3e-4 AffectNet / merged
+    lr_factor: float = 0.1
+    lr_patience: int = 2
+    min_lr: float = 1e-5
+    early_stopping: int = 0  # epochs without a better val accuracy before stopping (0: never)
+    epochs: int = 50
+    batch_size: int = 64
+    validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train)
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
+
+    def __post_init__(self) -> None:
+        if self.augment not in PRESETS:
+            raise ValueError(f"train.augment must be one of {sorted(PRESETS)}, not {self.augment!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"train.optimizer must be adam or sgd, not {self.optimizer!r}")
+
+
+def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[str, ...]]:
+    """Train / val / test rows with a ``variant`` column. Val: a stratified fraction of the real train
+    rows (seeded); test: the first variant's test split."""
+    from sklearn.model_selection import train_test_split
+
+    frames = []
+    for path in config.variants:
+        manifest = Variant(Path(path)).manifest
+        frames.append(manifest.assign(variant=str(path)))
+    spaces = {s for f in frames for s in f["label_space"].dropna().unique()}
+    if len(spaces) != 1:
+        raise ValueError(f"training variants mix label spaces {sorted(spaces)}")
+    classes = LABEL_SPACES[spaces.pop()]
+    train = pd.concat([f[f["split"] == "train"] for f in frames], ignore_index=True)
+    train = train[train["label"].notna()]
+    synthetic = train["synthetic"].fillna(False).astype(bool)
+    real, generated = train[~synthetic], train[synthetic]
+    if config.synthetic_per_class >= 0:
+        generated = generated.sort_values("key").groupby("label").head(config.synthetic_per_class)
+    fit, val = train_test_split(
+        real, test_size=config.validation_fraction, stratify=real["label"], random_state=config.seed
+    )
+    test = frames[0][(frames[0]["split"] == "test") & frames[0]["label"].notna()].assign(variant=config.variants[0])
+    rows = {"train": pd.concat([fit, generated], ignore_index=True), "val": val, "test": test}
+    return rows, classes
+
+
+def arrays(rows: pd.DataFrame, config: TrainConfig, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    parts = [
+        decoded(Variant(Path(v)), group, config.input, cache_dir) for v, group in rows.groupby("variant", sort=False)
+    ]
+    labels = np.concatenate([g["label"].to_numpy(np.int64) for _, g in rows.groupby("variant", sort=False)])
+    return np.concatenate(parts) if len(parts) > 1 else parts[0], labels
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, device: str) -> tuple[float, float, np.ndarray]:
+    """(mean loss, accuracy, predictions in loader order)."""
+    model.eval()
+    losses, predictions, labels = [], [], []
+    for x, y in loader:
+        logits = model(x)
+        losses.append(nn.functional.cross_entropy(logits.float(), y, reduction="sum").item())
+        predictions.append(logits.argmax(1).cpu())
+        labels.append(y.cpu())
+    predicted, truth = torch.cat(predictions).numpy(), torch.cat(labels).numpy()
+    return sum(losses) / max(len(truth), 1), float((predicted == truth).mean()) if len(truth) else 0.0, predicted
+
+
+def train(config: TrainConfig, model_dir: Path, metrics_path: Path | None = None, run_name: str = "train") -> dict:
+    import mlflow
+
+    from fersynth.tracking import start_run
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    torch.manual_seed(config.seed)
+    rows, classes = training_rows(config)
+    cache = project_root() / ".cache" / "arrays"
+    data = {split: arrays(r, config, cache) for split, r in rows.items()}
+    loaders = {
+        "train": BatchLoader(*data["train"], config.batch_size, device, True, PRESETS[config.augment], config.seed),
+        "val": BatchLoader(*data["val"], 256, device, shuffle=False),
+        "test": BatchLoader(*data["test"], 256, device, shuffle=False),
+    }
+    model = build_model(config.architecture, len(classes), config.input.channels, config.input.size, config.weights)
+    frozen = model.freeze(config.freeze) if config.freeze else 0
+    model = model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser = (
+        torch.optim.Adam(trainable, lr=config.learning_rate)
+        if config.optimizer == "adam"
+        else torch.optim.SGD(trainable, lr=config.learning_rate, momentum=0.9)
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
+    )
+    autocast = device.startswith("cuda") and config.mixed_precision
+    counts = {s: len(r) for s, r in rows.items()} | {"synthetic_train": int(rows["train"]["synthetic"].sum())}
+    log.info("train %s: %s on %s, %s, %d frozen layers", run_name, config.architecture, device, counts, frozen)
+    best = {"val_accuracy": -1.0, "epoch": 0, "state": None}
+    history = []
+    inputs = {Path(v).name: Path(v) for v in config.variants}
+    with start_run("train", inputs, params=_flat(asdict(config)), run_name=run_name):
+        mlflow.log_params({f"rows_{k}": v for k, v in counts.items()})
+        for epoch in progress(range(1, config.epochs + 1), desc=f"train {run_name}", unit="epoch"):
+            model.train()
+            started, total, seen = time.perf_counter(), 0.0, 0
+            for x, y in loaders["train"]:
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                    loss = nn.functional.cross_entropy(model(x), y)
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                optimiser.step()
+                total += loss.item() * len(y)
+                seen += len(y)
+            val_loss, val_accuracy, _ = evaluate(model, loaders["val"], device)
+            scheduler.step(val_loss)
+            record = {
+                "epoch": epoch,
+                "train_loss": round(total / max(seen, 1), 5),
+                "val_loss": round(val_loss, 5),
+                "val_accuracy": round(val_accuracy, 5),
+                "lr": optimiser.param_groups[0]["lr"],
+                "images_per_second": round(seen / (time.perf_counter() - started), 1),
+            }
+            history.append(record)
+            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            if val_accuracy > best["val_accuracy"]:
+                best = {"val_accuracy": val_accuracy, "epoch": epoch, "state": _copy_state(model)}
+            elif config.early_stopping and epoch - best["epoch"] >= config.early_stopping:
+                log.info("train %s: early stop at epoch %d (best %d)", run_name, epoch, best["epoch"])
+                break
+        model.load_state_dict(best["state"])
+        test_loss, test_accuracy, predicted = evaluate(model, loaders["test"], device)
+        mlflow.log_metrics({"best_val_accuracy": best["val_accuracy"], "test_accuracy": test_accuracy})
+    metrics = {
+        "classes": list(classes),
+        "rows": counts,
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": round(best["val_accuracy"], 4),
+        "test_accuracy": round(test_accuracy, 4),
+        "test_loss": round(test_loss, 4),
+        "history": history,
+    }
+    _save(model, model_dir, config, classes)
+    if metrics_path is not None:
+        write_json(metrics_path, metrics)
+    log.info(
+        "train %s: best val %.3f (epoch %d), test %.3f", run_name, best["val_accuracy"], best["epoch"], test_accuracy
+    )
+    return metrics
+
+
+def _copy_state(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _flat(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _save(model: nn.Module, model_dir: Path, config: TrainConfig, classes: tuple[str, ...]) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(Path(model_dir)) as tmp:
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        (tmp / "config.json").write_text(json.dumps(asdict(config) | {"classes": list(classes)}, indent=2) + "\n")
+
+
+def load_trained(model_dir: Path) -> tuple[nn.Module, TrainConfig, tuple[str, ...]]:
+    from safetensors.torch import load_file
+
+    from fersynth.config import build
+
+    values = json.loads((Path(model_dir) / "config.json").read_text())
+    classes = tuple(values.pop("classes"))
+    config = build(TrainConfig, values)
+    model = build_model(config.architecture, len(classes), config.input.channels, config.input.size)
+    model.load_state_dict(load_file(Path(model_dir) / "model.safetensors"))
+    return model.eval(), config, classes
