@@ -71,3 +71,18 @@ def test_training_learns_the_demo_expressions(tmp_path, monkeypatch):
     majority = rows["test"]["label"].value_counts(normalize=True).max()
     metrics = train(config, tmp_path / "model", run_name="learns")
     assert metrics["test_accuracy"] > majority + 0.1  # measured: 0.44 vs 0.31 on 88 test images
+
+
+def test_cli_trains_the_experiment_named_in_params(workspace, monkeypatch):
+    import yaml
+    from click.testing import CliRunner
+
+    from fersynth.cli import main
+
+    monkeypatch.chdir(workspace)
+    params = {"train": {"tiny": {"variants": [str(workspace / "fer2013")], "epochs": 1, "input": {"size": 32}}}}
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(main, ["train", "tiny"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((workspace / "metrics" / "train" / "tiny.json").read_text())
+    assert len(saved["history"]) == 1 and (workspace / "models" / "tiny" / "model.safetensors").exists()

@@ -395,5 +395,25 @@ def _named_dirs(items: tuple[str, ...]) -> dict[str, Path]:
     return parsed
 
 
+@main.command(name="train")
+@click.argument("experiment")
+@click.option("--model-dir", type=click.Path(path_type=Path), help="[default: models/<EXPERIMENT>]")
+@click.option(
+    "--metrics", "metrics_path", type=click.Path(path_type=Path), help="[default: metrics/train/<EXPERIMENT>.json]"
+)
+@PARAMS_OPTION
+def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | None, params_path: Path) -> None:
+    """Train the classifier configured in params `train.EXPERIMENT`; logged to MLflow."""
+    from fersynth.train.train import TrainConfig, train
+
+    config = build(TrainConfig, section(load_params(params_path), f"train.{experiment}"))
+    train(
+        config,
+        model_dir or Path("models") / experiment,
+        metrics_path or Path("metrics") / "train" / f"{experiment}.json",
+        run_name=experiment,
+    )
+
+
 if __name__ == "__main__":
     main()
