@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+from sklearn.metrics import classification_report as sk_report
+from sklearn.metrics import f1_score
+
+from fersynth.evaluate.metrics import (
+    classification_report,
+    group_accuracy,
+    mcnemar,
+    mean_interval,
+    normalised_confusion,
+    paired_bootstrap,
+)
+
+CLASSES = ("angry", "happy", "sad")
+Y_TRUE = [0, 0, 0, 1, 1, 2, 2, 2, 2, 1]
+Y_PRED = [0, 1, 0, 1, 1, 2, 0, 2, 1, 1]
+
+
+def test_report_matches_scikit_learn_on_a_known_case():
+    ours = classification_report(Y_TRUE, Y_PRED, CLASSES)
+    theirs = sk_report(Y_TRUE, Y_PRED, target_names=CLASSES, output_dict=True)
+    for name in (*CLASSES, "macro avg", "weighted avg"):
+        for metric in ("precision", "recall"):
+            assert ours[name][metric] == pytest.approx(theirs[name][metric])
+        assert ours[name]["f1"] == pytest.approx(theirs[name]["f1-score"])
+    assert ours["accuracy"] == pytest.approx(0.7)
+    # by hand: happy has 3 true, 3 + 2 predicted, 3 right -> precision 3/5, recall 1
+    assert (ours["happy"]["precision"], ours["happy"]["recall"]) == (pytest.approx(0.6), pytest.approx(1.0))
+    assert ours["macro avg"]["f1"] == pytest.approx(f1_score(Y_TRUE, Y_PRED, average="macro"))
+
+
+def test_confusion_rows_are_normalised():
+    matrix = normalised_confusion(Y_TRUE, Y_PRED, 3)
+    np.testing.assert_allclose(matrix.sum(1), 1.0)
+    assert matrix[2].tolist() == pytest.approx([0.25, 0.25, 0.5])
+
+
+def test_group_accuracy_and_gap():
+    result = group_accuracy([0, 0, 1, 1], [0, 1, 1, 1], ["female", "female", "male", "male"])
+    assert result["per_group"] == {"female": 0.5, "male": 1.0}
+    assert (result["worst"], result["best"], result["gap"]) == ("female", "male", 0.5)
+
+
+def test_mcnemar_and_bootstrap_on_a_clear_and_a_null_case():
+    a = np.array([True] * 50 + [False] * 50)
+    better = a.copy()
+    better[50:80] = True  # B also gets 30 images right that A gets wrong
+    clear = mcnemar(a, better)
+    assert (clear["only_a_correct"], clear["only_b_correct"]) == (0, 30) and clear["p_value"] < 1e-6
+    assert mcnemar(a, a)["p_value"] == 1.0
+    interval = paired_bootstrap(a, better, seed=1)
+    assert interval["difference"] == pytest.approx(0.3) and interval["ci95"][0] > 0.15
+    null = paired_bootstrap(a, a)
+    assert null["ci95"] == [0.0, 0.0]
+
+
+def test_mean_interval_over_seeds():
+    result = mean_interval([0.60, 0.62, 0.64])
+    assert result["mean"] == pytest.approx(0.62) and result["n"] == 3
+    # t(0.975, 2) = 4.303, sd 0.02, n 3 -> half-width 0.0497
+    assert result["ci95"][1] - result["mean"] == pytest.approx(4.3027 * 0.02 / np.sqrt(3), rel=1e-3)
