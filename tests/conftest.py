@@ -6,9 +6,13 @@ import io
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from fersynth.demo.truth import read_ground_truth
 from fersynth.faces import FaceSpec, render_face
+from fersynth.variant import MANIFEST_SCHEMA, Variant
 
 
 def image_bytes(
@@ -51,3 +55,17 @@ def tiny_demo(tmp_path_factory):
     )
     make_demo(config, out)
     return out
+
+
+def with_true_demographics(variant_dir, truth_csv):
+    """Fill gender / age group / ethnicity from the demo ground truth, in place (standing in for
+    agr-predict, which tests/test_demographics.py covers)."""
+    manifest = Variant(variant_dir).manifest
+    truth = read_ground_truth(truth_csv).reindex(manifest["source"].to_numpy())
+    for column in ("gender", "age_group", "ethnicity"):
+        manifest[column] = truth[column].to_numpy()
+    manifest["gender_confidence"] = 0.9
+    manifest["ethnicity_confidence"] = 0.8
+    pq.write_table(
+        pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), variant_dir / "manifest.parquet"
+    )

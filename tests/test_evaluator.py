@@ -4,34 +4,19 @@ for agr-predict, which tests/test_demographics.py covers)."""
 import json
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from fersynth.demo.truth import read_ground_truth
 from fersynth.generate.backends import BackendConfig, DemoBackendConfig
 from fersynth.generate.evaluator import EvaluatorConfig, build_evaluator
 from fersynth.generate.gate import GateConfig
 from fersynth.ingest import ingest
 from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
-from fersynth.variant import MANIFEST_SCHEMA, Variant, VariantWriter
+from fersynth.variant import Variant, VariantWriter
+from tests.conftest import with_true_demographics
 
 SOURCES = ("fer2013", "nhfi", "affectnet")
 FAST = EvaluatorConfig(per_cell=1, backend=BackendConfig(demo=DemoBackendConfig(size=64)))
 NO_FACE_CHECK = GateConfig(detector="none")
-
-
-def with_true_demographics(variant_dir, truth_csv):
-    """Fill gender / age group / ethnicity from the demo ground truth, in place."""
-    manifest = Variant(variant_dir).manifest
-    truth = read_ground_truth(truth_csv).reindex(manifest["source"].to_numpy())
-    for column in ("gender", "age_group", "ethnicity"):
-        manifest[column] = truth[column].to_numpy()
-    manifest["gender_confidence"] = 0.9
-    manifest["ethnicity_confidence"] = 0.8
-    pq.write_table(
-        pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), variant_dir / "manifest.parquet"
-    )
 
 
 @pytest.fixture(scope="module")

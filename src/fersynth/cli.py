@@ -415,5 +415,16 @@ def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | 
     )
 
 
+@main.command(name="evaluate")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
+@PARAMS_OPTION
+def evaluate_command(out: Path, params_path: Path) -> None:
+    """Every model x every test set of params `evaluate`: accuracy matrix, per-class, confusion, fairness,
+    robustness."""
+    from fersynth.evaluate.evaluate import EvaluateConfig, evaluate
+
+    evaluate(build(EvaluateConfig, section(load_params(params_path), "evaluate")), out)
+
+
 if __name__ == "__main__":
     main()

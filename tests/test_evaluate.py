@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fersynth.evaluate.evaluate import EvaluateConfig, RobustnessConfig, evaluate, perturb
+from fersynth.ingest import ingest
+from fersynth.train.data import InputConfig
+from fersynth.train.train import TrainConfig, train
+from tests.conftest import with_true_demographics
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DVC_ROOT", str(root))
+    for name in ("fer2013", "nhfi", "casme2"):
+        ingest(name, tiny_demo / name, root / name)
+    with_true_demographics(root / "nhfi", tiny_demo / "ground_truth" / "nhfi.csv")
+    config = TrainConfig(variants=(str(root / "fer2013"),), input=InputConfig(size=32), epochs=1, batch_size=16)
+    train(config, root / "model", run_name="tiny")
+    evaluation = EvaluateConfig(
+        models={"tiny": str(root / "model")},
+        test_sets={"fer2013": str(root / "fer2013"), "nhfi": str(root / "nhfi"), "casme2": str(root / "casme2")},
+        fairness_on="nhfi",
+        robustness_on=("fer2013",),
+        robustness=RobustnessConfig(lighting=(0.5,), resolution=(4,), noise=(25.0,)),
+    )
+    result = evaluate(evaluation, root / "out")
+    yield root, result
+    mp.undo()
+
+
+def test_cross_dataset_matrix_covers_comparable_test_sets(evaluated):
+    root, result = evaluated
+    row = result["cross_dataset"]["tiny"]
+    assert row["casme2"] is None  # another label space
+    assert 0 <= row["fer2013"] <= 1 and 0 <= row["nhfi"] <= 1
+    assert json.loads((root / "out" / "cross_dataset.json").read_text()) == result["cross_dataset"]
+    assert Image.open(root / "out" / "cross_dataset.png").size[0] > 200
+
+
+def test_per_class_confusion_and_predictions_agree(evaluated):
+    root, result = evaluated
+    predictions = pd.read_csv(root / "out" / "predictions" / "tiny" / "nhfi.csv")
+    report = json.loads((root / "out" / "per_class" / "tiny" / "nhfi.json").read_text())
+    assert report["accuracy"] == pytest.approx(predictions["correct"].mean())
+    assert result["cross_dataset"]["tiny"]["nhfi"] == pytest.approx(report["accuracy"], abs=1e-4)
+    confusion = pd.read_csv(root / "out" / "confusion" / "tiny" / "nhfi.csv")
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == len(predictions)
+    assert (root / "out" / "confusion" / "tiny" / "nhfi.png").exists()
+
+
+def test_fairness_groups_and_robustness(evaluated):
+    root, result = evaluated
+    fairness = result["fairness"]["tiny"]
+    assert set(fairness) == {"gender", "age_group", "ethnicity"}
+    gender = fairness["gender"]
+    assert gender["gap"] == pytest.approx(gender["per_group"][gender["best"]] - gender["per_group"][gender["worst"]])
+    robust = result["robustness"]["tiny"]["fer2013"]
+    assert set(robust) == {"clean", "lighting_0.5", "resolution_4", "noise_25"}
+
+
+def test_perturbations_do_what_they_say():
+    rng = np.random.default_rng(0)
+    images = rng.integers(60, 200, (4, 1, 32, 32), dtype=np.uint8)
+    darker = perturb(images, "lighting", 0.5, 0)
+    assert darker.mean() == pytest.approx(images.mean() / 2, abs=1)
+    blurred = perturb(images, "resolution", 4, 0)
+    assert (
+        blurred.shape == images.shape
+        and np.diff(blurred.astype(int), axis=-1).std() < np.diff(images.astype(int), axis=-1).std() / 2
+    )
+    noisy = perturb(images, "noise", 25, 0)
+    assert 15 < (noisy.astype(int) - images).std() < 30
