@@ -67,6 +67,8 @@ def _fast_params(path: Path) -> None:
     params["sd_artificial"]["per_cell"] = {"train": 1, "test": 1}
     params["ddpm_train"]["steps"] = 20
     params["ddpm_sample"] |= {"total": 14, "steps": 5}
+    for experiment in params["train"].values():
+        experiment["epochs"] = 1
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

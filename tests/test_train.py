@@ -86,3 +86,13 @@ def test_cli_trains_the_experiment_named_in_params(workspace, monkeypatch):
     assert result.exit_code == 0, result.output
     saved = json.loads((workspace / "metrics" / "train" / "tiny.json").read_text())
     assert len(saved["history"]) == 1 and (workspace / "models" / "tiny" / "model.safetensors").exists()
+
+
+def test_an_all_synthetic_variant_validates_on_its_own_rows(tmp_path):
+    from fersynth.generate.artificial import ArtificialConfig, all_cells, generate_artificial
+
+    config = ArtificialConfig(per_cell={"train": 2, "test": 1})
+    generate_artificial(tmp_path / "art", config, GateConfig(detector="none"), cells=all_cells()[::10])
+    rows, _ = training_rows(TrainConfig(variants=(str(tmp_path / "art"),)))
+    assert len(rows["val"]) > 0 and rows["val"]["synthetic"].all()
+    assert set(rows["train"]["key"]).isdisjoint(rows["val"]["key"]) and len(rows["train"]) + len(rows["val"]) == 56

@@ -78,6 +78,8 @@ def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[s
     train = train[train["label"].notna()]
     synthetic = train["synthetic"].fillna(False).astype(bool)
     real, generated = train[~synthetic], train[synthetic]
+    if real.empty:  # an all-synthetic variant (sd_artificial, ddpm_casme): validate on its own rows
+        real, generated = generated, generated.iloc[0:0]
     if config.synthetic_per_class >= 0:
         generated = generated.sort_values("key").groupby("label").head(config.synthetic_per_class)
     fit, val = train_test_split(
