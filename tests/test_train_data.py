@@ -54,3 +54,10 @@ def test_augmentation_is_per_sample_and_flips_are_exact():
     )
     assert moved.shape == (8, 1, 24, 24) and moved.min() >= 0 and moved.max() <= 1
     assert len({round(float(m.sum()), 4) for m in moved}) == 8  # eight different draws, not one
+
+
+def test_a_lone_last_training_image_joins_the_previous_batch():
+    images = np.zeros((9, 1, 2, 2), dtype=np.uint8)
+    sizes = [len(y) for _, y in BatchLoader(images, np.arange(9), batch_size=4, seed=0)]
+    assert sizes == [4, 5]  # not [4, 4, 1]: BatchNorm cannot train on one image
+    assert [len(y) for _, y in BatchLoader(images, np.arange(9), batch_size=4, shuffle=False)] == [4, 4, 1]

@@ -146,7 +146,9 @@ class BatchLoader:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        batches = math.ceil(len(self.labels) / self.batch_size)
+        lone = self.shuffle and batches > 1 and len(self.labels) % self.batch_size == 1
+        return batches - lone
 
     def _batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         x = torch.from_numpy(np.ascontiguousarray(self.images[np.sort(index)] if self.shuffle else self.images[index]))
@@ -158,6 +160,9 @@ class BatchLoader:
     def __iter__(self):
         order = self.rng.permutation(len(self.labels)) if self.shuffle else np.arange(len(self.labels))
         batches = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        if self.shuffle and len(batches) > 1 and len(batches[-1]) == 1:
+            # a training batch of one breaks BatchNorm: the last image joins the batch before it
+            batches[-2:] = [np.concatenate(batches[-2:])]
         ready: queue.Queue = queue.Queue(maxsize=2)
 
         def produce() -> None:
