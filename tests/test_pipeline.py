@@ -90,8 +90,9 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     params["smote"]["target_per_class"] += 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], repo, env))
-    # smote_balanced is a training variant: the evaluator's no-overlap check reads it too
-    assert sorted(ran) == ["smote", "validate-evaluator", "validate@smote_balanced"]
+    # smote_balanced is a training variant: its model, the evaluation and the evaluator's no-overlap check
+    # read it too; nothing else runs
+    assert sorted(ran) == ["evaluate", "smote", "train-fer2013_smote", "validate-evaluator", "validate@smote_balanced"]
     smote = pd.read_parquet(repo / "data" / "smote_balanced" / "manifest.parquet").query("split == 'train'")
     assert set(smote["label"].value_counts()) == {params["smote"]["target_per_class"]}
     # 4. share through the default remote (a directory beside the repo) and restore in a fresh clone
