@@ -13,7 +13,7 @@ from fersynth.generate.backends import make_backend
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, accept_into, write_attempts
+from fersynth.generate.run import GenerationConfig, accept_into, generation_metrics, write_attempts
 from fersynth.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 from fersynth.log import get_logger
 from fersynth.variant import VariantWriter
@@ -73,7 +73,7 @@ def generate_artificial(
         write_attempts(writer.layout.root / "gate.csv", attempts)
         report = writer.commit(report_extra=report)
     if metrics_path is not None:
-        write_json(metrics_path, _metrics(report))
+        write_json(metrics_path, generation_metrics(report, {s: len(d) for s, d in report["short_cells"].items()}))
     log.info(
         "sd_artificial: %d attempts, %d accepted; short cells: %s",
         report["attempts"],
@@ -81,13 +81,3 @@ def generate_artificial(
         {s: len(d) for s, d in report["short_cells"].items()},
     )
     return report
-
-
-def _metrics(report: dict) -> dict:
-    return {
-        "attempts": report["attempts"],
-        "accepted": report["accepted"],
-        "acceptance_per_emotion": {e: v["acceptance"] for e, v in report["prompt_effectiveness"].items()},
-        "acceptance_by_group": report["acceptance_by_group"],
-        "short_cells": {s: len(d) for s, d in report["short_cells"].items()},
-    }

@@ -16,7 +16,7 @@ from fersynth.generate.backends import make_backend
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, write_attempts
+from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, generation_metrics, write_attempts
 from fersynth.labels import BASIC7
 from fersynth.log import get_logger, progress
 from fersynth.variant import Variant, VariantWriter
@@ -93,16 +93,7 @@ def generate_augmented(
             }
         )
     if metrics_path is not None:
-        write_json(
-            metrics_path,
-            {
-                "attempts": report["attempts"],
-                "accepted": report["accepted"],
-                "acceptance_per_emotion": {e: v["acceptance"] for e, v in report["prompt_effectiveness"].items()},
-                "acceptance_by_group": report["acceptance_by_group"],
-                "short_cells": len(report["short_cells"]),
-            },
-        )
+        write_json(metrics_path, generation_metrics(report, len(report["short_cells"])))
     log.info(
         "%s: copied %d source rows, generated %d accepted of %d attempts (%d short cells)",
         out_dir,

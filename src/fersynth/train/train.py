@@ -91,10 +91,9 @@ def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[s
 
 
 def arrays(rows: pd.DataFrame, config: TrainConfig, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    parts = [
-        decoded(Variant(Path(v)), group, config.input, cache_dir) for v, group in rows.groupby("variant", sort=False)
-    ]
-    labels = np.concatenate([g["label"].to_numpy(np.int64) for _, g in rows.groupby("variant", sort=False)])
+    groups = list(rows.groupby("variant", sort=False))
+    parts = [decoded(Variant(Path(v)), group, config.input, cache_dir) for v, group in groups]
+    labels = np.concatenate([group["label"].to_numpy(np.int64) for _, group in groups])
     return np.concatenate(parts) if len(parts) > 1 else parts[0], labels
 
 
