@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -22,8 +23,9 @@ def evaluated(tiny_demo, tmp_path_factory):
     with_true_demographics(root / "nhfi", tiny_demo / "ground_truth" / "nhfi.csv")
     config = TrainConfig(variants=(str(root / "fer2013"),), input=InputConfig(size=32), epochs=1, batch_size=16)
     train(config, root / "model", run_name="tiny")
+    train(replace(config, trials=2, seed=5), root / "trials", run_name="trials")
     evaluation = EvaluateConfig(
-        models={"tiny": str(root / "model")},
+        models={"tiny": str(root / "model"), "trials": str(root / "trials")},
         test_sets={"fer2013": str(root / "fer2013"), "nhfi": str(root / "nhfi"), "casme2": str(root / "casme2")},
         fairness_on="nhfi",
         robustness_on=("fer2013",),
@@ -62,6 +64,35 @@ def test_fairness_groups_and_robustness(evaluated):
     assert gender["gap"] == pytest.approx(gender["per_group"][gender["best"]] - gender["per_group"][gender["worst"]])
     robust = result["robustness"]["tiny"]["fer2013"]
     assert set(robust) == {"clean", "lighting_0.5", "resolution_4", "noise_25"}
+
+
+def test_a_model_trained_in_trials_is_scored_by_every_trial(evaluated):
+    root, result = evaluated
+    predictions = pd.read_csv(root / "out" / "predictions" / "trials" / "fer2013.csv")
+    assert sorted(predictions["seed"].unique()) == [5, 6]
+    per_seed = predictions.groupby("seed")["correct"].mean()
+    assert result["cross_dataset"]["trials"]["fer2013"] == pytest.approx(per_seed.mean(), abs=1e-4)
+    report = json.loads((root / "out" / "per_class" / "trials" / "fer2013.json").read_text())
+    assert report["trials"] == 2 and report["accuracy"] == pytest.approx(per_seed.mean())
+    confusion = pd.read_csv(root / "out" / "confusion" / "trials" / "fer2013.csv")
+    assert len(confusion) == len(predictions)  # both trials' predictions pooled
+    assert result["macro_f1"]["trials"]["fer2013"] == pytest.approx(report["macro avg"]["f1"], abs=1e-4)
+
+
+def test_compare_pairs_the_two_models_on_the_same_images(evaluated):
+    from fersynth.evaluate.compare import CompareConfig, compare
+
+    root, _ = evaluated
+    config = CompareConfig(pairs={"trials": {"baseline": "tiny", "test_sets": ["fer2013", "nhfi"]}}, bootstrap=200)
+    test_sets = {"fer2013": str(root / "fer2013"), "nhfi": str(root / "nhfi")}
+    result = compare(config, root / "out", test_sets, root / "compare.json")
+    assert json.loads((root / "compare.json").read_text()) == result
+    on_nhfi = result["trials_vs_tiny"]["nhfi"]
+    matrix = json.loads((root / "out" / "cross_dataset.json").read_text())
+    assert on_nhfi["difference"] == pytest.approx(matrix["trials"]["nhfi"] - matrix["tiny"]["nhfi"], abs=2e-4)
+    assert on_nhfi["trials"] == [1, 2] and on_nhfi["images"] == len(pd.read_csv(root / "out/predictions/tiny/nhfi.csv"))
+    assert set(on_nhfi["group_accuracy_difference"]) == {"gender", "age_group", "ethnicity"}
+    assert set(on_nhfi["f1_difference"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
 
 
 def test_perturbations_do_what_they_say():

@@ -1,6 +1,7 @@
 import json
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 
@@ -71,6 +72,25 @@ def test_training_learns_the_demo_expressions(tmp_path, monkeypatch):
     majority = rows["test"]["label"].value_counts(normalize=True).max()
     metrics = train(config, tmp_path / "model", run_name="learns")
     assert metrics["test_accuracy"] > majority + 0.1  # measured: 0.44 vs 0.31 on 88 test images
+
+
+def test_trials_train_one_model_per_seed_and_report_their_mean(workspace):
+    from fersynth.train.train import trial_dirs
+
+    config = small(workspace, epochs=1, trials=2, seed=3)
+    metrics = train(config, workspace / "trials", run_name="trials", history_path=workspace / "history.csv")
+    assert [d.name for d in trial_dirs(workspace / "trials")] == ["seed-3", "seed-4"]
+    assert [t["seed"] for t in metrics["trials"]] == [3, 4]
+    accuracies = [t["test_accuracy"] for t in metrics["trials"]]
+    assert metrics["test_accuracy"] == pytest.approx(sum(accuracies) / 2, abs=1e-4)
+    low, high = metrics["test_accuracy_ci95"]
+    assert low <= min(accuracies) and high >= max(accuracies)
+    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="attributes.run_name LIKE 'trials/%'")
+    assert sorted(runs["tags.mlflow.runName"]) == ["trials/seed-3", "trials/seed-4"]
+    states = [load_trained(d)[0].state_dict() for d in trial_dirs(workspace / "trials")]
+    assert not torch.equal(states[0]["head.1.weight"], states[1]["head.1.weight"])  # different seeds, models
+    history = pd.read_csv(workspace / "history.csv")
+    assert list(history["epoch"]) == [1] and {"train_loss", "val_loss", "val_accuracy"} <= set(history.columns)
 
 
 def test_cli_trains_the_experiment_named_in_params(workspace, monkeypatch):

@@ -412,6 +412,7 @@ def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | 
         model_dir or Path("models") / experiment,
         metrics_path or Path("metrics") / "train" / f"{experiment}.json",
         run_name=experiment,
+        history_path=Path("metrics") / "train" / "history" / f"{experiment}.csv",
     )
 
 
@@ -424,6 +425,19 @@ def evaluate_command(out: Path, params_path: Path) -> None:
     from fersynth.evaluate.evaluate import EvaluateConfig, evaluate
 
     evaluate(build(EvaluateConfig, section(load_params(params_path), "evaluate")), out)
+
+
+@main.command(name="compare")
+@click.option("--evaluated", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/compare.json"), show_default=True)
+@PARAMS_OPTION
+def compare_command(evaluated: Path, out: Path, params_path: Path) -> None:
+    """With synthetic data vs without (params `compare`): accuracy difference with intervals over seeds and
+    test images, McNemar and bootstrap p-values, per-class F1 and per-group differences."""
+    from fersynth.evaluate.compare import CompareConfig, compare
+
+    params = load_params(params_path)
+    compare(build(CompareConfig, section(params, "compare")), evaluated, section(params, "evaluate")["test_sets"], out)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ predicted) for paired comparisons.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +20,13 @@ import pandas as pd
 import torch
 
 from fersynth.atomic import atomic_path, write_json
-from fersynth.evaluate.metrics import classification_report, group_accuracy, normalised_confusion
+from fersynth.evaluate.metrics import classification_report, group_accuracy
+from fersynth.evaluate.plots import confusion_figure, heatmap_figure, save_png
 from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger
 from fersynth.paths import project_root
 from fersynth.train.data import BatchLoader, decoded
-from fersynth.train.train import load_trained
+from fersynth.train.train import load_trained, trial_dirs
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -80,42 +82,73 @@ def perturb(images: np.ndarray, kind: str, value: float, seed: int) -> np.ndarra
 
 
 def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
+    """A model trained in several trials (seeds) is scored by all of them: accuracies are means over the
+    trials, confusion matrices and group accuracies pool the trials' predictions (the same images each
+    time), and the predictions CSV keeps one row per (seed, image) for paired comparisons."""
     out_dir = Path(out_dir)
     cache = project_root() / ".cache" / "arrays"
     matrix: dict[str, dict[str, float | None]] = {}
+    macro_f1: dict[str, dict[str, float | None]] = {}
     fairness: dict[str, dict] = {}
     robustness: dict[str, dict] = {}
     for model_name, model_dir in config.models.items():
-        model, train_config, classes = load_trained(Path(model_dir))
-        matrix[model_name] = {}
+        trials = [(d, *load_trained(d)) for d in trial_dirs(Path(model_dir))]
+        train_config, classes = trials[0][2], trials[0][3]
+        matrix[model_name], macro_f1[model_name] = {}, {}
         for test_name, variant_dir in config.test_sets.items():
             rows = test_rows(Path(variant_dir), classes)
             if rows is None:
-                matrix[model_name][test_name] = None
+                matrix[model_name][test_name] = macro_f1[model_name][test_name] = None
                 continue
             images = decoded(Variant(Path(variant_dir)), rows, train_config.input, cache)
             labels = rows["label"].to_numpy(np.int64)
-            predicted = predict(model, images, labels)
-            report = classification_report(labels, predicted, classes)
+            predicted = {_seed(d): predict(model, images, labels) for d, model, _, _ in trials}
+            reports = [classification_report(labels, p, classes) for p in predicted.values()]
+            report = mean_report(reports) | {"trials": len(reports)}
             matrix[model_name][test_name] = round(report["accuracy"], 4)
+            macro_f1[model_name][test_name] = round(report["macro avg"]["f1"], 4)
             write_json(out_dir / "per_class" / model_name / f"{test_name}.json", report)
-            _write_predictions(out_dir / "predictions" / model_name / f"{test_name}.csv", rows, predicted, classes)
-            _write_confusion(out_dir / "confusion" / model_name, test_name, labels, predicted, classes)
+            _write_predictions(out_dir / "predictions" / model_name / f"{test_name}.csv", rows, predicted)
+            pooled_labels = np.tile(labels, len(predicted))
+            pooled = np.concatenate(list(predicted.values()))
+            _write_confusion(out_dir / "confusion" / model_name, test_name, pooled_labels, pooled, classes)
             if test_name == config.fairness_on:
                 fairness[model_name] = {
-                    column: group_accuracy(labels, predicted, rows[column].fillna("unknown").to_numpy())
+                    column: group_accuracy(
+                        pooled_labels, pooled, np.tile(rows[column].fillna("unknown").to_numpy(), len(predicted))
+                    )
                     for column in ("gender", "age_group", "ethnicity")
                 }
             if test_name in config.robustness_on:
-                robustness.setdefault(model_name, {})[test_name] = _robustness(
-                    model, images, labels, config.robustness, report["accuracy"]
-                )
+                per_trial = [
+                    _robustness(model, images, labels, config.robustness, r["accuracy"])
+                    for (_, model, _, _), r in zip(trials, reports, strict=True)
+                ]
+                robustness.setdefault(model_name, {})[test_name] = {
+                    k: round(float(np.mean([t[k] for t in per_trial])), 4) for k in per_trial[0]
+                }
     write_json(out_dir / "cross_dataset.json", matrix)
+    write_json(out_dir / "macro_f1.json", macro_f1)
     write_json(out_dir / "fairness.json", fairness)
     write_json(out_dir / "robustness.json", robustness)
-    _heatmap(matrix, out_dir / "cross_dataset.png")
+    save_png(heatmap_figure(matrix, "accuracy: trained on (rows) x tested on (columns)"), out_dir / "cross_dataset.png")
     log.info("evaluate: %s", matrix)
-    return {"cross_dataset": matrix, "fairness": fairness, "robustness": robustness}
+    return {"cross_dataset": matrix, "macro_f1": macro_f1, "fairness": fairness, "robustness": robustness}
+
+
+def mean_report(reports: list[dict]) -> dict:
+    """The element-wise mean of classification reports of the same shape (supports stay as they are)."""
+    first = reports[0]
+    if not isinstance(first, dict):
+        return float(np.mean(reports))
+    return {k: (first[k] if k == "support" else mean_report([r[k] for r in reports])) for k in first}
+
+
+def _seed(trial_dir: Path) -> int:
+    name = Path(trial_dir).name
+    if name.startswith("seed-"):
+        return int(name.split("-", 1)[1])
+    return int(json.loads((Path(trial_dir) / "config.json").read_text()).get("seed", 0))
 
 
 def _robustness(model, images, labels, config: RobustnessConfig, clean: float) -> dict:
@@ -127,9 +160,11 @@ def _robustness(model, images, labels, config: RobustnessConfig, clean: float) -
     return out
 
 
-def _write_predictions(path: Path, rows: pd.DataFrame, predicted: np.ndarray, classes) -> None:
-    frame = pd.DataFrame(
-        {"key": rows["key"].to_numpy(), "label": rows["label"].to_numpy(np.int64), "predicted": predicted}
+def _write_predictions(path: Path, rows: pd.DataFrame, predicted: dict[int, np.ndarray]) -> None:
+    keys, labels = rows["key"].to_numpy(), rows["label"].to_numpy(np.int64)
+    frame = pd.concat(
+        [pd.DataFrame({"seed": seed, "key": keys, "label": labels, "predicted": p}) for seed, p in predicted.items()],
+        ignore_index=True,
     )
     frame["correct"] = frame["label"] == frame["predicted"]
     with atomic_path(path) as tmp:
@@ -137,51 +172,8 @@ def _write_predictions(path: Path, rows: pd.DataFrame, predicted: np.ndarray, cl
 
 
 def _write_confusion(directory: Path, name: str, labels, predicted, classes) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with atomic_path(directory / f"{name}.csv") as tmp:
         pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}).to_csv(
             tmp, index=False
         )
-    matrix = normalised_confusion(labels, predicted, len(classes))
-    fig, axis = plt.subplots(figsize=(5, 4.5))
-    axis.imshow(matrix, vmin=0, vmax=1, cmap="Blues")
-    axis.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    axis.set_yticks(range(len(classes)), classes)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            axis.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("actual")
-    axis.set_title(name)
-    fig.tight_layout()
-    with atomic_path(directory / f"{name}.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-
-
-def _heatmap(matrix: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(matrix)
-    tests = sorted({t for row in matrix.values() for t in row})
-    values = np.array([[np.nan if matrix[m].get(t) is None else matrix[m][t] for t in tests] for m in models])
-    fig, axis = plt.subplots(figsize=(1.2 * len(tests) + 2, 0.6 * len(models) + 1.5))
-    axis.imshow(values, vmin=0, vmax=1, cmap="viridis")
-    axis.set_xticks(range(len(tests)), tests, rotation=30, ha="right")
-    axis.set_yticks(range(len(models)), models)
-    for i in range(len(models)):
-        for j in range(len(tests)):
-            if not np.isnan(values[i, j]):
-                axis.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", color="white", fontsize=8)
-    axis.set_title("accuracy: trained on (rows) x tested on (columns)")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    save_png(confusion_figure(labels, predicted, classes, name), directory / f"{name}.png")

@@ -59,14 +59,16 @@ def mcnemar(correct_a, correct_b) -> dict:
 
 
 def paired_bootstrap(correct_a, correct_b, n: int = 2000, seed: int = 0) -> dict:
-    """Accuracy difference B - A on the same images, with a 95% percentile interval from resampling
-    images (both models together)."""
+    """Accuracy difference B - A on the same images, with a 95% percentile interval and a two-sided
+    p-value from resampling images (both models together). Inputs may be fractions (seed-averaged)."""
     a, b_ = np.asarray(correct_a, dtype=float), np.asarray(correct_b, dtype=float)
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(a), size=(n, len(a)))
     differences = b_[index].mean(1) - a[index].mean(1)
     low, high = np.percentile(differences, [2.5, 97.5])
-    return {"difference": float(b_.mean() - a.mean()), "ci95": [float(low), float(high)]}
+    # two-sided: twice the share of resamples on the far side of zero (floored at one resample)
+    p = min(1.0, 2 * max(min(np.mean(differences <= 0), np.mean(differences >= 0)), 1 / n))
+    return {"difference": float(b_.mean() - a.mean()), "ci95": [float(low), float(high)], "p_value": float(p)}
 
 
 def mean_interval(values) -> dict:

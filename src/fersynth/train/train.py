@@ -50,7 +50,8 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 64
     validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train)
-    seed: int = 0
+    seed: int = 0  # the validation split's seed, and the first trial's
+    trials: int = 1  # models trained with seeds seed, seed+1, ... on the same split (paper 002: 5)
     device: str = "auto"
     mixed_precision: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
 
@@ -59,6 +60,12 @@ class TrainConfig:
             raise ValueError(f"train.augment must be one of {sorted(PRESETS)}, not {self.augment!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"train.optimizer must be adam or sgd, not {self.optimizer!r}")
+        if self.trials < 1:
+            raise ValueError(f"train.trials must be at least 1, not {self.trials}")
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.trials))
 
 
 def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[str, ...]]:
@@ -111,18 +118,71 @@ def evaluate(model: nn.Module, loader: BatchLoader, device: str) -> tuple[float,
     return sum(losses) / max(len(truth), 1), float((predicted == truth).mean()) if len(truth) else 0.0, predicted
 
 
-def train(config: TrainConfig, model_dir: Path, metrics_path: Path | None = None, run_name: str = "train") -> dict:
-    import mlflow
-
-    from fersynth.tracking import start_run
+def train(
+    config: TrainConfig,
+    model_dir: Path,
+    metrics_path: Path | None = None,
+    run_name: str = "train",
+    history_path: Path | None = None,
+) -> dict:
+    """Train ``config.trials`` models (one MLflow run each) on the same rows; save them under ``model_dir``
+    (``model_dir/seed-<s>/`` when there are several trials) and write the metrics: per trial, and their
+    mean with a 95% interval. ``history_path`` gets the first trial's learning curve as CSV (a DVC plot)."""
+    from fersynth.evaluate.metrics import mean_interval
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
-    torch.manual_seed(config.seed)
     rows, classes = training_rows(config)
     cache = project_root() / ".cache" / "arrays"
     data = {split: arrays(r, config, cache) for split, r in rows.items()}
+    counts = {s: len(r) for s, r in rows.items()} | {"synthetic_train": int(rows["train"]["synthetic"].sum())}
+    log.info("train %s: %s on %s, %s, seeds %s", run_name, config.architecture, device, counts, config.seeds)
+    with atomic_path(Path(model_dir)) as tmp:
+        tmp.mkdir(parents=True)
+        trials = []
+        for seed in config.seeds:
+            name = run_name if config.trials == 1 else f"{run_name}/seed-{seed}"
+            out = tmp if config.trials == 1 else tmp / f"seed-{seed}"
+            trials.append(_train_trial(config, seed, data, counts, classes, device, out, name))
+    summary = {
+        key: mean_interval([t[key] for t in trials]) for key in ("best_val_accuracy", "test_accuracy", "test_macro_f1")
+    }
+    metrics = {
+        "classes": list(classes),
+        "rows": counts,
+        "seeds": list(config.seeds),
+        "best_val_accuracy": round(summary["best_val_accuracy"]["mean"], 4),
+        "test_accuracy": round(summary["test_accuracy"]["mean"], 4),
+        "test_accuracy_ci95": [round(v, 4) for v in summary["test_accuracy"]["ci95"]],
+        "test_macro_f1": round(summary["test_macro_f1"]["mean"], 4),
+        "trials": [{k: v for k, v in t.items() if k != "history"} for t in trials],
+        "history": trials[0]["history"],
+    }
+    if metrics_path is not None:
+        write_json(metrics_path, metrics)
+    if history_path is not None:
+        with atomic_path(Path(history_path)) as tmp:
+            pd.DataFrame(trials[0]["history"]).to_csv(tmp, index=False)
+    log.info(
+        "train %s: test accuracy %.3f %s over %d trial(s)",
+        run_name,
+        metrics["test_accuracy"],
+        metrics["test_accuracy_ci95"],
+        config.trials,
+    )
+    return metrics
+
+
+def _train_trial(
+    config: TrainConfig, seed: int, data: dict, counts: dict, classes, device: str, out: Path, run_name: str
+) -> dict:
+    import mlflow
+
+    from fersynth.evaluate.metrics import classification_report
+    from fersynth.tracking import start_run
+
+    torch.manual_seed(seed)
     loaders = {
-        "train": BatchLoader(*data["train"], config.batch_size, device, True, PRESETS[config.augment], config.seed),
+        "train": BatchLoader(*data["train"], config.batch_size, device, True, PRESETS[config.augment], seed),
         "val": BatchLoader(*data["val"], 256, device, shuffle=False),
         "test": BatchLoader(*data["test"], 256, device, shuffle=False),
     }
@@ -139,12 +199,11 @@ def train(config: TrainConfig, model_dir: Path, metrics_path: Path | None = None
         optimiser, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
     )
     autocast = device.startswith("cuda") and config.mixed_precision
-    counts = {s: len(r) for s, r in rows.items()} | {"synthetic_train": int(rows["train"]["synthetic"].sum())}
-    log.info("train %s: %s on %s, %s, %d frozen layers", run_name, config.architecture, device, counts, frozen)
     best = {"val_accuracy": -1.0, "epoch": 0, "state": None}
     history = []
     inputs = {Path(v).name: Path(v) for v in config.variants}
-    with start_run("train", inputs, params=_flat(asdict(config)), run_name=run_name):
+    params = _flat(asdict(config)) | {"trial_seed": seed, "frozen_layers": frozen}
+    with start_run("train", inputs, params=params, run_name=run_name):
         mlflow.log_params({f"rows_{k}": v for k, v in counts.items()})
         for epoch in progress(range(1, config.epochs + 1), desc=f"train {run_name}", unit="epoch"):
             model.train()
@@ -176,23 +235,35 @@ def train(config: TrainConfig, model_dir: Path, metrics_path: Path | None = None
                 break
         model.load_state_dict(best["state"])
         test_loss, test_accuracy, predicted = evaluate(model, loaders["test"], device)
-        mlflow.log_metrics({"best_val_accuracy": best["val_accuracy"], "test_accuracy": test_accuracy})
-    metrics = {
-        "classes": list(classes),
-        "rows": counts,
-        "best_epoch": best["epoch"],
-        "best_val_accuracy": round(best["val_accuracy"], 4),
-        "test_accuracy": round(test_accuracy, 4),
-        "test_loss": round(test_loss, 4),
-        "history": history,
-    }
-    _save(model, model_dir, config, classes)
-    if metrics_path is not None:
-        write_json(metrics_path, metrics)
+        report = classification_report(data["test"][1], predicted, classes)
+        mlflow.log_metrics(
+            {
+                "best_val_accuracy": best["val_accuracy"],
+                "test_accuracy": test_accuracy,
+                "test_macro_f1": report["macro avg"]["f1"],
+            }
+        )
+        mlflow.log_figure(_confusion_figure(data["test"][1], predicted, classes, run_name), "confusion_test.png")
+        _save(model, out, config, classes)
+        mlflow.log_artifacts(str(out), artifact_path="model")
     log.info(
         "train %s: best val %.3f (epoch %d), test %.3f", run_name, best["val_accuracy"], best["epoch"], test_accuracy
     )
-    return metrics
+    return {
+        "seed": seed,
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": round(best["val_accuracy"], 4),
+        "test_accuracy": round(test_accuracy, 4),
+        "test_macro_f1": round(report["macro avg"]["f1"], 4),
+        "test_loss": round(test_loss, 4),
+        "history": history,
+    }
+
+
+def _confusion_figure(labels, predicted, classes, title: str):
+    from fersynth.evaluate.plots import confusion_figure
+
+    return confusion_figure(labels, predicted, classes, title)
 
 
 def _copy_state(model: nn.Module) -> dict:
@@ -209,20 +280,33 @@ def _flat(values: dict, prefix: str = "") -> dict:
     return out
 
 
-def _save(model: nn.Module, model_dir: Path, config: TrainConfig, classes: tuple[str, ...]) -> None:
+def _save(model: nn.Module, directory: Path, config: TrainConfig, classes: tuple[str, ...]) -> None:
     from safetensors.torch import save_file
 
-    with atomic_path(Path(model_dir)) as tmp:
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-        (tmp / "config.json").write_text(json.dumps(asdict(config) | {"classes": list(classes)}, indent=2) + "\n")
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, directory / "model.safetensors")
+    (directory / "config.json").write_text(json.dumps(asdict(config) | {"classes": list(classes)}, indent=2) + "\n")
+
+
+def trial_dirs(model_dir: Path) -> list[Path]:
+    """The directories holding one trained model each: ``model_dir`` itself (one trial) or its
+    ``seed-<s>/`` subdirectories in seed order."""
+    model_dir = Path(model_dir)
+    if (model_dir / "model.safetensors").exists():
+        return [model_dir]
+    found = sorted(model_dir.glob("seed-*/model.safetensors"), key=lambda p: int(p.parent.name.split("-", 1)[1]))
+    if not found:
+        raise FileNotFoundError(f"no trained model under {model_dir}")
+    return [p.parent for p in found]
 
 
 def load_trained(model_dir: Path) -> tuple[nn.Module, TrainConfig, tuple[str, ...]]:
+    """A trained model from its directory (or the first trial's, given an experiment's directory)."""
     from safetensors.torch import load_file
 
     from fersynth.config import build
 
+    model_dir = trial_dirs(model_dir)[0]
     values = json.loads((Path(model_dir) / "config.json").read_text())
     classes = tuple(values.pop("classes"))
     config = build(TrainConfig, values)
