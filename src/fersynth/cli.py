@@ -440,5 +440,29 @@ def compare_command(evaluated: Path, out: Path, params_path: Path) -> None:
     compare(build(CompareConfig, section(params, "compare")), evaluated, section(params, "evaluate")["test_sets"], out)
 
 
+@main.command(name="report")
+@click.option(
+    "--metrics",
+    type=click.Path(path_type=Path),
+    default=Path("metrics"),
+    show_default=True,
+    help="Folder with train/, evaluate/ and compare.json.",
+)
+@click.option(
+    "--samples",
+    type=click.Path(path_type=Path),
+    default=Path("reports/contact_sheets"),
+    show_default=True,
+    help="Folder of contact sheets (<variant>/<class>.png).",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/index.html"), show_default=True)
+def report_command(metrics: Path, samples: Path, out: Path) -> None:
+    """One self-contained HTML page: tables, comparisons, per-class reports, confusion matrices, fairness,
+    robustness and sample grids."""
+    from fersynth.report import ReportInputs, build_report
+
+    build_report(ReportInputs(metrics=metrics, contact_sheets=samples), out)
+
+
 if __name__ == "__main__":
     main()

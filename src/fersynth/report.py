@@ -1,0 +1,132 @@
+"""``fersynth report``: one self-contained HTML page (images inlined) with what a researcher reads after
+``dvc repro``: the cross-dataset accuracy and macro-F1 tables, the with-vs-without comparisons, training
+summaries with learning curves, per-class reports, confusion matrices, fairness on the evaluator,
+robustness, and the generated-face sample grids. A missing input leaves its section saying so.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fersynth.atomic import atomic_path
+from fersynth.log import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    metrics: Path = Path("metrics")  # train/, evaluate/, compare.json
+    contact_sheets: Path = Path("reports/contact_sheets")
+
+    def json(self, relative: str) -> dict | None:
+        path = Path(self.metrics) / relative
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def build_report(inputs: ReportInputs, out: Path) -> dict:
+    """Write the page to ``out``; returns what it holds (section -> number of items)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("fersynth", "templates"), autoescape=select_autoescape(["html"]))
+    env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}"
+    env.filters["signed"] = lambda v: "—" if v is None else f"{100 * v:+.1f}"
+    env.filters["p"] = lambda v: "—" if v is None else (f"{v:.3f}" if v >= 0.001 else "<0.001")
+    context = {
+        "cross_dataset": inputs.json("evaluate/cross_dataset.json") or {},
+        "macro_f1": inputs.json("evaluate/macro_f1.json") or {},
+        "heatmap": _png(Path(inputs.metrics) / "evaluate" / "cross_dataset.png"),
+        "comparisons": _comparisons(inputs.json("compare.json") or {}),
+        "training": _training(Path(inputs.metrics) / "train"),
+        "per_class": _per_class(Path(inputs.metrics) / "evaluate" / "per_class"),
+        "confusion": _images(Path(inputs.metrics) / "evaluate" / "confusion"),
+        "fairness": inputs.json("evaluate/fairness.json") or {},
+        "robustness": inputs.json("evaluate/robustness.json") or {},
+        "samples": _images(Path(inputs.contact_sheets)),
+    }
+    context["test_sets"] = sorted({t for row in context["cross_dataset"].values() for t in row})
+    html = env.get_template("report.html").render(**context)
+    with atomic_path(Path(out)) as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    summary = {k: len(v) for k, v in context.items() if isinstance(v, dict | list)}
+    log.info("report: %s -> %s", summary, out)
+    return summary
+
+
+def _png(path: Path) -> str | None:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else None
+
+
+def _images(directory: Path) -> dict[str, dict[str, str]]:
+    """``<directory>/<group>/<name>.png`` -> {group: {name: data URI}}, sorted."""
+    if not directory.is_dir():
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for path in sorted(directory.glob("*/*.png")):
+        out.setdefault(path.parent.name, {})[path.stem] = _png(path)
+    return out
+
+
+def _comparisons(compare: dict) -> list[dict]:
+    rows = []
+    for pair, tests in compare.items():
+        candidate, baseline = pair.split("_vs_", 1)
+        for test, result in tests.items():
+            rows.append({"candidate": candidate, "baseline": baseline, "test": test, **result})
+    return rows
+
+
+def _training(directory: Path) -> list[dict]:
+    rows = []
+    for path in sorted(directory.glob("*.json")):
+        metrics = json.loads(path.read_text())
+        history = directory / "history" / f"{path.stem}.csv"
+        rows.append(
+            {
+                "name": path.stem,
+                "metrics": metrics,
+                "curve": _learning_curve(pd.read_csv(history), path.stem) if history.exists() else None,
+            }
+        )
+    return rows
+
+
+def _learning_curve(history: pd.DataFrame, title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss, accuracy) = plt.subplots(1, 2, figsize=(7, 2.6))
+    loss.plot(history["epoch"], history["train_loss"], marker="o", label="train")
+    loss.plot(history["epoch"], history["val_loss"], marker="o", label="val")
+    loss.set_xlabel("epoch")
+    loss.set_title("loss")
+    loss.legend()
+    accuracy.plot(history["epoch"], history["val_accuracy"], marker="o", color="C2")
+    accuracy.set_xlabel("epoch")
+    accuracy.set_title("val accuracy")
+    fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _per_class(directory: Path) -> dict[str, dict[str, dict]]:
+    if not directory.is_dir():
+        return {}
+    out: dict[str, dict[str, dict]] = {}
+    for path in sorted(directory.glob("*/*.json")):
+        report = json.loads(path.read_text())
+        out.setdefault(path.parent.name, {})[path.stem] = {
+            name: values for name, values in report.items() if isinstance(values, dict)
+        } | {"accuracy": report.get("accuracy")}
+    return out

@@ -1,0 +1,123 @@
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fersynth.report import ReportInputs, build_report
+
+
+def _png(path, value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((20, 30), value, np.uint8)).save(path)
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    metrics = tmp_path / "metrics"
+    (metrics / "evaluate").mkdir(parents=True)
+    (metrics / "train" / "history").mkdir(parents=True)
+    matrix = {"fer2013": {"fer2013": 0.41, "evaluator": 0.257}, "<b>bold</b>": {"fer2013": 0.5, "evaluator": None}}
+    (metrics / "evaluate" / "cross_dataset.json").write_text(json.dumps(matrix))
+    (metrics / "evaluate" / "macro_f1.json").write_text(json.dumps({"fer2013": {"fer2013": 0.3, "evaluator": 0.2}}))
+    _png(metrics / "evaluate" / "cross_dataset.png")
+    report = {
+        "happy": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4},
+        "macro avg": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4},
+        "accuracy": 0.25,
+        "trials": 2,
+    }
+    (metrics / "evaluate" / "per_class" / "fer2013").mkdir(parents=True)
+    (metrics / "evaluate" / "per_class" / "fer2013" / "evaluator.json").write_text(json.dumps(report))
+    _png(metrics / "evaluate" / "confusion" / "fer2013" / "evaluator.png", 30)
+    fairness = {"fer2013": {"gender": {"per_group": {"female": 0.2, "male": 0.3}, "worst": "female", "gap": 0.1}}}
+    (metrics / "evaluate" / "fairness.json").write_text(json.dumps(fairness))
+    (metrics / "evaluate" / "robustness.json").write_text(json.dumps({"fer2013": {"fer2013": {"noise_25": 0.33}}}))
+    compare = {
+        "fer2013_sdxl_vs_fer2013": {
+            "evaluator": {
+                "images": 840,
+                "trials": [3, 3],
+                "accuracy": 0.30,
+                "baseline_accuracy": 0.257,
+                "difference": 0.043,
+                "difference_ci95_seeds": [0.01, 0.07],
+                "difference_ci95_images": [0.02, 0.06],
+                "p_bootstrap": 0.0005,
+                "p_mcnemar": 0.0002,
+                "verdict": "helps",
+                "macro_f1": 0.28,
+                "baseline_macro_f1": 0.2,
+                "f1_difference": {"disgust": 0.12},
+                "group_accuracy_difference": {"ethnicity": {"black": -0.05}},
+            }
+        }
+    }
+    (metrics / "compare.json").write_text(json.dumps(compare))
+    train = {
+        "rows": {"train": 432, "synthetic_train": 0},
+        "best_val_accuracy": 0.3,
+        "test_accuracy": 0.41,
+        "test_accuracy_ci95": [0.38, 0.44],
+        "test_macro_f1": 0.3,
+        "trials": [{}, {}, {}],
+    }
+    (metrics / "train" / "fer2013.json").write_text(json.dumps(train))
+    pd.DataFrame(
+        {"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [1.9, 1.6], "val_accuracy": [0.2, 0.3]}
+    ).to_csv(metrics / "train" / "history" / "fer2013.csv", index=False)
+    _png(tmp_path / "sheets" / "sd_artificial" / "happy.png", 200)
+    return ReportInputs(metrics=metrics, contact_sheets=tmp_path / "sheets")
+
+
+def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
+    summary = build_report(inputs, tmp_path / "report" / "index.html")
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert summary["comparisons"] == 1 and summary["training"] == 1 and summary["samples"] == 1
+    assert "<td>41.0</td>" in html and "<td>25.7</td>" in html  # the accuracy matrix, in percent
+    assert "<td>+4.3</td>" in html and "[+1.0, +7.0]" in html and "&lt;0.001" in html and "helps" in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # names are escaped
+    assert "disgust" in html and "black" in html and "worst-best gap" in html and "noise_25" in html
+    assert html.count("data:image/png;base64,") == 4  # heatmap, learning curve, confusion, sample sheet
+    assert "No comparison yet" not in html
+
+
+def test_missing_inputs_leave_their_sections_saying_so(tmp_path):
+    build_report(ReportInputs(metrics=tmp_path / "none", contact_sheets=tmp_path / "none"), tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert "No evaluation yet" in html and "No comparison yet" in html and "No sample grids" in html
+
+
+def _browser() -> str | None:
+    return next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+
+
+def test_report_opens_in_a_headless_browser(inputs, tmp_path):
+    browser = _browser()
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: `make test` installs chromium (apt-get) when it is missing")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    page = tmp_path / "index.html"
+    build_report(inputs, page)
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*command, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    # the page's script ran to the end and every inlined image decoded
+    assert 'data-ready="1"' in dom
+    images = int(dom.split('data-images="')[1].split('"')[0])
+    assert images == 4 and f'data-images-decoded="{images}"' in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [*command, "--window-size=1000,1400", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (1400, 1000) and pixels.std() > 10  # text and tables drawn, not a blank page
