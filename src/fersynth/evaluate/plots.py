@@ -60,3 +60,7 @@ def save_png(fig, path: Path) -> None:
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
     _pyplot().close(fig)
+
+
+def close(fig) -> None:
+    _pyplot().close(fig)

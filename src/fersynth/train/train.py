@@ -10,7 +10,9 @@ test split, real by construction of every variant here.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,15 @@ from fersynth.log import get_logger, progress
 from fersynth.paths import project_root
 from fersynth.train.architectures import build_model
 from fersynth.train.data import PRESETS, BatchLoader, InputConfig, decoded
+from fersynth.train.distributed import (
+    Distributed,
+    all_sum,
+    setup,
+    sync_buffers,
+    teardown,
+    train_step,
+    wrap,
+)
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -52,6 +63,7 @@ class TrainConfig:
     validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train)
     seed: int = 0  # the validation split's seed, and the first trial's
     trials: int = 1  # models trained with seeds seed, seed+1, ... on the same split (paper 002: 5)
+    accumulate: int = 1  # micro-batches per optimiser step and process (fersynth.train.distributed)
     device: str = "auto"
     mixed_precision: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
 
@@ -60,8 +72,8 @@ class TrainConfig:
             raise ValueError(f"train.augment must be one of {sorted(PRESETS)}, not {self.augment!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"train.optimizer must be adam or sgd, not {self.optimizer!r}")
-        if self.trials < 1:
-            raise ValueError(f"train.trials must be at least 1, not {self.trials}")
+        if self.trials < 1 or self.accumulate < 1:
+            raise ValueError(f"train.trials and train.accumulate must be at least 1: {self.trials}, {self.accumulate}")
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -130,19 +142,32 @@ def train(
     mean with a 95% interval. ``history_path`` gets the first trial's learning curve as CSV (a DVC plot)."""
     from fersynth.evaluate.metrics import mean_interval
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if config.device == "auto" else config.device
+    state = setup(config.device)
     rows, classes = training_rows(config)
     cache = project_root() / ".cache" / "arrays"
     data = {split: arrays(r, config, cache) for split, r in rows.items()}
     counts = {s: len(r) for s, r in rows.items()} | {"synthetic_train": int(rows["train"]["synthetic"].sum())}
-    log.info("train %s: %s on %s, %s, seeds %s", run_name, config.architecture, device, counts, config.seeds)
-    with atomic_path(Path(model_dir)) as tmp:
-        tmp.mkdir(parents=True)
+    log.info(
+        "train %s: %s on %s x %d process(es), %s, seeds %s",
+        run_name,
+        config.architecture,
+        state.device,
+        state.world_size,
+        counts,
+        config.seeds,
+    )
+    # only rank 0 writes; the other processes train the same models in step and throw theirs away
+    with atomic_path(Path(model_dir)) if state.main else tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
         trials = []
         for seed in config.seeds:
             name = run_name if config.trials == 1 else f"{run_name}/seed-{seed}"
             out = tmp if config.trials == 1 else tmp / f"seed-{seed}"
-            trials.append(_train_trial(config, seed, data, counts, classes, device, out, name))
+            trials.append(_train_trial(config, seed, data, counts, classes, state, out, name))
+    teardown(state)
+    if not state.main:
+        return {}
     summary = {
         key: mean_interval([t[key] for t in trials]) for key in ("best_val_accuracy", "test_accuracy", "test_macro_f1")
     }
@@ -173,13 +198,15 @@ def train(
 
 
 def _train_trial(
-    config: TrainConfig, seed: int, data: dict, counts: dict, classes, device: str, out: Path, run_name: str
+    config: TrainConfig, seed: int, data: dict, counts: dict, classes, state: Distributed, out: Path, run_name: str
 ) -> dict:
     import mlflow
 
     from fersynth.evaluate.metrics import classification_report
+    from fersynth.evaluate.plots import close, confusion_figure
     from fersynth.tracking import start_run
 
+    device = state.device
     torch.manual_seed(seed)
     loaders = {
         "train": BatchLoader(*data["train"], config.batch_size, device, True, PRESETS[config.augment], seed),
@@ -189,6 +216,7 @@ def _train_trial(
     model = build_model(config.architecture, len(classes), config.input.channels, config.input.size, config.weights)
     frozen = model.freeze(config.freeze) if config.freeze else 0
     model = model.to(device)
+    trained = wrap(model, state)  # the DDP wrapper under torchrun, else the model itself
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = (
         torch.optim.Adam(trainable, lr=config.learning_rate)
@@ -203,19 +231,24 @@ def _train_trial(
     history = []
     inputs = {Path(v).name: Path(v) for v in config.variants}
     params = _flat(asdict(config)) | {"trial_seed": seed, "frozen_layers": frozen}
-    with start_run("train", inputs, params=params, run_name=run_name):
-        mlflow.log_params({f"rows_{k}": v for k, v in counts.items()})
+    shards = state.world_size * config.accumulate
+    with start_run("train", inputs, params=params, run_name=run_name) if state.main else nullcontext():
+        if state.main:
+            mlflow.log_params({f"rows_{k}": v for k, v in counts.items()} | {"processes": state.world_size})
+        step = 0
         for epoch in progress(range(1, config.epochs + 1), desc=f"train {run_name}", unit="epoch"):
             model.train()
             started, total, seen = time.perf_counter(), 0.0, 0
             for x, y in loaders["train"]:
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-                    loss = nn.functional.cross_entropy(model(x), y)
+                if shards > 1 and len(y) < 2 * shards:
+                    continue  # a last batch too small to give every shard two images (BatchNorm needs them)
                 optimiser.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss, batch_seen = train_step(trained, x, y, state, config.accumulate, seed, step, autocast)
                 optimiser.step()
-                total += loss.item() * len(y)
-                seen += len(y)
+                step += 1
+                total, seen = total + batch_loss, seen + batch_seen
+            total, seen = all_sum([total, seen], state)
+            sync_buffers(model, state)
             val_loss, val_accuracy, _ = evaluate(model, loaders["val"], device)
             scheduler.step(val_loss)
             record = {
@@ -227,7 +260,8 @@ def _train_trial(
                 "images_per_second": round(seen / (time.perf_counter() - started), 1),
             }
             history.append(record)
-            mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
+            if state.main:
+                mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
             if val_accuracy > best["val_accuracy"]:
                 best = {"val_accuracy": val_accuracy, "epoch": epoch, "state": _copy_state(model)}
             elif config.early_stopping and epoch - best["epoch"] >= config.early_stopping:
@@ -236,16 +270,19 @@ def _train_trial(
         model.load_state_dict(best["state"])
         test_loss, test_accuracy, predicted = evaluate(model, loaders["test"], device)
         report = classification_report(data["test"][1], predicted, classes)
-        mlflow.log_metrics(
-            {
-                "best_val_accuracy": best["val_accuracy"],
-                "test_accuracy": test_accuracy,
-                "test_macro_f1": report["macro avg"]["f1"],
-            }
-        )
-        mlflow.log_figure(_confusion_figure(data["test"][1], predicted, classes, run_name), "confusion_test.png")
         _save(model, out, config, classes)
-        mlflow.log_artifacts(str(out), artifact_path="model")
+        if state.main:
+            mlflow.log_metrics(
+                {
+                    "best_val_accuracy": best["val_accuracy"],
+                    "test_accuracy": test_accuracy,
+                    "test_macro_f1": report["macro avg"]["f1"],
+                }
+            )
+            figure = confusion_figure(data["test"][1], predicted, classes, run_name)
+            mlflow.log_figure(figure, "confusion_test.png")
+            close(figure)
+            mlflow.log_artifacts(str(out), artifact_path="model")
     log.info(
         "train %s: best val %.3f (epoch %d), test %.3f", run_name, best["val_accuracy"], best["epoch"], test_accuracy
     )
@@ -258,12 +295,6 @@ def _train_trial(
         "test_loss": round(test_loss, 4),
         "history": history,
     }
-
-
-def _confusion_figure(labels, predicted, classes, title: str):
-    from fersynth.evaluate.plots import confusion_figure
-
-    return confusion_figure(labels, predicted, classes, title)
 
 
 def _copy_state(model: nn.Module) -> dict:
