@@ -52,6 +52,8 @@ def tiny_demo(tmp_path_factory):
         casme2_clips_per_subject=3,
         casme2_frames_per_clip=(3, 5),
         utkface_images=60,
+        sfhq_images=80,
+        sfhq_size=64,
     )
     make_demo(config, out)
     return out

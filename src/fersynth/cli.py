@@ -47,7 +47,7 @@ def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
 
 
 @main.command()
-@click.argument("dataset", type=click.Choice(["fer2013", "nhfi", "affectnet", "casme2", "utkface"]))
+@click.argument("dataset", type=click.Choice(["fer2013", "nhfi", "affectnet", "casme2", "utkface", "sfhq", "folder"]))
 @click.option(
     "--src",
     type=click.Path(exists=True, path_type=Path),
@@ -57,7 +57,8 @@ def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
 @PARAMS_OPTION
 def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
-    """Ingest DATASET from its native files into a variant (manifest, packed images, quarantine)."""
+    """Ingest DATASET from its native files into a variant (manifest, packed images, quarantine).
+    `sfhq` / `folder`: a plain folder of unlabeled faces (synthetic / not); `fersynth autolabel` labels it."""
     from fersynth.ingest import ingest as run_ingest
     from fersynth.ingest.common import IngestConfig
 
@@ -237,6 +238,27 @@ def filter_command(source: Path, out: Path, metrics_path: Path | None, truth: Pa
 
     config = build(FilterConfig, section(load_params(params_path), "filter"))
     filter_variant(source, out, config, metrics_path, truth)
+
+
+@main.command(name="autolabel")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Labeled variant directory to write.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Counts and agreement (JSON).")
+@click.option(
+    "--truth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Demo ground-truth CSV: the hidden true emotions, to score the auto-labels.",
+)
+@PARAMS_OPTION
+def autolabel_command(
+    source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path
+) -> None:
+    """Label the unlabeled faces of SOURCE with a trained FER model and downsample them to a reference
+    variant's class counts (paper 003's SFHQ protocol)."""
+    from fersynth.autolabel import AutolabelConfig, autolabel
+
+    config = build(AutolabelConfig, section(load_params(params_path), "autolabel"))
+    autolabel(source, out, config, metrics_path, truth)
 
 
 @main.command()

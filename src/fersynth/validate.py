@@ -40,6 +40,7 @@ class SuiteConfig:
     balanced_cells: tuple[str, ...] = ()  # columns whose every combination must hold exactly cell_count rows
     cell_count: int = 0
     not_in: tuple[str, ...] = ()  # variant directories: none of our pictures may be in their train or val split
+    require_demographics: bool = True  # label_space none: gender / ethnicity / age group must be there (UTKFace)
 
     def __post_init__(self) -> None:
         if self.label_space not in (*LABEL_SPACES, "none"):
@@ -74,12 +75,14 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
         gxe.ExpectColumnValuesToNotBeNull(column="sha256"),
     ]
     if config.label_space == "none":
-        checks += [
-            gxe.ExpectColumnValuesToBeInSet(column="gender", value_set=list(GENDERS)),
-            gxe.ExpectColumnValuesToBeInSet(column="ethnicity", value_set=list(ETHNICITIES)),
-            gxe.ExpectColumnValuesToBeInSet(column="age_group", value_set=list(AGE_GROUPS)),
-            gxe.ExpectColumnValuesToNotBeNull(column="gender"),
-        ]
+        checks.append(gxe.ExpectColumnValuesToBeNull(column="label"))
+        if config.require_demographics:
+            checks += [
+                gxe.ExpectColumnValuesToBeInSet(column="gender", value_set=list(GENDERS)),
+                gxe.ExpectColumnValuesToBeInSet(column="ethnicity", value_set=list(ETHNICITIES)),
+                gxe.ExpectColumnValuesToBeInSet(column="age_group", value_set=list(AGE_GROUPS)),
+                gxe.ExpectColumnValuesToNotBeNull(column="gender"),
+            ]
     else:
         classes = LABEL_SPACES[config.label_space]
         checks += [

@@ -18,13 +18,14 @@ from fersynth.demo.formats import (
     write_casme2,
     write_class_folders,
     write_fer2013,
+    write_sfhq,
     write_utkface,
 )
 from fersynth.demo.sampling import Nuisances
 from fersynth.log import get_logger
 from fersynth.paths import ground_truth_path
 
-DEMO_DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface")
+DEMO_DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface", "sfhq")
 NHFI_FOLDERS = {name: name for name in ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")}
 AFFECTNET_FOLDERS = NHFI_FOLDERS | {"angry": "anger"}
 log = get_logger(__name__)
@@ -45,6 +46,8 @@ class DemoConfig:
     casme2_clips_per_subject: int = 4
     casme2_frames_per_clip: tuple[int, int] = (4, 8)
     utkface_images: int = 300
+    sfhq_images: int = 600  # unlabeled synthetic faces (paper 003's SFHQ: 89,785 at 1024 px)
+    sfhq_size: int = 128
     nuisances: Nuisances = field(default_factory=Nuisances)
 
     def __post_init__(self) -> None:
@@ -94,4 +97,6 @@ def _write_dataset(dataset: str, out: Path, config: DemoConfig, rng: np.random.G
         return write_casme2(
             out, config.casme2_subjects, config.casme2_clips_per_subject, config.casme2_frames_per_clip, n, rng
         )
+    if dataset == "sfhq":
+        return write_sfhq(out, config.sfhq_images, config.sfhq_size, n, rng)
     return write_utkface(out, config.utkface_images, n, rng)

@@ -160,6 +160,22 @@ def write_class_folders(
     return truth
 
 
+# SFHQ (unlabeled synthetic faces) ---------------------------------------------------------------
+def write_sfhq(out: Path, images: int, size: int, nuisances: Nuisances, rng: np.random.Generator) -> list[dict]:
+    """SFHQ's layout: ``images/images/SFHQ_pt1_<8 digits>.jpg`` RGB, no labels anywhere (the ground truth
+    keeps the emotion each face was drawn with, hidden from the pipeline)."""
+    faces = basic7_faces("sfhq", images, replace(nuisances, label_noise=0.0), rng)
+    truth = []
+    for i, face in enumerate(progress(faces, desc="demo sfhq")):
+        rel = f"images/images/SFHQ_pt1_{i:08d}.jpg"
+        _write(out / rel, _encode(_render(face, (size, size), "RGB", i), "JPEG"))
+        truth.append(ground_truth_row(rel, face, duplicate=False, corrupt=False))
+    truth += _plant_corrupt(out, [f"images/images/SFHQ_pt1_broken_{k}.jpg" for k in range(nuisances.corrupt)], rng)
+    _write(out / "README.txt", b"demo copy\n")
+    truth.append({"source": "README.txt", "corrupt": True})
+    return truth
+
+
 # AffectNet official lists ----------------------------------------------------------------------
 AFFECTNET_COLUMNS = (
     "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"

@@ -15,6 +15,7 @@ CLASS_MIX = {
     "nhfi": (890, 439, 570, 1406, 524, 746, 775),
     "affectnet": (1, 1, 1, 1, 1, 1, 1),
     "utkface": (0, 0, 0, 0, 1, 0, 0),
+    "sfhq": (6, 2, 3, 30, 40, 6, 13),  # SFHQ: StyleGAN faces, mostly neutral and smiling
 }
 CASME2_MIX = dict(zip(CASME2, (4204, 127, 2360, 6367, 2187, 150, 1729), strict=True))
 # In-the-wild sets under-represent children, old people and non-white faces; the evaluator stage has to

@@ -12,13 +12,14 @@ from fersynth.ingest.affectnet import ingest_affectnet
 from fersynth.ingest.casme2 import ingest_casme2
 from fersynth.ingest.common import IngestConfig, worker_count
 from fersynth.ingest.fer2013 import ingest_fer2013
+from fersynth.ingest.folder import ingest_unlabeled_folder
 from fersynth.ingest.nhfi import ingest_nhfi
 from fersynth.ingest.utkface import ingest_utkface
 from fersynth.log import get_logger, summarize
 from fersynth.splits import drop_duplicates, stratified_split, subject_split
 from fersynth.variant import VariantWriter
 
-DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface")
+DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface", "sfhq", "folder")
 log = get_logger(__name__)
 
 
@@ -43,8 +44,10 @@ def ingest(dataset: str, src: Path, out: Path, config: IngestConfig | None = Non
             fmt = ingest_affectnet(writer, src)
         elif dataset == "casme2":
             fmt = ingest_casme2(writer, src, config)
-        else:
+        elif dataset == "utkface":
             fmt = ingest_utkface(writer, src)
+        else:  # sfhq, or any plain folder of unlabeled faces
+            fmt = ingest_unlabeled_folder(writer, src, dataset)
         # 2. exact duplicates, before any split is drawn (FER2013 keeps its test copies)
         drop_duplicates(writer)
         # 3. splits the source does not fix

@@ -1,0 +1,36 @@
+"""A plain folder of face images without labels: SFHQ's parts (``images/images/SFHQ_pt<k>_<n>.jpg``,
+synthetic StyleGAN2 faces, paper 003) or any other unlabeled folder. Rows get no emotion
+(``label_space: none``) until ``fersynth autolabel`` gives them one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fersynth.ingest.common import IMAGE_SUFFIXES, BadInput, list_files, read_image_file
+from fersynth.log import progress
+from fersynth.variant import VariantWriter
+
+SYNTHETIC_FOLDERS = {"sfhq": "sfhq-stylegan2"}  # dataset -> generator recorded on its rows
+
+
+def ingest_unlabeled_folder(writer: VariantWriter, src: Path, dataset: str) -> str:
+    generator = SYNTHETIC_FOLDERS.get(dataset)
+    for path in progress(list_files(src), desc=f"ingest {dataset}"):
+        source = path.relative_to(src).as_posix()
+        try:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise BadInput(f"not an image: suffix {path.suffix or '(none)'}")
+            data, image = read_image_file(path)
+        except BadInput as error:
+            writer.reject(source, str(error))
+            continue
+        record = {
+            "key": source,
+            "source": source,
+            "dataset": dataset,
+            "label_space": "none",
+            "synthetic": generator is not None,
+            "generator": generator,
+        }
+        writer.add(record, image, data)
+    return "folder"

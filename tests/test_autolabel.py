@@ -1,0 +1,79 @@
+import json
+
+import pandas as pd
+import pytest
+
+from fersynth.autolabel import AutolabelConfig, autolabel
+from fersynth.ingest import ingest
+from fersynth.labels import BASIC7
+from fersynth.train.data import InputConfig
+from fersynth.train.train import TrainConfig, train
+from fersynth.variant import Variant
+
+
+@pytest.fixture(scope="module")
+def labeled(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("autolabel")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DVC_ROOT", str(root))
+    ingest("fer2013", tiny_demo / "fer2013", root / "fer2013")
+    report = ingest("sfhq", tiny_demo / "sfhq", root / "sfhq")
+    config = TrainConfig(variants=(str(root / "fer2013"),), input=InputConfig(size=32), epochs=2, batch_size=16)
+    train(config, root / "model", run_name="labeler")
+    yield root, report
+    mp.undo()
+
+
+def test_a_plain_folder_ingests_unlabeled_and_quarantines_what_is_not_a_face_image(labeled, tiny_demo):
+    root, report = labeled
+    manifest = Variant(root / "sfhq").manifest
+    assert manifest["label"].isna().all() and set(manifest["label_space"]) == {"none"}
+    assert manifest["synthetic"].all() and set(manifest["generator"]) == {"sfhq-stylegan2"}
+    assert set(manifest["split"]) == {"train", "val", "test"}
+    quarantine = pd.read_csv(root / "sfhq" / "quarantine.csv")
+    assert set(quarantine["source"]) == {
+        "README.txt",
+        "images/images/SFHQ_pt1_broken_0.jpg",
+        "images/images/SFHQ_pt1_broken_1.jpg",
+    }
+    assert report["kept"] + report["quarantined"] == report["read"] == 83
+
+
+def test_autolabel_matches_the_reference_class_counts_and_scores_the_hidden_labels(labeled, tiny_demo):
+    root, _ = labeled
+    config = AutolabelConfig(model=str(root / "model"), match_counts_of=str(root / "fer2013"), ratio=0.5, seed=1)
+    truth = tiny_demo / "ground_truth" / "sfhq.csv"
+    report = autolabel(root / "sfhq", root / "labeled", config, root / "metrics.json", truth)
+    out = Variant(root / "labeled").manifest
+    assert set(out["label_space"]) == {"basic7"} and out["label"].notna().all()
+    assert (out["emotion"] == [BASIC7[i] for i in out["label"]]).all()
+    # never more than ratio x the reference's count per split and class; all of a class when it has fewer
+    reference = Variant(root / "fer2013").manifest.groupby(["split", "label"]).size()
+    table = pd.read_csv(root / "labeled" / "autolabel.csv")
+    predicted = table.assign(label=table["emotion"].map(BASIC7.index)).groupby(["split", "label"]).size()
+    kept = out.groupby(["split", "label"]).size()
+    for (split, label), n in predicted.items():
+        target = round(0.5 * reference.get((split, label), 0))
+        assert kept.get((split, label), 0) == min(n, target), (split, label)
+    # every ingested face is either in the labeled variant or set aside with a reason
+    source = Variant(root / "sfhq").manifest
+    quarantine = pd.read_csv(root / "labeled" / "quarantine.csv")
+    assert len(out) + len(quarantine) == len(source) and quarantine["reason"].str.startswith("rule:").all()
+    assert set(out["sha256"]) <= set(source["sha256"]) and set(out["split"]) <= {"train", "val", "test"}
+    # agreement with the labels the demo hid: computed on exactly the faces it drew
+    metrics = json.loads((root / "metrics.json").read_text())
+    agreement = metrics["agreement_with_hidden_labels"]
+    hidden = pd.read_csv(truth).dropna(subset=["true_emotion"]).set_index("source")["true_emotion"]
+    expected = (table.set_index("source")["emotion"] == hidden.reindex(table["source"]).to_numpy()).mean()
+    assert agreement["all"]["images"] == len(table) == 80
+    assert agreement["all"]["accuracy"] == pytest.approx(expected, abs=1e-4)
+    assert report["kept"] == len(out)
+
+
+def test_a_confidence_floor_sets_faces_aside(labeled):
+    root, _ = labeled
+    config = AutolabelConfig(model=str(root / "model"), match_counts_of="", min_confidence=0.99)
+    report = autolabel(root / "sfhq", root / "confident", config)
+    table = pd.read_csv(root / "confident" / "autolabel.csv")
+    assert (table["kept"] == (table["confidence"] >= 0.99)).all()
+    assert report["kept"] == int(table["kept"].sum())
