@@ -1,6 +1,7 @@
 """End to end on a copy of this repository: `dvc repro` on the demo data, a no-op second repro, a
 one-param change re-running only its stages, then
-`dvc push` to the committed default remote, a fresh clone, `dvc pull`, and a clean `dvc status`."""
+`dvc push` to the committed default remote, a fresh clone, `dvc pull`, and a clean `dvc status`; last, a
+queued two-value sweep through `dvc exp run --queue` + `dvc queue start`, seen in `dvc exp show` and MLflow."""
 
 from __future__ import annotations
 
@@ -37,6 +38,50 @@ def env():
         "GIT_COMMITTER_EMAIL": "t@t",
     }
     return environment
+
+
+def _wait_for_experiments(repo: Path, env, count: int, timeout: float = 1800) -> list[dict]:
+    """Poll `dvc queue status` until nothing is queued or running, then read `dvc exp show --json`:
+    one dict per experiment with its name, flattened params and the compare.json metrics."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], repo, env)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(10)
+    status = _run(["dvc", "queue", "status"], repo, env)
+    assert "Failed" not in status, status + _run(["dvc", "queue", "logs", status.split()[0]], repo, env)
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env))
+    experiments = []
+    for commit in shown:
+        for experiment in commit.get("experiments") or []:
+            for revision in experiment.get("revs") or []:
+                data = revision.get("data") or {}
+                params = _flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))
+                metrics = data.get("metrics", {}).get("metrics/compare.json", {}).get("data", {})
+                experiments.append({"name": revision.get("name"), "params": params, "compare": metrics})
+    assert len(experiments) == count, json.dumps(shown)[:3000]
+    return experiments
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _mlflow_runs(repo: Path, name_like: str) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        return [row[0] for row in db.execute("SELECT name FROM runs WHERE name LIKE ?", (name_like,))]
 
 
 def _copy_repository(target: Path, env) -> None:
@@ -91,11 +136,12 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     params["smote"]["target_per_class"] += 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], repo, env))
-    # smote_balanced is a training variant: its model, the evaluation and the evaluator's no-overlap check
-    # read it too; nothing else runs
+    # smote_balanced is a training variant: its model, the evaluation, comparison and report, and the
+    # evaluator's no-overlap check read it too; nothing else runs
     assert sorted(ran) == [
         "compare",
         "evaluate",
+        "report",
         "smote",
         "train-fer2013_smote",
         "validate-evaluator",
@@ -119,3 +165,15 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
             original = (repo / "data" / "original" / dataset / name).read_bytes()
             assert (clone / "data" / "original" / dataset / name).read_bytes() == original
     assert (clone / "reports" / "data_docs" / "fer2013" / "index.html").exists()
+    # 5. a queued sweep: both experiments run in DVC's temp workspaces, show up in `dvc exp show` with
+    # their param and comparison columns, and log their trainings to the main repository's MLflow store
+    values = (0, 3)
+    for value in values:
+        _run(["dvc", "exp", "run", "--queue", "-S", f"train.fer2013_sdxl.synthetic_per_class={value}"], repo, env)
+    _run(["dvc", "queue", "start", "-j", "1"], repo, env)
+    experiments = _wait_for_experiments(repo, env, len(values))
+    assert sorted(e["params"]["train.fer2013_sdxl.synthetic_per_class"] for e in experiments) == list(values)
+    for experiment in experiments:
+        assert experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]["verdict"]
+        runs = _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl%")
+        assert len(runs) == 2, runs  # the demo's two trials (fast params), named after the DVC experiment

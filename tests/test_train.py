@@ -44,6 +44,25 @@ def test_validation_is_real_train_rows_only_and_synthetic_rows_are_capped(worksp
     assert set(rows["test"]["split"]) == {"test"}
 
 
+def test_a_class_with_one_real_row_trains_and_is_left_out_of_validation(workspace, tmp_path):
+    import shutil
+
+    from fersynth.variant import Variant, VariantWriter
+
+    source = Variant(workspace / "fer2013")
+    train_rows = source.manifest.query("split == 'train'")
+    rare = train_rows["label"].value_counts().index[-1]  # keep one face of the rarest class in train
+    lone = train_rows[train_rows["label"] == rare].iloc[0]["key"]
+    with VariantWriter(tmp_path / "rare") as writer:
+        for row, data in source.iter_bytes():
+            if row["label"] != rare or row["split"] != "train" or row["key"] == lone:
+                writer.copy(row, data)
+        writer.commit()
+    rows, _ = training_rows(small(tmp_path, variants=(str(tmp_path / "rare"),)))
+    assert lone in set(rows["train"]["key"]) and rare not in set(rows["val"]["label"])
+    shutil.rmtree(tmp_path / "rare")
+
+
 def test_training_logs_one_mlflow_run_and_saves_a_reloadable_best_checkpoint(workspace):
     metrics = train(small(workspace), workspace / "model", workspace / "metrics.json", run_name="baseline")
     assert json.loads((workspace / "metrics.json").read_text()) == metrics

@@ -101,9 +101,15 @@ def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[s
         real, generated = generated, generated.iloc[0:0]
     if config.synthetic_per_class >= 0:
         generated = generated.sort_values("key").groupby("label").head(config.synthetic_per_class)
+    # a class with a single real row cannot be stratified: it trains, and validation goes without it
+    single = real["label"].map(real["label"].value_counts()) < 2
     fit, val = train_test_split(
-        real, test_size=config.validation_fraction, stratify=real["label"], random_state=config.seed
+        real[~single],
+        test_size=config.validation_fraction,
+        stratify=real.loc[~single, "label"],
+        random_state=config.seed,
     )
+    fit = pd.concat([fit, real[single]])
     test = frames[0][(frames[0]["split"] == "test") & frames[0]["label"].notna()].assign(variant=config.variants[0])
     rows = {"train": pd.concat([fit, generated], ignore_index=True), "val": val, "test": test}
     return rows, classes
