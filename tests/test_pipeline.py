@@ -53,7 +53,12 @@ def _wait_for_experiments(repo: Path, env, count: int, timeout: float = 1800) ->
             break
         time.sleep(10)
     status = _run(["dvc", "queue", "status"], repo, env)
-    assert "Failed" not in status, status + _run(["dvc", "queue", "logs", status.split()[0]], repo, env)
+    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
+    logs = [
+        subprocess.run(["dvc", "queue", "logs", task], cwd=repo, env=env, capture_output=True, text=True).stdout
+        for task in failed
+    ]
+    assert not failed, status + "\n".join(logs)[-3000:]
     shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env))
     experiments = []
     for commit in shown:
