@@ -44,6 +44,24 @@ def test_validation_is_real_train_rows_only_and_synthetic_rows_are_capped(worksp
     assert set(rows["test"]["split"]) == {"test"}
 
 
+def test_synthetic_rows_are_capped_at_a_ratio_of_the_real_rows_per_class(workspace):
+    config = small(workspace, variants=(str(workspace / "aug"),), synthetic_ratio=0.1)
+    rows, _ = training_rows(config)
+    real = rows["train"][~rows["train"]["synthetic"]].groupby("label").size()
+    generated = rows["train"][rows["train"]["synthetic"]].groupby("label").size()
+    assert len(generated) > 0
+    for label, n in generated.items():
+        assert n == min(4, int(real[label] * 0.1)), label  # 4 generated per class exist (the fixture)
+    uncapped, _ = training_rows(small(workspace, variants=(str(workspace / "aug"),)))
+    assert uncapped["train"]["synthetic"].sum() == 28 > rows["train"]["synthetic"].sum()
+
+
+def test_a_set_too_small_to_stratify_still_splits(workspace):
+    rows, classes = training_rows(small(workspace, validation_fraction=0.02))  # fewer val rows than classes
+    assert 0 < len(rows["val"]) < len(classes)
+    assert set(rows["train"]["key"]).isdisjoint(rows["val"]["key"])
+
+
 def test_a_class_with_one_real_row_trains_and_is_left_out_of_validation(workspace, tmp_path):
     import shutil
 

@@ -47,6 +47,7 @@ class TrainConfig:
 
     variants: tuple[str, ...] = ("data/original/fer2013",)  # their train rows are concatenated
     synthetic_per_class: int = -1  # cap on synthetic train rows per class (-1: all of them)
+    synthetic_ratio: float = -1.0  # cap per class at this many synthetic rows per real train row (-1: none)
     architecture: str = "paper001_cnn"
     weights: str = ""  # local ImageNet weights for torchvision backbones
     freeze: float = 0.0  # fraction of the backbone's learnable layers frozen (paper 002: 0.3)
@@ -99,16 +100,20 @@ def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[s
     real, generated = train[~synthetic], train[synthetic]
     if real.empty:  # an all-synthetic variant (sd_artificial, ddpm_casme): validate on its own rows
         real, generated = generated, generated.iloc[0:0]
-    if config.synthetic_per_class >= 0:
-        generated = generated.sort_values("key").groupby("label").head(config.synthetic_per_class)
     # a class with a single real row cannot be stratified: it trains, and validation goes without it
     single = real["label"].map(real["label"].value_counts()) < 2
-    fit, val = train_test_split(
-        real[~single],
-        test_size=config.validation_fraction,
-        stratify=real.loc[~single, "label"],
-        random_state=config.seed,
-    )
+    pool = real[~single]
+    n_val = int(np.ceil(config.validation_fraction * len(pool)))
+    # too few rows for one of each class on both sides (a tiny generated set): a plain seeded split
+    stratify = pool["label"] if min(n_val, len(pool) - n_val) >= pool["label"].nunique() else None
+    fit, val = train_test_split(pool, test_size=n_val, stratify=stratify, random_state=config.seed)
+    if config.synthetic_per_class >= 0:
+        generated = generated.sort_values("key").groupby("label").head(config.synthetic_per_class)
+    if config.synthetic_ratio >= 0:  # at most ratio x the real training rows of the same class
+        real_counts = pd.concat([fit, real[single]])["label"].value_counts()
+        caps = (generated["label"].map(real_counts).fillna(0) * config.synthetic_ratio).astype(int)
+        generated = generated.sort_values("key")
+        generated = generated[generated.groupby("label").cumcount() < caps.reindex(generated.index)]
     fit = pd.concat([fit, real[single]])
     test = frames[0][(frames[0]["split"] == "test") & frames[0]["label"].notna()].assign(variant=config.variants[0])
     rows = {"train": pd.concat([fit, generated], ignore_index=True), "val": val, "test": test}
