@@ -143,8 +143,8 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     ran = re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], repo, env))
     # smote_balanced is a training variant: its model, the evaluation, comparison and report, and the
     # evaluator's no-overlap check read it too; nothing else runs
-    assert sorted(ran) == [
-        "compare",
+    # (compare runs too unless the retrained model's predictions came out identical: then its deps did not change)
+    assert sorted(set(ran) - {"compare"}) == [
         "evaluate",
         "report",
         "smote",
