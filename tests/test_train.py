@@ -104,11 +104,12 @@ def test_training_learns_the_demo_expressions(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     make_demo(DemoConfig(datasets=("fer2013",), fer2013_rows=700), tmp_path / "demo")  # the session demo is tiny
     ingest("fer2013", tmp_path / "demo" / "fer2013", tmp_path / "fer2013")
-    config = small(tmp_path, epochs=10, batch_size=32)
+    config = small(tmp_path, epochs=12, batch_size=32, learning_rate=1e-3)
     rows, _ = training_rows(config)
     majority = rows["test"]["label"].value_counts(normalize=True).max()
     metrics = train(config, tmp_path / "model", run_name="learns")
-    assert metrics["test_accuracy"] > majority + 0.1  # measured: 0.44 vs 0.31 on 88 test images
+    # measured at seeds 0-3: 0.56, 0.52, 0.64, 0.63 vs majority 0.31 on 88 test images (lr 3e-3: seed 0 stalls at 0.30)
+    assert metrics["test_accuracy"] > majority + 0.1
 
 
 def test_trials_train_one_model_per_seed_and_report_their_mean(workspace):
