@@ -55,6 +55,11 @@ class DroppedByRule(BadInput):
     category = "rule"
 
 
+def check_image_suffix(path: Path) -> None:
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise BadInput(f"not an image: suffix {path.suffix or '(none)'}")
+
+
 def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
     """Read and fully decode an image file, raising :class:`BadInput` with a reason on failure."""
     try:
@@ -92,8 +97,10 @@ def ingest_class_folders(
     for path in progress(files, desc=f"ingest {dataset}"):
         source = path.relative_to(root).as_posix()
         folder = path.parent.name.lower()
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            writer.reject(source, f"not an image: suffix {path.suffix or '(none)'}")
+        try:
+            check_image_suffix(path)
+        except BadInput as error:
+            writer.reject(source, str(error))
             continue
         if folder in FOLDER_DROPPED:
             writer.reject(source, f"rule: class {folder!r} is outside the 7 basic emotions", "rule")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fersynth.ingest.common import IMAGE_SUFFIXES, BadInput, list_files, read_image_file
+from fersynth.ingest.common import BadInput, check_image_suffix, list_files, read_image_file
 from fersynth.log import progress
 from fersynth.variant import VariantWriter
 
@@ -18,8 +18,7 @@ def ingest_unlabeled_folder(writer: VariantWriter, src: Path, dataset: str) -> s
     for path in progress(list_files(src), desc=f"ingest {dataset}"):
         source = path.relative_to(src).as_posix()
         try:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise BadInput(f"not an image: suffix {path.suffix or '(none)'}")
+            check_image_suffix(path)
             data, image = read_image_file(path)
         except BadInput as error:
             writer.reject(source, str(error))

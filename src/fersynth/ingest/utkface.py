@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fersynth.ingest.common import IMAGE_SUFFIXES, BadInput, list_files, read_image_file
+from fersynth.ingest.common import BadInput, check_image_suffix, list_files, read_image_file
 from fersynth.labels import UTK_GENDERS, UTK_RACES, age_group
 from fersynth.log import progress
 from fersynth.variant import VariantWriter
@@ -33,8 +33,7 @@ def ingest_utkface(writer: VariantWriter, src: Path) -> str:
     for path in progress(list_files(src), desc="ingest utkface"):
         source = path.relative_to(src).as_posix()
         try:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                raise BadInput(f"not an image: suffix {path.suffix or '(none)'}")
+            check_image_suffix(path)
             age, gender, ethnicity = parse_name(path.name)
             data, image = read_image_file(path)
         except BadInput as error:
