@@ -44,6 +44,14 @@ def test_validation_is_real_train_rows_only_and_synthetic_rows_are_capped(worksp
     assert set(rows["test"]["split"]) == {"test"}
 
 
+def test_a_cap_above_the_synthetic_count_trains_on_the_same_rows_in_the_same_order_as_no_cap(workspace):
+    # a sweep over synthetic_per_class must not jump between "all" and "more than there are" from row order alone
+    uncapped, _ = training_rows(small(workspace, variants=(str(workspace / "aug"),)))
+    capped, _ = training_rows(small(workspace, variants=(str(workspace / "aug"),), synthetic_per_class=100))
+    assert uncapped["train"]["synthetic"].sum() == 28
+    assert list(uncapped["train"]["key"]) == list(capped["train"]["key"])
+
+
 def test_synthetic_rows_are_capped_at_a_ratio_of_the_real_rows_per_class(workspace):
     config = small(workspace, variants=(str(workspace / "aug"),), synthetic_ratio=0.1)
     rows, _ = training_rows(config)
