@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/bench_variants.py
 	$(BIN)/python benchmarks/bench_generation.py
+	$(BIN)/python benchmarks/bench_loader.py
 
 clean-venv:
 	rm -rf $(VENV)
