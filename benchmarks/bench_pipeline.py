@@ -42,7 +42,7 @@ def timed_repro(repo: Path, env: dict) -> tuple[float, dict[str, float]]:
         ["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     for line in process.stdout:
-        match = re.search(r"Running stage '([^']+)'", line)  # a progress bar's \r may precede it
+        match = re.match(r"Running stage '([^']+)'", line)
         if match:
             now = time.perf_counter()
             if current:

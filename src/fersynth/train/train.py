@@ -107,15 +107,14 @@ def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[s
     # too few rows for one of each class on both sides (a tiny generated set): a plain seeded split
     stratify = pool["label"] if min(n_val, len(pool) - n_val) >= pool["label"].nunique() else None
     fit, val = train_test_split(pool, test_size=n_val, stratify=stratify, random_state=config.seed)
+    fit = pd.concat([fit, real[single]])
     # one order whatever the cap, so "no cap" and "a cap above the count" train on identical rows in identical order
     generated = generated.sort_values(["variant", "key"], kind="stable")
     if config.synthetic_per_class >= 0:
         generated = generated.groupby("label").head(config.synthetic_per_class)
     if config.synthetic_ratio >= 0:  # at most ratio x the real training rows of the same class
-        real_counts = pd.concat([fit, real[single]])["label"].value_counts()
-        caps = (generated["label"].map(real_counts).fillna(0) * config.synthetic_ratio).astype(int)
+        caps = (generated["label"].map(fit["label"].value_counts()).fillna(0) * config.synthetic_ratio).astype(int)
         generated = generated[generated.groupby("label").cumcount() < caps.reindex(generated.index)]
-    fit = pd.concat([fit, real[single]])
     test = frames[0][(frames[0]["split"] == "test") & frames[0]["label"].notna()].assign(variant=config.variants[0])
     rows = {"train": pd.concat([fit, generated], ignore_index=True), "val": val, "test": test}
     return rows, classes
