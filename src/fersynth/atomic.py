@@ -1,39 +1,204 @@
-"""Atomic file and directory writes: write to a temporary sibling, then rename into place."""
+"""Atomic, refusing writes: build an output in a staging directory beside it, then swap it into place.
+
+Three promises (README: "What fersynth refuses and why"):
+
+1. Nothing fersynth did not write is ever deleted. An existing output is replaced only when it is empty
+   or is an earlier output of the same kind: a variant (``manifest.parquet``) or a directory carrying
+   fersynth's marker file (:data:`MARKER`, naming its kind). A path that is, or holds, the repository,
+   ``.git``, ``.dvc`` or one of the stage's inputs is refused before any work (:class:`UnsafeOutput`).
+2. A reader never sees a half state. The new directory and the old one are exchanged in one
+   ``renameat2(RENAME_EXCHANGE)`` call (Linux); where the filesystem cannot, the old one is renamed
+   aside, the new one in, and only then is the old one removed. Files are replaced by ``os.replace``.
+3. A killed run leaves only a staging directory (``.<name>.fersynth-stage-<pid>-<random>``), which the
+   next write of the same output removes (or, if the kill fell between the two renames of the
+   fallback, restores the old output from).
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fersynth.errors import UnsafeOutput
+
+MARKER = ".fersynth-output"  # inside every directory output but variants: its kind, one word
+DIRECTORY_KINDS = ("variant", "model", "export", "docs", "sheets", "demo")
+STAGING = "fersynth-stage"
+PREVIOUS = ".fersynth-previous"  # the old output, inside a staging directory, while the fallback swaps
+_LEGACY_STAGING = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkdtemp's suffix, as fersynth used before markers
+
 
 @contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success rename it over ``target``.
+def atomic_path(target: Path, kind: str = "file", inputs: Iterable[Path] = ()) -> Iterator[Path]:
+    """Yield a staging path for ``target``; on success swap it into place.
 
-    Works for files and directories: whatever the caller creates at the yielded path replaces
-    ``target`` as a whole, so a crash never leaves a half-written output behind.
+    ``kind`` is ``file`` or one of :data:`DIRECTORY_KINDS`; ``inputs`` are the paths the stage reads
+    (an output may not contain, equal or sit inside one). Whatever the caller creates at the yielded
+    path replaces ``target`` as a whole, so a crash never leaves a half-written output behind.
+
+    >>> with atomic_path(Path("models/gate"), kind="model") as tmp:  # doctest: +SKIP
+    ...     tmp.mkdir(); (tmp / "config.json").write_text("{}")
     """
+    if kind != "file" and kind not in DIRECTORY_KINDS:
+        raise ValueError(f"unknown output kind {kind!r}; known: file, {', '.join(DIRECTORY_KINDS)}")
     target = Path(target)
+    check_target(target, kind, inputs)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    clean_stale_staging(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{STAGING}-{os.getpid()}-", dir=target.parent))
     staged = tmp / target.name
     try:
         yield staged
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        os.replace(staged, target)
+        if kind != "file" and kind != "variant" and staged.is_dir():
+            (staged / MARKER).write_text(kind + "\n")
+        check_target(target, kind, inputs)  # again: something may have appeared meanwhile
+        _publish(staged, target, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
+    """Raise :class:`UnsafeOutput` unless writing ``target`` as ``kind`` can destroy nothing but an
+    earlier output of the same kind."""
+    resolved = target.resolve()
+    for root in _repository_roots():
+        if resolved == root or root.is_relative_to(resolved):
+            raise UnsafeOutput(f"refusing to write {target}: it is or contains the repository root {root}")
+    if ".git" in resolved.parts or resolved.name == ".dvc":
+        raise UnsafeOutput(f"refusing to write {target}: it is inside .git or is .dvc")
+    if resolved.is_dir() and ((resolved / ".git").exists() or (resolved / ".dvc").is_dir()):
+        raise UnsafeOutput(f"refusing to write {target}: it contains a repository (.git or .dvc)")
+    for source in inputs:
+        source_resolved = Path(source).resolve()
+        if resolved == source_resolved or source_resolved.is_relative_to(resolved):
+            raise UnsafeOutput(f"refusing to write {target}: it is or contains the input {source}")
+        if resolved.is_relative_to(source_resolved):
+            raise UnsafeOutput(f"refusing to write {target}: it is inside the input {source}")
+    if not (target.exists() or target.is_symlink()):
+        return
+    if kind == "file":
+        if target.is_dir() and not target.is_symlink():
+            raise UnsafeOutput(f"refusing to replace {target}: a file output cannot replace a directory")
+        return
+    if not target.is_dir():
+        raise UnsafeOutput(f"refusing to replace {target}: it exists and is not a directory")
+    found = output_kind(target)
+    if found == kind or not any(target.iterdir()):
+        return
+    what = f"a fersynth {found} output" if found else "not a fersynth output"
+    marker = "manifest.parquet" if kind == "variant" else f"{MARKER} marker '{kind}'"
+    raise UnsafeOutput(
+        f"refusing to replace {target}: it is {what} (a {kind} output has {marker}); "
+        "remove it yourself or choose another path"
+    )
+
+
+def output_kind(directory: Path) -> str | None:
+    """The kind of fersynth output ``directory`` is, or None when fersynth did not write it."""
+    marker = directory / MARKER
+    if marker.is_file() and not marker.is_symlink():
+        kind = marker.read_text(errors="replace").strip()
+        return kind if kind in DIRECTORY_KINDS else None
+    if (directory / "manifest.parquet").is_file():
+        return "variant"
+    return None
+
+
+def _repository_roots() -> set[Path]:
+    from fersynth.paths import find_project_root, project_root
+
+    roots = {project_root().resolve()}
+    workspace = find_project_root(Path.cwd())
+    if workspace is not None:
+        roots.add(workspace.resolve())
+    return roots
+
+
+# publishing -----------------------------------------------------------------------------------
+def _publish(staged: Path, target: Path, tmp: Path) -> None:
+    if not (target.exists() or target.is_symlink()) or not staged.is_dir() or not target.is_dir():
+        os.replace(staged, target)  # files, symlinks and new directories: one atomic rename
+        return
+    if _exchange(staged, target):  # staged now holds the old output
+        return
+    previous = tmp / PREVIOUS
+    os.rename(target, previous)
+    os.rename(staged, target)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2``); False where the system or filesystem cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(error, os.strerror(error), str(a), None, str(b))
+
+
+# what a killed run left behind -----------------------------------------------------------------
+def clean_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging directories of ``target`` whose process is gone; restore ``target`` from one
+    if a kill fell between the fallback's two renames. Returns what was removed."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.{STAGING}-(\d+)-[a-z0-9_]+")
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for entry in sorted(target.parent.iterdir()):
+        if not entry.is_dir() or entry.is_symlink():
+            continue
+        match = pattern.fullmatch(entry.name)
+        if match and _pid_alive(int(match.group(1))):
+            continue
+        if not match and not _is_legacy_staging(entry, target.name):
+            continue
+        previous = entry / PREVIOUS
+        if previous.exists() and not (target.exists() or target.is_symlink()):
+            os.rename(previous, target)
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _is_legacy_staging(entry: Path, name: str) -> bool:
+    """``.<name>.<8 random chars>`` holding nothing or only ``<name>``: what mkdtemp made before."""
+    prefix = f".{name}."
+    if not entry.name.startswith(prefix) or not _LEGACY_STAGING.fullmatch(entry.name[len(prefix) :]):
+        return False
+    return {child.name for child in entry.iterdir()} <= {name}
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# small helpers ---------------------------------------------------------------------------------
 def write_json(path: Path, payload: Any) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")

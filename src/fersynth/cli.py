@@ -9,18 +9,33 @@ from pathlib import Path
 import click
 
 from fersynth.config import build, load_params, section
+from fersynth.errors import FersynthError
 
 PARAMS_OPTION = click.option(
     "--params",
     "params_path",
-    type=click.Path(path_type=Path),
-    default=Path("params.yaml"),
-    show_default=True,
-    help="params.yaml to read the stage's section from.",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="params.yaml to read the stage's section from [default: the project's params.yaml, found from the "
+    "working directory].",
 )
 
 
-@click.group()
+class Commands(click.Group):
+    """The command group; a user error (:class:`~fersynth.errors.FersynthError`) becomes one line on
+    stderr and its exit code (2: usage, 1: input), never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except FersynthError as error:
+            command = ctx.invoked_subcommand or ctx.info_name
+            message = " ".join(str(error).split())
+            click.echo(f"fersynth {command}: error: {message}", err=True)
+            ctx.exit(error.exit_code)
+
+
+@click.group(cls=Commands)
 @click.version_option(package_name="fersynth")
 def main() -> None:
     """fersynth: reproducible FER data variants and experiments with synthetic faces."""
@@ -64,7 +79,7 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
 
     params = load_params(params_path)
     values = {k: v for k, v in section(params, "ingest").items() if k != "sources"}
-    options = {k: v for k, v in section(params, f"ingest.sources.{dataset}").items() if k != "src"}
+    options = {k: v for k, v in section(params, f"ingest.sources.{dataset}", required=False).items() if k != "src"}
     values |= {f"casme2_{k}" if dataset == "casme2" else k: v for k, v in options.items()}
     run_ingest(dataset, src, out, build(IngestConfig, values))
 

@@ -13,10 +13,23 @@ def project_root() -> Path:
     if os.environ.get("DVC_ROOT"):
         return Path(os.environ["DVC_ROOT"]).resolve()
     here = Path.cwd().resolve()
-    for candidate in (here, *here.parents):
+    return find_project_root(here) or here
+
+
+def find_project_root(start: Path) -> Path | None:
+    """The nearest of ``start`` and its parents holding ``dvc.yaml`` or ``.git``; None if none does."""
+    start = Path(start).resolve()
+    for candidate in (start, *start.parents):
         if (candidate / "dvc.yaml").exists() or (candidate / ".git").exists():
             return candidate
-    return here
+    return None
+
+
+def params_path() -> Path:
+    """``params.yaml`` of the workspace being run: the project root found from the working directory
+    (not ``DVC_ROOT``: a queued or temp experiment runs in its own copy, with its own params)."""
+    here = Path.cwd().resolve()
+    return (find_project_root(here) or here) / "params.yaml"
 
 
 def workspace_root() -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +22,11 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.errors import InputError
+from fersynth.images import decode_image, to_8bit
 from fersynth.paths import VariantLayout
+
+__all__ = ["Variant", "VariantWriter", "Quarantine", "decode_image", "pixel_sha256", "raw_sha256", "encode_png"]
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -59,6 +64,7 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 MANIFEST_COLUMNS = tuple(MANIFEST_SCHEMA.names)
+MANIFEST_FIELDS = frozenset(MANIFEST_COLUMNS)
 EMPTY_ROW = dict.fromkeys(MANIFEST_COLUMNS)
 SHARD_SCHEMA = pa.schema([("key", pa.string()), ("data", pa.binary())])
 
@@ -83,11 +89,13 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Fully decode ``data`` (``load()`` catches truncated files that ``open()`` accepts)."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # object reprs in library messages: not deterministic
+
+
+def printable(text: object) -> str:
+    """``text`` as valid UTF-8 for CSV and parquet: a file name that is not UTF-8 (Python keeps its bytes
+    as surrogates) shows its bytes as ``\\xNN`` escapes."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -98,7 +106,7 @@ class Quarantine:
     rows: list[tuple[str, str, str]] = field(default_factory=list)
 
     def add(self, source: str, reason: str, category: str = "bad_input") -> None:
-        self.rows.append((source, reason, category))
+        self.rows.append((printable(source), _ADDRESS.sub("", printable(reason)), category))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -129,8 +137,10 @@ class VariantWriter:
         row_group_images: int = 2048,
         row_group_bytes: int = 16 * 2**20,
         report_name: str = "ingest.json",
+        inputs: tuple[Path, ...] = (),
     ):
         self.out_dir = Path(out_dir)
+        self.inputs = tuple(Path(p) for p in inputs)  # what the stage reads: the output may not overlap it
         self.report_name = report_name  # the stage's report beside the manifest (ingest.json, smote.json, ...)
         self.shard_max_bytes = shard_max_bytes
         self.row_group_images = row_group_images
@@ -148,7 +158,7 @@ class VariantWriter:
         self._committed = False
 
     def __enter__(self) -> VariantWriter:
-        self._atomic = atomic_path(self.out_dir)
+        self._atomic = atomic_path(self.out_dir, kind="variant", inputs=self.inputs)
         self.layout = VariantLayout(self._atomic.__enter__())
         self.layout.shards_dir.mkdir(parents=True)
         return self
@@ -166,6 +176,9 @@ class VariantWriter:
         self.read += 1
         self.quarantine.add(source, reason, category)
 
+    def has_key(self, key: str) -> bool:
+        return key in self._keys
+
     def add(self, record: dict, image: Image.Image, encoded: bytes | None = None, fmt: str | None = None) -> dict:
         """Keep one image. ``encoded`` are the source's own bytes (kept as they are); without them the
         decoded image is stored as PNG. Returns the manifest row."""
@@ -175,6 +188,9 @@ class VariantWriter:
 
     def add_encoded(self, record: dict, data: bytes, sha256: str, size: tuple[int, int], mode: str, fmt: str) -> dict:
         """Keep one already-encoded image whose pixel hash is known (e.g. computed by a worker process)."""
+        unknown = set(record) - MANIFEST_FIELDS
+        if unknown:
+            raise KeyError(f"not manifest columns: {sorted(unknown)}; columns are {', '.join(MANIFEST_COLUMNS)}")
         self.read += 1
         key = record["key"]
         if key in self._keys:
@@ -299,6 +315,10 @@ def _is_missing(value) -> bool:
         return False
 
 
+class NotAVariant(InputError, FileNotFoundError):
+    """A directory given as a variant that has no ``manifest.parquet``."""
+
+
 class Variant:
     """A finished variant on disk.
 
@@ -308,8 +328,8 @@ class Variant:
 
     def __init__(self, root: Path):
         self.layout = VariantLayout(Path(root))
-        if not self.layout.manifest.exists():
-            raise FileNotFoundError(f"{root} is not a variant: no manifest.parquet")
+        if not self.layout.manifest.is_file():
+            raise NotAVariant(f"{root} is not a variant: no manifest.parquet")
         self._manifest: pd.DataFrame | None = None
 
     @property
@@ -345,7 +365,7 @@ class Variant:
         out = np.zeros((len(rows), channels, size, size), dtype=np.uint8)
         position = {key: i for i, key in enumerate(rows["key"])}
         for row, image in progress(self.iter_images(rows), desc=f"decode {self.name}", total=len(rows)):
-            image = image.convert(mode)
+            image = to_8bit(image).convert(mode)
             if image.size != (size, size):
                 image = image.resize((size, size), Image.BILINEAR)
             out[position[row["key"]]] = np.asarray(image).reshape(size, size, channels).transpose(2, 0, 1)
