@@ -44,13 +44,15 @@ def test_failing_suite_exits_non_zero(tmp_path, monkeypatch):
         yaml.safe_dump(
             {
                 "demo": {"datasets": ["nhfi"], "nhfi_images": 20},
+                "ingest": {},
                 "validate": {"suites": {"nhfi": {"min_per_class": 1000}}},
             }
         )
     )
     runner = CliRunner()
-    runner.invoke(main, ["demo", "--out", "demo"], catch_exceptions=False)
-    runner.invoke(main, ["ingest", "nhfi", "--src", "demo/nhfi", "--out", "nhfi"], catch_exceptions=False)
+    assert runner.invoke(main, ["demo", "--out", "demo"], catch_exceptions=False).exit_code == 0
+    ingested = runner.invoke(main, ["ingest", "nhfi", "--src", "demo/nhfi", "--out", "nhfi"], catch_exceptions=False)
+    assert ingested.exit_code == 0
     result = runner.invoke(main, ["validate", "nhfi"])
     assert result.exit_code == 1 and "validation failed" in result.output
 
