@@ -85,7 +85,7 @@ def test_bad_rows_and_frames_are_quarantined(tmp_path):
         "CASME2-coding-20140508.xlsx:3": "unknown label: Estimated Emotion 'contempt'",
         "CASME2-coding-20140508.xlsx:4": "malformed row: Subject 'subject?'",
         "CASME2-coding-20140508.xlsx:5": "malformed row: frames onset 14, apex 12, offset 10 out of order",
-        "CASME2-coding-20140508.xlsx:6": "malformed row: OnsetFrame 'ten'",
+        "CASME2-coding-20140508.xlsx:6": "malformed row: OnsetFrame 'ten' is not a whole number",
         "CASME2_RAW_selected/sub06/EP01_06/img11.jpg": "missing file: frame not found",
     }
     assert report["kept"] == 4 + 2 and report["read"] == report["kept"] + len(reasons)

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fersynth.errors import InputError
 from fersynth.ingest import ingest
 from fersynth.labels import BASIC7
 from fersynth.variant import Variant
@@ -106,8 +107,9 @@ def test_csv_wrong_header_is_an_error_not_silence(tmp_path):
     path = tmp_path / "src" / "fer2013.csv"
     path.parent.mkdir()
     path.write_text("label,image\n1,2\n")
-    with pytest.raises(ValueError, match="header"):
+    with pytest.raises(InputError, match="header"):
         ingest("fer2013", path.parent, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_folder_release(tmp_path):

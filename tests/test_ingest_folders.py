@@ -89,7 +89,7 @@ def test_affectnet_lists_crop_face_box_and_drop_codes_7_to_10(tmp_path):
     assert reasons["1/d.png"] == "unknown label: expression code 13"
     assert reasons["1/e.png"].startswith("bad face box")
     assert reasons["1/missing.png"] == "missing file: image not found"
-    assert reasons["1/f.png"] == "malformed row: face_x 'abc' is not a number"
+    assert reasons["1/f.png"] == "malformed row: face_x 'abc' is not a whole number"
     assert reasons["training.csv:9"] == "malformed row: expected 9 fields, got 3"
     assert report["dropped_by_rule"] == 2 and report["read"] == 8 and report["format"] == "lists"
 

@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I;16S", "I;16BS", "I;16LS"})
 
@@ -83,8 +83,3 @@ def to_8bit(image: Image.Image) -> Image.Image:
     if low < 0:
         raise ImageRejected(f"unsupported pixels: mode {image.mode} has negative values ({low:g})")
     return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), mode="L")
-
-
-def is_decode_error(error: BaseException) -> bool:
-    """Errors PIL raises for bytes that are not a decodable image."""
-    return isinstance(error, UnidentifiedImageError | OSError | SyntaxError | ValueError | EOFError)

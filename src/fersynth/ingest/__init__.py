@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fersynth.errors import InputError, UsageError
 from fersynth.ingest.affectnet import ingest_affectnet
 from fersynth.ingest.casme2 import ingest_casme2
-from fersynth.ingest.common import IngestConfig, worker_count
+from fersynth.ingest.common import IngestConfig
 from fersynth.ingest.fer2013 import ingest_fer2013
 from fersynth.ingest.folder import ingest_unlabeled_folder
 from fersynth.ingest.nhfi import ingest_nhfi
@@ -23,6 +24,19 @@ DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface", "sfhq", "folder
 log = get_logger(__name__)
 
 
+class NothingKept(InputError):
+    """A source in which no input survived: an error, not an empty variant (nothing is written)."""
+
+    def __init__(self, dataset: str, src: Path, writer: VariantWriter):
+        reasons = sorted(writer.quarantine.reasons().items(), key=lambda item: (-item[1], item[0]))
+        shown = ", ".join(f"{count} x {reason}" for count, reason in ((c, r) for r, c in reasons[:4]))
+        super().__init__(
+            f"ingest {dataset}: no image kept from {src} ({writer.read} read"
+            + (f"; quarantined: {shown}" if shown else "; nothing found there")
+            + "); nothing written"
+        )
+
+
 def ingest(dataset: str, src: Path, out: Path, config: IngestConfig | None = None) -> dict:
     """Ingest ``src`` (native layout of ``dataset``) into the variant directory ``out``.
 
@@ -30,26 +44,28 @@ def ingest(dataset: str, src: Path, out: Path, config: IngestConfig | None = Non
     {'read': 35887, 'kept': ..., 'quarantined': ..., ...}
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {dataset!r}; choose from {', '.join(DATASETS)}")
     src, out, config = Path(src), Path(out), config or IngestConfig()
     if not src.exists():
-        raise FileNotFoundError(f"source {src} does not exist")
-    with VariantWriter(out, shard_max_bytes=config.shard_max_mb * 2**20) as writer:
+        raise InputError(f"source {src} does not exist")
+    with VariantWriter(out, shard_max_bytes=config.shard_max_mb * 2**20, inputs=(src,)) as writer:
         # 1. read the native files; bad inputs go to quarantine as they are met
         if dataset == "fer2013":
-            fmt = ingest_fer2013(writer, src, worker_count(config))
+            fmt = ingest_fer2013(writer, src, config)
         elif dataset == "nhfi":
-            fmt = ingest_nhfi(writer, src)
+            fmt = ingest_nhfi(writer, src, config)
         elif dataset == "affectnet":
-            fmt = ingest_affectnet(writer, src)
+            fmt = ingest_affectnet(writer, src, config)
         elif dataset == "casme2":
             fmt = ingest_casme2(writer, src, config)
         elif dataset == "utkface":
-            fmt = ingest_utkface(writer, src)
+            fmt = ingest_utkface(writer, src, config)
         else:  # sfhq, or any plain folder of unlabeled faces
-            fmt = ingest_unlabeled_folder(writer, src, dataset)
+            fmt = ingest_unlabeled_folder(writer, src, dataset, config)
         # 2. exact duplicates, before any split is drawn (FER2013 keeps its test copies)
         drop_duplicates(writer)
+        if not writer.rows:
+            raise NothingKept(dataset, src, writer)
         # 3. splits the source does not fix
         subjects = None
         if dataset == "casme2":

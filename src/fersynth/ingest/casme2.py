@@ -7,12 +7,23 @@ splits are by subject (done by the caller), so frames of one clip never straddle
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from openpyxl import load_workbook
-
-from fersynth.ingest.common import BadInput, DroppedByRule, IngestConfig, read_image_file
+from fersynth.errors import InputError
+from fersynth.ingest.common import (
+    BadInput,
+    DroppedByRule,
+    DuplicateInput,
+    IngestConfig,
+    check_inside,
+    parse_int,
+    printable,
+    read_image_file,
+)
 from fersynth.labels import CASME2, CASME2_NAMES
 from fersynth.log import progress
 from fersynth.variant import VariantWriter
@@ -24,7 +35,7 @@ REQUIRED = ("Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Es
 def find_sheet(src: Path) -> Path:
     sheets = sorted(src.glob("CASME2-coding*.xlsx")) or sorted(src.glob("*.xlsx"))
     if not sheets:
-        raise FileNotFoundError(f"{src}: no CASME2-coding-*.xlsx found")
+        raise InputError(f"{src}: no CASME2-coding-*.xlsx found")
     return sheets[0]
 
 
@@ -32,94 +43,180 @@ def find_release(src: Path) -> tuple[Path, str]:
     for folder, pattern in RELEASES.items():
         if (src / folder).is_dir():
             return src / folder, pattern
-    raise FileNotFoundError(f"{src}: neither CASME2_RAW_selected/ nor Cropped/ found")
+    raise InputError(f"{src}: neither CASME2_RAW_selected/ nor Cropped/ found")
 
 
 def read_sheet(sheet: Path) -> list[tuple[int, dict]]:
-    """Rows of the coding sheet as (excel row number, {column: value})."""
-    workbook = load_workbook(sheet, read_only=True, data_only=True)
-    rows = workbook.worksheets[0].iter_rows(values_only=True)
-    header = [str(h).strip() if h is not None else "" for h in next(rows)]
-    missing = [c for c in REQUIRED if c not in header]
-    if missing:
-        raise ValueError(f"{sheet}: columns {missing} missing from header {header}")
-    out = [
-        (number, dict(zip(header, values, strict=False)))
-        for number, values in enumerate(rows, start=2)
-        if any(v is not None for v in values)
-    ]
-    workbook.close()
-    return out
+    """Rows of the coding sheet as (excel row number, {column: value}). A sheet that cannot be read at
+    all (not a zip, a broken part, no header) is an :class:`InputError`: there is no row to quarantine."""
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(sheet, read_only=True, data_only=True)
+        try:
+            rows = workbook.worksheets[0].iter_rows(values_only=True)
+            first = next(rows, None)
+            if first is None:
+                raise InputError(f"{sheet}: the coding sheet is empty")
+            header = [str(h).strip() if h is not None else "" for h in first]
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise InputError(f"{sheet}: columns {missing} missing from header {header[:20]}")
+            return [
+                (number, dict(zip(header, values, strict=False)))
+                for number, values in enumerate(rows, start=2)
+                if any(v is not None for v in values)
+            ]
+        finally:
+            workbook.close()
+    except InputError:
+        raise
+    except Exception as error:  # noqa: BLE001 (openpyxl raises zip, XML, key and index errors on broken files)
+        raise InputError(f"{sheet}: cannot read the coding sheet ({type(error).__name__}: {error})") from error
 
 
 def _subject(value) -> str:
-    match = re.fullmatch(r"(?:sub)?0*(\d+)", str(value).strip().lower()) if value is not None else None
+    match = re.fullmatch(r"(?:sub)?0*(\d{1,6})", str(value).strip().lower(), re.ASCII) if value is not None else None
     if not match:
-        raise BadInput(f"malformed row: Subject {value!r}")
+        raise BadInput(f"malformed row: Subject {printable(value)[:40]!r}")
     return f"sub{int(match.group(1)):02d}"
+
+
+def _clip(value) -> str:
+    """The Filename cell: one folder name (a path with ``/``, ``..`` or NUL would leave the release)."""
+    clip = str(value).strip() if value is not None else ""
+    if not clip:
+        raise BadInput("malformed row: empty Filename")
+    if "/" in clip or "\\" in clip or clip in (".", "..") or "\x00" in clip:
+        raise BadInput(f"outside source root: Filename {printable(clip)[:80]!r}")
+    return clip
 
 
 def _frame(value, column: str) -> int | None:
     text = str(value).strip() if value is not None else ""
     if column == "ApexFrame" and text in ("/", ""):
         return None
-    try:
-        return int(float(text))
-    except ValueError as error:
-        raise BadInput(f"malformed row: {column} {value!r}") from error
+    return parse_int(value, column)
 
 
-def select_frames(onset: int, apex: int | None, offset: int, config: IngestConfig) -> list[int]:
+def select_frames(onset: int, apex: int | None, offset: int, config: IngestConfig) -> Sequence[int]:
+    """The frames to ingest, ascending; a lazy ``range`` for all frames (the sheet may say 2,000,000)."""
     if config.casme2_frames == "all":
-        return list(range(onset, offset + 1))
+        return range(onset, offset + 1)
     if apex is not None:
-        return [apex]
+        return (apex,)
     if config.casme2_missing_apex == "drop":
         raise DroppedByRule("rule: apex frame unknown ('/') and casme2_missing_apex is 'drop'")
-    return [(onset + offset) // 2]
+    return ((onset + offset) // 2,)
+
+
+def frames_on_disk(clip_dir: Path, pattern: str) -> list[int]:
+    """Frame numbers of the files in ``clip_dir`` named like ``pattern`` (``img{}.jpg``)."""
+    prefix, suffix = pattern.split("{}")
+    name = re.compile(rf"{re.escape(prefix)}([0-9]{{1,9}}){re.escape(suffix)}", re.ASCII)
+    return sorted(int(m.group(1)) for entry in os.scandir(clip_dir) if (m := name.fullmatch(entry.name)))
+
+
+@dataclass(frozen=True)
+class ClipRow:
+    """One parsed row of the coding sheet."""
+
+    number: int  # excel row
+    subject: str
+    clip: str
+    emotion: str
+    frames: Sequence[int]
+
+
+def parse_row(number: int, row: dict, config: IngestConfig) -> ClipRow:
+    """One sheet row, or :class:`BadInput`."""
+    subject = _subject(row["Subject"])
+    clip = _clip(row["Filename"])
+    emotion = CASME2_NAMES.get(str(row["Estimated Emotion"]).strip().lower())
+    if emotion is None:
+        raise BadInput(f"unknown label: Estimated Emotion {printable(row['Estimated Emotion'])[:40]!r}")
+    onset, apex, offset = (_frame(row[c], c) for c in ("OnsetFrame", "ApexFrame", "OffsetFrame"))
+    if onset > offset or (apex is not None and not onset <= apex <= offset):
+        raise BadInput(f"malformed row: frames onset {onset}, apex {apex}, offset {offset} out of order")
+    return ClipRow(number, subject, clip, emotion, select_frames(onset, apex, offset, config))
 
 
 def ingest_casme2(writer: VariantWriter, src: Path, config: IngestConfig) -> str:
     sheet = find_sheet(src)
     frames_root, pattern = find_release(src)
-    for number, row in progress(read_sheet(sheet), desc="ingest casme2", unit="clip"):
-        row_source = f"{sheet.name}:{number}"
+    parsed: list[ClipRow] = []
+    for number, row in read_sheet(sheet):
         try:
-            subject = _subject(row["Subject"])
-            clip = str(row["Filename"]).strip() if row["Filename"] is not None else ""
-            if not clip:
-                raise BadInput("malformed row: empty Filename")
-            emotion = CASME2_NAMES.get(str(row["Estimated Emotion"]).strip().lower())
-            if emotion is None:
-                raise BadInput(f"unknown label: Estimated Emotion {row['Estimated Emotion']!r}")
-            onset, apex, offset = (_frame(row[c], c) for c in ("OnsetFrame", "ApexFrame", "OffsetFrame"))
-            if onset > offset or (apex is not None and not onset <= apex <= offset):
-                raise BadInput(f"malformed row: frames onset {onset}, apex {apex}, offset {offset} out of order")
-            frames = select_frames(onset, apex, offset, config)
+            parsed.append(parse_row(number, row, config))
         except BadInput as error:
-            writer.reject(row_source, str(error), error.category)
+            writer.reject(f"{sheet.name}:{number}", str(error), error.category)
+    listings: dict[tuple[str, str], list[ClipRow]] = {}
+    for clip in parsed:
+        listings.setdefault((clip.subject, clip.clip), []).append(clip)
+    for clip in progress(parsed, desc="ingest casme2", unit="clip"):
+        clip_dir = frames_root / clip.subject / clip.clip
+        try:
+            check_unique_clip(listings[(clip.subject, clip.clip)], clip, sheet.name)
+            check_inside(frames_root, clip_dir, "Filename")
+            check_frames_on_disk(clip_dir, pattern, clip.frames)
+        except BadInput as error:
+            writer.reject(f"{sheet.name}:{clip.number}", str(error), error.category)
             continue
-        for frame in frames:
-            path = frames_root / subject / clip / pattern.format(frame)
-            source = path.relative_to(src).as_posix()
-            try:
-                if not path.is_file():
-                    raise BadInput("missing file: frame not found")
-                data, image = read_image_file(path)
-            except BadInput as error:
-                writer.reject(source, str(error))
-                continue
-            record = {
-                "key": source,
-                "source": source,
-                "dataset": "casme2",
-                "label_space": "casme2",
-                "emotion": emotion,
-                "label": CASME2.index(emotion),
-                "subject": subject,
-                "clip": clip,
-                "frame": frame,
-                "synthetic": False,
-            }
-            writer.add(record, image, data)
+        for frame in clip.frames:
+            _ingest_frame(writer, src, frames_root, clip_dir / pattern.format(frame), frame, clip, config)
     return frames_root.name
+
+
+def check_unique_clip(listings: list[ClipRow], clip: ClipRow, sheet_name: str) -> None:
+    """One row per (subject, clip): a repeat that agrees with the first row is a duplicate; rows of one
+    clip that disagree (emotion or frames) are all refused, as neither can be trusted."""
+    if len(listings) == 1:
+        return
+    first = listings[0]
+    if any((other.emotion, other.frames) != (first.emotion, first.frames) for other in listings):
+        rows = ", ".join(f"{sheet_name}:{other.number}" for other in listings)
+        raise BadInput(f"conflicting rows: the clip is listed {len(listings)} times ({rows})")
+    if clip.number != first.number:
+        raise DuplicateInput(f"duplicate row: same as {sheet_name}:{first.number}")
+
+
+def check_frames_on_disk(clip_dir: Path, pattern: str, frames: Sequence[int]) -> None:
+    """The sheet's frames must lie within the clip's frames on disk: a typo such as OffsetFrame 2000000
+    is one refused row, not two million missing-frame rows. Gaps inside that range stay per frame."""
+    if not clip_dir.is_dir():
+        raise BadInput("missing file: clip folder not found")
+    present = frames_on_disk(clip_dir, pattern)
+    if not present:
+        raise BadInput("missing file: no frames in the clip folder")
+    if frames[0] < present[0] or frames[-1] > present[-1]:
+        raise BadInput(
+            f"malformed row: frames {frames[0]}..{frames[-1]} outside the clip's frames on disk "
+            f"({present[0]}..{present[-1]})"
+        )
+
+
+def _ingest_frame(
+    writer: VariantWriter, src: Path, frames_root: Path, path: Path, frame: int, clip: ClipRow, config: IngestConfig
+) -> None:
+    source = path.relative_to(src).as_posix()
+    try:
+        if not path.is_file():
+            raise BadInput("missing file: frame not found")
+        check_inside(frames_root, path, "frame")
+        data, image = read_image_file(path, config.limits)
+    except BadInput as error:
+        writer.reject(source, str(error))
+        return
+    record = {
+        "key": source,
+        "source": source,
+        "dataset": "casme2",
+        "label_space": "casme2",
+        "emotion": clip.emotion,
+        "label": CASME2.index(clip.emotion),
+        "subject": clip.subject,
+        "clip": clip.clip,
+        "frame": frame,
+        "synthetic": False,
+    }
+    writer.add(record, image, data)

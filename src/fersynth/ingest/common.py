@@ -1,15 +1,23 @@
-"""Shared pieces of the ingesters: config, image-file reading, record building, folder-per-class."""
+"""Shared pieces of the ingesters: config, safe file listing and reading, strict number parsing, record
+building, folder-per-class.
+
+Source files are hostile input: every name, path, number and image is checked here, and what fails goes
+to quarantine with a reason (``BadInput``) instead of crashing the stage or being skipped uncounted.
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from fersynth.images import ImageLimits, ImageRejected, decode_image, to_8bit
 from fersynth.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
-from fersynth.variant import VariantWriter, decode_image
+from fersynth.variant import VariantWriter, printable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -19,7 +27,9 @@ class IngestConfig:
     """``params.yaml: ingest``. ``casme2_frames`` is ``all`` (onset..offset) or ``apex``;
     ``casme2_missing_apex`` says what apex mode does where ApexFrame is ``/``: ``middle`` frame or
     ``drop`` the clip. ``workers`` processes parse and encode where a reader can use them (FER2013's
-    CSV); 0 means one per available CPU. Outputs do not depend on it."""
+    CSV); 0 means one per available CPU. Outputs do not depend on it. Images larger than
+    ``max_pixels`` (width x height, read from the header before decoding) or with a side under
+    ``min_side`` pixels are quarantined (``too large`` / ``too small``)."""
 
     seed: int = 42
     workers: int = 0
@@ -27,16 +37,23 @@ class IngestConfig:
     shard_max_mb: int = 128
     casme2_frames: str = "all"
     casme2_missing_apex: str = "middle"
+    max_pixels: int = ImageLimits.max_pixels
+    min_side: int = ImageLimits.min_side
 
     def __post_init__(self) -> None:
-        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
-            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {self.fractions}")
+        if len(self.fractions) != 3 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
+            raise ValueError(f"split fractions must be three numbers >= 0 that sum to 1, got {self.fractions}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         if self.casme2_frames not in ("all", "apex"):
             raise ValueError(f"casme2_frames must be 'all' or 'apex', got {self.casme2_frames!r}")
         if self.casme2_missing_apex not in ("middle", "drop"):
             raise ValueError(f"casme2_missing_apex must be 'middle' or 'drop', got {self.casme2_missing_apex!r}")
+        self.limits  # noqa: B018 (validates max_pixels and min_side)
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(max_pixels=self.max_pixels, min_side=self.min_side)
 
 
 def worker_count(config: IngestConfig) -> int:
@@ -55,23 +72,145 @@ class DroppedByRule(BadInput):
     category = "rule"
 
 
+class DuplicateInput(BadInput):
+    """A second listing of an input already read (a repeated list or sheet row)."""
+
+    category = "duplicate"
+
+
+# numbers and names -------------------------------------------------------------------------------
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_int(value: object, what: str) -> int:
+    """A whole number from a CSV field or a spreadsheet cell: ASCII digits (``"12"``, ``" 12 "``) or an
+    integral finite number (``12.0``). ``"³"``, ``"inf"``, ``"nan"``, ``"1.5"`` raise :class:`BadInput`
+    (``int()`` accepts other scripts' digits; ``int(float("inf"))`` raises OverflowError).
+
+    >>> parse_int(" 42 ", "expression"), parse_int(7.0, "OnsetFrame")
+    (42, 7)
+    """
+    if isinstance(value, bool):
+        raise BadInput(f"malformed row: {what} {value!r} is not a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise BadInput(f"malformed row: {what} {value!r} is not a whole number")
+    text = str(value).strip() if value is not None else ""
+    if _INTEGER.fullmatch(text) and len(text) <= 18:
+        return int(text)
+    if text.isascii() and re.fullmatch(r"[+-]?[0-9]+\.0*", text) and len(text) <= 24:
+        return int(float(text))
+    raise BadInput(f"malformed row: {what} {printable(value)[:40]!r} is not a whole number")
+
+
+def is_utf8(name: str) -> bool:
+    """False for a name holding bytes that are not UTF-8 (kept by Python as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def inside_root(root: Path, relative: str, what: str = "path") -> Path:
+    """``root / relative`` for a path read from a dataset file (a list entry, a sheet cell), refusing
+    absolute paths, ``..``, NUL and symlinks that lead out of ``root`` (reason ``outside source root``)."""
+    text = str(relative)
+    if not text or "\x00" in text or not is_utf8(text):
+        raise BadInput(f"malformed row: {what} {printable(text)[:80]!r} is not a usable path")
+    parts = PurePosixPath(text).parts
+    if PurePosixPath(text).is_absolute() or ".." in parts:
+        raise BadInput(f"outside source root: {what} {printable(text)[:80]!r}")
+    path = Path(root) / text
+    check_inside(root, path, what)
+    return path
+
+
+def check_inside(root: Path, path: Path, what: str = "path") -> None:
+    """Raise ``outside source root`` when ``path``, with its symlinks followed, leaves ``root``."""
+    if not path.resolve().is_relative_to(Path(root).resolve()):
+        raise BadInput(f"outside source root: {what} {printable(path.name)!r} leads to {printable(path.resolve())}")
+
+
+# files -------------------------------------------------------------------------------------------
 def check_image_suffix(path: Path) -> None:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise BadInput(f"not an image: suffix {path.suffix or '(none)'}")
+        raise BadInput(f"not an image: suffix {printable(path.suffix) or '(none)'}")
 
 
-def read_image_file(path: Path) -> tuple[bytes, Image.Image]:
-    """Read and fully decode an image file, raising :class:`BadInput` with a reason on failure."""
+def read_image_file(path: Path, limits: ImageLimits | None = None) -> tuple[bytes | None, Image.Image]:
+    """Read and fully decode an image file, raising :class:`BadInput` with a reason on failure.
+
+    Returns the file's bytes (kept as they are) and the image; where the pixels had to be brought to
+    8 bits (16-bit PNG, float TIFF) the bytes are None and the converted image is what is kept."""
+    limits = limits or ImageLimits()
     try:
         data = path.read_bytes()
     except OSError as error:
-        raise BadInput(f"unreadable file: {error.strerror}") from error
+        raise BadInput(f"unreadable file: {error.strerror or error}") from error
     if not data:
         raise BadInput("corrupt image: empty file")
     try:
-        return data, decode_image(data)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise BadInput(f"corrupt image: {error}") from error
+        image = decode_image(data, limits)
+    except ImageRejected as error:
+        raise BadInput(str(error)) from error
+    except Exception as error:  # noqa: BLE001 (decoders raise struct.error, IndexError... on hostile bytes)
+        reason = "not a recognised image format" if "cannot identify" in str(error) else str(error)
+        raise BadInput(f"corrupt image: {reason}") from error
+    try:
+        converted = to_8bit(image)
+    except ImageRejected as error:
+        raise BadInput(str(error)) from error
+    return (data if converted is image else None), converted
+
+
+def scan_files(writer: VariantWriter, root: Path) -> list[Path]:
+    """Every regular file under ``root``, in sorted path order. Everything else met on the way is read
+    and quarantined with its reason, never skipped uncounted: hidden files and folders, names that are
+    not UTF-8, symlinks that dangle, lead out of ``root`` or to a folder, and special files (a FIFO
+    would block the read forever)."""
+    root = Path(root)
+    files: list[Path] = []
+
+    def reject(path: Path, reason: str) -> None:
+        writer.reject(path.relative_to(root).as_posix(), reason)
+
+    def walk(directory: Path) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+        except OSError as error:
+            reject(directory, f"unreadable folder: {error.strerror or error}")
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            if not is_utf8(entry.name):
+                reject(path, "malformed file name: not valid UTF-8")
+            elif entry.name.startswith("."):
+                reject(path, "hidden folder: not read" if entry.is_dir(follow_symlinks=False) else "hidden file")
+            elif entry.is_symlink():
+                target = path.resolve()
+                if not target.exists():
+                    reject(path, "dangling symlink")
+                elif not target.is_relative_to(root.resolve()):
+                    reject(path, f"outside source root: symlink to {printable(target)}")
+                elif target.is_dir():
+                    reject(path, "symlinked folder: not followed")
+                elif target.is_file():
+                    files.append(path)
+                else:
+                    reject(path, "not a regular file: symlink to a special file")
+            elif entry.is_dir(follow_symlinks=False):
+                walk(path)
+            elif entry.is_file(follow_symlinks=False):
+                files.append(path)
+            else:
+                reject(path, "not a regular file")
+
+    walk(root)
+    return files
 
 
 def basic7_record(dataset: str, key: str, source: str, emotion: str, split: str | None = None) -> dict:
@@ -88,7 +227,12 @@ def basic7_record(dataset: str, key: str, source: str, emotion: str, split: str 
 
 
 def ingest_class_folders(
-    writer: VariantWriter, root: Path, dataset: str, files: list[Path], split_of: dict[Path, str] | None = None
+    writer: VariantWriter,
+    root: Path,
+    dataset: str,
+    files: list[Path],
+    limits: ImageLimits,
+    split_of: dict[Path, str] | None = None,
 ) -> None:
     """Folder-per-class releases (NHFI, AffectNet folders, FER2013 folders): the parent folder names
     the emotion. ``split_of`` maps files to a split the release fixes; others are split later."""
@@ -109,18 +253,9 @@ def ingest_class_folders(
             writer.reject(source, f"unknown label: folder {path.parent.name!r}")
             continue
         try:
-            data, image = read_image_file(path)
+            data, image = read_image_file(path, limits)
         except BadInput as error:
             writer.reject(source, str(error))
             continue
         split = (split_of or {}).get(path)
         writer.add(basic7_record(dataset, source, source, FOLDER_NAMES[folder], split), image, data)
-
-
-def list_files(root: Path) -> list[Path]:
-    """Every regular file under ``root``, sorted, hidden files skipped."""
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fersynth.ingest.common import basic7_record, ingest_class_folders, list_files
+from fersynth.errors import InputError
+from fersynth.ingest.common import IngestConfig, basic7_record, ingest_class_folders, scan_files, worker_count
 from fersynth.labels import FER2013_CODES, FER2013_USAGE_SPLIT
 from fersynth.log import progress
 from fersynth.png import encode_gray8
@@ -32,15 +33,15 @@ def detect(src: Path) -> str:
         return "csv"
     if (src / "train").is_dir() or (src / "test").is_dir():
         return "folders"
-    raise FileNotFoundError(f"{src}: neither fer2013.csv nor train/ test/ folders found")
+    raise InputError(f"{src}: neither fer2013.csv nor train/ test/ folders found")
 
 
-def ingest_fer2013(writer: VariantWriter, src: Path, workers: int = 1) -> str:
+def ingest_fer2013(writer: VariantWriter, src: Path, config: IngestConfig) -> str:
     fmt = detect(src)
     if fmt == "csv":
-        ingest_csv(writer, src if src.is_file() else src / "fer2013.csv", workers)
+        ingest_csv(writer, src if src.is_file() else src / "fer2013.csv", worker_count(config))
     else:
-        ingest_folders(writer, src)
+        ingest_folders(writer, src, config)
     return fmt
 
 
@@ -70,7 +71,7 @@ def column_order(header: str, csv_path: Path) -> tuple[int, int, int]:
     release has ``emotion, Usage, pixels``: columns are found by name."""
     names = [name.strip() for name in header.strip().split(",")]
     if sorted(names) != sorted(HEADER):
-        raise ValueError(f"{csv_path}: header must have the columns {','.join(HEADER)}, got {header.strip()!r}")
+        raise InputError(f"{csv_path}: header must have the columns {','.join(HEADER)}, got {header.strip()[:200]!r}")
     return tuple(names.index(column) for column in HEADER)
 
 
@@ -83,7 +84,11 @@ def _batches(writer: VariantWriter, file_name: str, handle, order: tuple[int, in
         if line.count(b",") == 2 and b'"' not in line:
             fields = line.split(b",")
         else:  # quoted fields or a wrong field count: let the csv module decide
-            fields = [f.encode() for f in next(csv.reader([line.decode("utf-8", "replace")]))]
+            try:
+                fields = [f.encode() for f in next(csv.reader([line.decode("utf-8", "replace")]), [])]
+            except csv.Error as error:
+                writer.reject(f"{file_name}:{line_number}", f"malformed row: {error}")
+                continue
         if len(fields) != 3:
             writer.reject(f"{file_name}:{line_number}", f"malformed row: expected 3 fields, got {len(fields)}")
             continue
@@ -96,9 +101,10 @@ def _batches(writer: VariantWriter, file_name: str, handle, order: tuple[int, in
 
 
 def parse_pixels(text: bytes) -> np.ndarray:
-    """``b"70 80 82 ..."`` -> uint8 [48, 48]; raises ``ValueError`` with the quarantine reason."""
+    """``b"70 80 82 ..."`` -> uint8 [48, 48]; raises ``ValueError`` with the quarantine reason.
+    Parsed as int64 (huge values saturate), so 65536 is out of range rather than wrapping to 0."""
     try:
-        values = np.fromstring(text, dtype=np.int16, sep=" ")
+        values = np.fromstring(text, dtype=np.int64, sep=" ")
     except ValueError:
         raise ValueError("malformed pixels: a value is not an integer") from None
     if values.size != N_PIXELS:
@@ -129,7 +135,7 @@ def _keep(writer: VariantWriter, file_name: str, batch, encoded, bar) -> None:
         emotion_code, usage = emotion_code.strip().decode("utf-8", "replace"), usage.strip().decode("utf-8", "replace")
         if isinstance(result, str):
             writer.reject(source, result)
-        elif not emotion_code.isdigit() or int(emotion_code) not in FER2013_CODES:
+        elif not (emotion_code.isascii() and emotion_code.isdigit()) or int(emotion_code) not in FER2013_CODES:
             writer.reject(source, f"unknown label: emotion code {emotion_code!r}")
         elif usage not in FER2013_USAGE_SPLIT:
             writer.reject(source, f"unknown split: Usage {usage!r}")
@@ -144,13 +150,14 @@ def _keep(writer: VariantWriter, file_name: str, batch, encoded, bar) -> None:
 FOLDER_SPLITS = {"train": {"Training"}, "test": {"PublicTest", "PrivateTest"}}
 
 
-def ingest_folders(writer: VariantWriter, src: Path) -> None:
+def ingest_folders(writer: VariantWriter, src: Path, config: IngestConfig) -> None:
     """``train|test/<emotion>/<Usage>_<n>.jpg``: the file name's Usage gives val vs test."""
     files, split_of = [], {}
-    for path in list_files(src):
+    for path in scan_files(writer, src):
         top = path.relative_to(src).parts[0]
         usage = path.stem.split("_")[0]
-        stem_ok = len(path.stem.split("_")) == 2 and path.stem.split("_")[1].isdigit()
+        number = path.stem.split("_")[-1]
+        stem_ok = len(path.stem.split("_")) == 2 and number.isascii() and number.isdigit()
         if top not in FOLDER_SPLITS or not stem_ok or usage not in FOLDER_SPLITS[top]:
             writer.reject(
                 path.relative_to(src).as_posix(),
@@ -159,4 +166,4 @@ def ingest_folders(writer: VariantWriter, src: Path) -> None:
             continue
         files.append(path)
         split_of[path] = FER2013_USAGE_SPLIT[usage]
-    ingest_class_folders(writer, src, "fer2013", files, split_of)
+    ingest_class_folders(writer, src, "fer2013", files, config.limits, split_of)

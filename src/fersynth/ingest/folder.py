@@ -6,20 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fersynth.ingest.common import BadInput, check_image_suffix, list_files, read_image_file
+from fersynth.ingest.common import BadInput, IngestConfig, check_image_suffix, read_image_file, scan_files
 from fersynth.log import progress
 from fersynth.variant import VariantWriter
 
 SYNTHETIC_FOLDERS = {"sfhq": "sfhq-stylegan2"}  # dataset -> generator recorded on its rows
 
 
-def ingest_unlabeled_folder(writer: VariantWriter, src: Path, dataset: str) -> str:
+def ingest_unlabeled_folder(writer: VariantWriter, src: Path, dataset: str, config: IngestConfig) -> str:
     generator = SYNTHETIC_FOLDERS.get(dataset)
-    for path in progress(list_files(src), desc=f"ingest {dataset}"):
+    for path in progress(scan_files(writer, src), desc=f"ingest {dataset}"):
         source = path.relative_to(src).as_posix()
         try:
             check_image_suffix(path)
-            data, image = read_image_file(path)
+            data, image = read_image_file(path, config.limits)
         except BadInput as error:
             writer.reject(source, str(error))
             continue

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fersynth.ingest.common import ingest_class_folders, list_files
+from fersynth.ingest.common import IngestConfig, ingest_class_folders, scan_files
 from fersynth.variant import VariantWriter
 
 
-def ingest_nhfi(writer: VariantWriter, src: Path) -> str:
-    ingest_class_folders(writer, src, "nhfi", list_files(src))
+def ingest_nhfi(writer: VariantWriter, src: Path, config: IngestConfig) -> str:
+    ingest_class_folders(writer, src, "nhfi", scan_files(writer, src), config.limits)
     return "folders"

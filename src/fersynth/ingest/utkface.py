@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fersynth.ingest.common import BadInput, check_image_suffix, list_files, read_image_file
+from fersynth.ingest.common import BadInput, IngestConfig, check_image_suffix, read_image_file, scan_files
 from fersynth.labels import UTK_GENDERS, UTK_RACES, age_group
 from fersynth.log import progress
 from fersynth.variant import VariantWriter
@@ -20,22 +20,27 @@ def parse_name(name: str) -> tuple[int, str, str]:
     if len(parts) < 4:
         raise BadInput(f"malformed file name: expected <age>_<gender>_<race>_<datetime>, got {len(parts)} fields")
     age_text, gender_text, race_text = parts[:3]
-    if not age_text.isdigit() or not 0 <= int(age_text) <= MAX_AGE:
-        raise BadInput(f"malformed file name: age {age_text!r}")
-    if not gender_text.isdigit() or int(gender_text) not in UTK_GENDERS:
-        raise BadInput(f"malformed file name: gender {gender_text!r}")
-    if not race_text.isdigit() or int(race_text) not in UTK_RACES:
-        raise BadInput(f"malformed file name: race {race_text!r}")
+    if not _digits(age_text, 3) or not 0 <= int(age_text) <= MAX_AGE:
+        raise BadInput(f"malformed file name: age {age_text[:20]!r}")
+    if not _digits(gender_text, 1) or int(gender_text) not in UTK_GENDERS:
+        raise BadInput(f"malformed file name: gender {gender_text[:20]!r}")
+    if not _digits(race_text, 1) or int(race_text) not in UTK_RACES:
+        raise BadInput(f"malformed file name: race {race_text[:20]!r}")
     return int(age_text), UTK_GENDERS[int(gender_text)], UTK_RACES[int(race_text)]
 
 
-def ingest_utkface(writer: VariantWriter, src: Path) -> str:
-    for path in progress(list_files(src), desc="ingest utkface"):
+def _digits(text: str, at_most: int) -> bool:
+    """ASCII digits only (``"³".isdigit()`` is true and ``int("³")`` fails), and not absurdly many."""
+    return text.isascii() and text.isdigit() and len(text) <= at_most
+
+
+def ingest_utkface(writer: VariantWriter, src: Path, config: IngestConfig) -> str:
+    for path in progress(scan_files(writer, src), desc="ingest utkface"):
         source = path.relative_to(src).as_posix()
         try:
             check_image_suffix(path)
             age, gender, ethnicity = parse_name(path.name)
-            data, image = read_image_file(path)
+            data, image = read_image_file(path, config.limits)
         except BadInput as error:
             writer.reject(source, str(error))
             continue
