@@ -339,7 +339,10 @@ class Variant:
     @property
     def manifest(self) -> pd.DataFrame:
         if self._manifest is None:
-            self._manifest = pq.read_table(self.layout.manifest).to_pandas()
+            # one read of the whole file: pyarrow reopens a path per page, and a variant republished in
+            # between would give it pages of two files
+            data = self.layout.manifest.read_bytes()
+            self._manifest = pq.read_table(pa.BufferReader(data)).to_pandas()
         return self._manifest
 
     def iter_bytes(self, rows: pd.DataFrame | None = None) -> Iterator[tuple[pd.Series, bytes]]:
@@ -347,13 +350,19 @@ class Variant:
         rows = self.manifest if rows is None else rows
         for shard_name, group in rows.groupby("shard", sort=True):
             wanted = set(group["key"])
-            table = pq.read_table(self.layout.shards_dir / shard_name)
+            with open(self.layout.shards_dir / shard_name, "rb") as handle:  # one open file: one version
+                table = pq.read_table(handle)
             blobs = {
                 k: d
                 for k, d in zip(table.column("key").to_pylist(), table.column("data").to_pylist(), strict=True)
                 if k in wanted
             }
             for _, row in group.iterrows():
+                if row["key"] not in blobs:
+                    raise InputError(
+                        f"{self.layout.root}: {shard_name} has no image {row['key']!r}; the variant was replaced "
+                        "while being read, or is damaged (`fersynth validate` checks every image)"
+                    )
                 yield row, blobs[row["key"]]
 
     def load_array(self, rows: pd.DataFrame, size: int, mode: str = "L") -> np.ndarray:
