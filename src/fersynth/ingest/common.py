@@ -103,7 +103,9 @@ def parse_int(value: object, what: str) -> int:
         return int(text)
     if text.isascii() and re.fullmatch(r"[+-]?[0-9]+\.0*", text) and len(text) <= 24:
         return int(float(text))
-    raise BadInput(f"malformed row: {what} {printable(value)[:40]!r} is not a whole number")
+    if not text:
+        raise BadInput(f"malformed row: {what} is empty")
+    raise BadInput(f"malformed row: {what} {printable(text)[:40]!r} is not a whole number")
 
 
 def is_utf8(name: str) -> bool:
