@@ -3,8 +3,8 @@
 Three promises (README: "What fersynth refuses and why"):
 
 1. Nothing fersynth did not write is ever deleted. An existing output is replaced only when it is empty
-   or is an earlier output of the same kind: a variant (``manifest.parquet``) or a directory carrying
-   fersynth's marker file (:data:`MARKER`, naming its kind). A path that is, or holds, the repository,
+   or is an earlier output of the same kind: a variant (``manifest.parquet``), demo data (its ground
+   truth beside it) or a directory carrying fersynth's marker file (:data:`MARKER`, naming its kind). A path that is, or holds, the repository,
    ``.git``, ``.dvc`` or one of the stage's inputs is refused before any work (:class:`UnsafeOutput`).
 2. A reader never sees a half state. The new directory and the old one are exchanged in one
    ``renameat2(RENAME_EXCHANGE)`` call (Linux); where the filesystem cannot, the old one is renamed
@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from fersynth.errors import UnsafeOutput
+from fersynth.paths import ground_truth_path
 
-MARKER = ".fersynth-output"  # inside every directory output but variants: its kind, one word
+MARKER = ".fersynth-output"  # inside directory outputs without a signature of their own: the kind, one word
 DIRECTORY_KINDS = ("variant", "model", "export", "docs", "sheets", "demo")
+MARKED_KINDS = ("model", "export", "docs", "sheets")  # a variant has its manifest; demo data no hidden files
 STAGING = "fersynth-stage"
 PREVIOUS = ".fersynth-previous"  # the old output, inside a staging directory, while the fallback swaps
 _LEGACY_STAGING = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkdtemp's suffix, as fersynth used before markers
@@ -58,7 +60,7 @@ def atomic_path(target: Path, kind: str = "file", inputs: Iterable[Path] = ()) -
     staged = tmp / target.name
     try:
         yield staged
-        if kind != "file" and kind != "variant" and staged.is_dir():
+        if kind in MARKED_KINDS and staged.is_dir():
             (staged / MARKER).write_text(kind + "\n")
         check_target(target, kind, inputs)  # again: something may have appeared meanwhile
         _publish(staged, target, tmp)
@@ -95,7 +97,9 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     if found == kind or not any(target.iterdir()):
         return
     what = f"a fersynth {found} output" if found else "not a fersynth output"
-    marker = "manifest.parquet" if kind == "variant" else f"{MARKER} marker '{kind}'"
+    marker = {"variant": "manifest.parquet", "demo": "ground_truth/<name>.csv beside it"}.get(
+        kind, f"{MARKER} marker '{kind}'"
+    )
     raise UnsafeOutput(
         f"refusing to replace {target}: it is {what} (a {kind} output has {marker}); "
         "remove it yourself or choose another path"
@@ -110,6 +114,8 @@ def output_kind(directory: Path) -> str | None:
         return kind if kind in DIRECTORY_KINDS else None
     if (directory / "manifest.parquet").is_file():
         return "variant"
+    if ground_truth_path(directory.parent, directory.name).is_file():
+        return "demo"  # a demo dataset's native files: a marker in them would be read as a hidden file
     return None
 
 

@@ -75,7 +75,7 @@ def autolabel(
     manifest["confidence"] = probabilities.max(1)
     wanted = targets(Path(config.match_counts_of) if config.match_counts_of else None, classes, config.ratio)
     decisions = _decide(manifest, wanted, config)
-    with VariantWriter(out_dir, report_name="autolabel.json") as writer:
+    with VariantWriter(out_dir, report_name="autolabel.json", inputs=(source_dir,)) as writer:
         by_key = decisions.set_index("key")
         for row, data in progress(source.iter_bytes(), desc=f"autolabel {source.name}", total=len(manifest)):
             decision = by_key.loc[row["key"]]

@@ -30,7 +30,7 @@ def contact_sheets(
         manifest = manifest[manifest["synthetic"].fillna(False).astype(bool)]
     manifest = manifest[manifest["emotion"].notna()].sort_values("key")
     counts = {}
-    with atomic_path(Path(out_dir)) as tmp:
+    with atomic_path(Path(out_dir), kind="sheets", inputs=(Path(variant_dir),)) as tmp:
         tmp.mkdir(parents=True)
         for emotion, rows in manifest.groupby("emotion", sort=True):
             rows = rows.head(per_class)

@@ -155,7 +155,7 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
                 losses.append(round(mean, 5))
                 mlflow.log_metric("train_loss", mean, step=step)
                 running = 0.0
-    with atomic_path(Path(model_dir)) as tmp:
+    with atomic_path(Path(model_dir), kind="model") as tmp:
         unet.save_pretrained(tmp / "unet")
         scheduler.save_pretrained(tmp / "scheduler")
         (tmp / "ddpm.json").write_text(
@@ -217,7 +217,7 @@ def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metric
     counts = class_counts(config.total, config.proportions)
     rng = np.random.default_rng(config.seed)
     attempts, rejected = 0, {}
-    with VariantWriter(out_dir, report_name="generate.json") as writer:
+    with VariantWriter(out_dir, report_name="generate.json", inputs=(model_dir,)) as writer:
         for emotion, count in counts.items():
             n_test = int(round(count * config.test_fraction))
             splits = ["test"] * n_test + ["train"] * (count - n_test)

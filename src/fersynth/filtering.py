@@ -55,7 +55,7 @@ def filter_variant(
     the flags against the planted blank / noise images."""
     source = Variant(source_dir)
     entropies, flagged = [], []
-    with VariantWriter(out_dir, report_name="filter.json") as writer:
+    with VariantWriter(out_dir, report_name="filter.json", inputs=(source_dir,)) as writer:
         for row, data in progress(source.iter_bytes(), desc=f"filter {source.name}", total=len(source.manifest)):
             entropy = grey_entropy(decode_image(data))
             entropies.append(entropy)

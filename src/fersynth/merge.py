@@ -70,7 +70,7 @@ def merge_variants(sources: dict[str, Path], out_dir: Path, config: MergeConfig)
             f"{conflicts['sha256'].nunique()} picture(s) carry different labels in different "
             f"sources, e.g. {examples}; fix the labels upstream before merging"
         )
-    with VariantWriter(out_dir, report_name="merge.json") as writer:
+    with VariantWriter(out_dir, report_name="merge.json", inputs=tuple(sources.values())) as writer:
         for name, variant in variants.items():
             for row, data in variant.iter_bytes(manifests[name]):
                 row = row.copy()

@@ -84,7 +84,7 @@ def build_smote_variant(source_dir: Path, out_dir: Path, config: SmoteConfig) ->
     source = Variant(source_dir)
     manifest = source.manifest
     train = manifest[manifest["split"] == "train"].sort_values("key")
-    with VariantWriter(out_dir, report_name="smote.json") as writer:
+    with VariantWriter(out_dir, report_name="smote.json", inputs=(source_dir,)) as writer:
         # 0. val and test: copied unchanged
         for row, data in source.iter_bytes(manifest[manifest["split"] != "train"]):
             writer.copy(row, data)

@@ -217,7 +217,7 @@ def validate_variant(
         "failed": len(failures),
     }
     write_json(metrics_path, summary)
-    with atomic_path(docs_dir) as tmp:
+    with atomic_path(docs_dir, kind="docs") as tmp:
         shutil.copytree(scratch, tmp)
     shutil.rmtree(scratch, ignore_errors=True)
     log.info(

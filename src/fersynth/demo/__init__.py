@@ -65,7 +65,7 @@ def make_demo(config: DemoConfig, out: Path) -> dict[str, int]:
     counts = {}
     for index, dataset in enumerate(config.datasets):
         rng = np.random.default_rng([config.seed, index])
-        with atomic_path(out / dataset) as tmp:
+        with atomic_path(out / dataset, kind="demo") as tmp:
             truth = _write_dataset(dataset, tmp, config, rng)
         frame = pd.DataFrame(truth)
         with atomic_path(ground_truth_path(out, dataset)) as tmp:

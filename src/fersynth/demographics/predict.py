@@ -86,7 +86,7 @@ def agr_predict(
     }
     if ground_truth is not None:
         report["against_ground_truth"] = score(manifest, ground_truth)
-    with atomic_path(Path(out_dir)) as tmp:
+    with atomic_path(Path(out_dir), kind="variant", inputs=(variant.layout.root,)) as tmp:
         shutil.copytree(variant.layout.shards_dir, tmp / "images")
         pq.write_table(
             pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), tmp / "manifest.parquet"

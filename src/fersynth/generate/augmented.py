@@ -70,7 +70,7 @@ def generate_augmented(
     gate = Gate(gate_config)
     quotas = class_quotas(config.per_class, config.seed)
     dataset = str(manifest["dataset"].iloc[0])
-    with VariantWriter(out_dir, report_name="generate.json") as writer:
+    with VariantWriter(out_dir, report_name="generate.json", inputs=(source_dir,)) as writer:
         for row, data in progress(source.iter_bytes(), desc=f"copy {source.name}", total=len(manifest)):
             writer.copy(row, data)
         on_accept = accept_into(writer, backend, "train", dataset, image_format)

@@ -45,7 +45,7 @@ class EmotionClassifier:
     def save(self, directory: Path, extra: dict | None = None) -> None:
         from safetensors.torch import save_file
 
-        with atomic_path(Path(directory)) as tmp:
+        with atomic_path(Path(directory), kind="model") as tmp:
             tmp.mkdir(parents=True)
             state = {k: v.contiguous() for k, v in self.model.state_dict().items()}  # channels-last weights
             save_file(state, tmp / "model.safetensors")

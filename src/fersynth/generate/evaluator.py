@@ -76,7 +76,7 @@ def build_evaluator(
     gate = Gate(replace(gate_config, **config.gate))
     selected_counts, deficit_counts, generated_counts = {}, {}, {}
     attempts, short = {}, {}
-    with VariantWriter(out_dir, report_name="evaluator.json") as writer:
+    with VariantWriter(out_dir, report_name="evaluator.json", inputs=tuple(sources.values())) as writer:
         for index, dataset in enumerate(config.datasets):
             variant = Variant(sources[dataset])
             manifest = variant.manifest

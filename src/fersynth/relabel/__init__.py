@@ -93,7 +93,7 @@ def reclassify(
     )
     table["changed"] = table["old_label"] != table["new_label"]
     new_label = dict(zip(table["key"], table["new_label"], strict=True))
-    with VariantWriter(out_dir, report_name="reclassify.json") as writer:
+    with VariantWriter(out_dir, report_name="reclassify.json", inputs=(source_dir,)) as writer:
         for row, data in source.iter_bytes(manifest):
             label = new_label.get(row["key"], row["label"])
             if label < 0:

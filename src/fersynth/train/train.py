@@ -168,7 +168,7 @@ def train(
         config.seeds,
     )
     # only rank 0 writes; the other processes train the same models in step and throw theirs away
-    with atomic_path(Path(model_dir)) if state.main else tempfile.TemporaryDirectory() as tmp:
+    with atomic_path(Path(model_dir), kind="model") if state.main else tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tmp.mkdir(parents=True, exist_ok=True)
         trials = []
