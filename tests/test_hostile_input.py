@@ -119,6 +119,21 @@ def test_a_16_bit_png_keeps_its_picture(tmp_path):
     assert array.min() == 0 and array.max() == 255 and np.unique(array).size > 200
 
 
+def test_training_reads_a_16_bit_variant_by_value_range(tmp_path):
+    """A variant written elsewhere (not through ingest) that stores a 16-bit PNG trains as its picture."""
+    from fersynth.train.data import InputConfig, decoded
+    from fersynth.variant import VariantWriter
+
+    ramp = (np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) * 28).astype(np.uint16)  # 0 .. 64484
+    with VariantWriter(tmp_path / "v") as writer:
+        writer.add({"key": "a", "source": "a", "split": "train"}, Image.fromarray(ramp))
+        writer.commit()
+    variant = Variant(tmp_path / "v")
+    assert variant.manifest["mode"].iloc[0].startswith("I")
+    array = decoded(variant, variant.manifest, InputConfig(size=48), tmp_path / "cache")
+    assert np.abs(array[0, 0].astype(int) - ramp / 257).max() <= 1  # PIL's convert("L") gives all 255
+
+
 def test_fer2013_values_that_wrap_in_16_bits_are_out_of_range(tmp_path):
     pixels = pixel_string(1).split()
     rows = [

@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image
 
 from fersynth.atomic import atomic_path
+from fersynth.images import to_8bit
 from fersynth.log import get_logger, progress
 
 log = get_logger(__name__)
@@ -152,7 +153,7 @@ def gate_directory(in_dir: Path, out_csv: Path, config: GateConfig, emotion_from
                     break
         try:
             with Image.open(path) as opened:
-                image = opened.convert("RGB")
+                image = to_8bit(opened).convert("RGB")
         except Exception as error:  # unreadable files are reported, not fatal
             rows.append(
                 {"file": relative, "accepted": False, "reason": f"unreadable: {error}", "faces": -1, "score": 0}

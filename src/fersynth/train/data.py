@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from fersynth.atomic import atomic_path
+from fersynth.images import to_8bit
 from fersynth.log import get_logger, progress
 from fersynth.preprocess import Preprocess, PreprocessConfig
 from fersynth.variant import Variant
@@ -78,6 +79,7 @@ def decoded(variant: Variant, rows: pd.DataFrame, config: InputConfig, cache_dir
     out = np.empty((len(rows), config.channels, config.size, config.size), dtype=np.uint8)
     position = {key: i for i, key in enumerate(rows["key"])}
     for row, image in progress(variant.iter_images(rows), desc=f"decode {variant.name}", total=len(rows)):
+        image = to_8bit(image)  # a 16-bit picture by its value range, not clipped to white
         image = preprocess(image.convert("L")) if mode == "L" else image.convert("RGB")
         image = image.resize((config.size, config.size), resample=3)  # bicubic
         array = np.asarray(image.convert(mode))
