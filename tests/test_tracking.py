@@ -1,20 +1,67 @@
+import os
+import signal
+import socket
+import subprocess
+import sys
+
 import mlflow
 import pytest
 
 from fersynth import tracking
 from tests.test_validate import GOOD, _variant
 
+# A training stage in a child process: imports first, then (optionally) waits for a start file so that
+# several children hit the database at the same moment, prints its run id and finishes or hangs.
+CHILD = """
+import sys, time
+from pathlib import Path
+import mlflow
+from fersynth.tracking import start_run
+stage, mode, start = sys.argv[1:]
+print("ready", flush=True)
+while start and not Path(start).exists():
+    time.sleep(0.001)
+with start_run(stage) as run:
+    print(run.info.run_id, flush=True)
+    while mode == "hang":
+        time.sleep(0.05)
+"""
+
+
+def spawn(root, stage, mode="finish", start_file=""):
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, stage, mode, str(start_file)],
+        env={**os.environ, "DVC_ROOT": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline() == "ready\n", child.communicate()[1]
+    return child
+
+
+def client_of(root):
+    return mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A project root whose mlflow.db is already migrated (the first migration takes ~5 s)."""
+    root = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVC_ROOT", str(root))
+        tracking.ensure_experiment()
+    return root
+
 
 @pytest.fixture
-def repo(tmp_path, monkeypatch):
-    root = tmp_path / "repo"
-    root.mkdir()
+def repo(store, tmp_path, monkeypatch):
     workspace = tmp_path / "exp-workspace"  # as under `dvc exp run --temp`
     workspace.mkdir()
     monkeypatch.chdir(workspace)
-    monkeypatch.setenv("DVC_ROOT", str(root))
+    monkeypatch.setenv("DVC_ROOT", str(store))
     monkeypatch.setenv("DVC_EXP_NAME", "mossy-oaks")
-    return root
+    return store
 
 
 def test_runs_log_to_the_main_repo_with_tags(repo, tmp_path):
@@ -23,12 +70,68 @@ def test_runs_log_to_the_main_repo_with_tags(repo, tmp_path):
         mlflow.log_metric("val_accuracy", 0.5)
     assert tracking.tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
     assert (repo / "mlflow.db").exists() and not (tmp_path / "exp-workspace" / "mlflow.db").exists()
-    client = mlflow.tracking.MlflowClient(tracking.tracking_uri())
+    client = client_of(repo)
     logged = client.get_run(run.info.run_id)
-    assert logged.info.run_name == "mossy-oaks"
+    assert logged.info.run_name == "mossy-oaks" and logged.info.status == "FINISHED"
     assert logged.data.tags["fersynth.stage"] == "train"
+    assert logged.data.tags["fersynth.host"] == socket.gethostname()
+    assert logged.data.tags["fersynth.pid"] == str(os.getpid())
     assert logged.data.tags["dvc.exp_name"] == "mossy-oaks"
     assert logged.data.tags["fersynth.input.train.sha256"] == tracking.variant_hash(variant)
     assert logged.data.params == {"lr": "0.01"}
     experiment = client.get_experiment(logged.info.experiment_id)
     assert experiment.artifact_location.startswith((repo / "mlartifacts").as_uri())
+
+
+def test_four_processes_starting_at_once_on_a_new_database_all_finish(tmp_path):
+    # `dvc queue start -j 4` on a fresh clone: unlocked, MLflow's migrations race and break the database
+    start = tmp_path / "start"
+    children = [spawn(tmp_path, "race", start_file=start) for _ in range(4)]
+    start.touch()
+    errors = [child.communicate(timeout=120)[1] for child in children]
+    assert [child.returncode for child in children] == [0] * 4, "\n".join(errors)
+    client = client_of(tmp_path)
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    assert [run.info.status for run in runs] == ["FINISHED"] * 4
+    assert len({run.data.tags["fersynth.pid"] for run in runs}) == 4
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_run_stopped_by_sigterm_or_ctrl_c_ends_killed_and_its_process_fails(store, signum):
+    child = spawn(store, f"stopped-{signum.name}", mode="hang")
+    run_id = child.stdout.readline().strip()
+    child.send_signal(signum)
+    _, error = child.communicate(timeout=60)
+    assert child.returncode != 0, error
+    assert client_of(store).get_run(run_id).info.status == "KILLED", error
+
+
+def test_the_next_start_marks_a_run_of_a_dead_process_killed_and_leaves_live_ones(store, monkeypatch, caplog):
+    stage = "sigkilled"
+    child = spawn(store, stage, mode="hang")
+    run_id = child.stdout.readline().strip()
+    child.kill()
+    child.wait()  # reaped: a zombie's pid still answers kill(pid, 0)
+    client = client_of(store)
+    assert client.get_run(run_id).info.status == "RUNNING"  # SIGKILL gives the child no chance to end it
+    experiment_id = client.get_run(run_id).info.experiment_id
+    here = {"fersynth.host": socket.gethostname()}
+    untouched = [
+        client.create_run(experiment_id, tags={"fersynth.stage": stage, **here, "fersynth.pid": str(os.getpid())}),
+        client.create_run(
+            experiment_id, tags={"fersynth.stage": stage, "fersynth.host": "elsewhere", "fersynth.pid": str(child.pid)}
+        ),
+        client.create_run(experiment_id, tags={"fersynth.stage": "another", **here, "fersynth.pid": str(child.pid)}),
+    ]
+    monkeypatch.setenv("DVC_ROOT", str(store))
+    before = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with tracking.start_run(stage):
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, before)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert client.get_run(run_id).info.status == "KILLED"
+    assert [client.get_run(run.info.run_id).info.status for run in untouched] == ["RUNNING"] * 3
+    assert f"marked 1 run(s) of stage {stage} KILLED" in caplog.text

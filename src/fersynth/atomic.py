@@ -4,8 +4,9 @@ Three promises (README: "What fersynth refuses and why"):
 
 1. Nothing fersynth did not write is ever deleted. An existing output is replaced only when it is empty
    or is an earlier output of the same kind: a variant (``manifest.parquet``), demo data (its ground
-   truth beside it) or a directory carrying fersynth's marker file (:data:`MARKER`, naming its kind). A path that is, or holds, the repository,
-   ``.git``, ``.dvc`` or one of the stage's inputs is refused before any work (:class:`UnsafeOutput`).
+   truth beside it) or a directory carrying fersynth's marker file (:data:`MARKER`, naming its kind).
+   A path that is, or holds, the repository, ``.git``, ``.dvc`` or one of the stage's inputs is refused
+   before any work (:class:`UnsafeOutput`).
 2. A reader never sees a half state. The new directory and the old one are exchanged in one
    ``renameat2(RENAME_EXCHANGE)`` call (Linux); where the filesystem cannot, the old one is renamed
    aside, the new one in, and only then is the old one removed. Files are replaced by ``os.replace``.
@@ -172,7 +173,7 @@ def clean_stale_staging(target: Path) -> list[Path]:
         if not entry.is_dir() or entry.is_symlink():
             continue
         match = pattern.fullmatch(entry.name)
-        if match and _pid_alive(int(match.group(1))):
+        if match and pid_alive(int(match.group(1))):
             continue
         if not match and not _is_legacy_staging(entry, target.name):
             continue
@@ -192,7 +193,8 @@ def _is_legacy_staging(entry: Path, name: str) -> bool:
     return {child.name for child in entry.iterdir()} <= {name}
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (ours, or another user's)."""
     if pid == os.getpid():
         return True
     try:

@@ -2,21 +2,39 @@
 
 Tracking URI is ``sqlite:///<repo root>/mlflow.db`` with the root from ``DVC_ROOT``, so runs made in
 ``dvc exp run --temp`` / ``--queue`` workspaces land in the main repo's store; the run is named after
-``DVC_EXP_NAME`` and tagged with stage, git commit and the hashes of its input variants.
+``DVC_EXP_NAME`` and tagged with stage, git commit, host, pid and the hashes of its input variants.
+
+Safe with parallel workers (``dvc queue start -j N``): the database and the experiment are created under a
+file lock, and a run whose process dies does not stay RUNNING (see ``start_run``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from filelock import FileLock
+
+from fersynth.atomic import pid_alive
+from fersynth.log import get_logger
 from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_db_path, project_root
 
 DEFAULT_EXPERIMENT = "fersynth"
+# a first migration takes ~5 s; a holder stuck this long is a bug worth an error naming the lock file
+LOCK_TIMEOUT_S = 300
+
+logger = get_logger(__name__)
+
+
+class RunTerminated(SystemExit):
+    """Raised by SIGTERM inside ``start_run``; uncaught, it exits the process with status 128 + SIGTERM."""
 
 
 def tracking_uri() -> str:
@@ -39,7 +57,12 @@ def variant_hash(variant_dir: Path) -> str:
 
 
 def run_tags(stage: str, inputs: Mapping[str, Path]) -> dict[str, str]:
-    tags = {"fersynth.stage": stage, "fersynth.dvc_root": str(project_root())}
+    tags = {
+        "fersynth.stage": stage,
+        "fersynth.dvc_root": str(project_root()),
+        "fersynth.host": socket.gethostname(),
+        "fersynth.pid": str(os.getpid()),
+    }
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
@@ -51,18 +74,76 @@ def run_tags(stage: str, inputs: Mapping[str, Path]) -> dict[str, str]:
 
 
 def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the experiment with an artifact location under the repo root (with sqlite the default
-    would be relative to whatever cwd first created it, e.g. a temp experiment workspace)."""
+    """Create the database if needed and the experiment, with an artifact location under the repo root
+    (with sqlite the default would be relative to whatever cwd first created it, e.g. a temp experiment
+    workspace). Returns the experiment id."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no usage pings
     import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     mlflow.set_tracking_uri(tracking_uri())
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = mlflow_artifacts_dir() / name
-    location.mkdir(parents=True, exist_ok=True)
-    return mlflow.create_experiment(name, artifact_location=location.as_uri())
+    # The first client call of a process builds the store, which creates and migrates a new database;
+    # two processes migrating at once break it. MLflow caches the store per process, so after the first
+    # call the lock only serialises the experiment look-up (milliseconds).
+    with FileLock(f"{mlflow_db_path()}.lock", timeout=LOCK_TIMEOUT_S):
+        client = mlflow.MlflowClient(tracking_uri())
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = mlflow_artifacts_dir() / name
+        location.mkdir(parents=True, exist_ok=True)
+        try:
+            return client.create_experiment(name, artifact_location=location.as_uri())
+        except MlflowException as error:
+            # a process that does not take our lock (`mlflow ui`, an older checkout) created it first
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            return client.get_experiment_by_name(name).experiment_id
+
+
+def mark_dead_runs_killed(stage: str, experiment_id: str) -> int:
+    """Set to KILLED the RUNNING runs of ``stage`` started on this host by a process that no longer exists
+    (SIGKILL, OOM killer, power loss); returns how many. Runs of other hosts are left alone: their pids
+    mean nothing here."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri())
+    host = socket.gethostname()
+    running = client.search_runs(
+        [experiment_id],
+        f"tags.`fersynth.stage` = '{stage}' and tags.`fersynth.host` = '{host}' and attributes.status = 'RUNNING'",
+    )
+    dead = [run for run in running if not pid_alive(int(run.data.tags["fersynth.pid"]))]
+    for run in dead:
+        client.set_terminated(run.info.run_id, "KILLED")
+    if dead:
+        logger.warning(
+            "marked %d run(s) of stage %s KILLED: still RUNNING but their process is gone (%s)",
+            len(dead),
+            stage,
+            ", ".join(run.info.run_id for run in dead),
+        )
+    return len(dead)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into ``RunTerminated`` so the run can be closed (Python's default dies on the spot).
+    Signal handlers can only be set from the main thread; elsewhere SIGTERM keeps its handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise RunTerminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        # None: the previous handler was not set from Python; the default is the closest we can restore
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @contextmanager
@@ -75,17 +156,36 @@ def start_run(
 ) -> Iterator:
     """Open an MLflow run for ``stage``; ``inputs`` are variant directories whose hashes become tags.
 
+    The run ends FINISHED, KILLED on SIGTERM or Ctrl-C (the exception still propagates, so the process
+    exits non-zero) or FAILED on any other exception. Runs of the same stage left RUNNING by a dead
+    process of this host are marked KILLED first.
+
     >>> with start_run("train", {"train": Path("data/original/fer2013")}, params={"lr": 0.01}) as run:
     ...     mlflow.log_metric("val_accuracy", 0.7)  # doctest: +SKIP
     """
     import mlflow
 
     experiment_id = ensure_experiment(experiment)
+    mark_dead_runs_killed(stage, experiment_id)
     # "<dvc experiment>:<run>" under `dvc exp run`, so several trainings of one experiment stay apart
     name = run_name or stage
     if os.environ.get("DVC_EXP_NAME"):
         name = f"{os.environ['DVC_EXP_NAME']}:{name}" if run_name else os.environ["DVC_EXP_NAME"]
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=run_tags(stage, inputs or {})) as run:
-        if params:
-            mlflow.log_params(dict(params))
-        yield run
+    tags = run_tags(stage, inputs or {})
+    run, status = None, "FAILED"
+    try:
+        with _sigterm_raises():
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
+            if params:
+                mlflow.log_params(dict(params))
+            yield run
+        status = "FINISHED"
+    except (KeyboardInterrupt, RunTerminated) as stop:
+        status = "KILLED"
+        logger.warning("run of stage %s stopped by %s", stage, type(stop).__name__)
+        raise
+    finally:
+        # after the handler is restored: a second SIGTERM now ends the process, and the next start of
+        # the stage marks the run KILLED
+        if run is not None:
+            mlflow.end_run(status)
