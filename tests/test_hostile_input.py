@@ -150,6 +150,26 @@ def test_fer2013_values_that_wrap_in_16_bits_are_out_of_range(tmp_path):
     assert reasons["fer2013.csv:5"] == "unknown label: emotion code '³'"
 
 
+def test_fer2013_bare_signs_are_not_pixels(tmp_path):
+    """Found by the fuzz test: numpy reads a trailing "+" as 0 and "+ 9" as one value."""
+    zeros = ["0"] * 2303
+    rows = [f"0,{' '.join([*zeros, '+'])},Training", f"0,{' '.join(['+', *zeros[:1151], '9', *zeros[1151:]])},Training"]
+    write_file(
+        tmp_path / "fer" / "fer2013.csv",
+        "\n".join(["emotion,pixels,Usage", *rows, f"3,{pixel_string(4)},Training"]).encode(),
+    )
+    report, reasons = _ingested("fer2013", tmp_path / "fer", tmp_path / "out")
+    assert report["kept"] == 1 and set(reasons.values()) == {"malformed pixels: a value is not an integer"}
+
+
+def test_control_characters_in_names_stay_inside_their_quarantine_row(tmp_path):
+    src = tmp_path / "nhfi"
+    write_file(src / "happy" / "0.png", image_bytes("happy", (48, 48)))
+    write_file(src / "happy" / "a\rb", b"x")
+    report, reasons = _ingested("nhfi", src, tmp_path / "out")
+    assert report["quarantined"] == 1 and reasons == {"happy/a\\x0db": "not an image: suffix (none)"}
+
+
 def test_tiny_and_huge_images_are_quarantined_by_configurable_limits(tmp_path):
     src = tmp_path / "nhfi"
     write_file(src / "happy" / "ok.png", image_bytes("happy", (48, 48)))

@@ -89,13 +89,15 @@ def encode_png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # object reprs in library messages: not deterministic
 
 
 def printable(text: object) -> str:
     """``text`` as valid UTF-8 for CSV and parquet: a file name that is not UTF-8 (Python keeps its bytes
-    as surrogates) shows its bytes as ``\\xNN`` escapes."""
-    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    as surrogates) shows its bytes as ``\\xNN`` escapes, and so do control characters."""
+    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)  # a lone \r splits a CSV row
 
 
 @dataclass

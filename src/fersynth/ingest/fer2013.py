@@ -103,6 +103,8 @@ def _batches(writer: VariantWriter, file_name: str, handle, order: tuple[int, in
 def parse_pixels(text: bytes) -> np.ndarray:
     """``b"70 80 82 ..."`` -> uint8 [48, 48]; raises ``ValueError`` with the quarantine reason.
     Parsed as int64 (huge values saturate), so 65536 is out of range rather than wrapping to 0."""
+    if text.translate(None, b"0123456789 "):  # fromstring reads a bare "+" as 0 and "+ 9" as one value
+        raise ValueError("malformed pixels: a value is not an integer")
     try:
         values = np.fromstring(text, dtype=np.int64, sep=" ")
     except ValueError:
