@@ -103,3 +103,64 @@ def test_balanced_cells_count_empty_cells_as_zero(tmp_path):
         )
     results = json.loads((tmp_path / "b.json").read_text())["batches"]["balanced_cells"]
     assert [r["success"] for r in results] == [False, True]  # counts wrong; all 7 cells listed
+
+
+def _rewrite_shard(variant, change):
+    """Apply ``change(keys, blobs) -> (keys, blobs)`` to the variant's only shard, as a damaged pull would."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    [shard] = (variant / "images").glob("*.parquet")
+    table = pq.read_table(shard)
+    keys, blobs = change(table.column("key").to_pylist(), table.column("data").to_pylist())
+    pq.write_table(pa.table({"key": keys, "data": blobs}, schema=table.schema), shard)
+    return shard
+
+
+def _integrity(tmp_path):
+    return json.loads((tmp_path / "q.json").read_text())["integrity"]
+
+
+def test_an_intact_variant_passes_the_image_check(tmp_path):
+    variant = _variant(tmp_path / "toy", GOOD)
+    summary = validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
+    assert summary["integrity"] == {"rows": 12, "intact": 12, "problems": {}, "examples": []}
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        # a byte flipped inside the compressed pixels: the PNG no longer decodes (zlib/CRC) or decodes wrong
+        (lambda keys, blobs: (keys, [blobs[0][:60] + bytes([blobs[0][60] ^ 0xFF]) + blobs[0][61:], *blobs[1:]]), None),
+        # a valid picture, but another one: decodes fine, wrong pixels
+        (lambda keys, blobs: (keys, [image_bytes(identity=77), *blobs[1:]]), "pixels differ from sha256"),
+        (lambda keys, blobs: (keys[1:], blobs[1:]), "not in its shard"),
+        (lambda keys, blobs: ([*keys, "stray"], [*blobs, blobs[0]]), "not in the manifest"),
+    ],
+)
+def test_a_damaged_image_fails_the_suite_and_is_named(tmp_path, damage, problem):
+    variant = _variant(tmp_path / "toy", GOOD)
+    _rewrite_shard(variant, damage)
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
+    integrity = _integrity(tmp_path)
+    assert integrity["intact"] == 11 or problem == "not in the manifest"
+    [example] = integrity["examples"]
+    assert example.startswith("stray:" if problem == "not in the manifest" else "k0:")
+    if problem:
+        assert example.endswith(problem)
+    else:
+        assert "does not decode" in example or "pixels differ" in example
+
+
+def test_a_missing_or_garbled_shard_fails_without_a_traceback(tmp_path):
+    variant = _variant(tmp_path / "toy", GOOD)
+    [shard] = (variant / "images").glob("*.parquet")
+    shard.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
+    assert _integrity(tmp_path)["problems"] == {"unreadable shard": 12}
+    shard.unlink()
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
+    assert _integrity(tmp_path)["problems"] == {"missing shard": 12}

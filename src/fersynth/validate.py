@@ -1,7 +1,8 @@
 """``fersynth validate VARIANT``: a Great Expectations suite over a variant's manifest.
 
-Checks label and split domains, unique pixel hashes, that no hash or subject sits in two splits, and
-per-class count bounds; writes ``metrics/quality/<variant>.json`` and Data Docs HTML. A failing
+Checks that every image decodes to the pixels its manifest hash names (a corrupted object pulled from a
+remote fails here), label and split domains, unique pixel hashes, that no hash or subject sits in two
+splits, and per-class count bounds; writes ``metrics/quality/<variant>.json`` and Data Docs HTML. A failing
 suite raises :class:`ValidationFailed`, which fails the DVC stage.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.integrity import check_images
+from fersynth.integrity import summarize as summarize_integrity
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, LABEL_SPACES
 from fersynth.log import get_logger
 from fersynth.variant import Variant
@@ -144,6 +147,14 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
     return batches
 
 
+def integrity_batch(checked: pd.DataFrame) -> tuple[pd.DataFrame, list]:
+    """Every image decodes to the pixels its manifest hash names (``fersynth.integrity``)."""
+    import great_expectations.expectations as gxe
+
+    frame = checked[["key", "intact", "problem"]].astype({"key": "object", "intact": "object", "problem": "object"})
+    return frame, [gxe.ExpectColumnValuesToBeInSet(column="intact", value_set=[True])]
+
+
 def _cell_counts(manifest: pd.DataFrame, config: SuiteConfig) -> tuple[pd.DataFrame, list]:
     """Rows per combination of ``balanced_cells`` over each column's whole domain (label space,
     gender, age group, ethnicity; other columns: the values present), so an empty cell counts 0."""
@@ -190,7 +201,11 @@ def validate_variant(
         },
     )
     summary: dict = {"variant": name, "rows": len(variant.manifest), "batches": {}}
-    for batch_name, (frame, expectations) in build_batches(variant.manifest, config).items():
+    batches = build_batches(variant.manifest, config)
+    checked = check_images(variant)
+    batches["integrity"] = integrity_batch(checked)
+    summary["integrity"] = summarize_integrity(checked)
+    for batch_name, (frame, expectations) in batches.items():
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{batch_name}"))
         for expectation in expectations:
             suite.add_expectation(expectation)
