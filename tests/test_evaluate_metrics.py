@@ -4,7 +4,7 @@ import pytest
 from sklearn.metrics import classification_report as sk_report
 from sklearn.metrics import f1_score
 
-from fersynth.evaluate.metrics import (
+from fersynth.modeling.metrics import (
     classification_report,
     group_accuracy,
     mcnemar,
@@ -61,39 +61,3 @@ def test_mean_interval_over_seeds():
     assert result["mean"] == pytest.approx(0.62) and result["n"] == 3
     # t(0.975, 2) = 4.303, sd 0.02, n 3 -> half-width 0.0497
     assert result["ci95"][1] - result["mean"] == pytest.approx(4.3027 * 0.02 / np.sqrt(3), rel=1e-3)
-
-
-def _predictions(correct_by_seed: dict[int, np.ndarray]) -> pd.DataFrame:
-    frames = []
-    for seed, correct in correct_by_seed.items():
-        keys = [f"k{i:03d}" for i in range(len(correct))]
-        frames.append(pd.DataFrame({"seed": seed, "key": keys, "label": 0, "predicted": 0, "correct": correct}))
-    return pd.concat(frames, ignore_index=True)
-
-
-def test_compare_calls_a_real_gain_helps_and_no_change_no_difference():
-    from fersynth.evaluate.compare import CompareConfig, compare_predictions
-
-    rng = np.random.default_rng(0)
-    n = 300
-    base = {s: rng.random(n) < 0.5 for s in (0, 1, 2)}
-    better = {s: base[s] | (rng.random(n) < 0.6) for s in (0, 1, 2)}  # right wherever the baseline is, and more
-    config = CompareConfig(bootstrap=500)
-    gain = compare_predictions(_predictions(base), _predictions(better), config)
-    expected = np.mean([better[s].mean() - base[s].mean() for s in (0, 1, 2)])
-    assert gain["difference"] == pytest.approx(expected, abs=1e-4) and gain["verdict"] == "helps"
-    assert gain["p_mcnemar"] < 1e-6 and gain["p_bootstrap"] < 0.01 and gain["difference_ci95_images"][0] > 0
-    worse = compare_predictions(_predictions(better), _predictions(base), config)
-    assert worse["verdict"] == "hurts" and worse["difference"] == pytest.approx(-expected, abs=1e-4)
-    same = compare_predictions(_predictions(base), _predictions(base), config)
-    assert same["verdict"] == "no significant difference" and same["p_mcnemar"] == 1.0 and same["difference"] == 0
-
-
-def test_compare_reports_the_difference_per_group():
-    from fersynth.evaluate.compare import CompareConfig, compare_predictions
-
-    base = _predictions({0: np.array([1, 1, 0, 0, 1, 0], bool)})
-    candidate = _predictions({0: np.array([1, 1, 1, 1, 0, 0], bool)})
-    groups = pd.DataFrame({"gender": ["m", "m", "m", "f", "f", "f"]}, index=[f"k{i:03d}" for i in range(6)])
-    result = compare_predictions(base, candidate, CompareConfig(bootstrap=100), groups)
-    assert result["group_accuracy_difference"]["gender"] == {"f": 0.0, "m": pytest.approx(1 / 3, abs=1e-4)}

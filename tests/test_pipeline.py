@@ -117,6 +117,7 @@ def _fast_params(path: Path) -> None:
     params["sd_artificial"]["per_cell"] = {"train": 1, "test": 1}
     params["ddpm_train"]["steps"] = 20
     params["ddpm_sample"] |= {"total": 14, "steps": 5}
+    params["compare"]["min_seeds"] = 2  # the fast params train two trials
     for experiment in params["train"].values():
         experiment["epochs"] = 1
         experiment["trials"] = min(experiment.get("trials", 1), 2)

@@ -41,19 +41,48 @@ def inputs(tmp_path):
         "fer2013_sdxl_vs_fer2013": {
             "evaluator": {
                 "images": 840,
-                "trials": [3, 3],
+                "seeds": 5,
+                "trials": [5, 5],
                 "accuracy": 0.30,
                 "baseline_accuracy": 0.257,
                 "difference": 0.043,
-                "difference_ci95_seeds": [0.01, 0.07],
-                "difference_ci95_images": [0.02, 0.06],
-                "p_bootstrap": 0.0005,
-                "p_mcnemar": 0.0002,
+                "difference_low": 0.01,
+                "difference_high": 0.07,
+                "p_value": 0.0001,
+                "p_holm": 0.0004,
+                "mde": 0.021,
                 "verdict": "helps",
                 "macro_f1": 0.28,
                 "baseline_macro_f1": 0.2,
                 "f1_difference": {"disgust": 0.12},
-                "group_accuracy_difference": {"ethnicity": {"black": -0.05}},
+                "class_difference": {"disgust": {"images": 120, "difference": 0.09, "low": 0.02, "high": 0.16}},
+                "group_difference": {
+                    "ethnicity": {"black": {"images": 168, "difference": -0.05, "low": -0.11, "high": 0.01}}
+                },
+                "generated": {
+                    "images": 741,
+                    "seeds": 5,
+                    "accuracy": 0.31,
+                    "baseline_accuracy": 0.26,
+                    "difference": 0.05,
+                    "difference_low": 0.02,
+                    "difference_high": 0.08,
+                    "p_holm": 0.001,
+                    "mde": 0.03,
+                    "verdict": "helps",
+                },
+                "real": {
+                    "images": 99,
+                    "seeds": 5,
+                    "accuracy": 0.25,
+                    "baseline_accuracy": 0.24,
+                    "difference": 0.01,
+                    "difference_low": -0.06,
+                    "difference_high": 0.08,
+                    "p_holm": 0.7,
+                    "mde": 0.09,
+                    "verdict": "inconclusive at +-9.0 points",
+                },
             }
         }
     }
@@ -77,9 +106,12 @@ def inputs(tmp_path):
 def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
     summary = build_report(inputs, tmp_path / "report" / "index.html")
     html = (tmp_path / "report" / "index.html").read_text()
-    assert summary["comparisons"] == 1 and summary["training"] == 1 and summary["samples"] == 1
+    assert summary["comparisons"] == 3 and summary["training"] == 1 and summary["samples"] == 1
     assert "<td>41.0</td>" in html and "<td>25.7</td>" in html  # the accuracy matrix, in percent
     assert "<td>+4.3</td>" in html and "[+1.0, +7.0]" in html and "&lt;0.001" in html and "helps" in html
+    # the real and the generated evaluator rows get their own lines, never mixed up as "real faces"
+    assert "<td>real</td>" in html and "inconclusive at +-9.0 points" in html and "<td>generated</td>" in html
+    assert "[-11.0, +1.0]" in html and "&plusmn;2.1" in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # names are escaped
     assert "disgust" in html and "black" in html and "worst-best gap" in html and "noise_25" in html
     assert html.count("data:image/png;base64,") == 4  # heatmap, learning curve, confusion, sample sheet

@@ -16,6 +16,7 @@ import pandas as pd
 
 from fersynth.atomic import atomic_path
 from fersynth.log import get_logger
+from fersynth.paths import EvaluateLayout
 
 log = get_logger(__name__)
 
@@ -26,8 +27,7 @@ class ReportInputs:
     contact_sheets: Path = Path("reports/contact_sheets")
 
     def json(self, relative: str) -> dict | None:
-        path = Path(self.metrics) / relative
-        return json.loads(path.read_text()) if path.exists() else None
+        return _json(Path(self.metrics) / relative)
 
 
 def build_report(inputs: ReportInputs, out: Path) -> dict:
@@ -38,16 +38,17 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
     env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}"
     env.filters["signed"] = lambda v: "—" if v is None else f"{100 * v:+.1f}"
     env.filters["p"] = lambda v: "—" if v is None else (f"{v:.3f}" if v >= 0.001 else "<0.001")
+    evaluated = EvaluateLayout.under(inputs.metrics)
     context = {
-        "cross_dataset": inputs.json("evaluate/cross_dataset.json") or {},
-        "macro_f1": inputs.json("evaluate/macro_f1.json") or {},
-        "heatmap": _png(Path(inputs.metrics) / "evaluate" / "cross_dataset.png"),
+        "cross_dataset": _json(evaluated.cross_dataset) or {},
+        "macro_f1": _json(evaluated.macro_f1) or {},
+        "heatmap": _png(evaluated.cross_dataset_png),
         "comparisons": _comparisons(inputs.json("compare.json") or {}),
         "training": _training(Path(inputs.metrics) / "train"),
-        "per_class": _per_class(Path(inputs.metrics) / "evaluate" / "per_class"),
-        "confusion": _images(Path(inputs.metrics) / "evaluate" / "confusion"),
-        "fairness": inputs.json("evaluate/fairness.json") or {},
-        "robustness": inputs.json("evaluate/robustness.json") or {},
+        "per_class": _per_class(evaluated.per_class_dir),
+        "confusion": _images(evaluated.confusion_dir),
+        "fairness": _json(evaluated.fairness) or {},
+        "robustness": _json(evaluated.robustness) or {},
         "samples": _images(Path(inputs.contact_sheets)),
     }
     context["test_sets"] = sorted({t for row in context["cross_dataset"].values() for t in row})
@@ -57,6 +58,10 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
     summary = {k: len(v) for k, v in context.items() if isinstance(v, dict | list)}
     log.info("report: %s -> %s", summary, out)
     return summary
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _png(path: Path) -> str | None:
@@ -74,11 +79,17 @@ def _images(directory: Path) -> dict[str, dict[str, str]]:
 
 
 def _comparisons(compare: dict) -> list[dict]:
+    """One row per pair, test set and scope (all rows; then the real and the generated ones apart)."""
     rows = []
     for pair, tests in compare.items():
         candidate, baseline = pair.split("_vs_", 1)
         for test, result in tests.items():
-            rows.append({"candidate": candidate, "baseline": baseline, "test": test, **result})
+            rows.append({"candidate": candidate, "baseline": baseline, "test": test, "scope": "all", **result})
+            for scope in ("real", "generated"):
+                if scope in result:
+                    rows.append(
+                        {"candidate": candidate, "baseline": baseline, "test": test, "scope": scope, **result[scope]}
+                    )
     return rows
 
 

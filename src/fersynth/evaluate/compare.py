@@ -1,16 +1,23 @@
-"""``fersynth compare``: "with synthetic data vs without, on the same real test images: did accuracy go up
-or down, for which classes and groups, and is the difference real?"
+"""``fersynth compare``: "with synthetic data vs without, on the same test images: did accuracy go up or
+down, for which classes and groups, and would the answer survive another seed and another test set?"
 
-Reads ``fersynth evaluate``'s per-image predictions (one row per seed and image) for a candidate model
-and its baseline and writes, per test set:
+Reads ``fersynth evaluate``'s per-image predictions (one row per seed and image) of a candidate model and
+its baseline and writes, per pair and test set (``metrics/compare.json``, scalars so that ``dvc exp show``
+lists them):
 
-- mean accuracy and macro-F1 of both over their trials, and the difference;
-- a 95% interval of the difference over seeds (seed k of one paired with seed k of the other; Student t)
-  and over test images (paired bootstrap of the seed-averaged correctness), with the bootstrap p-value;
-- the exact McNemar p-value of every seed pair (the largest is reported: "significant in every pair");
-- the per-class F1 difference and, where the test set has demographic columns, the per-group accuracy
-  difference;
-- a verdict: ``helps`` / ``hurts`` when both intervals exclude zero, else ``no significant difference``.
+- mean accuracy of both over their trials and the difference, with a 95% interval and p-value that count
+  training variance (seeds) and test-image sampling together (:mod:`fersynth.stats`: crossed seeds x images);
+  seed k of the candidate is paired with seed k of the baseline;
+- ``p_holm``: the p-value Holm-corrected over every comparison in the file that has a verdict, and ``mde``,
+  the smallest difference this many seeds and images could detect (80% power, strictest Holm level);
+- a verdict: ``helps`` / ``hurts`` when the Holm-corrected p-value is below ``alpha``, else
+  ``inconclusive at +-X points``; ``too few seeds`` below ``min_seeds`` seed pairs;
+- the same, separately, for the real and the generated rows of a test set that mixes both (the evaluator);
+- per class (accuracy on the class's images, i.e. recall) and per demographic group: difference and 95%
+  interval, unadjusted and descriptive; the per-class F1 difference.
+
+``metrics/compare/differences.json`` holds the same differences as records for the DVC plot (difference
+with interval per pair, test set, class and group).
 """
 
 from __future__ import annotations
@@ -19,12 +26,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fersynth.atomic import write_json
 from fersynth.config import build
-from fersynth.evaluate.metrics import mcnemar, mean_interval, paired_bootstrap
 from fersynth.log import get_logger
+from fersynth.stats import Difference, crossed_difference, holm, minimum_detectable_effect, verdict
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -43,71 +51,221 @@ class CompareConfig:
     """``params.yaml: compare``: candidate model name -> its baseline and the test sets to compare on."""
 
     pairs: dict[str, PairConfig] = field(default_factory=dict)
-    bootstrap: int = 2000
-    seed: int = 0
+    min_seeds: int = 5  # seed pairs needed for a verdict
+    alpha: float = 0.05  # family-wise error rate (Holm over every verdict in the file)
+    power: float = 0.8  # for the minimum detectable effect
+
+    def __post_init__(self) -> None:
+        if self.min_seeds < 2:
+            raise ValueError(
+                f"compare.min_seeds must be at least 2 (training variance needs 2 seeds): {self.min_seeds}"
+            )
+        if not 0 < self.alpha < 1 or not 0 < self.power < 1:
+            raise ValueError(f"compare.alpha and compare.power must be in (0, 1): {self.alpha}, {self.power}")
 
 
-def compare(config: CompareConfig, evaluated: Path, test_sets: dict[str, str], out: Path) -> dict:
+@dataclass
+class _Tested:
+    """One comparison that may get a verdict: where its result goes and its statistics."""
+
+    target: dict
+    result: Difference | None
+    seeds: int
+
+
+def compare(
+    config: CompareConfig,
+    evaluated: Path,
+    test_sets: dict[str, str],
+    out: Path,
+    plots_dir: Path | None = None,
+    train_metrics: Path | None = None,
+) -> dict:
+    """``plots_dir`` gets ``differences.json`` (every scope) and ``sweep.json`` (one record per pair and test
+    set with the candidate's synthetic training rows, read from ``train_metrics/<candidate>.json``: the x of
+    a sweep curve across experiments)."""
     evaluated = Path(evaluated)
     result: dict[str, dict] = {}
+    family: list[_Tested] = []
     for candidate, pair in config.pairs.items():
         pair = pair if isinstance(pair, PairConfig) else build(PairConfig, pair)
         block = result.setdefault(f"{candidate}_vs_{pair.baseline}", {})
         for test in pair.test_sets:
             with_ = pd.read_csv(evaluated / "predictions" / candidate / f"{test}.csv")
             without = pd.read_csv(evaluated / "predictions" / pair.baseline / f"{test}.csv")
-            groups = _groups(Path(test_sets[test])) if test in test_sets else None
-            block[test] = compare_predictions(without, with_, config, groups) | _f1_difference(
-                evaluated, candidate, pair.baseline, test
-            )
+            rows = _test_rows(Path(test_sets[test])) if test in test_sets else None
+            classes = _classes(evaluated, candidate, test)
+            block[test], tested = compare_predictions(without, with_, config, rows, classes)
+            block[test] |= _f1_difference(evaluated, candidate, pair.baseline, test)
+            family += tested
+    decide(family, config)
+    for name, block in result.items():
+        for test, entry in block.items():
             log.info(
-                "compare %s vs %s on %s: %+.4f %s (%s)",
-                candidate,
-                pair.baseline,
-                test,
-                block[test]["difference"],
-                block[test]["difference_ci95_images"],
-                block[test]["verdict"],
-            )
+                "compare %s on %s: %+.4f [%s, %s] over %d seed pairs x %d images: %s",
+                name, test, entry["difference"], entry["difference_low"], entry["difference_high"],
+                entry["seeds"], entry["images"], entry["verdict"],
+            )  # fmt: skip
     write_json(out, result)
+    if plots_dir is not None:
+        write_json(Path(plots_dir) / "differences.json", plot_records(result))
+        write_json(Path(plots_dir) / "sweep.json", sweep_records(result, config, train_metrics))
     return result
 
 
 def compare_predictions(
-    baseline: pd.DataFrame, candidate: pd.DataFrame, config: CompareConfig, groups: pd.DataFrame | None = None
-) -> dict:
-    """``baseline`` and ``candidate``: evaluate's predictions (seed, key, label, predicted, correct)."""
+    baseline: pd.DataFrame,
+    candidate: pd.DataFrame,
+    config: CompareConfig,
+    rows: pd.DataFrame | None = None,
+    classes: tuple[str, ...] = (),
+) -> tuple[dict, list[_Tested]]:
+    """``baseline`` and ``candidate``: evaluate's predictions (seed, key, label, predicted, correct);
+    ``rows``: the test set's manifest rows by key (synthetic flag, demographics). Returns the entry (verdicts
+    still to be decided over the whole family) and the comparisons that get a verdict."""
     a, b = _correct_by_seed(baseline), _correct_by_seed(candidate)
     if not a.index.equals(b.index):
         raise ValueError("the two models were evaluated on different test images")
-    pairs = list(zip(a.columns, b.columns, strict=False))  # seed k with seed k, as many pairs as the shorter
-    per_seed = [float(b[sb].mean() - a[sa].mean()) for sa, sb in pairs]
-    seeds = mean_interval(per_seed)
-    images = paired_bootstrap(a.mean(axis=1), b.mean(axis=1), n=config.bootstrap, seed=config.seed)
-    p_mcnemar = max(mcnemar(a[sa], b[sb])["p_value"] for sa, sb in pairs)
-    difference = float(b.to_numpy().mean() - a.to_numpy().mean())
-    intervals = [images["ci95"]] + ([seeds["ci95"]] if len(pairs) > 1 else [])
-    if all(low > 0 for low, _ in intervals):
-        verdict = "helps"
-    elif all(high < 0 for _, high in intervals):
-        verdict = "hurts"
-    else:
-        verdict = "no significant difference"
-    out = {
-        "images": int(len(a)),
-        "trials": [int(a.shape[1]), int(b.shape[1])],
+    trials = [int(a.shape[1]), int(b.shape[1])]
+    seeds = min(trials)  # seed k with seed k, as many pairs as the shorter side has; the rest is not used
+    a, b = a.iloc[:, :seeds], b.iloc[:, :seeds]
+    differences = b.to_numpy() - a.to_numpy()  # images x seed pairs
+    entry = {
+        "trials": trials,
         "baseline_accuracy": round(float(a.to_numpy().mean()), 4),
         "accuracy": round(float(b.to_numpy().mean()), 4),
-        "difference": round(difference, 4),
-        "difference_ci95_seeds": [round(v, 4) for v in seeds["ci95"]],
-        "difference_ci95_images": [round(v, 4) for v in images["ci95"]],
-        "p_bootstrap": round(images["p_value"], 4),
-        "p_mcnemar": round(p_mcnemar, 4),
-        "verdict": verdict,
+        "per_seed_difference": {
+            f"{sa}-{sb}": round(float(differences[:, k].mean()), 4)
+            for k, (sa, sb) in enumerate(zip(a.columns, b.columns, strict=True))
+        },
     }
-    if groups is not None:
-        out["group_accuracy_difference"] = _group_difference(a, b, groups)
+    tested = [_summary(entry, differences, seeds)]
+    if rows is not None:
+        rows = rows.reindex(a.index)
+        for scope, mask in _real_and_generated(rows).items():
+            entry[scope] = {
+                "baseline_accuracy": round(float(a[mask].to_numpy().mean()), 4),
+                "accuracy": round(float(b[mask].to_numpy().mean()), 4),
+            }
+            tested.append(_summary(entry[scope], differences[mask.to_numpy()], seeds))
+    labels = baseline.drop_duplicates("key").set_index("key")["label"].reindex(a.index)
+    entry["class_difference"] = {
+        (classes[int(c)] if int(c) < len(classes) else str(c)): _interval(differences[(labels == c).to_numpy()])
+        for c in sorted(labels.unique())
+    }
+    if rows is not None:
+        entry["group_difference"] = {
+            column: {str(g): _interval(differences[(values == g).to_numpy()]) for g in sorted(values.unique())}
+            for column in GROUP_COLUMNS
+            if column in rows and rows[column].notna().any()
+            for values in [rows[column].fillna("unknown")]
+        }
+    return entry, tested
+
+
+def _summary(target: dict, differences: np.ndarray, seeds: int) -> _Tested:
+    target |= {"images": int(differences.shape[0]), "seeds": int(seeds)}
+    target["difference"] = round(float(differences.mean()), 4) if differences.size else 0.0
+    if seeds < 2 or differences.shape[0] < 2:
+        target |= {"difference_low": None, "difference_high": None}
+        return _Tested(target, None, seeds)
+    result = crossed_difference(differences.T)
+    target |= {
+        "difference_low": round(result.low, 4),
+        "difference_high": round(result.high, 4),
+        "p_value": round(result.p_value, 4),
+        "seed_share": round(result.seed_share, 3),
+    }
+    return _Tested(target, result, seeds)
+
+
+def decide(family: list[_Tested], config: CompareConfig) -> None:
+    """Holm over every comparison with enough seeds; the minimum detectable effect at Holm's strictest level."""
+    eligible = [t for t in family if t.result is not None and t.seeds >= config.min_seeds]
+    adjusted = holm([t.result.p_value for t in eligible]) if eligible else []
+    strictest = config.alpha / max(len(eligible), 1)
+    for tested, p in zip(eligible, adjusted, strict=True):
+        mde = minimum_detectable_effect(tested.result.se, tested.result.df, strictest, config.power)
+        tested.target |= {
+            "p_holm": round(p, 4),
+            "mde": round(mde, 4),
+            "verdict": verdict(tested.result.difference, p, mde, config.alpha),
+        }
+    decided = {id(t) for t in eligible}
+    for tested in family:
+        if id(tested) not in decided:
+            tested.target["verdict"] = f"too few seeds ({tested.seeds} < {config.min_seeds})"
+
+
+def _interval(differences: np.ndarray) -> dict:
+    """Difference with its 95% crossed-design interval (unadjusted; descriptive)."""
+    out = {"images": int(differences.shape[0]), "difference": round(float(differences.mean()), 4)}
+    if differences.shape[0] >= 2 and differences.shape[1] >= 2:
+        result = crossed_difference(differences.T)
+        out |= {"low": round(result.low, 4), "high": round(result.high, 4)}
+    else:
+        out |= {"low": None, "high": None}
     return out
+
+
+def _real_and_generated(rows: pd.DataFrame) -> dict[str, pd.Series]:
+    """Masks of the real and the generated rows, when the test set has both."""
+    if "synthetic" not in rows:
+        return {}
+    generated = rows["synthetic"].fillna(False).astype(bool)
+    if generated.all() or not generated.any():
+        return {}
+    return {"real": ~generated, "generated": generated}
+
+
+def plot_records(result: dict) -> list[dict]:
+    """One record per pair x test set x scope (all, real, generated, class:<c>, <group column>:<g>)."""
+    records = []
+    for pair, block in result.items():
+        for test, entry in block.items():
+            scopes = [("all", entry, "difference_low", "difference_high")]
+            scopes += [(s, entry[s], "difference_low", "difference_high") for s in ("real", "generated") if s in entry]
+            scopes += [(f"class:{c}", v, "low", "high") for c, v in entry.get("class_difference", {}).items()]
+            scopes += [
+                (f"{column}:{g}", v, "low", "high")
+                for column, groups in entry.get("group_difference", {}).items()
+                for g, v in groups.items()
+            ]
+            records += [
+                {
+                    "comparison": f"{pair} on {test}",
+                    "scope": scope,
+                    "difference": values["difference"],
+                    "low": values[low],
+                    "high": values[high],
+                }
+                for scope, values, low, high in scopes
+                if values.get(low) is not None
+            ]
+    return records
+
+
+def sweep_records(result: dict, config: CompareConfig, train_metrics: Path | None) -> list[dict]:
+    """One record per pair x test set: the candidate's synthetic training rows and the overall difference."""
+    records = []
+    for candidate, pair in config.pairs.items():
+        baseline = pair.baseline if isinstance(pair, PairConfig) else pair["baseline"]
+        synthetic = None
+        metrics_file = Path(train_metrics) / f"{candidate}.json" if train_metrics else None
+        if metrics_file is not None and metrics_file.exists():
+            synthetic = json.loads(metrics_file.read_text()).get("rows", {}).get("synthetic_train")
+        for test, entry in result[f"{candidate}_vs_{baseline}"].items():
+            records.append(
+                {
+                    "comparison": f"{candidate}_vs_{baseline} on {test}",
+                    "synthetic_train": synthetic,
+                    "difference": entry["difference"],
+                    "low": entry["difference_low"],
+                    "high": entry["difference_high"],
+                    "verdict": entry["verdict"],
+                }
+            )
+    return records
 
 
 def _correct_by_seed(predictions: pd.DataFrame) -> pd.DataFrame:
@@ -116,22 +274,15 @@ def _correct_by_seed(predictions: pd.DataFrame) -> pd.DataFrame:
     return table.sort_index().reindex(sorted(table.columns), axis=1)
 
 
-def _groups(variant_dir: Path) -> pd.DataFrame | None:
+def _test_rows(variant_dir: Path) -> pd.DataFrame:
     manifest = Variant(variant_dir).manifest
-    columns = [c for c in GROUP_COLUMNS if c in manifest and manifest[c].notna().any()]
-    return manifest.set_index("key")[columns] if columns else None
+    columns = [c for c in ("synthetic", *GROUP_COLUMNS) if c in manifest]
+    return manifest.drop_duplicates("key").set_index("key")[columns]
 
 
-def _group_difference(a: pd.DataFrame, b: pd.DataFrame, groups: pd.DataFrame) -> dict:
-    groups = groups.reindex(a.index)
-    out = {}
-    for column in groups.columns:
-        values = groups[column].fillna("unknown")
-        out[column] = {
-            str(g): round(float(b[values == g].to_numpy().mean() - a[values == g].to_numpy().mean()), 4)
-            for g in sorted(values.unique())
-        }
-    return out
+def _classes(evaluated: Path, model: str, test: str) -> tuple[str, ...]:
+    report = json.loads((evaluated / "per_class" / model / f"{test}.json").read_text())
+    return tuple(k for k, v in report.items() if isinstance(v, dict) and not k.endswith(" avg"))
 
 
 def _f1_difference(evaluated: Path, candidate: str, baseline: str, test: str) -> dict:

@@ -1,0 +1,107 @@
+"""Is an accuracy difference between two trained models real? Inference for a crossed seeds x images design.
+
+Two experiments (baseline, candidate) are each trained under S seeds and tested on the same N images. The
+difference ``d[s, i] = candidate_s correct on i - baseline_s correct on i`` varies for two reasons a reviewer
+cares about: which models training happened to produce (initialisation, data order, augmentation: the seed)
+and which test images happened to be drawn. A verdict that resamples only images treats one training run as
+the truth, and one that looks only at per-seed means ignores that the test set is a sample. Here both are
+random effects of a two-way crossed design without replication (seed x image), and the variance of the
+mean difference is estimated from the ANOVA mean squares:
+
+    Var(mean) = sigma2_seed / S + sigma2_image / N + sigma2_residual / (S N)
+
+(components truncated at zero), with Satterthwaite's degrees of freedom for a Student t interval and test.
+With one seed the training variance cannot be estimated: no verdict is given. Holm's step-down procedure
+corrects a family of such tests, and the minimum detectable effect says how large a difference the design
+could have found (two-sided, at the family's strictest level, with the given power), so "no significant
+difference" reads as "inconclusive at +-X points".
+
+``benchmarks/bench_null.py`` calibrates this on the demo: A/A comparisons of the same training data under
+different seeds say "helps" or "hurts" at most at the nominal rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+
+@dataclass(frozen=True)
+class Difference:
+    """The mean paired difference of a crossed seeds x images design, with its uncertainty."""
+
+    difference: float
+    se: float
+    df: float
+    low: float  # 95% interval (unadjusted for multiplicity)
+    high: float
+    p_value: float  # two-sided, unadjusted
+    seeds: int
+    images: int
+    seed_share: float  # share of the variance of the mean that comes from training (seeds), not test images
+
+    def to_dict(self, digits: int = 4) -> dict:
+        return {k: (round(v, digits) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def crossed_difference(differences: np.ndarray, confidence: float = 0.95) -> Difference:
+    """``differences``: S x N array (seed pair x image) of candidate minus baseline scores (e.g. 0/1
+    correctness, so values in {-1, 0, 1}). Needs S >= 2 and N >= 2."""
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 2:
+        raise ValueError(f"differences must be seeds x images, got shape {d.shape}")
+    s, n = d.shape
+    if s < 2 or n < 2:
+        raise ValueError(f"a crossed design needs at least 2 seeds and 2 images, got {s} x {n}")
+    mean = float(d.mean())
+    seed_means, image_means = d.mean(axis=1), d.mean(axis=0)
+    ms_seed = n * float(np.sum((seed_means - mean) ** 2)) / (s - 1)
+    ms_image = s * float(np.sum((image_means - mean) ** 2)) / (n - 1)
+    residual = d - seed_means[:, None] - image_means[None, :] + mean
+    ms_residual = float(np.sum(residual**2)) / ((s - 1) * (n - 1))
+    # variance components (method of moments), truncated at zero; Var(mean) = (a MS_s + b MS_i + c MS_e) / (S N)
+    a = 1.0 if ms_seed > ms_residual else 0.0
+    b = 1.0 if ms_image > ms_residual else 0.0
+    c = 1.0 - a - b
+    combination = a * ms_seed + b * ms_image + c * ms_residual
+    variance = max(combination, 0.0) / (s * n)
+    se = float(np.sqrt(variance))
+    terms = (a * ms_seed) ** 2 / (s - 1) + (b * ms_image) ** 2 / (n - 1) + (c * ms_residual) ** 2 / ((s - 1) * (n - 1))
+    df = float(combination**2 / terms) if terms > 0 else float(s - 1)
+    df = max(df, 1.0)
+    seed_part = max(ms_seed - ms_residual, 0.0) / n / s if a else 0.0
+    seed_share = float(seed_part / variance) if variance > 0 else 0.0
+    if se == 0.0:
+        p = 1.0 if mean == 0.0 else 0.0
+        low = high = mean
+    else:
+        p = float(2 * scipy_stats.t.sf(abs(mean) / se, df))
+        half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df) * se)
+        low, high = mean - half, mean + half
+    return Difference(mean, se, df, low, high, p, s, n, seed_share)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, family-wise error rate), in the input order."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
+
+
+def minimum_detectable_effect(se: float, df: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference a two-sided t test at ``alpha`` detects with probability ``power``."""
+    return float((scipy_stats.t.ppf(1 - alpha / 2, df) + scipy_stats.t.ppf(power, df)) * se)
+
+
+def verdict(difference: float, p_adjusted: float, mde: float, alpha: float = 0.05) -> str:
+    if p_adjusted < alpha:
+        return "helps" if difference > 0 else "hurts"
+    return f"inconclusive at +-{100 * mde:.1f} points"

@@ -1,0 +1,184 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fersynth.evaluate.compare import CompareConfig, compare, compare_predictions, decide, plot_records
+
+CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+
+def _predictions(correct_by_seed: dict[int, np.ndarray], labels: np.ndarray | None = None) -> pd.DataFrame:
+    frames = []
+    for seed, correct in correct_by_seed.items():
+        keys = [f"k{i:03d}" for i in range(len(correct))]
+        label = labels if labels is not None else np.zeros(len(correct), int)
+        frames.append(pd.DataFrame({"seed": seed, "key": keys, "label": label, "predicted": 0, "correct": correct}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _decided(baseline, candidate, config, rows=None):
+    entry, tested = compare_predictions(baseline, candidate, config, rows, CLASSES)
+    decide(tested, config)
+    return entry
+
+
+def test_a_real_gain_helps_its_reverse_hurts_and_no_change_is_inconclusive_with_its_detectable_size():
+    rng = np.random.default_rng(0)
+    n, seeds = 300, range(5)
+    base = {s: rng.random(n) < 0.5 for s in seeds}
+    better = {s: base[s] | (rng.random(n) < 0.6) for s in seeds}  # right wherever the baseline is, and more
+    config = CompareConfig()
+    gain = _decided(_predictions(base), _predictions(better), config)
+    expected = np.mean([better[s].mean() - base[s].mean() for s in seeds])
+    assert gain["difference"] == pytest.approx(expected, abs=1e-4) and gain["verdict"] == "helps"
+    assert gain["difference_low"] > 0 and gain["p_holm"] < 0.05 and gain["seeds"] == 5
+    worse = _decided(_predictions(better), _predictions(base), config)
+    assert worse["verdict"] == "hurts" and worse["difference_high"] < 0
+    noisy = {s: rng.random(n) < 0.5 for s in seeds}
+    null = _decided(_predictions(base), _predictions(noisy), config)
+    assert null["verdict"] == f"inconclusive at +-{100 * null['mde']:.1f} points"
+    assert null["difference_low"] < 0 < null["difference_high"] and 0 < null["mde"] < 0.5
+
+
+def test_seed_pairs_that_disagree_give_no_verdict_and_nothing_in_the_entry_claims_significance():
+    """The old fer2013_smote entry: McNemar p < 0.001 and an image interval below zero next to
+    "no significant difference". Here every seed pair differs by about 8 points, half up, half down."""
+    rng = np.random.default_rng(4)
+    n = 800
+    base = {s: rng.random(n) < 0.4 for s in range(6)}
+    shift = {s: (0.08 if s % 2 else -0.08) for s in range(6)}
+    candidate = {s: rng.random(n) < 0.4 + shift[s] for s in range(6)}
+    entry = _decided(_predictions(base), _predictions(candidate), CompareConfig())
+    assert entry["verdict"].startswith("inconclusive")
+    assert entry["difference_low"] < 0 < entry["difference_high"]
+    assert entry["seed_share"] > 0.5
+    assert not any("mcnemar" in k or "bootstrap" in k for k in entry)
+
+
+def test_fewer_seed_pairs_than_min_seeds_get_no_verdict():
+    rng = np.random.default_rng(0)
+    base = {s: rng.random(100) < 0.5 for s in range(3)}
+    entry = _decided(_predictions(base), _predictions(base), CompareConfig(min_seeds=5))
+    assert entry["verdict"] == "too few seeds (3 < 5)" and "p_holm" not in entry
+    with pytest.raises(ValueError, match="min_seeds"):
+        CompareConfig(min_seeds=1)
+
+
+def test_only_paired_seeds_are_used_and_shuffled_prediction_rows_change_nothing():
+    rng = np.random.default_rng(2)
+    base = {s: rng.random(120) < 0.5 for s in range(5)}
+    candidate = {s: rng.random(120) < 0.6 for s in range(6)}
+    config = CompareConfig()
+    entry = _decided(_predictions(base), _predictions(candidate), config)
+    assert entry["trials"] == [5, 6] and entry["seeds"] == 5
+    assert entry["accuracy"] == pytest.approx(np.mean([candidate[s].mean() for s in range(5)]), abs=1e-4)
+    shuffled = _predictions(candidate).sample(frac=1, random_state=0)
+    assert _decided(_predictions(base), shuffled, config) == entry
+
+
+def test_real_and_generated_test_rows_are_reported_apart_with_class_and_group_intervals():
+    """An evaluator mixing real and generated faces: the candidate gains only on the generated ones."""
+    rng = np.random.default_rng(5)
+    n = 400
+    generated = np.arange(n) >= 200
+    labels = np.arange(n) % 7
+    base = {s: rng.random(n) < 0.4 for s in range(5)}
+    candidate = {s: np.where(generated, base[s] | (rng.random(n) < 0.5), base[s]) for s in range(5)}
+    rows = pd.DataFrame(
+        {"synthetic": generated, "gender": np.where(np.arange(n) % 2, "male", "female")},
+        index=[f"k{i:03d}" for i in range(n)],
+    )
+    entry = _decided(_predictions(base, labels), _predictions(candidate, labels), CompareConfig(), rows)
+    assert entry["real"]["images"] == 200 and entry["real"]["difference"] == 0.0
+    assert entry["generated"]["verdict"] == "helps" and entry["real"]["verdict"].startswith("inconclusive")
+    assert set(entry["class_difference"]) == set(CLASSES)
+    assert set(entry["group_difference"]["gender"]) == {"female", "male"}
+    for values in [*entry["class_difference"].values(), *entry["group_difference"]["gender"].values()]:
+        assert values["low"] <= values["difference"] <= values["high"]
+    records = plot_records({"a_vs_b": {"evaluator": entry}})
+    scopes = {r["scope"] for r in records}
+    assert {"all", "real", "generated", "class:happy", "gender:male"} <= scopes
+    assert all(r["low"] <= r["difference"] <= r["high"] for r in records)
+
+
+def test_holm_is_applied_over_every_comparison_in_the_file(tmp_path):
+    """Two pairs x one test set: each p_holm is the Holm adjustment of the two raw p-values."""
+    from fersynth.stats import holm
+
+    rng = np.random.default_rng(6)
+    n = 200
+    base = {s: rng.random(n) < 0.5 for s in range(5)}
+    models = {
+        "base": base,
+        "small_gain": {s: base[s] | (rng.random(n) < 0.08) for s in range(5)},
+        "noise": {s: rng.random(n) < 0.5 for s in range(5)},
+    }
+    for name, correct in models.items():
+        (tmp_path / "predictions" / name).mkdir(parents=True)
+        _predictions(correct).to_csv(tmp_path / "predictions" / name / "t.csv", index=False)
+        report = {c: {"precision": 0, "recall": 0, "f1": 0.1, "support": 1} for c in CLASSES}
+        report["macro avg"] = {"f1": 0.1}
+        (tmp_path / "per_class" / name).mkdir(parents=True)
+        (tmp_path / "per_class" / name / "t.json").write_text(json.dumps(report))
+    pairs = {"small_gain": {"baseline": "base", "test_sets": ["t"]}, "noise": {"baseline": "base", "test_sets": ["t"]}}
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "small_gain.json").write_text(json.dumps({"rows": {"synthetic_train": 60}}))
+    result = compare(
+        CompareConfig(pairs=pairs), tmp_path, {}, tmp_path / "compare.json", tmp_path / "plots", tmp_path / "train"
+    )
+    first, second = result["small_gain_vs_base"]["t"], result["noise_vs_base"]["t"]
+    assert [first["p_holm"], second["p_holm"]] == pytest.approx(holm([first["p_value"], second["p_value"]]), abs=2e-4)
+    assert first["p_holm"] >= first["p_value"]
+    assert json.loads((tmp_path / "compare.json").read_text()) == result
+    assert {r["comparison"] for r in json.loads((tmp_path / "plots" / "differences.json").read_text())} == {
+        "small_gain_vs_base on t",
+        "noise_vs_base on t",
+    }
+    sweep = {r["comparison"]: r for r in json.loads((tmp_path / "plots" / "sweep.json").read_text())}
+    assert sweep["small_gain_vs_base on t"]["synthetic_train"] == 60
+    assert sweep["noise_vs_base on t"]["synthetic_train"] is None  # no training metrics for it
+    assert sweep["small_gain_vs_base on t"]["low"] == first["difference_low"]
+
+
+def test_dvc_draws_the_differences_and_the_sweep_with_the_project_templates(tmp_path):
+    """`dvc plots show` on a copy of dvc.yaml and its templates: both plots render with their intervals."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(root / name, tmp_path / name)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    shutil.copytree(root / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
+    entry = {"difference": 0.02, "difference_low": -0.05, "difference_high": 0.09, "verdict": "inconclusive"}
+    result = {"a_vs_b": {"t": entry | {"class_difference": {"happy": {"difference": 0.1, "low": 0.0, "high": 0.2}}}}}
+    (tmp_path / "metrics" / "compare").mkdir(parents=True)
+    (tmp_path / "metrics" / "compare" / "differences.json").write_text(json.dumps(plot_records(result)))
+    sweep = [{"comparison": "a_vs_b on t", "synthetic_train": 60, "difference": 0.02, "low": -0.05, "high": 0.09}]
+    (tmp_path / "metrics" / "compare" / "sweep.json").write_text(json.dumps(sweep))
+    shown = subprocess.run([dvc, "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    plots = json.loads(shown.stdout)["data"]
+    differences = next(v for k, v in plots.items() if k.startswith("Synthetic data vs without"))[0]["content"]
+    assert [r["scope"] for r in differences["data"]["values"]] == ["all", "class:happy"]
+    layers = differences["spec"]["layer"]
+    assert layers[1]["encoding"]["x"]["field"] == "low" and layers[1]["encoding"]["x2"]["field"] == "high"
+    curve = next(v for k, v in plots.items() if k.startswith("Sweep"))[0]["content"]
+    assert curve["spec"]["encoding"]["x"]["field"] == "synthetic_train"
+
+
+def test_every_compared_experiment_trains_enough_seeds_for_a_verdict_by_default():
+    from pathlib import Path
+
+    import yaml
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    needed = params["compare"]["min_seeds"]
+    assert needed >= 5
+    for candidate, pair in params["compare"]["pairs"].items():
+        for model in (candidate, pair["baseline"]):
+            assert params["train"][model].get("trials", 1) >= needed, model

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, verdict
+
+
+def _trained_model(difficulty, quality_sd, rng, shift=0.0):
+    """0/1 correctness of one trained model: a per-seed quality offset plus per-image idiosyncrasy."""
+    logits = difficulty + shift + rng.normal(0, quality_sd) + rng.normal(0, 1.0, size=difficulty.shape)
+    return (rng.random(difficulty.shape) < 1 / (1 + np.exp(-logits))).astype(float)
+
+
+def test_variance_of_the_mean_is_the_crossed_anova_formula_on_a_hand_case():
+    d = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, -1.0], [1.0, 1.0, 1.0, 0.0]])
+    s, n = d.shape
+    grand, rows, cols = d.mean(), d.mean(1), d.mean(0)
+    ms_seed = n * ((rows - grand) ** 2).sum() / (s - 1)
+    ms_image = s * ((cols - grand) ** 2).sum() / (n - 1)
+    ms_res = ((d - rows[:, None] - cols[None] + grand) ** 2).sum() / ((s - 1) * (n - 1))
+    assert ms_seed > ms_res and ms_image > ms_res  # no component truncated in this case
+    result = crossed_difference(d)
+    assert result.difference == pytest.approx(grand)
+    assert result.se**2 == pytest.approx((ms_seed + ms_image - ms_res) / (s * n))
+    # Satterthwaite
+    df = (ms_seed + ms_image - ms_res) ** 2 / (
+        ms_seed**2 / (s - 1) + ms_image**2 / (n - 1) + ms_res**2 / ((s - 1) * (n - 1))
+    )
+    assert result.df == pytest.approx(df)
+    assert result.low < grand < result.high
+
+
+def test_seed_variance_widens_the_interval_that_image_resampling_alone_would_give():
+    """The first release's failure: every seed pair differs by a lot, in both directions; images alone
+    call that significant, the crossed design does not."""
+    rng = np.random.default_rng(3)
+    n = 800
+    seed_effects = np.array([0.12, -0.08, 0.10, -0.06, 0.09])
+    d = np.stack(
+        [(rng.random(n) < 0.25 + max(e, 0)).astype(float) - (rng.random(n) < 0.25 - min(e, 0)) for e in seed_effects]
+    )
+    result = crossed_difference(d)
+    image_only_se = d.mean(0).std(ddof=1) / np.sqrt(n)
+    assert result.se > 2 * image_only_se
+    assert result.seed_share > 0.5
+    assert result.low < 0 < result.high
+
+
+def test_a_real_gain_is_found_and_a_null_is_not():
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(0, 1.5, 400)
+    gain = np.stack(
+        [_trained_model(difficulty, 0.1, rng, shift=1.0) - _trained_model(difficulty, 0.1, rng) for _ in range(5)]
+    )
+    found = crossed_difference(gain)
+    assert found.p_value < 1e-4 and found.low > 0
+    same = np.zeros((5, 400))
+    assert crossed_difference(same).p_value == 1.0 and crossed_difference(same).se == 0.0
+
+
+def test_a_a_comparisons_reject_at_about_the_nominal_rate():
+    """Same training distribution on both sides (seeds vary, the test set is redrawn): "significant" at
+    most ~5% of the time. Wide tolerance: 400 replicates."""
+    rng = np.random.default_rng(1)
+    rejected = 0
+    for _ in range(400):
+        difficulty = rng.normal(-0.3, 1.5, 80)
+        d = np.stack([_trained_model(difficulty, 0.4, rng) - _trained_model(difficulty, 0.4, rng) for _ in range(5)])
+        rejected += crossed_difference(d).p_value < 0.05
+    assert rejected / 400 <= 0.085
+
+
+def test_needs_two_seeds_and_two_images():
+    with pytest.raises(ValueError, match="2 seeds"):
+        crossed_difference(np.ones((1, 10)))
+    with pytest.raises(ValueError, match="seeds x images"):
+        crossed_difference(np.ones(10))
+
+
+def test_holm_matches_the_step_down_by_hand():
+    # sorted 0.01, 0.02, 0.03, 0.04 -> 4*0.01, max(., 3*0.02), max(., 2*0.03), max(., 0.04)
+    assert holm([0.04, 0.01, 0.03, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def test_minimum_detectable_effect_grows_with_the_standard_error_and_strictness():
+    base = minimum_detectable_effect(0.02, 30)
+    assert base == pytest.approx((2.0423 + 0.8538) * 0.02, rel=1e-3)
+    assert minimum_detectable_effect(0.04, 30) == pytest.approx(2 * base)
+    assert minimum_detectable_effect(0.02, 30, alpha=0.005) > base
+
+
+def test_verdict_follows_the_adjusted_p_value():
+    assert verdict(0.05, 0.01, 0.03) == "helps"
+    assert verdict(-0.05, 0.01, 0.03) == "hurts"
+    assert verdict(0.05, 0.2, 0.123) == "inconclusive at +-12.3 points"
