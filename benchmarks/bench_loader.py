@@ -24,8 +24,8 @@ import torch
 from fersynth.demo import DemoConfig, make_demo
 from fersynth.export import export_variant
 from fersynth.ingest import ingest
-from fersynth.train.architectures import build_model
-from fersynth.train.data import PRESETS, BatchLoader, InputConfig, decoded
+from fersynth.modeling.architectures import build_model
+from fersynth.modeling.data import PRESETS, BatchLoader, InputConfig, decoded
 from fersynth.variant import Variant
 
 ROOT = Path(__file__).resolve().parents[1]

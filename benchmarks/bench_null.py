@@ -12,7 +12,7 @@ images excludes zero), which ignored training variance.
 Everything runs as the user runs it (the ``fersynth`` CLI with a params file) in a scratch project.
 Results: metrics/bench/null.json.
 
-    python benchmarks/bench_null.py [--work DIR] [--models 20] [--comparisons 1000]
+    python benchmarks/bench_null.py [--work DIR] [--models 20] [--comparisons 3000]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,7 @@ from scipy import stats as scipy_stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fersynth.stats import crossed_difference  # noqa: E402
+from fersynth.stats import crossed_difference, satterthwaite_df  # noqa: E402
 
 
 def scratch_params(models: int) -> dict:
@@ -67,10 +68,7 @@ def run(args: list[str], cwd: Path, env: dict) -> float:
 
 def shuffled_copy(source: Path, target: Path, seed: int) -> None:
     """The same variant with its manifest rows in another order (image shards shared by hard link)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for path in source.iterdir():
-        if path.is_file() and path.name != "manifest.parquet":
-            os.link(path, target / path.name)
+    shutil.copytree(source, target, copy_function=os.link, ignore=shutil.ignore_patterns("manifest.parquet"))
     manifest = pd.read_parquet(source / "manifest.parquet")
     manifest.sample(frac=1, random_state=seed).to_parquet(target / "manifest.parquet", index=False)
 
@@ -94,16 +92,30 @@ def old_method_significant(a: np.ndarray, b: np.ndarray, rng: np.random.Generato
     return bool(low > 0 or high < 0)
 
 
+def mean_squares(d: np.ndarray) -> tuple:
+    """Arguments of :func:`fersynth.stats.satterthwaite_df` for an S x N difference matrix."""
+    s, n = d.shape
+    grand, rows, cols = d.mean(), d.mean(1), d.mean(0)
+    ms_seed = n * float(((rows - grand) ** 2).sum()) / (s - 1)
+    ms_image = s * float(((cols - grand) ** 2).sum()) / (n - 1)
+    ms_residual = float(((d - rows[:, None] - cols[None] + grand) ** 2).sum()) / ((s - 1) * (n - 1))
+    a, b = float(ms_seed > ms_residual), float(ms_image > ms_residual)
+    return ms_seed, ms_image, ms_residual, a, b, 1 - a - b, s, n
+
+
 def calibrate(table: pd.DataFrame, seeds_per_arm: int, comparisons: int, alpha: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     values = table.to_numpy()
     models = values.shape[1]
-    called, called_old, differences = 0, 0, []
+    called, called_satterthwaite, called_old, differences = 0, 0, 0, []
     for _ in range(comparisons):
         chosen = rng.permutation(models)[: 2 * seeds_per_arm]
         a, b = values[:, chosen[:seeds_per_arm]], values[:, chosen[seeds_per_arm:]]
         result = crossed_difference((b - a).T)
         called += result.p_value < alpha
+        if result.se > 0:  # the same interval with Satterthwaite's degrees of freedom throughout
+            satterthwaite = satterthwaite_df(*mean_squares((b - a).T))
+            called_satterthwaite += 2 * scipy_stats.t.sf(abs(result.difference) / result.se, satterthwaite) < alpha
         differences.append(result.difference)
         three = rng.permutation(models)[:6]
         called_old += old_method_significant(values[:, three[:3]], values[:, three[3:]], rng)
@@ -118,6 +130,7 @@ def calibrate(table: pd.DataFrame, seeds_per_arm: int, comparisons: int, alpha: 
         "verdict_rate_ci95_if_independent": [round(low, 4), round(high, 4)],
         "calibrated": rate <= alpha,
         "mean_abs_difference_points": round(100 * float(np.mean(np.abs(differences))), 2),
+        "satterthwaite_df_verdict_rate": round(called_satterthwaite / comparisons, 4),
         "first_release_method_verdict_rate": round(called_old / comparisons, 4),
     }
 
@@ -127,7 +140,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="scratch directory (default: a temporary one)")
     parser.add_argument("--models", type=int, default=20, help="models trained in all (half per row order)")
     parser.add_argument("--seeds-per-arm", type=int, default=5)
-    parser.add_argument("--comparisons", type=int, default=1000)
+    parser.add_argument("--comparisons", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "null.json")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="fersynth-null-"))

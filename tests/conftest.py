@@ -71,3 +71,41 @@ def with_true_demographics(variant_dir, truth_csv):
     pq.write_table(
         pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), variant_dir / "manifest.parquet"
     )
+
+
+def opinionated_classifier(directory: Path, favourite: str = "neutral") -> Path:
+    """A saved gate classifier that sees ``favourite`` in every face: at top-1 it rejects every other
+    emotion (a stand-in for a classifier trained on other data than the pictures it gates)."""
+    import torch
+
+    from fersynth.generate.classifier import EmotionClassifier
+    from fersynth.labels import BASIC7
+    from fersynth.modeling.architectures import SmallCNN
+
+    model = SmallCNN(len(BASIC7), 1, (4,))
+    with torch.no_grad():
+        head = model.head[-1]
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[BASIC7.index(favourite)] = 10.0
+    EmotionClassifier(model, BASIC7, 16).save(directory)
+    return directory
+
+
+def dvc_stages(root: Path) -> dict[str, dict]:
+    """The resolved stages of ``root/dvc.yaml`` (foreach and ``${...}`` expanded by DVC itself):
+    ``name -> {"cmd", "deps", "params", "outs", "metrics"}`` with paths as written there."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {
+            stage.addressing: {
+                "cmd": stage.cmd,
+                "deps": [d.def_path for d in stage.deps if not isinstance(d, ParamsDependency)],
+                "params": [p for d in stage.deps if isinstance(d, ParamsDependency) for p in d.params],
+                "outs": [o.def_path for o in stage.outs],
+                "metrics": [o.def_path for o in stage.outs if o.metric],
+            }
+            for stage in repo.index.stages
+        }

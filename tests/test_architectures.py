@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fersynth.train.architectures import ARCHITECTURES, DEFAULT_SIZE, build_model, learnable_layers
+from fersynth.modeling.architectures import ARCHITECTURES, DEFAULT_SIZE, build_model, learnable_layers
 
 SIZES = DEFAULT_SIZE  # each architecture at the input size the papers use it at
 

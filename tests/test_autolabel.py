@@ -2,11 +2,15 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
+from click.testing import CliRunner
 
-from fersynth.autolabel import AutolabelConfig, autolabel
+from fersynth.autolabel import AutolabelConfig, autolabel, check_labeler
+from fersynth.cli import main
+from fersynth.errors import UsageError
 from fersynth.ingest import ingest
 from fersynth.labels import BASIC7
-from fersynth.train.data import InputConfig
+from fersynth.modeling.data import InputConfig
 from fersynth.train.train import TrainConfig, train
 from fersynth.variant import Variant
 
@@ -68,6 +72,7 @@ def test_autolabel_matches_the_reference_class_counts_and_scores_the_hidden_labe
     assert agreement["all"]["images"] == len(table) == 80
     assert agreement["all"]["accuracy"] == pytest.approx(expected, abs=1e-4)
     assert report["kept"] == len(out)
+    assert metrics["labeler"] == {"model": str(root / "model"), "trained_on": [str(root / "fer2013")]}
 
 
 def test_a_confidence_floor_sets_faces_aside(labeled):
@@ -77,3 +82,33 @@ def test_a_confidence_floor_sets_faces_aside(labeled):
     table = pd.read_csv(root / "confident" / "autolabel.csv")
     assert (table["kept"] == (table["confidence"] >= 0.99)).all()
     assert report["kept"] == int(table["kept"].sum())
+
+
+def _compare_params(root, labeled) -> dict:
+    """hybrid (real + the labeled faces) vs fer2013, on fer2013's test set."""
+    return {
+        "autolabel": {"model": str(root / "model"), "match_counts_of": ""},
+        "train": {
+            "fer2013": {"variants": [str(root / "fer2013")]},
+            "hybrid": {"variants": [str(root / "fer2013"), str(labeled)]},
+        },
+        "evaluate": {"models": {}, "test_sets": {"fer2013": str(root / "fer2013")}},
+        "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["fer2013"]}}},
+    }
+
+
+def test_a_labeler_trained_on_a_compared_models_data_is_refused_in_one_line(labeled, tmp_path):
+    root, _ = labeled  # root / "model" is trained on root / "fer2013"
+    params = _compare_params(root, tmp_path / "labeled")
+    with pytest.raises(UsageError, match="training data of fer2013"):
+        check_labeler(root / "model", tmp_path / "labeled", params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    arguments = [str(root / "sfhq"), "--out", str(tmp_path / "labeled"), "--params", str(tmp_path / "params.yaml")]
+    result = CliRunner().invoke(main, ["autolabel", *arguments])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("fersynth autolabel: error: autolabel.model") and "training data of fer2013" in line
+    assert not (tmp_path / "labeled").exists()  # refused before any work
+    # the same model may label a variant no compared model trains on
+    no_pairs = params | {"compare": {"pairs": {}}}
+    assert check_labeler(root / "model", tmp_path / "labeled", no_pairs) == (str(root / "fer2013"),)

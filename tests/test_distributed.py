@@ -13,7 +13,7 @@ import yaml
 from safetensors.torch import load_file
 
 from fersynth.ingest import ingest
-from fersynth.train.data import InputConfig
+from fersynth.modeling.data import InputConfig
 from fersynth.train.train import TrainConfig, train
 
 

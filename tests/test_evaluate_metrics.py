@@ -1,5 +1,4 @@
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import classification_report as sk_report
 from sklearn.metrics import f1_score

@@ -5,14 +5,17 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from fersynth.cli import main
 from fersynth.generate.backends import BackendConfig, DemoBackendConfig
 from fersynth.generate.evaluator import EvaluatorConfig, build_evaluator
 from fersynth.generate.gate import GateConfig
 from fersynth.ingest import ingest
 from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 from fersynth.variant import Variant, VariantWriter
-from tests.conftest import with_true_demographics
+from tests.conftest import opinionated_classifier, with_true_demographics
 
 SOURCES = ("fer2013", "nhfi", "affectnet")
 FAST = EvaluatorConfig(per_cell=1, backend=BackendConfig(demo=DemoBackendConfig(size=64)))
@@ -30,8 +33,11 @@ def sources(tiny_demo, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def built(sources):
+    # the shared gate has an emotion classifier that rejects all but neutral faces: the evaluator, a test
+    # set, must fill every cell anyway (its generated rows are gated on image quality only)
+    shared_gate = GateConfig(detector="none", classifier=str(opinionated_classifier(sources / "gate")))
     report = build_evaluator(
-        {n: sources / n for n in SOURCES}, sources / "evaluator", FAST, NO_FACE_CHECK, sources / "metrics"
+        {n: sources / n for n in SOURCES}, sources / "evaluator", FAST, shared_gate, sources / "metrics"
     )
     return sources, report
 
@@ -45,6 +51,14 @@ def test_every_source_and_cell_holds_exactly_k_images(built):
     assert report["final"]["total"]["total"] == 840 and report["still_short"] == {}
     assert report["deficit"]["total"]["total"] == int(manifest["synthetic"].sum())
     assert json.loads((root / "metrics" / "final.json").read_text()) == report["final"]
+    assert json.loads((root / "metrics" / "gate.json").read_text()) == {"test": ["quality"]}
+    reasons = pd.read_csv(root / "evaluator" / "gate.csv")["reason"]
+    assert not reasons.str.startswith("emotion:").any()
+
+
+def test_an_emotion_classifier_for_the_evaluator_is_refused():
+    with pytest.raises(ValueError, match="test set"):
+        EvaluatorConfig(gate={"classifier": "models/gate"})
 
 
 def test_real_rows_come_from_test_splits_unchanged_and_generated_rows_match_each_format(built):
@@ -90,6 +104,36 @@ def test_the_suite_passes_and_catches_a_leaked_picture(built, tmp_path):
         r for b in json.loads((tmp_path / "q2.json").read_text())["batches"].values() for r in b if not r["success"]
     ]
     assert [r["expectation"].split("(")[0] for r in failed] == ["expect_column_values_to_not_be_in_set"]
+
+
+def test_the_cli_derives_not_in_from_params_and_fails_on_a_leak(built, tmp_path, monkeypatch):
+    root, _ = built
+    evaluator = Variant(root / "evaluator")
+    leaked_row, leaked_data = next(evaluator.iter_bytes(evaluator.manifest.head(1)))
+    with VariantWriter(tmp_path / "leaky") as writer:
+        row = leaked_row.copy()
+        row["split"] = "val"
+        writer.copy(row, leaked_data)
+        writer.commit()
+    for name in SOURCES:  # the ingested sources, where evaluator.datasets says they are
+        (tmp_path / "data" / "original").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "original" / name).symlink_to(root / name)
+    suite = {"splits": ["test"], "min_per_class": 1, "derive_not_in": True, "not_in": []}
+    params = {
+        "evaluator_suite": suite,
+        "evaluator": {"datasets": list(SOURCES)},
+        "train": {"leaky_model": {"variants": [str(tmp_path / "leaky")]}},
+        "evaluate": {"test_sets": {"evaluator": str(root / "evaluator")}},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    arguments = [str(root / "evaluator"), "--suite", "evaluator", "--section", "evaluator_suite"]
+    result = CliRunner().invoke(main, ["validate", *arguments, "--metrics", "q.json", "--docs", "docs"])
+    assert result.exit_code == 1 and "validation failed" in result.output
+    summary = json.loads((tmp_path / "q.json").read_text())
+    assert set(summary["not_in"]) == {*(f"data/original/{n}" for n in SOURCES), str(tmp_path / "leaky")}
+    failed = [r["expectation"] for b in summary["batches"].values() for r in b if not r["success"]]
+    assert [f.split("(")[0] for f in failed] == ["expect_column_values_to_not_be_in_set"]
 
 
 def test_without_generation_the_deficit_is_reported_not_padded(sources, tmp_path):

@@ -10,7 +10,7 @@ from fersynth.generate.gate import Gate, GateConfig
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
 from fersynth.ingest import ingest
 from fersynth.labels import BASIC7
-from fersynth.relabel.model import ModelConfig
+from fersynth.modeling.small_cnn import ModelConfig
 
 FAST = GateTrainConfig(model=ModelConfig(epochs=15))
 

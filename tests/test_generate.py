@@ -18,6 +18,7 @@ from fersynth.generate.run import ImageFormat
 from fersynth.ingest import ingest
 from fersynth.labels import BASIC7
 from fersynth.variant import Variant
+from tests.conftest import opinionated_classifier
 
 NO_FACE_CHECK = GateConfig(detector="none")
 
@@ -185,6 +186,25 @@ def test_artificial_variant_is_reproducible_and_complete(tmp_path):
     gate_log = pd.read_csv(tmp_path / "a" / "gate.csv")
     assert list(gate_log.columns[:5]) == ["file", "split", "accepted", "reason", "faces"]
     assert len(gate_log) == report["attempts"]
+
+
+def test_the_emotion_classifier_gates_train_rows_only_and_the_metrics_say_so(tmp_path):
+    classifier = opinionated_classifier(tmp_path / "gate")  # sees "neutral" in every face
+    gate_config = GateConfig(detector="none", classifier=str(classifier), emotion_top_k=1)
+    config = ArtificialConfig(per_cell={"train": 1, "test": 1}, max_attempts_per_image=2, format=ImageFormat(48, "L"))
+    cells = all_cells()[::20]  # 14 cells, two of them neutral
+    report = generate_artificial(tmp_path / "a", config, gate_config, tmp_path / "m.json", cells=cells)
+    gate_log = pd.read_csv(tmp_path / "a" / "gate.csv")
+    rejected = gate_log[~gate_log["accepted"]]
+    assert set(rejected["split"]) == {"train"} and rejected["reason"].str.startswith("emotion:").all()
+    manifest = Variant(tmp_path / "a").manifest
+    assert len(manifest[manifest["split"] == "test"]) == len(cells)  # no test cell left short by the classifier
+    assert set(manifest.loc[manifest["split"] == "train", "emotion"]) == {"neutral"}
+    assert set(report["short_cells"]) == {"train"}
+    assert json.loads((tmp_path / "m.json").read_text())["gate"] == {
+        "test": ["quality"],
+        "train": ["quality", f"emotion:{classifier}"],
+    }
 
 
 def test_augmented_variant_adds_generated_rows_to_train_only(tiny_demo, tmp_path):

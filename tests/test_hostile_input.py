@@ -121,7 +121,7 @@ def test_a_16_bit_png_keeps_its_picture(tmp_path):
 
 def test_training_reads_a_16_bit_variant_by_value_range(tmp_path):
     """A variant written elsewhere (not through ingest) that stores a 16-bit PNG trains as its picture."""
-    from fersynth.train.data import InputConfig, decoded
+    from fersynth.modeling.data import InputConfig, decoded
     from fersynth.variant import VariantWriter
 
     ramp = (np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) * 28).astype(np.uint16)  # 0 .. 64484

@@ -6,8 +6,8 @@ import pytest
 
 from fersynth.faces import FaceSpec, render_face
 from fersynth.labels import BASIC7
+from fersynth.modeling.small_cnn import ModelConfig
 from fersynth.relabel import ReclassifyConfig, reclassify
-from fersynth.relabel.model import ModelConfig
 from fersynth.variant import Variant, VariantWriter
 
 FAST = ModelConfig(size=32, channels=(8, 16), epochs=12, batch_size=16, learning_rate=3e-3)

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import stats
 
 from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, verdict
 
@@ -21,12 +22,24 @@ def test_variance_of_the_mean_is_the_crossed_anova_formula_on_a_hand_case():
     result = crossed_difference(d)
     assert result.difference == pytest.approx(grand)
     assert result.se**2 == pytest.approx((ms_seed + ms_image - ms_res) / (s * n))
-    # Satterthwaite
-    df = (ms_seed + ms_image - ms_res) ** 2 / (
-        ms_seed**2 / (s - 1) + ms_image**2 / (n - 1) + ms_res**2 / ((s - 1) * (n - 1))
-    )
-    assert result.df == pytest.approx(df)
+    assert result.df == s - 1  # the seed component is present: S - 1 degrees of freedom
+    assert result.high - grand == pytest.approx(stats.t.ppf(0.975, s - 1) * result.se)
     assert result.low < grand < result.high
+
+
+def test_without_seed_variance_the_degrees_of_freedom_are_satterthwaites():
+    from fersynth.stats import satterthwaite_df
+
+    rng = np.random.default_rng(0)
+    image_effect = rng.normal(0, 1, 50)
+    d = image_effect[None, :] + rng.normal(0, 0.1, (4, 50))  # every seed pair alike; images differ
+    result = crossed_difference(d)
+    assert result.seed_share == 0.0
+    s, n = d.shape
+    grand, cols = d.mean(), d.mean(0)
+    ms_image = s * ((cols - grand) ** 2).sum() / (n - 1)
+    assert result.se**2 == pytest.approx(ms_image / (s * n))  # seed and residual terms cancel
+    assert result.df == pytest.approx(satterthwaite_df(0, ms_image, 0, 0, 1, 0, s, n)) and result.df == n - 1
 
 
 def test_seed_variance_widens_the_interval_that_image_resampling_alone_would_give():

@@ -6,10 +6,16 @@ FER2013 class by class), so "synthetic only" and "real" train on the same class 
 Writes a labeled variant (images copied byte for byte, splits kept from ingestion), ``autolabel.csv``
 (every face: predicted emotion, confidence, kept or why not) and metrics: class counts against the
 targets and, where a ground truth is given (the demo's hidden labels), the labels' agreement with it.
+
+The labeler must not have been trained on a compared model's data or on a test set the labeled faces
+will be compared on (:func:`check_labeler`): labels from ``models/fer2013`` made the sfhq test split its
+own predictions.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +24,13 @@ import pandas as pd
 import torch
 
 from fersynth.atomic import write_json
+from fersynth.errors import UsageError
 from fersynth.labels import LABEL_SPACES
+from fersynth.leakage import labeler_conflicts
 from fersynth.log import get_logger, progress, summarize
-from fersynth.paths import project_root
-from fersynth.train.data import BatchLoader, decoded
-from fersynth.train.train import load_trained
+from fersynth.modeling.data import BatchLoader, decoded
+from fersynth.modeling.trained import load_trained
+from fersynth.paths import CheckpointLayout, trial_dirs
 from fersynth.variant import Variant, VariantWriter
 
 log = get_logger(__name__)
@@ -32,11 +40,21 @@ log = get_logger(__name__)
 class AutolabelConfig:
     """``params.yaml: autolabel``."""
 
-    model: str = "models/merged"  # a `fersynth train` output (the first trial when there are several)
+    model: str = "models/labeler"  # a `fersynth train` output (the first trial when there are several)
     min_confidence: float = 0.0  # softmax probability below which a face is set aside
     match_counts_of: str = "data/original/fer2013"  # per split and class; "" keeps every labeled face
     ratio: float = 1.0  # target = ratio x the reference's count
     seed: int = 0
+
+
+def check_labeler(model_dir: Path, labeled_variant: Path, params: Mapping) -> tuple[str, ...]:
+    """The labeling model's training variants (from its saved ``config.json``); a one-line
+    :class:`UsageError` if :func:`fersynth.leakage.labeler_conflicts` finds any reason to refuse it."""
+    variants = tuple(json.loads(CheckpointLayout(trial_dirs(Path(model_dir))[0]).config.read_text())["variants"])
+    conflicts = labeler_conflicts(variants, labeled_variant, params)
+    if conflicts:
+        raise UsageError(f"autolabel.model {model_dir} must not label {labeled_variant}: {'; '.join(conflicts)}")
+    return variants
 
 
 @torch.no_grad()
@@ -69,7 +87,7 @@ def autolabel(
     source = Variant(source_dir)
     manifest = source.manifest.sort_values("key").reset_index(drop=True)
     model, train_config, classes = load_trained(Path(config.model))
-    images = decoded(source, manifest, train_config.input, project_root() / ".cache" / "arrays")
+    images = decoded(source, manifest, train_config.input)
     probabilities = predict_probabilities(model, images)
     manifest["predicted"] = probabilities.argmax(1)
     manifest["confidence"] = probabilities.max(1)
@@ -90,7 +108,8 @@ def autolabel(
         table[["key", "source", "split", "emotion", "confidence", "kept", "reason"]].to_csv(
             writer.layout.root / "autolabel.csv", index=False
         )
-        metrics = _metrics(table, wanted, classes, ground_truth)
+        metrics = {"labeler": {"model": config.model, "trained_on": list(train_config.variants)}}
+        metrics |= _metrics(table, wanted, classes, ground_truth)
         report = writer.commit({"source": str(source_dir), "model": config.model, "seed": config.seed} | metrics)
     if metrics_path is not None:
         write_json(metrics_path, metrics)

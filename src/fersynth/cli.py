@@ -114,13 +114,19 @@ def validate(
     params_path: Path,
 ) -> None:
     """Run the Great Expectations suite for VARIANT; exits non-zero when an expectation fails."""
+    from dataclasses import replace
+
+    from fersynth.leakage import evaluator_not_in
     from fersynth.paths import data_docs_dir, quality_metrics_path
     from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 
     suite = suite or variant.name
-    values = section(load_params(params_path), section_name or f"validate.suites.{suite}")
+    params = load_params(params_path)
+    values = section(params, section_name or f"validate.suites.{suite}")
     values.pop("variant", None)  # where dvc.yaml finds the variant; the suite itself does not need it
     config = build(SuiteConfig, values)
+    if config.derive_not_in:
+        config = replace(config, not_in=tuple(dict.fromkeys((*evaluator_not_in(params, variant), *config.not_in))))
     try:
         validate_variant(
             variant,
@@ -269,10 +275,13 @@ def autolabel_command(
     source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path
 ) -> None:
     """Label the unlabeled faces of SOURCE with a trained FER model and downsample them to a reference
-    variant's class counts (paper 003's SFHQ protocol)."""
-    from fersynth.autolabel import AutolabelConfig, autolabel
+    variant's class counts (paper 003's SFHQ protocol). Refuses a model trained on a compared model's data
+    or on a test set OUT's models are compared on."""
+    from fersynth.autolabel import AutolabelConfig, autolabel, check_labeler
 
-    config = build(AutolabelConfig, section(load_params(params_path), "autolabel"))
+    params = load_params(params_path)
+    config = build(AutolabelConfig, section(params, "autolabel"))
+    check_labeler(Path(config.model), out, params)
     autolabel(source, out, config, metrics_path, truth)
 
 
@@ -467,14 +476,30 @@ def evaluate_command(out: Path, params_path: Path) -> None:
 @main.command(name="compare")
 @click.option("--evaluated", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/compare.json"), show_default=True)
+@click.option(
+    "--plots-dir",
+    type=click.Path(path_type=Path),
+    default=Path("metrics/compare"),
+    show_default=True,
+    help="Where the differences with their intervals go as records for `dvc plots` (differences.json, sweep.json).",
+)
+@click.option(
+    "--train-metrics",
+    type=click.Path(path_type=Path),
+    default=Path("metrics/train"),
+    show_default=True,
+    help="Training metrics (the candidates' synthetic row counts: a sweep curve's x).",
+)
 @PARAMS_OPTION
-def compare_command(evaluated: Path, out: Path, params_path: Path) -> None:
-    """With synthetic data vs without (params `compare`): accuracy difference with intervals over seeds and
-    test images, McNemar and bootstrap p-values, per-class F1 and per-group differences."""
+def compare_command(evaluated: Path, out: Path, plots_dir: Path, train_metrics: Path, params_path: Path) -> None:
+    """With synthetic data vs without (params `compare`): accuracy difference with a 95% interval over seeds
+    and test images together, Holm-corrected verdicts with the minimum detectable effect, real and generated
+    test rows apart, per-class and per-group differences."""
     from fersynth.evaluate.compare import CompareConfig, compare
 
     params = load_params(params_path)
-    compare(build(CompareConfig, section(params, "compare")), evaluated, section(params, "evaluate")["test_sets"], out)
+    config = build(CompareConfig, section(params, "compare"))
+    compare(config, evaluated, section(params, "evaluate")["test_sets"], out, plots_dir, train_metrics)
 
 
 @main.command(name="report")

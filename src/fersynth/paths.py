@@ -60,6 +60,115 @@ class VariantLayout:
         return self.root / "quarantine.csv"
 
 
+@dataclass(frozen=True)
+class CheckpointLayout:
+    """Files of one saved model directory (:mod:`fersynth.modeling.checkpoint`): safetensors weights and
+    the JSON config the model is rebuilt from."""
+
+    root: Path
+
+    @property
+    def weights(self) -> Path:
+        return self.root / "model.safetensors"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+
+TRIAL_PREFIX = "seed-"
+
+
+def trial_name(seed: int) -> str:
+    """``seed-<s>``: one trial's directory under an experiment's model directory, and its MLflow run suffix."""
+    return f"{TRIAL_PREFIX}{seed}"
+
+
+def trial_seed(trial_dir: Path) -> int | None:
+    """The seed of a ``seed-<s>`` trial directory; None for any other name (a single-trial model)."""
+    name = Path(trial_dir).name
+    number = name.removeprefix(TRIAL_PREFIX)
+    return int(number) if name.startswith(TRIAL_PREFIX) and number.isdigit() else None
+
+
+def trial_dirs(model_dir: Path) -> list[Path]:
+    """The directories holding one trained model each: ``model_dir`` itself (one trial) or its
+    ``seed-<s>/`` subdirectories in seed order."""
+    model_dir = Path(model_dir)
+    if CheckpointLayout(model_dir).weights.exists():
+        return [model_dir]
+    found = [d for d in model_dir.glob("*") if trial_seed(d) is not None and CheckpointLayout(d).weights.exists()]
+    if not found:
+        raise FileNotFoundError(f"no trained model under {model_dir}")
+    return sorted(found, key=trial_seed)
+
+
+def array_cache_dir() -> Path:
+    """``.cache/arrays/`` under the project root: decoded images as uint8 arrays, content-addressed
+    (:func:`fersynth.modeling.data.decoded`), shared by train, evaluate and autolabel."""
+    return project_root() / ".cache" / "arrays"
+
+
+@dataclass(frozen=True)
+class EvaluateLayout:
+    """Files ``fersynth evaluate`` writes under its output directory (dvc.yaml: ``metrics/evaluate``),
+    which ``fersynth compare`` and ``fersynth report`` read."""
+
+    root: Path = Path("metrics") / "evaluate"
+
+    @classmethod
+    def under(cls, metrics_dir: Path) -> EvaluateLayout:
+        """The layout inside a metrics folder holding ``evaluate/`` (what ``fersynth report`` is given)."""
+        return cls(Path(metrics_dir) / "evaluate")
+
+    @property
+    def cross_dataset(self) -> Path:
+        return self.root / "cross_dataset.json"
+
+    @property
+    def cross_dataset_png(self) -> Path:
+        return self.root / "cross_dataset.png"
+
+    @property
+    def macro_f1(self) -> Path:
+        return self.root / "macro_f1.json"
+
+    @property
+    def fairness(self) -> Path:
+        return self.root / "fairness.json"
+
+    @property
+    def robustness(self) -> Path:
+        return self.root / "robustness.json"
+
+    @property
+    def per_class_dir(self) -> Path:
+        return self.root / "per_class"
+
+    def per_class(self, model: str, test: str) -> Path:
+        """Mean classification report of ``model``'s trials on ``test``."""
+        return self.per_class_dir / model / f"{test}.json"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
+    def predictions(self, model: str, test: str) -> Path:
+        """One row per (seed, image): ``seed, key, label, predicted, correct``."""
+        return self.predictions_dir / model / f"{test}.csv"
+
+    @property
+    def confusion_dir(self) -> Path:
+        return self.root / "confusion"
+
+    def confusion(self, model: str, test: str) -> Path:
+        """``actual, predicted`` rows for DVC's confusion template; the figure is :meth:`confusion_png`."""
+        return self.confusion_dir / model / f"{test}.csv"
+
+    def confusion_png(self, model: str, test: str) -> Path:
+        return self.confusion_dir / model / f"{test}.png"
+
+
 def quality_metrics_path(suite: str) -> Path:
     """``metrics/quality/<suite>.json`` in the running stage's workspace."""
     return workspace_root() / "metrics" / "quality" / f"{suite}.json"
@@ -81,3 +190,8 @@ def mlflow_db_path() -> Path:
 
 def mlflow_artifacts_dir() -> Path:
     return project_root() / "mlartifacts"
+
+
+def original_variant(dataset: str) -> Path:
+    """``data/original/<dataset>``: the variant ``fersynth ingest`` writes for a source (dvc.yaml's ingest outs)."""
+    return Path("data") / "original" / dataset

@@ -43,6 +43,7 @@ class SuiteConfig:
     balanced_cells: tuple[str, ...] = ()  # columns whose every combination must hold exactly cell_count rows
     cell_count: int = 0
     not_in: tuple[str, ...] = ()  # variant directories: none of our pictures may be in their train or val split
+    derive_not_in: bool = False  # the evaluator's: `fersynth validate` adds fersynth.leakage.evaluator_not_in
     require_demographics: bool = True  # label_space none: gender / ethnicity / age group must be there (UTKFace)
 
     def __post_init__(self) -> None:
@@ -201,6 +202,8 @@ def validate_variant(
         },
     )
     summary: dict = {"variant": name, "rows": len(variant.manifest), "batches": {}}
+    if config.not_in:
+        summary["not_in"] = list(config.not_in)
     batches = build_batches(variant.manifest, config)
     checked = check_images(variant)
     batches["integrity"] = integrity_batch(checked)

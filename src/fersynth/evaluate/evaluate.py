@@ -3,15 +3,14 @@ cross-dataset matrix), with per-class reports and confusion matrices, fairness o
 per gender, age group and ethnicity, worst-best gap) and robustness under controlled lighting, resolution
 and noise perturbations (paper 003).
 
-Outputs under ``out_dir``: ``cross_dataset.json`` (+ ``cross_dataset.png`` heatmap), ``per_class/<model>/
-<test>.json``, ``confusion/<model>/<test>.csv`` (rows ``actual,predicted`` for DVC's confusion template)
-and ``.png``, ``fairness.json``, ``robustness.json``, and ``predictions/<model>/<test>.csv`` (key, label,
-predicted) for paired comparisons.
+Outputs under ``out_dir`` (:class:`fersynth.paths.EvaluateLayout`): ``cross_dataset.json`` (+ ``.png``
+heatmap), ``per_class/<model>/<test>.json``, ``confusion/<model>/<test>.csv`` (rows ``actual,predicted`` for
+DVC's confusion template) and ``.png``, ``fairness.json``, ``robustness.json``, and
+``predictions/<model>/<test>.csv`` (seed, key, label, predicted) for paired comparisons.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +19,13 @@ import pandas as pd
 import torch
 
 from fersynth.atomic import atomic_path, write_json
-from fersynth.evaluate.metrics import classification_report, group_accuracy
-from fersynth.evaluate.plots import confusion_figure, heatmap_figure, save_png
 from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger
-from fersynth.paths import project_root
-from fersynth.train.data import BatchLoader, decoded
-from fersynth.train.train import load_trained, trial_dirs
+from fersynth.modeling.data import BatchLoader, decoded
+from fersynth.modeling.metrics import classification_report, group_accuracy
+from fersynth.modeling.plots import confusion_figure, heatmap_figure, save_png
+from fersynth.modeling.trained import ClassifierSpec, load_trained
+from fersynth.paths import EvaluateLayout, trial_dirs, trial_seed
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -85,33 +84,35 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
     """A model trained in several trials (seeds) is scored by all of them: accuracies are means over the
     trials, confusion matrices and group accuracies pool the trials' predictions (the same images each
     time), and the predictions CSV keeps one row per (seed, image) for paired comparisons."""
-    out_dir = Path(out_dir)
-    cache = project_root() / ".cache" / "arrays"
+    layout = EvaluateLayout(Path(out_dir))
     matrix: dict[str, dict[str, float | None]] = {}
     macro_f1: dict[str, dict[str, float | None]] = {}
     fairness: dict[str, dict] = {}
     robustness: dict[str, dict] = {}
     for model_name, model_dir in config.models.items():
-        trials = [(d, *load_trained(d)) for d in trial_dirs(Path(model_dir))]
-        train_config, classes = trials[0][2], trials[0][3]
+        dirs = trial_dirs(Path(model_dir))
+        trials = [load_trained(d) for d in dirs]  # (model, spec, classes) per trial
+        models = {_seed(d, spec): model for d, (model, spec, _) in zip(dirs, trials, strict=True)}  # by seed
+        spec, classes = trials[0][1], trials[0][2]
         matrix[model_name], macro_f1[model_name] = {}, {}
         for test_name, variant_dir in config.test_sets.items():
             rows = test_rows(Path(variant_dir), classes)
             if rows is None:
                 matrix[model_name][test_name] = macro_f1[model_name][test_name] = None
                 continue
-            images = decoded(Variant(Path(variant_dir)), rows, train_config.input, cache)
+            images = decoded(Variant(Path(variant_dir)), rows, spec.input)
             labels = rows["label"].to_numpy(np.int64)
-            predicted = {_seed(d): predict(model, images, labels) for d, model, _, _ in trials}
+            predicted = {seed: predict(model, images, labels) for seed, model in models.items()}
             reports = [classification_report(labels, p, classes) for p in predicted.values()]
             report = mean_report(reports) | {"trials": len(reports)}
             matrix[model_name][test_name] = round(report["accuracy"], 4)
+            matrix[model_name] |= _by_origin(test_name, rows, labels, predicted)
             macro_f1[model_name][test_name] = round(report["macro avg"]["f1"], 4)
-            write_json(out_dir / "per_class" / model_name / f"{test_name}.json", report)
-            _write_predictions(out_dir / "predictions" / model_name / f"{test_name}.csv", rows, predicted)
+            write_json(layout.per_class(model_name, test_name), report)
+            _write_predictions(layout.predictions(model_name, test_name), rows, predicted)
             pooled_labels = np.tile(labels, len(predicted))
             pooled = np.concatenate(list(predicted.values()))
-            _write_confusion(out_dir / "confusion" / model_name, test_name, pooled_labels, pooled, classes)
+            _write_confusion(layout, model_name, test_name, pooled_labels, pooled, classes)
             if test_name == config.fairness_on:
                 fairness[model_name] = {
                     column: group_accuracy(
@@ -122,18 +123,33 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
             if test_name in config.robustness_on:
                 per_trial = [
                     _robustness(model, images, labels, config.robustness, r["accuracy"])
-                    for (_, model, _, _), r in zip(trials, reports, strict=True)
+                    for model, r in zip(models.values(), reports, strict=True)
                 ]
                 robustness.setdefault(model_name, {})[test_name] = {
                     k: round(float(np.mean([t[k] for t in per_trial])), 4) for k in per_trial[0]
                 }
-    write_json(out_dir / "cross_dataset.json", matrix)
-    write_json(out_dir / "macro_f1.json", macro_f1)
-    write_json(out_dir / "fairness.json", fairness)
-    write_json(out_dir / "robustness.json", robustness)
-    save_png(heatmap_figure(matrix, "accuracy: trained on (rows) x tested on (columns)"), out_dir / "cross_dataset.png")
+    write_json(layout.cross_dataset, matrix)
+    write_json(layout.macro_f1, macro_f1)
+    write_json(layout.fairness, fairness)
+    write_json(layout.robustness, robustness)
+    save_png(heatmap_figure(matrix, "accuracy: trained on (rows) x tested on (columns)"), layout.cross_dataset_png)
     log.info("evaluate: %s", matrix)
     return {"cross_dataset": matrix, "macro_f1": macro_f1, "fairness": fairness, "robustness": robustness}
+
+
+def _by_origin(test_name: str, rows: pd.DataFrame, labels: np.ndarray, predicted: dict) -> dict:
+    """A test set mixing real and generated faces (the evaluator) is also scored on each part apart, as
+    ``<test>_real`` and ``<test>_generated``: the mix is not "real faces"."""
+    if "synthetic" not in rows:
+        return {}
+    generated = rows["synthetic"].fillna(False).astype(bool).to_numpy()
+    if generated.all() or not generated.any():
+        return {}
+    out = {}
+    for part, mask in (("real", ~generated), ("generated", generated)):
+        accuracy = np.mean([np.mean(p[mask] == labels[mask]) for p in predicted.values()])
+        out[f"{test_name}_{part}"] = round(float(accuracy), 4)
+    return out
 
 
 def mean_report(reports: list[dict]) -> dict:
@@ -144,11 +160,10 @@ def mean_report(reports: list[dict]) -> dict:
     return {k: (first[k] if k == "support" else mean_report([r[k] for r in reports])) for k in first}
 
 
-def _seed(trial_dir: Path) -> int:
-    name = Path(trial_dir).name
-    if name.startswith("seed-"):
-        return int(name.split("-", 1)[1])
-    return int(json.loads((Path(trial_dir) / "config.json").read_text()).get("seed", 0))
+def _seed(trial_dir: Path, spec: ClassifierSpec) -> int:
+    """The trial's seed: from its ``seed-<s>`` directory, else (a single-trial model) its config's."""
+    seed = trial_seed(trial_dir)
+    return spec.seed if seed is None else seed
 
 
 def _robustness(model, images, labels, config: RobustnessConfig, clean: float) -> dict:
@@ -171,9 +186,9 @@ def _write_predictions(path: Path, rows: pd.DataFrame, predicted: dict[int, np.n
         frame.to_csv(tmp, index=False)
 
 
-def _write_confusion(directory: Path, name: str, labels, predicted, classes) -> None:
-    with atomic_path(directory / f"{name}.csv") as tmp:
+def _write_confusion(layout: EvaluateLayout, model: str, test: str, labels, predicted, classes) -> None:
+    with atomic_path(layout.confusion(model, test)) as tmp:
         pd.DataFrame({"actual": [classes[i] for i in labels], "predicted": [classes[i] for i in predicted]}).to_csv(
             tmp, index=False
         )
-    save_png(confusion_figure(labels, predicted, classes, name), directory / f"{name}.png")
+    save_png(confusion_figure(labels, predicted, classes, test), layout.confusion_png(model, test))

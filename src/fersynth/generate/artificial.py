@@ -1,6 +1,6 @@
 """``fersynth generate-artificial``: paper 001's all-artificial FER dataset (Table 7), generated over
 every emotion x gender x age group x ethnicity cell with its own train and test splits. Labels come
-from the prompt; only pictures that pass the gate are kept."""
+from the prompt; only pictures that pass the gate are kept (the emotion classifier gates train rows only)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fersynth.atomic import write_json
 from fersynth.generate.backends import make_backend
-from fersynth.generate.gate import Gate, GateConfig
+from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
 from fersynth.generate.run import GenerationConfig, accept_into, generation_metrics, write_attempts
@@ -49,12 +49,13 @@ def generate_artificial(
     cells = cells or all_cells()
     backend = make_backend(config.backend)
     builder = PromptBuilder(config.prompts)
-    gate = Gate(gate_config)
+    gate_configs = split_gates(gate_config, sorted(config.per_cell))
     attempts = {}
     with VariantWriter(out_dir, report_name="generate.json") as writer:
         for index, (split, count) in enumerate(sorted(config.per_cell.items())):
             quotas = dict.fromkeys(cells, int(count))
             on_accept = accept_into(writer, backend, split, "sd_artificial", config.format)
+            gate = Gate(gate_configs[split])
             attempts[split] = fill_quotas(
                 quotas, builder, backend, gate, config.seed + 1000 * index, config.max_attempts_per_image, on_accept
             )
@@ -66,6 +67,7 @@ def generate_artificial(
             "attempts": len(every),
             "accepted": sum(a.result.accepted for a in every),
             "per_cell": dict(config.per_cell),
+            "gate": {split: gate_checks(c) for split, c in gate_configs.items()},
             "short_cells": {s: d for s, d in deficits.items() if d},
             "prompt_effectiveness": effectiveness(every),
             "acceptance_by_group": acceptance_by_group(every),

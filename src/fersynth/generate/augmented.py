@@ -1,7 +1,7 @@
 """``fersynth generate-augmented``: paper 000's FER2013 + N generated images per class (300 with
 Juggernaut XL in the paper), prompts varying age, gender, ethnicity, lighting, angle, obstruction and
-blur (its Table 1). Generated pictures are converted to the source's format and go to train only; the
-source's rows, val and test included, are copied byte for byte."""
+blur (its Table 1). Generated pictures are converted to the source's format and go to train only (so
+the emotion classifier may gate them); the source's rows, val and test included, are copied byte for byte."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from fersynth.atomic import write_json
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
-from fersynth.generate.gate import Gate, GateConfig
+from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
 from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, generation_metrics, write_attempts
@@ -67,7 +67,8 @@ def generate_augmented(
     if width != height:
         raise ValueError(f"{source.name} train images are {width}x{height}; square formats only")
     backend = make_backend(config.backend)
-    gate = Gate(gate_config)
+    gate_configs = split_gates(gate_config, ["train"])
+    gate = Gate(gate_configs["train"])
     quotas = class_quotas(config.per_class, config.seed)
     dataset = str(manifest["dataset"].iloc[0])
     with VariantWriter(out_dir, report_name="generate.json", inputs=(source_dir,)) as writer:
@@ -84,6 +85,7 @@ def generate_augmented(
                 "backend": backend.name,
                 "model": backend.model,
                 "per_class": config.per_class,
+                "gate": {split: gate_checks(c) for split, c in gate_configs.items()},
                 "format": {"size": image_format.size, "mode": image_format.mode},
                 "attempts": len(attempts),
                 "accepted": sum(a.result.accepted for a in attempts),

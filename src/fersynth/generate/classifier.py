@@ -4,7 +4,6 @@ emotion its prompt asked for (paper 001 Table 11's "prompt effectiveness", measu
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +13,9 @@ from PIL import Image
 from fersynth.atomic import atomic_path, write_json
 from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger
-from fersynth.relabel.model import ModelConfig, SmallCNN, predict_proba, train_model
+from fersynth.modeling.architectures import SmallCNN
+from fersynth.modeling.checkpoint import load_checkpoint, save_checkpoint
+from fersynth.modeling.small_cnn import ModelConfig, predict_proba, train_model
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -43,23 +44,16 @@ class EmotionClassifier:
         return predict_proba(self.model, array[:, None])
 
     def save(self, directory: Path, extra: dict | None = None) -> None:
-        from safetensors.torch import save_file
-
+        channels = [m.out_channels for m in self.model.features if hasattr(m, "out_channels")]
+        config = {"classes": list(self.classes), "size": self.size, "channels": channels} | (extra or {})
         with atomic_path(Path(directory), kind="model") as tmp:
-            tmp.mkdir(parents=True)
-            state = {k: v.contiguous() for k, v in self.model.state_dict().items()}  # channels-last weights
-            save_file(state, tmp / "model.safetensors")
-            channels = [m.out_channels for m in self.model.features if hasattr(m, "out_channels")]
-            config = {"classes": list(self.classes), "size": self.size, "channels": channels} | (extra or {})
-            (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+            save_checkpoint(tmp, self.model, config)
 
     @classmethod
     def load(cls, directory: Path) -> EmotionClassifier:
-        from safetensors.torch import load_file
-
-        config = json.loads((Path(directory) / "config.json").read_text())
+        state, config = load_checkpoint(directory)
         model = SmallCNN(len(config["classes"]), 1, tuple(config["channels"]))
-        model.load_state_dict(load_file(Path(directory) / "model.safetensors"))
+        model.load_state_dict(state)
         return cls(model, tuple(config["classes"]), int(config["size"]))
 
 

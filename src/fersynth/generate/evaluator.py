@@ -4,7 +4,8 @@ From the **test split** of each source (reclassified FER2013, NHFI, AffectNet, w
 by ``agr-predict``) take ``k`` images per emotion x gender x age group x ethnicity cell (280 cells): the
 most confident demographic predictions first (paper 001 chose by eye). Cells a source cannot fill are
 completed with gated generated faces made with that cell's prompt and converted to that source's format
-(paper 001: 512 RGB -> 224 grey for NHFI, 48 grey for FER2013). Outputs: the variant (every row
+(paper 001: 512 RGB -> 224 grey for NHFI, 48 grey for FER2013); the gate checks image quality and the
+face only, never the emotion classifier (a test set must not be chosen by a model). Outputs: the variant (every row
 ``split = test``, ``dataset`` = the source whose format it has), the deficit table (Table 5) and the final
 table (Table 6) as metrics. Its suite checks exact balance and that no evaluator picture is in any
 training variant's train or val split.
@@ -21,7 +22,7 @@ from fersynth.atomic import write_json
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.convert import FORMATS
-from fersynth.generate.gate import Gate, GateConfig
+from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
 from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, write_attempts
@@ -43,6 +44,12 @@ class EvaluatorConfig(GenerationConfig):
     datasets: tuple[str, ...] = ("fer2013", "nhfi", "affectnet")
     generate: bool = True  # False: report the deficit and keep the set short (no generator available)
     gate: dict = field(default_factory=dict)  # overrides of the shared `gate` params for the evaluator only
+
+    def __post_init__(self) -> None:
+        if self.gate.get("classifier"):
+            raise ValueError(
+                "evaluator.gate.classifier: the evaluator is a test set; no emotion classifier may choose it"
+            )
 
 
 def select_real(test: pd.DataFrame, per_cell: int) -> pd.DataFrame:
@@ -73,7 +80,8 @@ def build_evaluator(
         raise ValueError(f"evaluator: no variant given for {sorted(missing)}")
     builder = PromptBuilder(config.prompts)
     backend = make_backend(config.backend)
-    gate = Gate(replace(gate_config, **config.gate))
+    test_gate = split_gates(replace(gate_config, **config.gate), ["test"])["test"]
+    gate = Gate(test_gate)
     selected_counts, deficit_counts, generated_counts = {}, {}, {}
     attempts, short = {}, {}
     with VariantWriter(out_dir, report_name="evaluator.json", inputs=tuple(sources.values())) as writer:
@@ -136,12 +144,13 @@ def build_evaluator(
                 "final": table(final),  # Table 6
                 "still_short": {d: s for d, s in short.items() if s},
                 "backend": backend.name,
+                "gate": {"test": gate_checks(test_gate)},
                 "prompt_effectiveness": effectiveness(every) if every else {},
                 "acceptance_by_group": acceptance_by_group(every) if every else {},
             }
         )
     if metrics_dir is not None:
-        for name in ("selected_real", "deficit", "final"):
+        for name in ("selected_real", "deficit", "final", "gate"):
             write_json(Path(metrics_dir) / f"{name}.json", report[name])
     if report["still_short"]:
         log.warning("evaluator: cells still short (the suite will fail): %s", report["still_short"])

@@ -97,10 +97,11 @@ def write_attempts(path: Path, attempts_by_split: dict[str, list[Attempt]]) -> N
 
 
 def generation_metrics(report: dict, short_cells) -> dict:
-    """The metrics file of a generative stage: attempts, acceptance per emotion and per group, and how
-    many cells were left short (a number, or a number per split)."""
+    """The metrics file of a generative stage: attempts, which checks gated which split, acceptance per
+    emotion and per group, and how many cells were left short (a number, or a number per split)."""
     return {
         "attempts": report["attempts"],
+        "gate": report["gate"],
         "accepted": report["accepted"],
         "acceptance_per_emotion": {e: v["acceptance"] for e, v in report["prompt_effectiveness"].items()},
         "acceptance_by_group": report["acceptance_by_group"],

@@ -17,8 +17,8 @@ from fersynth.atomic import write_json
 from fersynth.demo.truth import read_ground_truth
 from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger, summarize
+from fersynth.modeling.small_cnn import ModelConfig
 from fersynth.relabel.methods import Relabelling, confident_learning, self_filter
-from fersynth.relabel.model import ModelConfig
 from fersynth.variant import Variant, VariantWriter
 
 log = get_logger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from fersynth.relabel.model import ModelConfig, predict_proba, train_model
+from fersynth.modeling.small_cnn import ModelConfig, predict_proba, train_model
 
 
 @dataclass

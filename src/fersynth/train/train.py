@@ -2,14 +2,12 @@
 
 Paper 001's recipe is the default: its custom CNN at 48x48 grey, batch 64, Adam, ReduceLROnPlateau on
 the validation loss (factor 0.1, patience 2, min LR 1e-5), the checkpoint with the best validation
-accuracy, validation = 20% of train (stratified), horizontal flips. Synthetic rows (generated, SMOTE)
-only ever enter training: validation is drawn from real rows and the test set is the first variant's
-test split, real by construction of every variant here.
+accuracy, validation = 20% of train, horizontal flips. Which rows fit, validate and test is
+:mod:`fersynth.train.rows` (by subject where rows have subjects; synthetic rows only ever train).
 """
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from contextlib import nullcontext
@@ -22,11 +20,12 @@ import torch
 from torch import nn
 
 from fersynth.atomic import atomic_path, write_json
-from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger, progress
-from fersynth.paths import project_root
-from fersynth.train.architectures import build_model
-from fersynth.train.data import PRESETS, BatchLoader, InputConfig, decoded
+from fersynth.modeling.architectures import build_model
+from fersynth.modeling.checkpoint import save_checkpoint
+from fersynth.modeling.data import PRESETS, BatchLoader, InputConfig, decoded
+from fersynth.modeling.metrics import classification_report, mean_interval
+from fersynth.paths import trial_name
 from fersynth.train.distributed import (
     Distributed,
     all_sum,
@@ -36,6 +35,7 @@ from fersynth.train.distributed import (
     train_step,
     wrap,
 )
+from fersynth.train.rows import training_rows
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -52,7 +52,7 @@ class TrainConfig:
     weights: str = ""  # local ImageNet weights for torchvision backbones
     freeze: float = 0.0  # fraction of the backbone's learnable layers frozen (paper 002: 0.3)
     input: InputConfig = field(default_factory=InputConfig)
-    augment: str = "paper001"  # a preset of fersynth.train.data.PRESETS
+    augment: str = "paper001"  # a preset of fersynth.modeling.data.PRESETS
     optimizer: str = "adam"  # adam | sgd
     learning_rate: float = 0.01  # paper 001: 0.01 FER2013, 3e-4 AffectNet / merged
     lr_factor: float = 0.1
@@ -61,7 +61,7 @@ class TrainConfig:
     early_stopping: int = 0  # epochs without a better val accuracy before stopping (0: never)
     epochs: int = 50
     batch_size: int = 64
-    validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train)
+    validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train), by subject where known
     seed: int = 0  # the validation split's seed, and the first trial's
     trials: int = 1  # models trained with seeds seed, seed+1, ... on the same split (paper 002: 5)
     accumulate: int = 1  # micro-batches per optimiser step and process (fersynth.train.distributed)
@@ -73,6 +73,8 @@ class TrainConfig:
             raise ValueError(f"train.augment must be one of {sorted(PRESETS)}, not {self.augment!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"train.optimizer must be adam or sgd, not {self.optimizer!r}")
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"train.validation_fraction must be within (0, 1), not {self.validation_fraction}")
         if self.trials < 1 or self.accumulate < 1:
             raise ValueError(f"train.trials and train.accumulate must be at least 1: {self.trials}, {self.accumulate}")
 
@@ -81,48 +83,10 @@ class TrainConfig:
         return tuple(range(self.seed, self.seed + self.trials))
 
 
-def training_rows(config: TrainConfig) -> tuple[dict[str, pd.DataFrame], tuple[str, ...]]:
-    """Train / val / test rows with a ``variant`` column. Val: a stratified fraction of the real train
-    rows (seeded); test: the first variant's test split."""
-    from sklearn.model_selection import train_test_split
-
-    frames = []
-    for path in config.variants:
-        manifest = Variant(Path(path)).manifest
-        frames.append(manifest.assign(variant=str(path)))
-    spaces = {s for f in frames for s in f["label_space"].dropna().unique()}
-    if len(spaces) != 1:
-        raise ValueError(f"training variants mix label spaces {sorted(spaces)}")
-    classes = LABEL_SPACES[spaces.pop()]
-    train = pd.concat([f[f["split"] == "train"] for f in frames], ignore_index=True)
-    train = train[train["label"].notna()]
-    synthetic = train["synthetic"].fillna(False).astype(bool)
-    real, generated = train[~synthetic], train[synthetic]
-    if real.empty:  # an all-synthetic variant (sd_artificial, ddpm_casme): validate on its own rows
-        real, generated = generated, generated.iloc[0:0]
-    # a class with a single real row cannot be stratified: it trains, and validation goes without it
-    single = real["label"].map(real["label"].value_counts()) < 2
-    pool = real[~single]
-    n_val = int(np.ceil(config.validation_fraction * len(pool)))
-    # too few rows for one of each class on both sides (a tiny generated set): a plain seeded split
-    stratify = pool["label"] if min(n_val, len(pool) - n_val) >= pool["label"].nunique() else None
-    fit, val = train_test_split(pool, test_size=n_val, stratify=stratify, random_state=config.seed)
-    fit = pd.concat([fit, real[single]])
-    # one order whatever the cap, so "no cap" and "a cap above the count" train on identical rows in identical order
-    generated = generated.sort_values(["variant", "key"], kind="stable")
-    if config.synthetic_per_class >= 0:
-        generated = generated.groupby("label").head(config.synthetic_per_class)
-    if config.synthetic_ratio >= 0:  # at most ratio x the real training rows of the same class
-        caps = (generated["label"].map(fit["label"].value_counts()).fillna(0) * config.synthetic_ratio).astype(int)
-        generated = generated[generated.groupby("label").cumcount() < caps.reindex(generated.index)]
-    test = frames[0][(frames[0]["split"] == "test") & frames[0]["label"].notna()].assign(variant=config.variants[0])
-    rows = {"train": pd.concat([fit, generated], ignore_index=True), "val": val, "test": test}
-    return rows, classes
-
-
-def arrays(rows: pd.DataFrame, config: TrainConfig, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def arrays(rows: pd.DataFrame, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, labels) of ``rows``, decoded once per variant into the array cache."""
     groups = list(rows.groupby("variant", sort=False))
-    parts = [decoded(Variant(Path(v)), group, config.input, cache_dir) for v, group in groups]
+    parts = [decoded(Variant(Path(v)), group, config.input) for v, group in groups]
     labels = np.concatenate([group["label"].to_numpy(np.int64) for _, group in groups])
     return np.concatenate(parts) if len(parts) > 1 else parts[0], labels
 
@@ -151,20 +115,19 @@ def train(
     """Train ``config.trials`` models (one MLflow run each) on the same rows; save them under ``model_dir``
     (``model_dir/seed-<s>/`` when there are several trials) and write the metrics: per trial, and their
     mean with a 95% interval. ``history_path`` gets the first trial's learning curve as CSV (a DVC plot)."""
-    from fersynth.evaluate.metrics import mean_interval
-
     state = setup(config.device)
-    rows, classes = training_rows(config)
-    cache = project_root() / ".cache" / "arrays"
-    data = {split: arrays(r, config, cache) for split, r in rows.items()}
+    selected = training_rows(config)
+    rows, classes = selected.splits, selected.classes
+    data = {split: arrays(r, config) for split, r in rows.items()}
     counts = {s: len(r) for s, r in rows.items()} | {"synthetic_train": int(rows["train"]["synthetic"].sum())}
     log.info(
-        "train %s: %s on %s x %d process(es), %s, seeds %s",
+        "train %s: %s on %s x %d process(es), %s, validation %s, seeds %s",
         run_name,
         config.architecture,
         state.device,
         state.world_size,
         counts,
+        selected.validation,
         config.seeds,
     )
     # only rank 0 writes; the other processes train the same models in step and throw theirs away
@@ -173,8 +136,8 @@ def train(
         tmp.mkdir(parents=True, exist_ok=True)
         trials = []
         for seed in config.seeds:
-            name = run_name if config.trials == 1 else f"{run_name}/seed-{seed}"
-            out = tmp if config.trials == 1 else tmp / f"seed-{seed}"
+            name = run_name if config.trials == 1 else f"{run_name}/{trial_name(seed)}"
+            out = tmp if config.trials == 1 else tmp / trial_name(seed)
             trials.append(_train_trial(config, seed, data, counts, classes, state, out, name))
     teardown(state)
     if not state.main:
@@ -185,6 +148,7 @@ def train(
     metrics = {
         "classes": list(classes),
         "rows": counts,
+        "validation": selected.validation,
         "seeds": list(config.seeds),
         "best_val_accuracy": round(summary["best_val_accuracy"]["mean"], 4),
         "test_accuracy": round(summary["test_accuracy"]["mean"], 4),
@@ -213,8 +177,7 @@ def _train_trial(
 ) -> dict:
     import mlflow
 
-    from fersynth.evaluate.metrics import classification_report
-    from fersynth.evaluate.plots import close, confusion_figure
+    from fersynth.modeling.plots import close, confusion_figure
     from fersynth.tracking import start_run
 
     device = state.device
@@ -281,7 +244,7 @@ def _train_trial(
         model.load_state_dict(best["state"])
         test_loss, test_accuracy, predicted = evaluate(model, loaders["test"], device)
         report = classification_report(data["test"][1], predicted, classes)
-        _save(model, out, config, classes)
+        save_checkpoint(out, model, asdict(config) | {"classes": list(classes)})
         if state.main:
             mlflow.log_metrics(
                 {
@@ -320,38 +283,3 @@ def _flat(values: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _save(model: nn.Module, directory: Path, config: TrainConfig, classes: tuple[str, ...]) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, directory / "model.safetensors")
-    (directory / "config.json").write_text(json.dumps(asdict(config) | {"classes": list(classes)}, indent=2) + "\n")
-
-
-def trial_dirs(model_dir: Path) -> list[Path]:
-    """The directories holding one trained model each: ``model_dir`` itself (one trial) or its
-    ``seed-<s>/`` subdirectories in seed order."""
-    model_dir = Path(model_dir)
-    if (model_dir / "model.safetensors").exists():
-        return [model_dir]
-    found = sorted(model_dir.glob("seed-*/model.safetensors"), key=lambda p: int(p.parent.name.split("-", 1)[1]))
-    if not found:
-        raise FileNotFoundError(f"no trained model under {model_dir}")
-    return [p.parent for p in found]
-
-
-def load_trained(model_dir: Path) -> tuple[nn.Module, TrainConfig, tuple[str, ...]]:
-    """A trained model from its directory (or the first trial's, given an experiment's directory)."""
-    from safetensors.torch import load_file
-
-    from fersynth.config import build
-
-    model_dir = trial_dirs(model_dir)[0]
-    values = json.loads((Path(model_dir) / "config.json").read_text())
-    classes = tuple(values.pop("classes"))
-    config = build(TrainConfig, values)
-    model = build_model(config.architecture, len(classes), config.input.channels, config.input.size)
-    model.load_state_dict(load_file(Path(model_dir) / "model.safetensors"))
-    return model.eval(), config, classes

@@ -1,5 +1,5 @@
-"""Figures shared by training (logged to MLflow), evaluation and the report: a row-normalised confusion
-matrix and the models x test sets accuracy heatmap."""
+"""Figures shared by training (logged to MLflow) and evaluation: a row-normalised confusion matrix and the
+models x test sets accuracy heatmap."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fersynth.atomic import atomic_path
-from fersynth.evaluate.metrics import normalised_confusion
+from fersynth.modeling.metrics import normalised_confusion
 
 
 def _pyplot():

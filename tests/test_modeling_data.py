@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from fersynth.ingest import ingest
-from fersynth.train.data import PRESETS, AugmentConfig, BatchAugment, BatchLoader, InputConfig, cache_path, decoded
+from fersynth.modeling.data import PRESETS, AugmentConfig, BatchAugment, BatchLoader, InputConfig, cache_path, decoded
 from fersynth.variant import Variant
 
 

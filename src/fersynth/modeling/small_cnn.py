@@ -1,4 +1,5 @@
-"""The small fixed CNN the relabelling methods train, and the array plumbing around it.
+"""Fitting and applying :class:`~fersynth.modeling.architectures.SmallCNN` on in-memory images: the
+relabelling methods' folds and rounds, and the gate's emotion classifier.
 
 Images are decoded once into a uint8 array (N, C, size, size); batches are converted to float on the
 fly, so memory is one byte per pixel."""
@@ -12,11 +13,13 @@ import torch
 from torch import nn
 
 from fersynth.log import progress
+from fersynth.modeling.architectures import SmallCNN
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``params.yaml: reclassify.model``: input side, channel widths, epochs, batch size, learning rate."""
+    """``params.yaml: reclassify.model`` and ``gate_train.model``: input side, channel widths, epochs,
+    batch size, learning rate, horizontal flips."""
 
     size: int = 48
     channels: tuple[int, ...] = (16, 32, 64)
@@ -24,26 +27,6 @@ class ModelConfig:
     batch_size: int = 64
     learning_rate: float = 3e-3
     hflip: bool = True
-
-
-class SmallCNN(nn.Module):
-    """Conv-BN-ReLU-MaxPool blocks, a 3x3 average pool (expressions are about *where*: mouth versus
-    brows, so a global pool would throw the signal away), linear head."""
-
-    def __init__(self, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (16, 32, 64)):
-        super().__init__()
-        layers: list[nn.Module] = []
-        previous = in_channels
-        for width in channels:
-            layers += [nn.Conv2d(previous, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)]
-            previous = width
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Dropout(0.3), nn.Linear(previous * 9, n_classes)
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 def _batch(images: np.ndarray, index: np.ndarray, flip: np.ndarray | None = None) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Training data without decoding a PNG twice: a variant's rows are decoded once (preprocessing applied)
-into a uint8 array saved under ``.cache/arrays/`` and memory-mapped on every later run; batches are
-sliced from it, moved to the device (pinned, non-blocking, one batch prefetched by a thread) and
-augmented there, per sample, in one batched call.
+into a uint8 array saved in the array cache (:func:`fersynth.paths.array_cache_dir`) and memory-mapped on
+every later run; batches are sliced from it, moved to the device (pinned, non-blocking, one batch
+prefetched by a thread) and augmented there, per sample, in one batched call.
 
 torchvision's v2 transforms draw one set of random parameters per call, so on a batch tensor every
 image would get the same rotation; :class:`BatchAugment` draws per-sample parameters and applies them
@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from fersynth.atomic import atomic_path
 from fersynth.images import to_8bit
 from fersynth.log import get_logger, progress
+from fersynth.paths import array_cache_dir
 from fersynth.preprocess import Preprocess, PreprocessConfig
 from fersynth.variant import Variant
 
@@ -60,16 +61,17 @@ class InputConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
 
 
-def cache_path(variant: Variant, rows: pd.DataFrame, config: InputConfig, cache_dir: Path) -> Path:
-    """Content-addressed: the rows' pixel hashes, in order, and the input settings."""
+def cache_path(variant: Variant, rows: pd.DataFrame, config: InputConfig, cache_dir: Path | None = None) -> Path:
+    """Content-addressed: the rows' pixel hashes, in order, and the input settings. ``cache_dir``: default
+    the project's array cache."""
     digest = hashlib.sha256()
     digest.update(json.dumps(asdict(config), sort_keys=True, default=str).encode())
     for sha in rows["sha256"]:
         digest.update(sha.encode())
-    return Path(cache_dir) / f"{digest.hexdigest()[:32]}.npy"
+    return Path(cache_dir or array_cache_dir()) / f"{digest.hexdigest()[:32]}.npy"
 
 
-def decoded(variant: Variant, rows: pd.DataFrame, config: InputConfig, cache_dir: Path) -> np.ndarray:
+def decoded(variant: Variant, rows: pd.DataFrame, config: InputConfig, cache_dir: Path | None = None) -> np.ndarray:
     """``rows`` as uint8 N x C x size x size, from the cache when present (memory-mapped)."""
     path = cache_path(variant, rows, config, cache_dir)
     if path.exists():

@@ -1,4 +1,4 @@
-"""The classifiers the papers train, built by name.
+"""The networks the stages train, built by name where params choose them.
 
 - ``paper001_cnn``: paper 001's custom CNN (its Fig. 8 and code): four blocks Conv -> BN -> ReLU ->
   MaxPool -> Dropout 0.25 with 64 (3x3), 128 (5x5), 512 (3x3), 512 (3x3) filters, then the head.
@@ -9,6 +9,8 @@
   be downloaded here.
 - The head (paper 001): Flatten -> Dense 256 -> BN -> ReLU -> Dropout 0.25 -> Dense 512 -> BN -> ReLU ->
   Dropout 0.25 -> Dense n_classes.
+- :class:`SmallCNN`: the small fixed CNN of relabelling and of the gate's emotion check.
+- :class:`AGRNet`: paper 001's age / gender / race network (trained on UTKFace by ``agr-train``).
 
 ``Classifier.freeze(fraction)`` freezes the first fraction of the backbone's learnable layers (paper 002: 30%; paper
 001 froze the whole pretrained backbone: 1.0).
@@ -161,3 +163,55 @@ def build_model(
 def learnable_layers(module: nn.Module) -> list[nn.Module]:
     """Modules that own parameters directly (conv, linear, norm), in definition order."""
     return [m for m in module.modules() if any(True for _ in m.parameters(recurse=False))]
+
+
+class SmallCNN(nn.Module):
+    """Conv-BN-ReLU-MaxPool blocks, a 3x3 average pool (expressions are about *where*: mouth versus
+    brows, so a global pool would throw the signal away), linear head."""
+
+    def __init__(self, n_classes: int, in_channels: int = 1, channels: tuple[int, ...] = (16, 32, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        previous = in_channels
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)]
+            previous = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Dropout(0.3), nn.Linear(previous * 9, n_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+MAX_AGE = 116.0  # UTKFace's oldest age: AGRNet's age output is a sigmoid scaled to it
+
+
+class AGRNet(nn.Module):
+    """Paper 001's age / gender / race network: six conv blocks (32 to 192 filters), global max pool, three
+    Dense-128 heads: age (sigmoid x 116), race (5 logits), gender (2 logits)."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 96, 128, 160, 192), head_width: int = 128):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        previous = 3
+        for width in widths:
+            blocks += [nn.Conv2d(previous, width, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(width), nn.MaxPool2d(2)]
+            previous = width
+        self.features = nn.Sequential(*blocks, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+
+        def head(outputs: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Linear(previous, head_width), nn.ReLU(), nn.Dropout(0.3), nn.Linear(head_width, outputs)
+            )
+
+        self.age, self.race, self.gender = head(1), head(5), head(2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.features(x)
+        return {
+            "age": torch.sigmoid(self.age(features)).squeeze(1) * MAX_AGE,
+            "race": self.race(features),
+            "gender": self.gender(features),
+        }

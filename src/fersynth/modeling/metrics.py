@@ -1,4 +1,5 @@
-"""The numbers ``fersynth evaluate`` reports, as plain functions of labels and predictions.
+"""The numbers training, ``fersynth evaluate`` and ``fersynth compare`` report, as plain functions of labels
+and predictions.
 
 - per-class precision / recall / F1 with macro and weighted averages (paper 000 Tables 3-4, paper 003
   Fig. 8) and the row-normalised confusion matrix, from scikit-learn;

@@ -1,0 +1,41 @@
+"""A ``fersynth train`` classifier as its consumers (evaluate, autolabel) load it: the network rebuilt from
+its checkpoint, the input settings to decode images with, and its classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fersynth.modeling.architectures import Classifier, build_model
+from fersynth.modeling.checkpoint import load_checkpoint
+from fersynth.modeling.data import InputConfig
+from fersynth.paths import trial_dirs
+
+
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """What a ``fersynth train`` checkpoint's consumers need from its config (which holds the whole
+    ``TrainConfig``): the architecture to rebuild, the input settings to decode images with, the seed and
+    the variants it was trained on (for leakage checks)."""
+
+    architecture: str = "paper001_cnn"
+    input: InputConfig = field(default_factory=InputConfig)
+    seed: int = 0
+    variants: tuple[str, ...] = ()
+
+
+def load_trained(model_dir: Path) -> tuple[Classifier, ClassifierSpec, tuple[str, ...]]:
+    """(model in eval mode, spec, classes) of a trained classifier: ``model_dir`` itself or, given an
+    experiment trained in several trials, its first trial."""
+    from fersynth.config import build
+
+    directory = trial_dirs(Path(model_dir))[0]
+    state, values = load_checkpoint(directory)
+    missing = [k for k in ("architecture", "input", "classes") if k not in values]
+    if missing:
+        raise ValueError(f"{directory}: config.json lacks {missing}; not a `fersynth train` model")
+    spec = build(ClassifierSpec, {k: values[k] for k in ClassifierSpec.__dataclass_fields__ if k in values})
+    classes = tuple(values["classes"])
+    model = build_model(spec.architecture, len(classes), spec.input.channels, spec.input.size)
+    model.load_state_dict(state)
+    return model.eval(), spec, classes

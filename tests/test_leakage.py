@@ -1,0 +1,105 @@
+"""The selection-leakage rules on the project's own params.yaml and dvc.yaml, and on small made-up params."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fersynth.errors import ParamsError
+from fersynth.leakage import evaluator_not_in, labeler_conflicts
+from tests.conftest import dvc_stages
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+LABELED = "data/sfhq_labeled"  # autolabel's output in dvc.yaml
+
+
+@pytest.fixture(scope="module")
+def stages():
+    return dvc_stages(ROOT)
+
+
+def _params(**train) -> dict:
+    return {
+        "train": {name: {"variants": variants} for name, variants in train.items()},
+        "evaluate": {
+            "models": {"hybrid": "models/hybrid"},
+            "test_sets": {"affectnet": "data/reclassified/affectnet", "evaluator": "data/evaluator"},
+        },
+        "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["affectnet", "evaluator"]}}},
+    }
+
+
+def test_the_projects_labeler_is_allowed_and_is_neither_evaluated_nor_compared():
+    assert PARAMS["autolabel"]["model"] == "models/labeler"
+    assert labeler_conflicts(PARAMS["train"]["labeler"]["variants"], LABELED, PARAMS) == []
+    assert "labeler" not in PARAMS["evaluate"]["models"]
+    compared = {
+        name for candidate, pair in PARAMS["compare"]["pairs"].items() for name in (candidate, pair["baseline"])
+    }
+    assert "labeler" not in compared
+
+
+def test_a_compared_models_data_or_the_candidates_test_set_is_refused():
+    # the old default: models/fer2013, seed 0 of the baseline; its own predictions became the sfhq labels
+    reasons = labeler_conflicts(PARAMS["train"]["fer2013"]["variants"], LABELED, PARAMS)
+    assert reasons == [
+        "data/original/fer2013 is the training data of fer2013, a compared model",
+        "data/original/fer2013 is the training data of hybrid, a compared model",
+    ]
+    # hybrid trains on the labeled faces and is compared on AffectNet: an AffectNet labeler carries the test domain in
+    [reason] = labeler_conflicts(["data/reclassified/affectnet"], LABELED, PARAMS)
+    assert reason == (
+        "data/reclassified/affectnet is test set affectnet of the hybrid vs fer2013 comparison, "
+        "and hybrid trains on data/sfhq_labeled"
+    )
+
+
+def test_the_test_set_rule_applies_only_to_candidates_trained_on_the_labeled_variant():
+    params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/other"])
+    assert labeler_conflicts(["data/reclassified/affectnet"], "data/sfhq_labeled", params) == []
+    assert len(labeler_conflicts(["./data/reclassified/affectnet"], "data/other/", params)) == 1  # paths normalised
+
+
+def test_a_compared_model_without_a_train_experiment_is_a_params_error():
+    params = _params(hybrid=["data/sfhq_labeled"])  # baseline fer2013 is trained by no train.<experiment>
+    with pytest.raises(ParamsError, match="fer2013"):
+        labeler_conflicts(["data/reclassified/nhfi"], "data/sfhq_labeled", params)
+
+
+def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sources():
+    derived = evaluator_not_in(PARAMS, "data/evaluator")
+    assert set(derived) == {
+        "data/original/fer2013",
+        "data/original/nhfi",
+        "data/original/affectnet",
+        "data/original/casme2",
+        "data/reclassified/nhfi",
+        "data/reclassified/affectnet",
+        "data/merged",
+        "data/smote_balanced",
+        "data/fer2013_sdxl",
+        "data/sd_artificial",
+        "data/ddpm_casme",
+        "data/sfhq_labeled",
+    }
+    more = PARAMS | {"train": PARAMS["train"] | {"new": {"variants": ["data/filtered/nhfi"]}}}
+    assert set(evaluator_not_in(more, "data/evaluator")) == set(derived) | {"data/filtered/nhfi"}
+
+
+def test_validate_evaluator_depends_on_exactly_the_derived_variants(stages):
+    stage = stages["validate-evaluator"]
+    assert stage["cmd"].split()[2] == "data/evaluator"
+    manifests = {d.removesuffix("/manifest.parquet") for d in stage["deps"] if d.endswith("/manifest.parquet")}
+    assert manifests - {"data/evaluator"} == set(evaluator_not_in(PARAMS, "data/evaluator"))
+    variants = [f"train.{name}.variants" for name in PARAMS["train"]]
+    assert set(stage["params"]) >= {"evaluator_suite", "evaluator.datasets", "evaluate.test_sets", *variants}
+
+
+def test_autolabel_depends_on_its_labeler_and_the_params_its_check_reads(stages):
+    stage = stages["autolabel"]
+    assert PARAMS["autolabel"]["model"] in stage["deps"] and "models/fer2013" not in stage["deps"]
+    assert stage["cmd"].split()[stage["cmd"].split().index("--out") + 1] == LABELED
+    variants = [f"train.{name}.variants" for name in PARAMS["train"]]
+    assert set(stage["params"]) >= {"autolabel", "compare.pairs", "evaluate.models", "evaluate.test_sets", *variants}
+    assert stages["train-labeler"]["outs"][0] == PARAMS["autolabel"]["model"]

@@ -1,0 +1,35 @@
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from fersynth.modeling.architectures import build_model
+from fersynth.modeling.checkpoint import save_checkpoint
+from fersynth.modeling.data import InputConfig
+from fersynth.modeling.trained import load_trained
+from fersynth.paths import trial_name
+from fersynth.train.train import TrainConfig
+
+
+def test_a_train_checkpoint_loads_with_its_input_settings_classes_and_first_trial(tmp_path):
+    config = TrainConfig(variants=("data/x",), input=InputConfig(size=16), seed=3)
+    classes = ("a", "b", "c")
+    models = {}
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        models[seed] = build_model("paper001_cnn", 3, 1, 16).eval()
+        values = asdict(config) | {"seed": seed, "classes": list(classes)}  # what `fersynth train` writes
+        save_checkpoint(tmp_path / "exp" / trial_name(seed), models[seed], values)
+    model, spec, loaded_classes = load_trained(tmp_path / "exp")
+    assert loaded_classes == classes and spec.input == InputConfig(size=16) and spec.variants == ("data/x",)
+    assert spec.seed == 3 and not model.training
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(model(x), models[3](x))  # the first trial, by seed
+
+
+def test_a_checkpoint_of_another_kind_is_refused_by_name(tmp_path):
+    save_checkpoint(tmp_path, torch.nn.Linear(2, 2), {"widths": [4]})
+    with pytest.raises(ValueError, match="not a `fersynth train` model"):
+        load_trained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text()) == {"widths": [4]}

@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from fersynth.paths import (
+    CheckpointLayout,
+    EvaluateLayout,
+    array_cache_dir,
+    trial_dirs,
+    trial_name,
+    trial_seed,
+)
+
+
+def _checkpoint(directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    CheckpointLayout(directory).weights.write_bytes(b"")
+    return directory
+
+
+def test_trial_directories_are_found_in_seed_order(tmp_path):
+    for seed in (10, 2, 3):
+        _checkpoint(tmp_path / "exp" / trial_name(seed))
+    (tmp_path / "exp" / "seed-notes").mkdir()  # not a trial
+    assert [trial_seed(d) for d in trial_dirs(tmp_path / "exp")] == [2, 3, 10]  # 10 after 3, not after 1
+    assert trial_dirs(_checkpoint(tmp_path / "single")) == [tmp_path / "single"]
+    assert trial_seed(tmp_path / "single") is None and trial_name(7) == "seed-7"
+    with pytest.raises(FileNotFoundError, match="no trained model"):
+        trial_dirs(tmp_path / "exp" / "seed-notes")
+
+
+def test_evaluate_outputs_and_the_array_cache_have_one_layout(tmp_path, monkeypatch):
+    layout = EvaluateLayout(tmp_path / "out")
+    assert layout.predictions("m", "t") == tmp_path / "out" / "predictions" / "m" / "t.csv"
+    assert layout.per_class("m", "t") == tmp_path / "out" / "per_class" / "m" / "t.json"
+    assert layout.confusion("m", "t").with_suffix(".png") == layout.confusion_png("m", "t")
+    assert EvaluateLayout.under(tmp_path) == EvaluateLayout(tmp_path / "evaluate")
+    assert EvaluateLayout().root == Path("metrics/evaluate")  # dvc.yaml's evaluate outs
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    assert array_cache_dir() == tmp_path / ".cache" / "arrays"

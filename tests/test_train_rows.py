@@ -1,0 +1,183 @@
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from fersynth.generate.augmented import AugmentedConfig, generate_augmented
+from fersynth.generate.gate import GateConfig
+from fersynth.ingest import ingest
+from fersynth.labels import CASME2
+from fersynth.modeling.data import InputConfig
+from fersynth.train.rows import training_rows
+from fersynth.train.train import TrainConfig, arrays
+from fersynth.variant import MANIFEST_SCHEMA, Variant, VariantWriter
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("rows")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DVC_ROOT", str(root))
+    ingest("fer2013", tiny_demo / "fer2013", root / "fer2013")
+    generate_augmented(root / "fer2013", root / "aug", AugmentedConfig(per_class=4), GateConfig(detector="none"))
+    yield root
+    mp.undo()
+
+
+def small(root, **overrides):
+    values = {
+        "variants": (str(root / "fer2013"),),
+        "input": InputConfig(size=16),
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+    }
+    return TrainConfig(**(values | overrides))
+
+
+def casme_like(out, subjects: int, clips: int, frames: int = 3):
+    """A CASME II-shaped variant: every subject shows clips ``EP00``, ``EP01``, ... (CASME II's clip names
+    repeat across subjects), frames of a clip share its label; subject 00 is the test split."""
+    rng = np.random.default_rng(0)
+    with VariantWriter(out) as writer:
+        for subject in range(subjects):
+            for clip in range(clips):
+                label = (subject + clip) % len(CASME2)
+                for frame in range(frames):
+                    key = f"sub{subject:02d}/EP{clip:02d}/img{frame}.jpg"
+                    record = {
+                        "key": key,
+                        "source": key,
+                        "dataset": "casme2",
+                        "label_space": "casme2",
+                        "label": label,
+                        "emotion": CASME2[label],
+                        "subject": f"{subject:02d}",
+                        "clip": f"EP{clip:02d}",
+                        "frame": frame,
+                        "split": "test" if subject == 0 else "train",
+                    }
+                    writer.add(record, Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8), "L"))
+        writer.commit()
+    return out
+
+
+def permuted_copy(variant_dir, out, seed: int = 1):
+    """The same variant with its manifest rows in another order."""
+    shutil.copytree(variant_dir, out)
+    manifest = Variant(out).manifest
+    shuffled = manifest.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    assert list(shuffled["key"]) != list(manifest["key"])
+    pq.write_table(
+        pa.Table.from_pandas(shuffled, schema=MANIFEST_SCHEMA, preserve_index=False), out / "manifest.parquet"
+    )
+    return out
+
+
+def test_validation_is_real_train_rows_only_and_synthetic_rows_are_capped(workspace):
+    selected = training_rows(small(workspace, variants=(str(workspace / "aug"),), synthetic_per_class=2))
+    rows, classes = selected.splits, selected.classes
+    assert not rows["val"]["synthetic"].any() and not rows["test"]["synthetic"].any()
+    assert set(rows["train"]["key"]).isdisjoint(rows["val"]["key"])
+    generated = rows["train"][rows["train"]["synthetic"]]
+    assert generated.groupby("label").size().max() <= 2 and len(generated) == 2 * len(classes)
+    assert set(rows["test"]["split"]) == {"test"}
+    assert selected.validation["grouped_by"] == "row"
+
+
+def test_a_cap_above_the_synthetic_count_trains_on_the_same_rows_in_the_same_order_as_no_cap(workspace):
+    # a sweep over synthetic_per_class must not jump between "all" and "more than there are" from row order alone
+    uncapped = training_rows(small(workspace, variants=(str(workspace / "aug"),))).splits
+    capped = training_rows(small(workspace, variants=(str(workspace / "aug"),), synthetic_per_class=100)).splits
+    assert uncapped["train"]["synthetic"].sum() == 28
+    assert list(uncapped["train"]["key"]) == list(capped["train"]["key"])
+
+
+def test_synthetic_rows_are_capped_at_a_ratio_of_the_real_rows_per_class(workspace):
+    rows = training_rows(small(workspace, variants=(str(workspace / "aug"),), synthetic_ratio=0.1)).splits
+    real = rows["train"][~rows["train"]["synthetic"]].groupby("label").size()
+    generated = rows["train"][rows["train"]["synthetic"]].groupby("label").size()
+    assert len(generated) > 0
+    for label, n in generated.items():
+        assert n == min(4, int(real[label] * 0.1)), label  # 4 generated per class exist (the fixture)
+    uncapped = training_rows(small(workspace, variants=(str(workspace / "aug"),))).splits
+    assert uncapped["train"]["synthetic"].sum() == 28 > rows["train"]["synthetic"].sum()
+
+
+def test_a_set_too_small_to_stratify_still_splits(workspace):
+    selected = training_rows(small(workspace, validation_fraction=0.02))  # fewer val rows than classes
+    rows = selected.splits
+    assert 0 < len(rows["val"]) < len(selected.classes)
+    assert set(rows["train"]["key"]).isdisjoint(rows["val"]["key"])
+
+
+def test_a_class_with_one_real_row_trains_and_is_left_out_of_validation(workspace, tmp_path):
+    source = Variant(workspace / "fer2013")
+    train_rows = source.manifest.query("split == 'train'")
+    rare = train_rows["label"].value_counts().index[-1]  # keep one face of the rarest class in train
+    lone = train_rows[train_rows["label"] == rare].iloc[0]["key"]
+    with VariantWriter(tmp_path / "rare") as writer:
+        for row, data in source.iter_bytes():
+            if row["label"] != rare or row["split"] != "train" or row["key"] == lone:
+                writer.copy(row, data)
+        writer.commit()
+    rows = training_rows(small(tmp_path, variants=(str(tmp_path / "rare"),))).splits
+    assert lone in set(rows["train"]["key"]) and rare not in set(rows["val"]["label"])
+
+
+def test_an_all_synthetic_variant_validates_on_its_own_rows(tmp_path):
+    from fersynth.generate.artificial import ArtificialConfig, all_cells, generate_artificial
+
+    config = ArtificialConfig(per_cell={"train": 2, "test": 1})
+    generate_artificial(tmp_path / "art", config, GateConfig(detector="none"), cells=all_cells()[::10])
+    rows = training_rows(TrainConfig(variants=(str(tmp_path / "art"),))).splits
+    assert len(rows["val"]) > 0 and rows["val"]["synthetic"].all()
+    assert set(rows["train"]["key"]).isdisjoint(rows["val"]["key"]) and len(rows["train"]) + len(rows["val"]) == 56
+
+
+def test_validation_holds_out_whole_subjects(tmp_path):
+    variant = casme_like(tmp_path / "casme", subjects=7, clips=2)  # 6 train subjects: enough for a 20% split
+    selected = training_rows(small(tmp_path, variants=(str(variant),)))
+    fit, val = selected.splits["train"], selected.splits["val"]
+    assert selected.validation == {"grouped_by": "subject", "groups": {"train": 4, "val": 2}}
+    assert set(fit["subject"]).isdisjoint(val["subject"]) and len(val) == 2 * 2 * 3  # 2 subjects x 2 clips x 3 frames
+    assert set(selected.splits["test"]["subject"]) == {"00"}
+
+
+def test_too_few_subjects_hold_out_whole_clips_and_too_few_clips_single_frames(tmp_path):
+    by_clip = training_rows(small(tmp_path, variants=(str(casme_like(tmp_path / "a", subjects=3, clips=4)),)))
+    fit, val = by_clip.splits["train"], by_clip.splits["val"]
+    assert by_clip.validation["grouped_by"] == "clip" and len(val) > 0
+    clips = [set(zip(rows["subject"], rows["clip"], strict=True)) for rows in (fit, val)]
+    assert clips[0].isdisjoint(clips[1])  # EP00 of subject 01 and EP00 of subject 02 are different clips
+    assert len(clips[0] | clips[1]) == 2 * 4 and len(val) % 3 == 0  # whole clips of 3 frames
+    by_row = training_rows(small(tmp_path, variants=(str(casme_like(tmp_path / "b", subjects=2, clips=2)),)))
+    assert by_row.validation["grouped_by"] == "row"
+
+
+@pytest.mark.parametrize("subjects", [7, 2])  # grouped by subject, and row by row
+def test_the_manifest_row_order_changes_no_split_and_no_training_order(tmp_path, subjects):
+    variant = casme_like(tmp_path / "casme", subjects=subjects, clips=2)
+    permuted = permuted_copy(variant, tmp_path / "permuted")
+    original = training_rows(small(tmp_path, variants=(str(variant),)))
+    shuffled = training_rows(small(tmp_path, variants=(str(permuted),)))
+    for split in ("train", "val", "test"):
+        assert list(original.splits[split]["key"]) == list(shuffled.splits[split]["key"]), split
+    assert original.validation == shuffled.validation
+
+
+def test_a_permuted_manifest_feeds_training_the_same_images_in_the_same_order(tmp_path, monkeypatch):
+    # training is a seeded function of these arrays (tests/test_distributed.py checks it is exact)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the array cache
+    variant = casme_like(tmp_path / "casme", subjects=7, clips=2)
+    permuted = permuted_copy(variant, tmp_path / "permuted")
+    fed = []
+    for path in (variant, permuted):
+        config = small(tmp_path, variants=(str(path),))
+        splits = training_rows(config).splits
+        fed.append({split: arrays(rows, config) for split, rows in splits.items()})
+    for split in ("train", "val", "test"):
+        assert np.array_equal(fed[0][split][0], fed[1][split][0]) and np.array_equal(fed[0][split][1], fed[1][split][1])
