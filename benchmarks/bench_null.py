@@ -1,9 +1,11 @@
 """A/A calibration of ``fersynth compare``: how often does it call a difference "helps" or "hurts" when
 there is none?
 
-The demo's FER2013 experiment (its params, its test set) is trained K times under different seeds: half
-of the models on the variant as ingested, half on a copy whose manifest rows are shuffled (a different
-row order). Every model is scored on the same test images by ``fersynth evaluate``. Then many A/A
+The demo's FER2013 experiment (its params, its test set) is trained K times under different seeds
+(initialisation, data order, augmentation): half of the models on the variant as ingested, half on a copy
+whose manifest rows are shuffled. Training sorts rows canonically before any seeded draw, so the shuffled
+copy adds no variance of its own (tests/test_train_rows.py checks that a permuted manifest trains on
+identical arrays); it is here so that a regression of that invariance would show up as extra variance. Every model is scored on the same test images by ``fersynth evaluate``. Then many A/A
 comparisons are drawn: two disjoint groups of ``seeds_per_arm`` models, both trained on the same data.
 A calibrated method says "helps"/"hurts" in at most ``alpha`` of them. For contrast the same comparisons
 are judged by the first release's method (3 seeds; "significant" when a paired bootstrap of the test

@@ -183,3 +183,19 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         assert experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]["verdict"]
         runs = _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl%")
         assert len(runs) == 2, runs  # the demo's two trials (fast params), named after the DVC experiment
+        entry = experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]
+        assert entry["difference_low"] <= entry["difference"] <= entry["difference_high"]
+    # the README's `dvc exp show` line: its regular expressions keep exactly the columns it names
+    keep = (
+        r"Experiment|.*synthetic_per_class|fer2013_sdxl_vs_fer2013\.fer2013\."
+        r"(difference|difference_low|difference_high|verdict)"
+    )
+    shown = _run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], repo, env)
+    header = shown.splitlines()[0].split(",")
+    assert {
+        "Experiment",
+        "fer2013_sdxl_vs_fer2013.fer2013.difference",
+        "fer2013_sdxl_vs_fer2013.fer2013.difference_low",
+        "fer2013_sdxl_vs_fer2013.fer2013.verdict",
+    } <= set(header), header
+    assert any(h.endswith("synthetic_per_class") for h in header), header
