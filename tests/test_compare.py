@@ -38,7 +38,7 @@ def test_a_real_gain_helps_its_reverse_hurts_and_no_change_is_inconclusive_with_
     assert worse["verdict"] == "hurts" and worse["difference_high"] < 0
     noisy = {s: rng.random(n) < 0.5 for s in seeds}
     null = _decided(_predictions(base), _predictions(noisy), config)
-    assert null["verdict"] == f"inconclusive at +-{100 * null['mde']:.1f} points"
+    assert null["verdict"] == f"inconclusive (detects +-{100 * null['mde']:.1f} pts)"
     assert null["difference_low"] < 0 < null["difference_high"] and 0 < null["mde"] < 0.5
 
 
@@ -54,7 +54,9 @@ def test_seed_pairs_that_disagree_give_no_verdict_and_nothing_in_the_entry_claim
     assert entry["verdict"].startswith("inconclusive")
     assert entry["difference_low"] < 0 < entry["difference_high"]
     assert entry["seed_share"] > 0.5
-    assert not any("mcnemar" in k or "bootstrap" in k for k in entry)
+    # what a reader sees beside the verdict agrees with it: no interval that excludes zero after adjustment
+    assert entry["difference_low_adjusted"] < 0 < entry["difference_high_adjusted"]
+    assert entry["p_holm"] >= 0.05
 
 
 def test_fewer_seed_pairs_than_min_seeds_get_no_verdict():
@@ -89,7 +91,7 @@ def test_real_and_generated_test_rows_are_reported_apart_with_class_and_group_in
     rows = pd.DataFrame(
         {"synthetic": generated, "gender": np.where(np.arange(n) % 2, "male", "female")},
         index=[f"k{i:03d}" for i in range(n)],
-    )
+    ).sample(frac=1, random_state=0)  # the manifest's order is not the predictions' order
     entry = _decided(_predictions(base, labels), _predictions(candidate, labels), CompareConfig(), rows)
     assert entry["real"]["images"] == 200 and entry["real"]["difference"] == 0.0
     assert entry["generated"]["verdict"] == "helps" and entry["real"]["verdict"].startswith("inconclusive")
@@ -182,3 +184,53 @@ def test_every_compared_experiment_trains_enough_seeds_for_a_verdict_by_default(
     for candidate, pair in params["compare"]["pairs"].items():
         for model in (candidate, pair["baseline"]):
             assert params["train"][model].get("trials", 1) >= needed, model
+
+
+def test_verdicts_and_adjusted_intervals_agree_over_many_families():
+    """Whenever the Bonferroni interval shown excludes zero, the verdict is helps/hurts, and a helps/hurts
+    verdict always comes with an unadjusted interval excluding zero on the same side."""
+    rng = np.random.default_rng(8)
+    for _ in range(30):
+        base = {s: rng.random(150) < 0.5 for s in range(5)}
+        candidate = {s: rng.random(150) < 0.5 + rng.uniform(-0.1, 0.15) for s in range(5)}
+        config = CompareConfig()
+        entries, family = [], []
+        for _ in range(3):
+            entry, tested = compare_predictions(_predictions(base), _predictions(candidate), config, None, CLASSES)
+            entries.append(entry)
+            family += tested
+        decide(family, config)
+        for entry in entries:
+            if entry["difference_low_adjusted"] > 0 or entry["difference_high_adjusted"] < 0:
+                assert entry["verdict"] in ("helps", "hurts")
+            if entry["verdict"] == "helps":
+                assert entry["difference_low"] > 0
+            if entry["verdict"] == "hurts":
+                assert entry["difference_high"] < 0
+
+
+def test_seeds_are_paired_by_value_and_gaps_in_the_predictions_are_errors():
+    rng = np.random.default_rng(9)
+    base = {s: rng.random(60) < 0.5 for s in range(5)}
+    candidate = {s: rng.random(60) < 0.5 for s in range(1, 7)}  # seeds 1..6: shares 1..4 with the baseline
+    entry, _ = compare_predictions(_predictions(base), _predictions(candidate), CompareConfig(), None, CLASSES)
+    assert entry["seeds"] == 4 and list(entry["per_seed_difference"]) == ["1-1", "2-2", "3-3", "4-4"]
+    holed = _predictions(candidate).drop(index=[3])  # seed 1 lost one image
+    with pytest.raises(ValueError, match="no prediction"):
+        compare_predictions(_predictions(base), holed, CompareConfig(), None, CLASSES)
+    rows = pd.DataFrame({"synthetic": False}, index=[f"k{i:03d}" for i in range(59)])  # k059 is not in it
+    with pytest.raises(ValueError, match="not in the test set's manifest"):
+        compare_predictions(_predictions(base), _predictions(base), CompareConfig(), rows, CLASSES)
+
+
+def test_small_subsets_get_no_interval_and_no_verdict():
+    rng = np.random.default_rng(10)
+    n = 120
+    labels = np.where(np.arange(n) < 5, 1, 0)  # five disgust images
+    generated = np.arange(n) >= n - 10  # ten generated rows
+    base = {s: rng.random(n) < 0.5 for s in range(5)}
+    rows = pd.DataFrame({"synthetic": generated}, index=[f"k{i:03d}" for i in range(n)])
+    entry = _decided(_predictions(base, labels), _predictions(base, labels), CompareConfig(), rows)
+    assert entry["class_difference"]["disgust"]["low"] is None
+    assert entry["generated"]["difference_low"] is None and entry["generated"]["verdict"].startswith("too few images")
+    assert entry["real"]["difference_low"] is not None

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
 from fersynth.atomic import write_json
 from fersynth.config import build
@@ -39,6 +40,7 @@ from fersynth.variant import Variant
 log = get_logger(__name__)
 
 GROUP_COLUMNS = ("gender", "age_group", "ethnicity")
+MIN_IMAGES = 20  # fewer test images give no interval or verdict (a t interval on 3 images leaves [-1, 1])
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,14 @@ def compare_predictions(
     if not a.index.equals(b.index):
         raise ValueError("the two models were evaluated on different test images")
     trials = [int(a.shape[1]), int(b.shape[1])]
-    seeds = min(trials)  # seed k with seed k, as many pairs as the shorter side has; the rest is not used
-    a, b = a.iloc[:, :seeds], b.iloc[:, :seeds]
+    # seed k with seed k: the seeds both trained (same initialisation and batches); the others are not used
+    shared = [seed for seed in a.columns if seed in set(b.columns)]
+    if not shared:  # one-trial models with different seeds: pair them, there is nothing better
+        shared_a, shared_b = list(a.columns[:1]), list(b.columns[:1])
+    else:
+        shared_a = shared_b = shared
+    a, b = a[shared_a], b[shared_b]
+    seeds = len(shared_a)
     differences = b.to_numpy() - a.to_numpy()  # images x seed pairs
     entry = {
         "trials": trials,
@@ -142,6 +150,11 @@ def compare_predictions(
     }
     tested = [_summary(entry, differences, seeds)]
     if rows is not None:
+        missing = a.index.difference(rows.index)
+        if len(missing):
+            raise ValueError(
+                f"{len(missing)} predicted test images are not in the test set's manifest, e.g. {missing[0]}"
+            )
         rows = rows.reindex(a.index)
         for scope, mask in _real_and_generated(rows).items():
             entry[scope] = {
@@ -167,7 +180,7 @@ def compare_predictions(
 def _summary(target: dict, differences: np.ndarray, seeds: int) -> _Tested:
     target |= {"images": int(differences.shape[0]), "seeds": int(seeds)}
     target["difference"] = round(float(differences.mean()), 4) if differences.size else 0.0
-    if seeds < 2 or differences.shape[0] < 2:
+    if seeds < 2 or differences.shape[0] < MIN_IMAGES:
         target |= {"difference_low": None, "difference_high": None}
         return _Tested(target, None, seeds)
     result = crossed_difference(differences.T)
@@ -186,22 +199,31 @@ def decide(family: list[_Tested], config: CompareConfig) -> None:
     adjusted = holm([t.result.p_value for t in eligible]) if eligible else []
     strictest = config.alpha / max(len(eligible), 1)
     for tested, p in zip(eligible, adjusted, strict=True):
-        mde = minimum_detectable_effect(tested.result.se, tested.result.df, strictest, config.power)
+        result = tested.result
+        mde = minimum_detectable_effect(result.se, result.df, strictest, config.power)
+        # Bonferroni interval: when it excludes zero, Holm rejects too (Holm may also reject when it does not)
+        half = float(scipy_stats.t.ppf(1 - strictest / 2, result.df) * result.se)
         tested.target |= {
+            "difference_low_adjusted": round(result.difference - half, 4),
+            "difference_high_adjusted": round(result.difference + half, 4),
             "p_holm": round(p, 4),
             "mde": round(mde, 4),
-            "verdict": verdict(tested.result.difference, p, mde, config.alpha),
+            "verdict": verdict(result.difference, p, mde, config.alpha),
         }
     decided = {id(t) for t in eligible}
     for tested in family:
-        if id(tested) not in decided:
+        if id(tested) in decided:
+            continue
+        if tested.seeds < config.min_seeds:
             tested.target["verdict"] = f"too few seeds ({tested.seeds} < {config.min_seeds})"
+        else:
+            tested.target["verdict"] = f"too few images ({tested.target['images']} < {MIN_IMAGES})"
 
 
 def _interval(differences: np.ndarray) -> dict:
     """Difference with its 95% crossed-design interval (unadjusted; descriptive)."""
     out = {"images": int(differences.shape[0]), "difference": round(float(differences.mean()), 4)}
-    if differences.shape[0] >= 2 and differences.shape[1] >= 2:
+    if differences.shape[0] >= MIN_IMAGES and differences.shape[1] >= 2:
         result = crossed_difference(differences.T)
         out |= {"low": round(result.low, 4), "high": round(result.high, 4)}
     else:
@@ -239,6 +261,9 @@ def plot_records(result: dict) -> list[dict]:
                     "difference": values["difference"],
                     "low": values[low],
                     "high": values[high],
+                    # class and group intervals are unadjusted and many: descriptive, never a verdict
+                    "verdict": values.get("verdict", "descriptive (unadjusted)"),
+                    "p_holm": values.get("p_holm"),
                 }
                 for scope, values, low, high in scopes
                 if values.get(low) is not None
@@ -272,6 +297,9 @@ def sweep_records(result: dict, config: CompareConfig, train_metrics: Path | Non
 def _correct_by_seed(predictions: pd.DataFrame) -> pd.DataFrame:
     """One column per seed (sorted), one row per image key (sorted): 1.0 where the prediction was right."""
     table = predictions.pivot(index="key", columns="seed", values="correct").astype(float)
+    if table.isna().to_numpy().any():
+        seeds = sorted(table.columns[table.isna().any()].tolist())
+        raise ValueError(f"seeds {seeds} have no prediction for some test images: evaluate them all again")
     return table.sort_index().reindex(sorted(table.columns), axis=1)
 
 
