@@ -147,20 +147,22 @@ def test_validation_holds_out_whole_subjects(tmp_path):
     assert set(selected.splits["test"]["subject"]) == {"00"}
 
 
-def test_too_few_subjects_hold_out_whole_clips_and_too_few_clips_single_frames(tmp_path):
-    by_clip = training_rows(small(tmp_path, variants=(str(casme_like(tmp_path / "a", subjects=3, clips=4)),)))
+def test_one_train_subject_holds_out_whole_clips_and_one_clip_single_frames(tmp_path):
+    by_subject = training_rows(small(tmp_path, variants=(str(casme_like(tmp_path / "s", subjects=3, clips=2)),)))
+    assert by_subject.validation == {"grouped_by": "subject", "groups": {"train": 1, "val": 1}}
+    by_clip = training_rows(small(tmp_path, variants=(str(casme_like(tmp_path / "a", subjects=2, clips=4)),)))
     fit, val = by_clip.splits["train"], by_clip.splits["val"]
     assert by_clip.validation["grouped_by"] == "clip" and len(val) > 0
     clips = [set(zip(rows["subject"], rows["clip"], strict=True)) for rows in (fit, val)]
     assert clips[0].isdisjoint(clips[1])  # EP00 of subject 01 and EP00 of subject 02 are different clips
-    assert len(clips[0] | clips[1]) == 2 * 4 and len(val) % 3 == 0  # whole clips of 3 frames
-    by_row = training_rows(small(tmp_path, variants=(str(casme_like(tmp_path / "b", subjects=2, clips=2)),)))
+    assert len(clips[0] | clips[1]) == 4 and len(val) % 3 == 0  # whole clips of 3 frames
+    by_row = training_rows(small(tmp_path, variants=(str(casme_like(tmp_path / "b", subjects=2, clips=1)),)))
     assert by_row.validation["grouped_by"] == "row"
 
 
-@pytest.mark.parametrize("subjects", [7, 2])  # grouped by subject, and row by row
-def test_the_manifest_row_order_changes_no_split_and_no_training_order(tmp_path, subjects):
-    variant = casme_like(tmp_path / "casme", subjects=subjects, clips=2)
+@pytest.mark.parametrize("subjects,clips", [(7, 2), (2, 1)])  # grouped by subject, and row by row
+def test_the_manifest_row_order_changes_no_split_and_no_training_order(tmp_path, subjects, clips):
+    variant = casme_like(tmp_path / "casme", subjects=subjects, clips=clips)
     permuted = permuted_copy(variant, tmp_path / "permuted")
     original = training_rows(small(tmp_path, variants=(str(variant),)))
     shuffled = training_rows(small(tmp_path, variants=(str(permuted),)))
