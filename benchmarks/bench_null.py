@@ -43,7 +43,7 @@ from scipy import stats as scipy_stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from fersynth.stats import crossed_difference, satterthwaite_df  # noqa: E402
+from fersynth.stats import crossed_difference  # noqa: E402
 
 
 def scratch_params(models: int) -> dict:
@@ -110,17 +110,6 @@ def old_method_significant(a: np.ndarray, b: np.ndarray, rng: np.random.Generato
     return bool(low > 0 or high < 0)
 
 
-def mean_squares(d: np.ndarray) -> tuple:
-    """Arguments of :func:`fersynth.stats.satterthwaite_df` for an S x N difference matrix."""
-    s, n = d.shape
-    grand, rows, cols = d.mean(), d.mean(1), d.mean(0)
-    ms_seed = n * float(((rows - grand) ** 2).sum()) / (s - 1)
-    ms_image = s * float(((cols - grand) ** 2).sum()) / (n - 1)
-    ms_residual = float(((d - rows[:, None] - cols[None] + grand) ** 2).sum()) / ((s - 1) * (n - 1))
-    a, b = float(ms_seed > ms_residual), float(ms_image > ms_residual)
-    return ms_seed, ms_image, ms_residual, a, b, 1 - a - b, s, n
-
-
 def calibrate(table: pd.DataFrame, seeds_per_arm: int, comparisons: int, alpha: float, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     values = table.to_numpy()
@@ -132,8 +121,8 @@ def calibrate(table: pd.DataFrame, seeds_per_arm: int, comparisons: int, alpha: 
         result = crossed_difference((b - a).T)
         called += result.p_value < alpha
         if result.se > 0:  # the same interval with Satterthwaite's degrees of freedom throughout
-            satterthwaite = satterthwaite_df(*mean_squares((b - a).T))
-            called_satterthwaite += 2 * scipy_stats.t.sf(abs(result.difference) / result.se, satterthwaite) < alpha
+            statistic = abs(result.difference) / result.se
+            called_satterthwaite += 2 * scipy_stats.t.sf(statistic, result.satterthwaite_df) < alpha
         differences.append(result.difference)
         three = rng.permutation(models)[:6]
         called_old += old_method_significant(values[:, three[:3]], values[:, three[3:]], rng)

@@ -49,6 +49,7 @@ class Difference:
     seeds: int
     images: int
     seed_share: float  # share of the variance of the mean that comes from training (seeds), not test images
+    satterthwaite_df: float  # the degrees of freedom Satterthwaite's rule alone would give (df may be S - 1)
 
     def to_dict(self, digits: int = 4) -> dict:
         return {k: (round(v, digits) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -76,9 +77,8 @@ def crossed_difference(differences: np.ndarray, confidence: float = 0.95) -> Dif
     combination = a * ms_seed + b * ms_image + c * ms_residual
     variance = max(combination, 0.0) / (s * n)
     se = float(np.sqrt(variance))
-    df = satterthwaite_df(ms_seed, ms_image, ms_residual, a, b, c, s, n)
-    if a:  # training variance is present: S - 1 degrees of freedom (see the module docstring)
-        df = float(s - 1)
+    satterthwaite = satterthwaite_df(ms_seed, ms_image, ms_residual, a, b, c, s, n)
+    df = float(s - 1) if a else satterthwaite  # training variance present: S - 1 (see the module docstring)
     seed_part = max(ms_seed - ms_residual, 0.0) / n / s if a else 0.0
     seed_share = float(seed_part / variance) if variance > 0 else 0.0
     if se == 0.0:
@@ -88,7 +88,7 @@ def crossed_difference(differences: np.ndarray, confidence: float = 0.95) -> Dif
         p = float(2 * scipy_stats.t.sf(abs(mean) / se, df))
         half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df) * se)
         low, high = mean - half, mean + half
-    return Difference(mean, se, df, low, high, p, s, n, seed_share)
+    return Difference(mean, se, df, low, high, p, s, n, seed_share, satterthwaite)
 
 
 def satterthwaite_df(ms_seed, ms_image, ms_residual, a, b, c, s, n) -> float:

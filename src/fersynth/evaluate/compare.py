@@ -32,6 +32,7 @@ from scipy import stats as scipy_stats
 
 from fersynth.atomic import write_json
 from fersynth.config import build
+from fersynth.evaluate.origin import real_and_generated
 from fersynth.log import get_logger
 from fersynth.paths import EvaluateLayout
 from fersynth.stats import Difference, crossed_difference, holm, minimum_detectable_effect, verdict
@@ -97,9 +98,11 @@ def compare(
             with_ = pd.read_csv(layout.predictions(candidate, test))
             without = pd.read_csv(layout.predictions(pair.baseline, test))
             rows = _test_rows(Path(test_sets[test])) if test in test_sets else None
-            classes = _classes(layout, candidate, test)
+            report = json.loads(layout.per_class(candidate, test).read_text())
+            baseline_report = json.loads(layout.per_class(pair.baseline, test).read_text())
+            classes = _classes(report)
             block[test], tested = compare_predictions(without, with_, config, rows, classes)
-            block[test] |= _f1_difference(layout, candidate, pair.baseline, test)
+            block[test] |= _f1_difference(report, baseline_report)
             family += tested
     decide(family, config)
     for name, block in result.items():
@@ -156,7 +159,7 @@ def compare_predictions(
                 f"{len(missing)} predicted test images are not in the test set's manifest, e.g. {missing[0]}"
             )
         rows = rows.reindex(a.index)
-        for scope, mask in _real_and_generated(rows).items():
+        for scope, mask in real_and_generated(rows).items():
             entry[scope] = {
                 "baseline_accuracy": round(float(a[mask].to_numpy().mean()), 4),
                 "accuracy": round(float(b[mask].to_numpy().mean()), 4),
@@ -231,16 +234,6 @@ def _interval(differences: np.ndarray) -> dict:
     return out
 
 
-def _real_and_generated(rows: pd.DataFrame) -> dict[str, pd.Series]:
-    """Masks of the real and the generated rows, when the test set has both."""
-    if "synthetic" not in rows:
-        return {}
-    generated = rows["synthetic"].fillna(False).astype(bool)
-    if generated.all() or not generated.any():
-        return {}
-    return {"real": ~generated, "generated": generated}
-
-
 def plot_records(result: dict) -> list[dict]:
     """One record per pair x test set x scope (all, real, generated, class:<c>, <group column>:<g>)."""
     records = []
@@ -309,17 +302,14 @@ def _test_rows(variant_dir: Path) -> pd.DataFrame:
     return manifest.drop_duplicates("key").set_index("key")[columns]
 
 
-def _classes(layout: EvaluateLayout, model: str, test: str) -> tuple[str, ...]:
-    report = json.loads(layout.per_class(model, test).read_text())
+def _classes(report: dict) -> tuple[str, ...]:
+    """Class names of a per-class report (evaluate's), in label order."""
     return tuple(k for k, v in report.items() if isinstance(v, dict) and not k.endswith(" avg"))
 
 
-def _f1_difference(layout: EvaluateLayout, candidate: str, baseline: str, test: str) -> dict:
-    with_ = json.loads(layout.per_class(candidate, test).read_text())
-    without = json.loads(layout.per_class(baseline, test).read_text())
-    classes = [k for k, v in with_.items() if isinstance(v, dict) and not k.endswith(" avg")]
+def _f1_difference(with_: dict, without: dict) -> dict:
     return {
         "baseline_macro_f1": round(without["macro avg"]["f1"], 4),
         "macro_f1": round(with_["macro avg"]["f1"], 4),
-        "f1_difference": {c: round(with_[c]["f1"] - without[c]["f1"], 4) for c in classes},
+        "f1_difference": {c: round(with_[c]["f1"] - without[c]["f1"], 4) for c in _classes(with_)},
     }

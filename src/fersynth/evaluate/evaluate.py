@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.evaluate.origin import real_and_generated
 from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger
 from fersynth.modeling.data import BatchLoader, decoded
@@ -138,15 +139,10 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
 
 
 def _by_origin(test_name: str, rows: pd.DataFrame, labels: np.ndarray, predicted: dict) -> dict:
-    """A test set mixing real and generated faces (the evaluator) is also scored on each part apart, as
-    ``<test>_real`` and ``<test>_generated``: the mix is not "real faces"."""
-    if "synthetic" not in rows:
-        return {}
-    generated = rows["synthetic"].fillna(False).astype(bool).to_numpy()
-    if generated.all() or not generated.any():
-        return {}
+    """``<test>_real`` and ``<test>_generated`` accuracies of a test set mixing both (the evaluator)."""
     out = {}
-    for part, mask in (("real", ~generated), ("generated", generated)):
+    for part, mask in real_and_generated(rows).items():
+        mask = mask.to_numpy()
         accuracy = np.mean([np.mean(p[mask] == labels[mask]) for p in predicted.values()])
         out[f"{test_name}_{part}"] = round(float(accuracy), 4)
     return out
