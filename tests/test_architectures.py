@@ -34,6 +34,17 @@ def test_paper001_cnn_matches_the_papers_layers():
     assert dropouts == [0.25] * 6
 
 
+def test_paper001_cnn_width_scales_the_filters_and_keeps_the_head():
+    model = build_model("paper001_cnn", 7, width=0.25)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 128, 128]
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [(layer.in_features, layer.out_features) for layer in linears] == [(128 * 3 * 3, 256), (256, 512), (512, 7)]
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+    with pytest.raises(ValueError, match="paper001_cnn only"):
+        build_model("mobilenet_v2", 7, in_channels=3, width=0.5)
+
+
 @pytest.mark.parametrize("name,fraction", [("vgg16", 0.3), ("resnet50", 0.3), ("mobilenet_v2", 1.0)])
 def test_freezing_freezes_the_first_fraction_of_learnable_layers(name, fraction):
     model = build_model(name, 7, in_channels=3)

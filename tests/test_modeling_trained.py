@@ -33,3 +33,14 @@ def test_a_checkpoint_of_another_kind_is_refused_by_name(tmp_path):
     with pytest.raises(ValueError, match="not a `fersynth train` model"):
         load_trained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text()) == {"widths": [4]}
+
+
+def test_a_narrow_model_is_rebuilt_at_its_width(tmp_path):
+    config = TrainConfig(variants=("data/x",), input=InputConfig(size=16), width=0.25)
+    torch.manual_seed(0)
+    narrow = build_model("paper001_cnn", 3, 1, 16, width=0.25).eval()
+    save_checkpoint(tmp_path, narrow, asdict(config) | {"classes": ["a", "b", "c"]})
+    model, spec, _ = load_trained(tmp_path)  # a full-width rebuild would not accept the narrow weights
+    assert spec.width == 0.25
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(model(x), narrow(x))

@@ -78,19 +78,27 @@ class Classifier(nn.Module):
 
 
 class Paper001CNN(Classifier):
-    def __init__(self, n_classes: int = 7, in_channels: int = 1, size: int = 48, dropout: float = 0.25):
+    """``width`` scales every block's filter count (1.0: the paper's 64 / 128 / 512 / 512; the CPU demo
+    trains 0.25, about 13x faster); the head is the paper's at any width."""
+
+    def __init__(
+        self, n_classes: int = 7, in_channels: int = 1, size: int = 48, dropout: float = 0.25, width: float = 1.0
+    ):
         super().__init__()
+        if not 0 < width <= 4:
+            raise ValueError(f"paper001_cnn width must be within (0, 4], got {width}")
         layers: list[nn.Module] = []
         previous = in_channels
-        for width, kernel in ((64, 3), (128, 5), (512, 3), (512, 3)):
+        for filters, kernel in ((64, 3), (128, 5), (512, 3), (512, 3)):
+            channels = max(1, round(filters * width))
             layers += [
-                nn.Conv2d(previous, width, kernel, padding=kernel // 2),
-                nn.BatchNorm2d(width),
+                nn.Conv2d(previous, channels, kernel, padding=kernel // 2),
+                nn.BatchNorm2d(channels),
                 nn.ReLU(),
                 nn.MaxPool2d(2),
                 nn.Dropout(dropout),
             ]
-            previous = width
+            previous = channels
         self.features = nn.Sequential(*layers)
         side = size // 16
         if side < 1:
@@ -147,17 +155,30 @@ def _load_state(path: Path) -> dict:
 
 
 def build_model(
-    name: str, n_classes: int, in_channels: int = 1, size: int | None = None, weights_path: str = ""
+    name: str,
+    n_classes: int,
+    in_channels: int = 1,
+    size: int | None = None,
+    weights_path: str = "",
+    width: float = 1.0,
 ) -> Classifier:
     """``in_channels``: 1 for grey input to the custom CNN; torchvision backbones take 3 (grey images are
-    repeated over the channels by the data pipeline)."""
+    repeated over the channels by the data pipeline). ``width`` scales the custom CNN's filters only."""
     if name == "paper001_cnn":
-        return Paper001CNN(n_classes, in_channels, size or DEFAULT_SIZE[name])
+        return Paper001CNN(n_classes, in_channels, size or DEFAULT_SIZE[name], width=width)
+    if width != 1.0:
+        raise ValueError(f"width applies to paper001_cnn only, not {name!r} (got {width})")
     if name not in BACKBONES:
         raise ValueError(f"unknown architecture {name!r}; known: {ARCHITECTURES}")
     if in_channels != 3:
         raise ValueError(f"{name} takes 3 input channels, got {in_channels}")
     return BackboneClassifier(name, n_classes, weights_path)
+
+
+def channels_last(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
+    """``model`` on ``device`` with its 4-d weights channels-last: the layout :class:`~fersynth.modeling.data.BatchLoader`
+    batches come in (1.4-1.7x faster convolutions on CPU, the fast path for mixed precision on GPUs)."""
+    return model.to(device, memory_format=torch.channels_last)
 
 
 def learnable_layers(module: nn.Module) -> list[nn.Module]:

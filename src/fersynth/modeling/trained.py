@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fersynth.modeling.architectures import Classifier, build_model
+from fersynth.modeling.architectures import Classifier, build_model, channels_last
 from fersynth.modeling.checkpoint import load_checkpoint
 from fersynth.modeling.data import InputConfig
 from fersynth.paths import trial_dirs
@@ -19,6 +19,7 @@ class ClassifierSpec:
     the variants it was trained on (for leakage checks)."""
 
     architecture: str = "paper001_cnn"
+    width: float = 1.0
     input: InputConfig = field(default_factory=InputConfig)
     seed: int = 0
     variants: tuple[str, ...] = ()
@@ -36,6 +37,6 @@ def load_trained(model_dir: Path) -> tuple[Classifier, ClassifierSpec, tuple[str
         raise ValueError(f"{directory}: config.json lacks {missing}; not a `fersynth train` model")
     spec = build(ClassifierSpec, {k: values[k] for k in ClassifierSpec.__dataclass_fields__ if k in values})
     classes = tuple(values["classes"])
-    model = build_model(spec.architecture, len(classes), spec.input.channels, spec.input.size)
+    model = build_model(spec.architecture, len(classes), spec.input.channels, spec.input.size, width=spec.width)
     model.load_state_dict(state)
-    return model.eval(), spec, classes
+    return channels_last(model).eval(), spec, classes

@@ -21,7 +21,7 @@ from torch import nn
 
 from fersynth.atomic import atomic_path, write_json
 from fersynth.log import get_logger, progress
-from fersynth.modeling.architectures import build_model
+from fersynth.modeling.architectures import build_model, channels_last
 from fersynth.modeling.checkpoint import save_checkpoint
 from fersynth.modeling.data import PRESETS, BatchLoader, InputConfig, decoded
 from fersynth.modeling.metrics import classification_report, mean_interval
@@ -49,6 +49,7 @@ class TrainConfig:
     synthetic_per_class: int = -1  # cap on synthetic train rows per class (-1: all of them)
     synthetic_ratio: float = -1.0  # cap per class at this many synthetic rows per real train row (-1: none)
     architecture: str = "paper001_cnn"
+    width: float = 1.0  # paper001_cnn's filters x width (1.0: the paper's; the CPU demo: 0.25)
     weights: str = ""  # local ImageNet weights for torchvision backbones
     freeze: float = 0.0  # fraction of the backbone's learnable layers frozen (paper 002: 0.3)
     input: InputConfig = field(default_factory=InputConfig)
@@ -187,9 +188,11 @@ def _train_trial(
         "val": BatchLoader(*data["val"], 256, device, shuffle=False),
         "test": BatchLoader(*data["test"], 256, device, shuffle=False),
     }
-    model = build_model(config.architecture, len(classes), config.input.channels, config.input.size, config.weights)
+    model = build_model(
+        config.architecture, len(classes), config.input.channels, config.input.size, config.weights, config.width
+    )
     frozen = model.freeze(config.freeze) if config.freeze else 0
-    model = model.to(device)
+    model = channels_last(model, device)
     trained = wrap(model, state)  # the DDP wrapper under torchrun, else the model itself
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser = (
