@@ -24,7 +24,7 @@ import torch
 from fersynth.demo import DemoConfig, make_demo
 from fersynth.export import export_variant
 from fersynth.ingest import ingest
-from fersynth.modeling.architectures import build_model
+from fersynth.modeling.architectures import build_model, channels_last
 from fersynth.modeling.data import PRESETS, BatchLoader, InputConfig, decoded
 from fersynth.variant import Variant
 
@@ -53,6 +53,28 @@ def ours(variant: Path, cache: Path, device: str) -> dict:
         "first_decode_seconds": round(decode_seconds, 2),
         "images_per_second": round(float(np.median(epochs)), 1),
     }
+
+
+def stock_over_array(variant: Path, cache: Path, device: str) -> dict:
+    """A plain ``DataLoader`` over the same decoded array (batched indexing, flips as tensors): what the
+    cache alone gives, without :class:`BatchLoader`'s prefetch thread."""
+    rows = Variant(variant).manifest.query("split == 'train'")
+    images = torch.from_numpy(np.asarray(decoded(Variant(variant), rows, InputConfig(size=SIZE, channels=1), cache)))
+    labels = torch.from_numpy(rows["label"].to_numpy(np.int64))
+    sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(labels), BATCH, drop_last=False)
+    loader = torch.utils.data.DataLoader(list(sampler), batch_size=None, collate_fn=lambda i: (images[i], labels[i]))
+    epochs = []
+    for _ in range(3):
+        started, seen = time.perf_counter(), 0
+        for x, _y in loader:
+            x = x.to(device, non_blocking=True).float().div_(255)
+            flip = torch.rand(len(x), device=x.device) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            seen += len(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        epochs.append(seen / (time.perf_counter() - started))
+    return {"images": int(len(labels)), "images_per_second": round(float(np.median(epochs)), 1)}
 
 
 def image_folder(folder: Path, workers: int, device: str) -> dict:
@@ -94,7 +116,7 @@ def training(variant: Path, cache: Path, device: str, steps: int) -> dict:
     rows = Variant(variant).manifest.query("split == 'train'")
     images = decoded(Variant(variant), rows, InputConfig(size=SIZE, channels=1), cache)
     loader = BatchLoader(images, rows["label"].to_numpy(np.int64), BATCH, device, True, PRESETS["paper001"], 0)
-    model = build_model("paper001_cnn", 7, 1, SIZE).to(device).train()
+    model = channels_last(build_model("paper001_cnn", 7, 1, SIZE, width=0.25), device).train()  # the demo's
     optimiser = torch.optim.Adam(model.parameters(), 1e-3)
     cuda = device.startswith("cuda")
     waited, seen, done = 0.0, 0, 0
@@ -156,11 +178,15 @@ def main() -> None:
             "batch_size": BATCH,
             "input": f"{SIZE}x{SIZE} grey, random horizontal flip",
             "fersynth_loader": ours(variant, cache, args.device),
+            "stock_dataloader_over_the_array": stock_over_array(variant, cache, args.device),
             "imagefolder": image_folder(folder / "train", args.workers, args.device),
             "training_paper001_cnn": training(variant, cache, args.device, args.train_steps),
         }
     speedup = result["fersynth_loader"]["images_per_second"] / result["imagefolder"]["images_per_second"]
     result["speedup_vs_imagefolder"] = round(speedup, 1)
+    # decoding once is the gain; the hand-written loader is kept only while it is not slower than the stock one
+    stock = result["stock_dataloader_over_the_array"]["images_per_second"]
+    result["fersynth_vs_stock_over_array"] = round(result["fersynth_loader"]["images_per_second"] / stock, 2)
     result["targets"] = {"speedup_min": 5.0, "met": speedup >= 5.0}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -63,7 +63,7 @@ def test_fewer_seed_pairs_than_min_seeds_get_no_verdict():
     rng = np.random.default_rng(0)
     base = {s: rng.random(100) < 0.5 for s in range(3)}
     entry = _decided(_predictions(base), _predictions(base), CompareConfig(min_seeds=5))
-    assert entry["verdict"] == "too few seeds (3 < 5)" and "p_holm" not in entry
+    assert entry["verdict"] == "too few seeds (3 < 5)" and entry["p_holm"] is None and entry["mde"] is None
     with pytest.raises(ValueError, match="min_seeds"):
         CompareConfig(min_seeds=1)
 
@@ -234,3 +234,6 @@ def test_small_subsets_get_no_interval_and_no_verdict():
     assert entry["class_difference"]["disgust"]["low"] is None
     assert entry["generated"]["difference_low"] is None and entry["generated"]["verdict"].startswith("too few images")
     assert entry["real"]["difference_low"] is not None
+    # an undecided entry has the decided one's keys (the report's columns, `dvc exp show`), without values
+    assert entry["generated"].keys() >= entry["real"].keys() - {"class_difference", "group_difference"}
+    assert entry["generated"]["p_holm"] is None and entry["generated"]["mde"] is None

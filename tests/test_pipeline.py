@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -104,9 +105,19 @@ def _copy_repository(target: Path, env) -> None:
 
 
 def _fast_params(path: Path) -> None:
-    """Fewer training epochs than the demo defaults: this test is about DVC plumbing, not accuracy
-    (benchmarks/bench_pipeline.py times the real `make repro`)."""
+    """A smaller demo with fewer epochs than the README's: this test is about every stage running and the
+    DVC plumbing, not accuracy (benchmarks/bench_pipeline.py times the real `make repro`)."""
     params = yaml.safe_load(path.read_text())
+    params["demo"] |= {
+        "fer2013_rows": 420,
+        "nhfi_images": 170,
+        "affectnet_images": 210,
+        "casme2_subjects": 5,
+        "casme2_clips_per_subject": 3,
+        "utkface_images": 150,
+        "sfhq_images": 240,
+        "sfhq_size": 64,
+    }
     params["reclassify"] |= {"rounds": 2, "compare_methods": False}
     params["reclassify"]["model"]["epochs"] = 3
     params["agr"]["epochs"] = 2
@@ -114,9 +125,9 @@ def _fast_params(path: Path) -> None:
     params["gate"]["classifier"] = (
         ""  # a 3-epoch classifier may accept no disgust face at all (test_gate_classifier.py)
     )
-    params["sd_artificial"]["per_cell"] = {"train": 1, "test": 1}
     params["ddpm_train"]["steps"] = 20
     params["ddpm_sample"] |= {"total": 14, "steps": 5}
+    params["smote"]["target_per_class"] = 30
     params["compare"]["min_seeds"] = 2  # the fast params train two trials
     for experiment in params["train"].values():
         experiment["epochs"] = 1
@@ -124,19 +135,34 @@ def _fast_params(path: Path) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+class _Steps:
+    """Seconds per step of this test, printed (pytest -s shows them; a failure's report includes them)."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        now = time.monotonic()
+        print(f"[e2e] {name}: {now - self.last:.1f} s", file=sys.stderr)
+        self.last = now
+
+
 @pytest.mark.slow
 def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     repo = tmp_path / "repo"
     repo.mkdir()
     _copy_repository(repo, env)
+    step = _Steps()
     # 1. the whole demo pipeline
     _run(["dvc", "repro"], repo, env)
+    step("dvc repro")
     for dataset in DATASETS:
         manifest = pd.read_parquet(repo / "data" / "original" / dataset / "manifest.parquet")
         assert len(manifest) > 50 and set(manifest["split"]) == {"train", "val", "test"}
         assert (repo / "metrics" / "quality" / f"{dataset}.json").exists()
     # 2. nothing to do the second time
     assert "Data and pipelines are up to date" in _run(["dvc", "repro"], repo, env)
+    step("no-op dvc repro")
     # 3. one param changed: only the stage reading it, and what consumes that stage's output, re-run
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["smote"]["target_per_class"] += 4
@@ -155,6 +181,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     ]
     smote = pd.read_parquet(repo / "data" / "smote_balanced" / "manifest.parquet").query("split == 'train'")
     assert set(smote["label"].value_counts()) == {params["smote"]["target_per_class"]}
+    step("one-param repro")
     # 4. share through the default remote (a directory beside the repo) and restore in a fresh clone
     _run(["dvc", "push"], repo, env)
     assert (tmp_path / "fersynth-dvc-remote").is_dir()
@@ -171,6 +198,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
             original = (repo / "data" / "original" / dataset / name).read_bytes()
             assert (clone / "data" / "original" / dataset / name).read_bytes() == original
     assert (clone / "reports" / "data_docs" / "fer2013" / "index.html").exists()
+    step("push, clone, pull, status")
     # 5. a queued sweep: both experiments run in DVC's temp workspaces, show up in `dvc exp show` with
     # their param and comparison columns, and log their trainings to the main repository's MLflow store
     values = (0, 3)
@@ -178,6 +206,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         _run(["dvc", "exp", "run", "--queue", "-S", f"train.fer2013_sdxl.synthetic_per_class={value}"], repo, env)
     _run(["dvc", "queue", "start", "-j", "1"], repo, env)
     experiments = _wait_for_experiments(repo, env, len(values))
+    step("queued sweep of two experiments")
     assert sorted(e["params"]["train.fer2013_sdxl.synthetic_per_class"] for e in experiments) == list(values)
     for experiment in experiments:
         assert experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]["verdict"]

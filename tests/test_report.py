@@ -118,6 +118,19 @@ def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
     assert "No comparison yet" not in html
 
 
+def test_a_comparison_without_p_values_renders_dashes(inputs, tmp_path):
+    """Too few test images (CASME II's 21 frames in a small demo) leave p-values out: a dash, not a crash."""
+    compare = json.loads((inputs.metrics / "compare.json").read_text())
+    entry = compare["fer2013_sdxl_vs_fer2013"]["evaluator"]["generated"]
+    for key in ("p_holm", "mde", "difference_low", "difference_high"):
+        entry.pop(key)
+    entry["verdict"] = "too few images (12 < 20)"
+    (inputs.metrics / "compare.json").write_text(json.dumps(compare))
+    build_report(inputs, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert "too few images (12 &lt; 20)" in html and "[—, —]" in html
+
+
 def test_missing_inputs_leave_their_sections_saying_so(tmp_path):
     build_report(ReportInputs(metrics=tmp_path / "none", contact_sheets=tmp_path / "none"), tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()

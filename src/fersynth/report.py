@@ -32,12 +32,13 @@ class ReportInputs:
 
 def build_report(inputs: ReportInputs, out: Path) -> dict:
     """Write the page to ``out``; returns what it holds (section -> number of items)."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
     env = Environment(loader=PackageLoader("fersynth", "templates"), autoescape=select_autoescape(["html"]))
-    env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.1f}"
-    env.filters["signed"] = lambda v: "—" if v is None else f"{100 * v:+.1f}"
-    env.filters["p"] = lambda v: "—" if v is None else (f"{v:.3f}" if v >= 0.001 else "<0.001")
+    missing = (type(None), Undefined)  # no value, or a key an older compare.json lacks: a dash, not a crash
+    env.filters["pct"] = lambda v: "—" if isinstance(v, missing) else f"{100 * v:.1f}"
+    env.filters["signed"] = lambda v: "—" if isinstance(v, missing) else f"{100 * v:+.1f}"
+    env.filters["p"] = lambda v: "—" if isinstance(v, missing) else (f"{v:.3f}" if v >= 0.001 else "<0.001")
     evaluated = EvaluateLayout.under(inputs.metrics)
     context = {
         "cross_dataset": _json(evaluated.cross_dataset) or {},

@@ -217,6 +217,9 @@ def decide(family: list[_Tested], config: CompareConfig) -> None:
     for tested in family:
         if id(tested) in decided:
             continue
+        # the same keys as a decided comparison (the report and `dvc exp show` columns), with no value
+        for key in ("p_value", "seed_share", "difference_low_adjusted", "difference_high_adjusted", "p_holm", "mde"):
+            tested.target.setdefault(key, None)
         if tested.seeds < config.min_seeds:
             tested.target["verdict"] = f"too few seeds ({tested.seeds} < {config.min_seeds})"
         else:
