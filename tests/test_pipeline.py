@@ -204,7 +204,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     values = (0, 3)
     for value in values:
         _run(["dvc", "exp", "run", "--queue", "-S", f"train.fer2013_sdxl.synthetic_per_class={value}"], repo, env)
-    _run(["dvc", "queue", "start", "-j", "1"], repo, env)
+    _run(["dvc", "queue", "start", "-j", "2"], repo, env)  # two workers: one MLflow store, written in parallel
     experiments = _wait_for_experiments(repo, env, len(values))
     step("queued sweep of two experiments")
     assert sorted(e["params"]["train.fer2013_sdxl.synthetic_per_class"] for e in experiments) == list(values)
