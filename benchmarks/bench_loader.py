@@ -33,6 +33,20 @@ BATCH = 64
 SIZE = 48
 
 
+def images_per_second(batches, epochs: int, device: str) -> float:
+    """Median images per second over ``epochs`` passes of ``batches()`` (an iterable of image tensors on
+    ``device``, made afresh per pass)."""
+    rates = []
+    for _ in range(epochs):
+        started, seen = time.perf_counter(), 0
+        for x in batches():
+            seen += len(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        rates.append(seen / (time.perf_counter() - started))
+    return round(float(np.median(rates)), 1)
+
+
 def ours(variant: Path, cache: Path, device: str) -> dict:
     rows = Variant(variant).manifest.query("split == 'train'")
     started = time.perf_counter()
@@ -40,18 +54,10 @@ def ours(variant: Path, cache: Path, device: str) -> dict:
     decode_seconds = time.perf_counter() - started
     labels = rows["label"].to_numpy(np.int64)
     loader = BatchLoader(images, labels, BATCH, device, True, PRESETS["paper001"], seed=0)
-    epochs = []
-    for _ in range(3):
-        started, seen = time.perf_counter(), 0
-        for x, _y in loader:
-            seen += len(x)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        epochs.append(seen / (time.perf_counter() - started))
     return {
         "images": int(len(labels)),
         "first_decode_seconds": round(decode_seconds, 2),
-        "images_per_second": round(float(np.median(epochs)), 1),
+        "images_per_second": images_per_second(lambda: (x for x, _y in loader), 3, device),
     }
 
 
@@ -63,18 +69,14 @@ def stock_over_array(variant: Path, cache: Path, device: str) -> dict:
     labels = torch.from_numpy(rows["label"].to_numpy(np.int64))
     sampler = torch.utils.data.BatchSampler(torch.utils.data.RandomSampler(labels), BATCH, drop_last=False)
     loader = torch.utils.data.DataLoader(list(sampler), batch_size=None, collate_fn=lambda i: (images[i], labels[i]))
-    epochs = []
-    for _ in range(3):
-        started, seen = time.perf_counter(), 0
+
+    def batches():
         for x, _y in loader:
             x = x.to(device, non_blocking=True).float().div_(255)
             flip = torch.rand(len(x), device=x.device) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            seen += len(x)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        epochs.append(seen / (time.perf_counter() - started))
-    return {"images": int(len(labels)), "images_per_second": round(float(np.median(epochs)), 1)}
+            yield torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+    return {"images": int(len(labels)), "images_per_second": images_per_second(batches, 3, device)}
 
 
 def image_folder(folder: Path, workers: int, device: str) -> dict:
@@ -99,16 +101,8 @@ def image_folder(folder: Path, workers: int, device: str) -> dict:
         persistent_workers=workers > 0,
         pin_memory=device.startswith("cuda"),
     )
-    epochs = []
-    for _ in range(2):
-        started, seen = time.perf_counter(), 0
-        for x, _y in loader:
-            x = x.to(device, non_blocking=True)
-            seen += len(x)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        epochs.append(seen / (time.perf_counter() - started))
-    return {"images": len(dataset), "workers": workers, "images_per_second": round(float(np.median(epochs)), 1)}
+    rate = images_per_second(lambda: (x.to(device, non_blocking=True) for x, _y in loader), 2, device)
+    return {"images": len(dataset), "workers": workers, "images_per_second": rate}
 
 
 def training(variant: Path, cache: Path, device: str, steps: int) -> dict:
