@@ -79,7 +79,7 @@ class Classifier(nn.Module):
 
 class Paper001CNN(Classifier):
     """``width`` scales every block's filter count (1.0: the paper's 64 / 128 / 512 / 512; the CPU demo
-    trains 0.25, about 13x faster); the head is the paper's at any width."""
+    trains 0.25, about 10x faster: benchmarks/bench_training.py); the head is the paper's at any width."""
 
     def __init__(
         self, n_classes: int = 7, in_channels: int = 1, size: int = 48, dropout: float = 0.25, width: float = 1.0
@@ -177,7 +177,7 @@ def build_model(
 
 def channels_last(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
     """``model`` on ``device`` with its 4-d weights channels-last, the layout
-    :class:`~fersynth.modeling.data.BatchLoader` batches come in (1.3-1.7x faster convolutions on CPU)."""
+    :class:`~fersynth.modeling.data.BatchLoader` batches come in (~1.3x faster training on CPU)."""
     return model.to(device, memory_format=torch.channels_last)
 
 

@@ -133,7 +133,7 @@ class BatchLoader:
     """Shuffled (or ordered) batches of (float images in [0, 1] on ``device``, int64 labels). The next
     batch is prepared by a thread while the current one trains. Images come channels-last: with the
     model in that layout too (:func:`fersynth.modeling.architectures.channels_last`), oneDNN's
-    convolutions train the demo's CNN ~1.7x faster on CPU."""
+    convolutions train the demo's CNN ~1.3x faster on CPU."""
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from fersynth.log import progress
-from fersynth.modeling.architectures import SmallCNN
+from fersynth.modeling.architectures import SmallCNN, channels_last
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def train_model(
     ``class_weights`` weighs the loss per class (e.g. inverse frequency)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = SmallCNN(n_classes, images.shape[1], config.channels).to(memory_format=torch.channels_last)
+    model = channels_last(SmallCNN(n_classes, images.shape[1], config.channels))
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     weight = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
