@@ -526,5 +526,26 @@ def report_command(metrics: Path, samples: Path, out: Path) -> None:
     build_report(ReportInputs(metrics=metrics, contact_sheets=samples), out)
 
 
+@main.command(name="warm", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def warm_command(command: tuple[str, ...]) -> None:
+    """Run COMMAND (e.g. `fersynth warm -- dvc repro`) with a warm fersynth: one server imports PyTorch,
+    MLflow, scikit-learn and Great Expectations once, and each `fersynth` stage COMMAND starts runs in a
+    fresh fork of it instead of a new Python: the same code, outputs and exit codes, 1-4 s less per stage."""
+    from fersynth.warm import run_warm
+
+    sys.exit(run_warm(list(command)))
+
+
+def run() -> None:
+    """The console script: inside `fersynth warm`, a command runs in the warm server; otherwise here."""
+    from fersynth.warm import forward
+
+    code = forward(sys.argv[1:])
+    if code is None:
+        main()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()
