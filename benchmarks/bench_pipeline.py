@@ -38,6 +38,8 @@ TARGETS = {  # issue 11, 2 cores, fresh clone, venv included where it says so
 BEFORE = {  # measured when issue 11 was filed (fresh clone, 2 cores), and at the end of issue 10
     "issue_11_filed": {"make_test_seconds": 1642, "dvc_repro_seconds": 1024, "noop_repro_seconds": 4.6},
     "issue_10_closed": {"make_test_seconds": 1130, "make_repro_seconds": 1048, "noop_repro_seconds": 4.1},
+    # fresh clone of e2b8a4f, every stage a new Python (before `fersynth warm`)
+    "cold_stages_e2b8a4f": {"make_repro_seconds": 520.8, "dvc_repro_seconds": 421.3, "make_test_seconds": 607.3},
 }
 
 
@@ -160,13 +162,16 @@ def main() -> None:
                 "slowest": {name: float(s) for s, name in durations[:5]},
             }
         dvc = repo / ".venv" / "bin" / "dvc"
-        # the venv exists by now, so `make repro` is its `dvc repro` (a worktree copy runs that directly:
-        # make would reinstall into the caller's venv when pyproject.toml is newer than its stamp)
-        command = [str(dvc), "repro"] if args.worktree else ["make", "repro"]
+        # the venv exists by now, so `make repro` is its `fersynth warm -- dvc repro` (a worktree copy runs that
+        # directly: make would reinstall into the caller's venv when pyproject.toml is newer than its stamp)
+        warm = [str(repo / ".venv" / "bin" / "fersynth"), "warm", "--"]
+        command = [*warm, str(dvc), "repro"] if args.worktree else ["make", "repro"]
         repro, stages = timed_repro(repo, command, env, logs / "repro.log")
         # stages whose deps came out identical to the committed dvc.lock (e.g. `evaluate` when every model was
         # retrained byte for byte): DVC skips them, so their time is not in the total
-        skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", (logs / "repro.log").read_text())
+        repro_log = (logs / "repro.log").read_text()
+        skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", repro_log)
+        served = re.search(r"fersynth warm: (\d+) command\(s\) ran warm(.*)", repro_log)
         noops = [timed([str(dvc), "repro"], repo, env, logs / "noop.log")[0] for _ in range(3)]
         experiments = {k: v for k, v in stages.items() if k.split("@")[0].split("-")[0] in EXPERIMENT_STAGES}
         dvc_repro = repro
@@ -175,6 +180,8 @@ def main() -> None:
             "dvc_repro_seconds": dvc_repro,
             "stages": len(stages),
             "skipped_unchanged": skipped,
+            "warm_commands": int(served.group(1)) if served else 0,
+            "cold_commands": served.group(2).strip("; ") if served else "all (no `fersynth warm`)",
             "data_stages_seconds": round(dvc_repro - sum(experiments.values()), 1),
             "experiment_stages_seconds": round(sum(experiments.values()), 1),
             "by_kind_seconds": _by_kind(stages),

@@ -5,6 +5,7 @@ alike, and stop when their caller is stopped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -106,6 +107,45 @@ def test_stopping_the_caller_stops_its_warm_worker(tmp_path):
     assert time.monotonic() - started < 10  # the demo itself needs ~30 s: the worker was stopped, not awaited
     assert not (tmp_path / "out" / "fer2013" / "fer2013.csv").exists()  # killed before its atomic write
     assert "1 command(s) ran warm" in err
+
+
+def test_a_killed_caller_takes_its_worker_with_it(tmp_path):
+    (tmp_path / "p.yaml").write_text(TINY_DEMO.replace("fer2013_rows: 40", "fer2013_rows: 50000"))
+    script = (
+        "fersynth demo --only fer2013 --out out --params p.yaml & echo $! > pid; "
+        "while [ ! -e out ]; do sleep 0.1; done; kill -9 $!; wait $!; echo $? > rc"
+    )
+    started = time.monotonic()
+    warm = _warm(script, tmp_path)
+    assert (tmp_path / "rc").read_text().strip() == "137"
+    # the server saw the caller's connection close and killed the worker at once (not at its 10 s deadline)
+    assert "; 1 killed: its caller vanished\n" in warm.stderr
+    assert time.monotonic() - started < 30  # the demo alone would take ~30 s more
+    assert not (tmp_path / "out" / "fer2013" / "fer2013.csv").exists()
+
+
+def test_terminating_fersynth_warm_stops_the_command_and_leaves_nothing_behind(tmp_path):
+    (tmp_path / "p.yaml").write_text(TINY_DEMO.replace("fer2013_rows: 40", "fer2013_rows: 50000"))
+    script = 'echo "$FERSYNTH_WARM" > socket; exec fersynth demo --only fer2013 --out out --params p.yaml'
+    runner = subprocess.Popen(
+        ["fersynth", "warm", "--", "sh", "-c", script], cwd=tmp_path, env=_environment(), stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "out").exists():
+        assert time.monotonic() < deadline and runner.poll() is None
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGTERM)  # what make does to its recipe on Ctrl-C / kill
+    _out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 128 + signal.SIGTERM, err
+    assert b"1 command(s) ran warm" in err  # the server stopped cleanly and reported
+    socket_path = Path((tmp_path / "socket").read_text().strip())
+    assert not socket_path.parent.exists()  # its private directory is gone
+    leftovers = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(socket_path).encode() in cmdline.read_bytes():
+                leftovers.append(cmdline.parent.name)
+    assert leftovers == []  # no server, no worker (workers carry the server's command line)
 
 
 @pytest.mark.parametrize("command", [["no-such-program-xyz"], ["sh", "-c", "exit 3"]])
