@@ -13,7 +13,8 @@ from tests.test_validate import GOOD, _variant
 # A training stage in a child process: imports first, then (optionally) waits for a start file so that
 # several children hit the database at the same moment, prints its run id and finishes or hangs.
 CHILD = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a runner started with `&` passes SIGINT ignored
 from pathlib import Path
 import mlflow
 from fersynth.tracking import start_run
