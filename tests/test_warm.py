@@ -85,6 +85,7 @@ def test_without_a_reachable_server_fersynth_starts_cold(tmp_path):
     assert gone.returncode == 0 and "fersynth, version" in gone.stdout
 
 
+@pytest.mark.slow  # ~8 s each (a server start and a ~30 s demo stopped midway)
 def test_stopping_the_caller_stops_its_warm_worker(tmp_path):
     (tmp_path / "p.yaml").write_text(TINY_DEMO.replace("fer2013_rows: 40", "fer2013_rows: 50000"))
     script = "fersynth demo --only fer2013 --out out --params p.yaml & echo $! > pid; wait $!; echo $? > rc"
@@ -109,6 +110,7 @@ def test_stopping_the_caller_stops_its_warm_worker(tmp_path):
     assert "1 command(s) ran warm" in err
 
 
+@pytest.mark.slow  # ~8 s each (a server start and a ~30 s demo stopped midway)
 def test_a_killed_caller_takes_its_worker_with_it(tmp_path):
     (tmp_path / "p.yaml").write_text(TINY_DEMO.replace("fer2013_rows: 40", "fer2013_rows: 50000"))
     script = (
@@ -124,6 +126,7 @@ def test_a_killed_caller_takes_its_worker_with_it(tmp_path):
     assert not (tmp_path / "out" / "fer2013" / "fer2013.csv").exists()
 
 
+@pytest.mark.slow  # ~8 s each (a server start and a ~30 s demo stopped midway)
 def test_terminating_fersynth_warm_stops_the_command_and_leaves_nothing_behind(tmp_path):
     (tmp_path / "p.yaml").write_text(TINY_DEMO.replace("fer2013_rows: 40", "fer2013_rows: 50000"))
     script = 'echo "$FERSYNTH_WARM" > socket; exec fersynth demo --only fer2013 --out out --params p.yaml'

@@ -33,8 +33,9 @@ from fersynth.errors import UnsafeOutput
 from fersynth.paths import ground_truth_path
 
 MARKER = ".fersynth-output"  # inside directory outputs without a signature of their own: the kind, one word
-DIRECTORY_KINDS = ("variant", "model", "export", "docs", "sheets", "demo")
-MARKED_KINDS = ("model", "export", "docs", "sheets")  # a variant has its manifest; demo data no hidden files
+DIRECTORY_KINDS = ("variant", "model", "export", "docs", "sheets", "demo", "predictions")
+# a variant has its manifest; demo data no hidden files
+MARKED_KINDS = ("model", "export", "docs", "sheets", "predictions")
 STAGING = "fersynth-stage"
 PREVIOUS = ".fersynth-previous"  # the old output, inside a staging directory, while the fallback swaps
 _LEGACY_STAGING = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkdtemp's suffix, as fersynth used before markers

@@ -526,6 +526,54 @@ def report_command(metrics: Path, samples: Path, out: Path) -> None:
     build_report(ReportInputs(metrics=metrics, contact_sheets=samples), out)
 
 
+@main.command(name="predict")
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--in",
+    "inputs",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="A picture, a video or a folder of them (searched recursively); repeatable.",
+)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the results into.")
+@click.option("--no-detect", is_flag=True, help="Each picture is one face already (no face detection).")
+@click.option("--min-face-probability", type=click.FloatRange(0, 1), default=0.9, show_default=True)
+@click.option("--every-nth-frame", type=click.IntRange(1), default=1, show_default=True, help="Videos.")
+@click.option("--max-frames", type=click.IntRange(0), default=0, show_default=True, help="Videos; 0: all.")
+def predict_command(
+    model: Path,
+    inputs: tuple[Path, ...],
+    out: Path,
+    no_detect: bool,
+    min_face_probability: float,
+    every_nth_frame: int,
+    max_frames: int,
+) -> None:
+    """Find faces (MTCNN) in pictures and videos and classify their emotion with MODEL (a `fersynth
+    train` model directory): predictions.csv, annotated pictures / videos, quarantine.csv, summary.json."""
+    from fersynth.predict import PredictConfig, predict
+
+    config = PredictConfig(
+        detect=not no_detect,
+        min_face_probability=min_face_probability,
+        every_nth_frame=every_nth_frame,
+        max_frames=max_frames,
+    )
+    predict(model, list(inputs), out, config)
+
+
+@main.command(name="serve")
+@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def serve_command(model: Path, host: str, port: int) -> None:
+    """A small web page to upload a photo and see the faces MODEL finds and their emotions."""
+    from fersynth.serve import serve
+
+    serve(model, host, port)
+
+
 @main.command(name="warm", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def warm_command(command: tuple[str, ...]) -> None:

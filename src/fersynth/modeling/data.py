@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 from fersynth.atomic import atomic_path
@@ -76,20 +77,27 @@ def decoded(variant: Variant, rows: pd.DataFrame, config: InputConfig, cache_dir
     path = cache_path(variant, rows, config, cache_dir)
     if path.exists():
         return np.load(path, mmap_mode="r")
-    mode = "L" if config.channels == 1 else "RGB"
     preprocess = Preprocess(config.preprocess)
     out = np.empty((len(rows), config.channels, config.size, config.size), dtype=np.uint8)
     position = {key: i for i, key in enumerate(rows["key"])}
     for row, image in progress(variant.iter_images(rows), desc=f"decode {variant.name}", total=len(rows)):
-        image = to_8bit(image)  # a 16-bit picture by its value range, not clipped to white
-        image = preprocess(image.convert("L")) if mode == "L" else image.convert("RGB")
-        image = image.resize((config.size, config.size), resample=3)  # bicubic
-        array = np.asarray(image.convert(mode))
-        out[position[row["key"]]] = array[None] if mode == "L" else array.transpose(2, 0, 1)
+        out[position[row["key"]]] = model_input(image, config, preprocess)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, out)
     log.info("cached %d decoded images of %s in %s (%.1f MiB)", len(rows), variant.name, path, out.nbytes / 2**20)
     return out
+
+
+def model_input(image: Image.Image, config: InputConfig, preprocess: Preprocess | None = None) -> np.ndarray:
+    """One picture as a model sees it (uint8 C x size x size): 8-bit by its value range, grey with the
+    configured preprocessing or RGB, bicubic resize. Training, evaluation and ``fersynth predict`` all
+    decode through here, so a served model never sees pictures prepared differently from its training."""
+    mode = "L" if config.channels == 1 else "RGB"
+    image = to_8bit(image)  # a 16-bit picture by its value range, not clipped to white
+    image = (preprocess or Preprocess(config.preprocess))(image.convert("L")) if mode == "L" else image.convert("RGB")
+    image = image.resize((config.size, config.size), resample=3)  # bicubic
+    array = np.asarray(image.convert(mode))
+    return array[None] if mode == "L" else array.transpose(2, 0, 1)
 
 
 class BatchAugment:

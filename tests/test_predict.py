@@ -1,0 +1,275 @@
+"""`fersynth predict`: MTCNN faces in real photos (shipped inside installed packages) and in a short video
+made here, classified by a tiny trained model; bad files go to quarantine, never crash the command."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import cbook
+from PIL import Image
+
+from fersynth.ingest import ingest
+from fersynth.modeling.data import InputConfig
+from fersynth.modeling.trained import load_trained
+from fersynth.predict import PredictConfig, predict
+from fersynth.train.train import TrainConfig, train
+
+GRACE_HOPPER = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))  # 512 x 600, one face
+
+
+@pytest.fixture(scope="module")
+def model(tiny_demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVC_ROOT", str(root))
+        ingest("fer2013", tiny_demo / "fer2013", root / "fer2013")
+        config = TrainConfig(variants=(str(root / "fer2013"),), input=InputConfig(size=32), epochs=1, batch_size=16)
+        train(config, root / "model", run_name="tiny")
+    return root / "model"
+
+
+def _photos(folder: Path) -> dict[str, Path]:
+    from skimage import data
+    from sklearn.datasets import load_sample_image
+
+    folder.mkdir()
+    photos = {"hopper": folder / "hopper.jpg", "astronaut": folder / "astronaut.png", "china": folder / "china.png"}
+    photos["hopper"].write_bytes(GRACE_HOPPER.read_bytes())
+    Image.fromarray(data.astronaut()).save(photos["astronaut"])  # Eileen Collins, one face
+    Image.fromarray(load_sample_image("china.jpg")).save(photos["china"])  # a temple: no face
+    (folder / "notes.txt").write_text("not a picture")
+    (folder / "broken.jpg").write_bytes(GRACE_HOPPER.read_bytes()[:300])  # a truncated JPEG
+    return photos
+
+
+def test_real_photos_get_one_box_on_the_face_and_bad_files_go_to_quarantine(model, tmp_path):
+    photos = _photos(tmp_path / "photos")
+    summary = predict(model, [tmp_path / "photos"], tmp_path / "out", PredictConfig())
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    by_source = {Path(s).stem: group for s, group in rows.groupby("source")}
+    hopper = by_source["hopper"]
+    assert len(hopper) == 1 and hopper["face"].iloc[0] == 0
+    x0, y0, x1, y1 = hopper[["x0", "y0", "x1", "y1"]].iloc[0]
+    # her face is in the upper middle of the portrait, roughly a third of its width
+    assert 130 < (x0 + x1) / 2 < 380 and 120 < (y0 + y1) / 2 < 380 and 100 < x1 - x0 < 350
+    assert hopper["face_probability"].iloc[0] >= 0.9
+    assert len(by_source["astronaut"]) == 1 and by_source["astronaut"]["face"].iloc[0] == 0
+    china = by_source["china"]
+    assert len(china) == 1 and china["face"].isna().all() and china["note"].iloc[0] == "no face found"
+    faces = rows[rows["face"].notna()]
+    classes = json.loads((tmp_path / "out" / "summary.json").read_text())["classes"]
+    probabilities = faces[[f"p_{c}" for c in classes]].astype(float).to_numpy()
+    assert np.allclose(probabilities.sum(1), 1, atol=2e-3)
+    assert (faces["emotion"] == [classes[i] for i in probabilities.argmax(1)]).all()
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    reasons = dict(zip(quarantine["source"].map(lambda s: Path(s).name), quarantine["reason"], strict=True))
+    assert reasons["notes.txt"].startswith("not a picture or video") and "broken.jpg" in reasons
+    assert summary["read"] == 5 and summary["kept"] + summary["quarantined"] == summary["read"] == 5
+    assert summary["faces"] == 2 and summary["without_face"] == 1
+    # the annotated copy: same picture, a green box drawn on the face's outline
+    annotated = np.asarray(Image.open(next((tmp_path / "out" / "annotated").glob("*_hopper.png"))))
+    original = np.asarray(Image.open(photos["hopper"]).convert("RGB"))
+    assert annotated.shape == original.shape
+    assert tuple(annotated[int((y0 + y1) / 2), int(x0)]) == (0, 255, 0)
+    assert (annotated[: int(y0) - 20] == original[: int(y0) - 20]).all()  # nothing drawn above the label
+    assert sorted(p.name.split("_", 1)[1] for p in (tmp_path / "out" / "annotated").iterdir()) == [
+        "astronaut.png",
+        "china.png",
+        "hopper.png",
+    ]
+
+
+def test_a_video_is_annotated_frame_by_frame_and_boxes_follow_the_face(model, tmp_path):
+    portrait = cv2.imread(str(GRACE_HOPPER))
+    height, width = portrait.shape[:2]
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (width + 60, height))
+    for frame in range(6):  # the portrait slides right by 12 px a frame on a grey canvas
+        canvas = np.full((height, width + 60, 3), 128, np.uint8)
+        canvas[:, frame * 12 : frame * 12 + width] = portrait
+        writer.write(canvas)
+    writer.release()
+    predict(model, [video], tmp_path / "out", PredictConfig(every_nth_frame=2))
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert rows["frame"].tolist() == [0, 2, 4] and (rows["face"] == 0).all()
+    assert rows["time_s"].tolist() == [0.0, 0.2, 0.4]
+    shifts = np.diff(rows["x0"].astype(int).to_numpy())
+    assert ((shifts > 12) & (shifts < 36)).all()  # 24 px per two frames, within detector jitter
+    capture = cv2.VideoCapture(str(next((tmp_path / "out" / "annotated").glob("*_clip.mp4"))))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(read[1])
+    assert len(frames) == 6 and frames[0].shape == (height, width + 60, 3)
+    x0, y0, x1, y1 = rows[["x0", "y0", "x1", "y1"]].iloc[0].astype(int)
+    b, g, r = frames[1][(y0 + y1) // 2, x0].astype(int)  # a frame between samples keeps the last box
+    assert g > 180 and r < 90 and b < 90  # green, after lossy compression
+
+
+def test_cropped_faces_without_detection_and_one_line_errors(model, tmp_path, tiny_demo):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for index in range(3):
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (48, 48), dtype=np.uint8)).save(
+            crops / f"{index}.png"
+        )
+    summary = predict(model, [crops], tmp_path / "out", PredictConfig(detect=False))
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert summary["faces"] == 3 and rows[["x0", "y0", "x1", "y1"]].drop_duplicates().values.tolist() == [
+        [0, 0, 48, 48]
+    ]
+    fersynth = [sys.executable, "-m", "fersynth.cli"]
+    not_a_model = subprocess.run(
+        [*fersynth, "predict", str(crops), "--in", str(crops), "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert not_a_model.returncode == 1 and "is not a `fersynth train` model" in not_a_model.stderr
+    assert "Traceback" not in not_a_model.stderr
+    into_input = subprocess.run(
+        [*fersynth, "predict", str(model), "--in", str(crops), "--out", str(crops / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert into_input.returncode == 2 and "Traceback" not in into_input.stderr
+    assert sorted(p.name for p in crops.iterdir()) == ["0.png", "1.png", "2.png"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(url: str, process: subprocess.Popen, seconds: float = 90) -> bytes:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return reply.read()
+        except OSError:
+            assert process.poll() is None, f"{process.args[:4]} exited with {process.returncode}"
+            assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
+            time.sleep(0.3)
+
+
+async def _upload_in_browser(ws_url: str, page: str, photo: Path, shot: Path) -> dict:
+    """Drive the page over the DevTools protocol: choose the photo in the file input, click Predict,
+    wait for the answer, read what the page shows, take a screenshot."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
+        ids = itertools.count(1)
+
+        async def call(method: str, **params):
+            number = next(ids)
+            await ws.send_json({"id": number, "method": method, "params": params})
+            async for message in ws:
+                data = message.json()
+                if data.get("id") == number:
+                    assert "error" not in data, data
+                    return data.get("result", {})
+            raise AssertionError("the browser closed the connection")
+
+        async def evaluate(expression: str):
+            return (await call("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
+
+        async def until(expression: str, seconds: float = 90):
+            deadline = time.monotonic() + seconds
+            while not (value := await evaluate(expression)):
+                assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+                await asyncio.sleep(0.2)
+            return value
+
+        await call("Emulation.setDeviceMetricsOverride", width=1000, height=1500, deviceScaleFactor=1, mobile=False)
+        await call("Page.navigate", url=page)
+        await until("document.readyState === 'complete' && !!document.getElementById('file')")
+        document = await call("DOM.getDocument")
+        picker = await call("DOM.querySelector", nodeId=document["root"]["nodeId"], selector="#file")
+        await call("DOM.setFileInputFiles", files=[str(photo)], nodeId=picker["nodeId"])
+        await evaluate("document.getElementById('go').click()")
+        status = "document.getElementById('status')"
+        state = await until(f"['done', 'error'].includes({status}.dataset.state) && {status}.dataset.state")
+        await until("document.getElementById('result').complete")
+        shown = {
+            "state": state,
+            "status": await evaluate(f"{status}.textContent"),
+            "rows": json.loads(
+                await evaluate(
+                    "JSON.stringify([...document.querySelectorAll('#faces tbody tr')]"
+                    ".map(r => [...r.cells].map(c => c.textContent)))"
+                )
+            ),
+            "size": await evaluate(
+                "[document.getElementById('result').naturalWidth, document.getElementById('result').naturalHeight]"
+            ),
+        }
+        shot.write_bytes(base64.b64decode((await call("Page.captureScreenshot", format="png"))["data"]))
+        return shown
+
+
+def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tmp_path):
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: `make test` installs chromium (apt-get) when it is missing")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    port, debug_port = _free_port(), _free_port()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "fersynth.cli", "serve", str(model), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    chrome = subprocess.Popen(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--remote-debugging-port={debug_port}",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        page = f"http://127.0.0.1:{port}/"
+        assert b"Which emotion" in _wait_for(page, app)
+        targets = json.loads(_wait_for(f"http://127.0.0.1:{debug_port}/json/list", chrome))
+        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+        shown = asyncio.run(_upload_in_browser(ws_url, page, GRACE_HOPPER, tmp_path / "app.png"))
+        # a broken upload is a message from the server, not a crash
+        request = urllib.request.Request(f"{page}predict", data=b"not a picture", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400 and "not a picture" in json.loads(refused.value.read())["error"]
+    finally:
+        for process in (chrome, app):
+            process.terminate()
+            process.wait(timeout=30)
+    assert shown["state"] == "done" and shown["status"] == "1 face(s)", shown
+    (face, box, emotion, probability), *others = shown["rows"]
+    assert others == [] and face == "0" and 0 < float(probability) <= 1
+    x0, y0, x1, y1 = (int(v) for v in box.split(", "))
+    assert 130 < (x0 + x1) / 2 < 380 and 120 < (y0 + y1) / 2 < 380
+    assert shown["size"] == [512, 600]  # the annotated picture arrived and decoded in the page
+    screenshot = np.asarray(Image.open(tmp_path / "app.png").convert("RGB")).astype(int)
+    green = (screenshot[..., 1] > 200) & (screenshot[..., 0] < 60) & (screenshot[..., 2] < 60)
+    assert green.sum() > 200  # the box drawn around her face is on screen
+    assert emotion in load_trained(model)[2]
