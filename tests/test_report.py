@@ -25,9 +25,12 @@ def inputs(tmp_path):
     (metrics / "evaluate" / "cross_dataset.json").write_text(json.dumps(matrix))
     (metrics / "evaluate" / "macro_f1.json").write_text(json.dumps({"fer2013": {"fer2013": 0.3, "evaluator": 0.2}}))
     _png(metrics / "evaluate" / "cross_dataset.png")
-    report = {
+    report = {  # keys sorted as json.dumps(sort_keys=True) writes them: the averages between classes
+        "angry": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2},
         "happy": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4},
         "macro avg": {"precision": 0.5, "recall": 0.25, "f1": 1 / 3, "support": 4},
+        "sad": {"precision": 0.1, "recall": 0.5, "f1": 0.2, "support": 2},
+        "weighted avg": {"precision": 0.4, "recall": 0.3, "f1": 0.3, "support": 8},
         "accuracy": 0.25,
         "trials": 2,
     }
@@ -116,6 +119,24 @@ def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
     assert "disgust" in html and "black" in html and "worst-best gap" in html and "noise_25" in html
     assert html.count("data:image/png;base64,") == 4  # heatmap, learning curve, confusion, sample sheet
     assert "No comparison yet" not in html
+
+
+def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes_from(inputs, tmp_path, monkeypatch):
+    site = tmp_path / "report" / "data_docs" / "fer2013"
+    site.mkdir(parents=True)
+    (site / "index.html").write_text("<html></html>")
+    (tmp_path / "report" / "data_docs" / "not_a_site").mkdir()
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lynx")
+    build_report(inputs, tmp_path / "report" / "index.html")
+    html = (tmp_path / "report" / "index.html").read_text()
+    table = html.split("<h4>fer2013 on evaluator (accuracy")[1].split("</table>")[0]
+    rows = [cell.split("</td>")[0] for cell in table.split("<tr><td>")[1:]]
+    assert rows == ["angry", "happy", "sad", "macro avg", "weighted avg"]
+    stamp = html.split('id="provenance"')[1].split("</p>")[0]
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
+    assert f"<code>{commit[:12]}</code>" in stamp and "<code>brisk-lynx</code>" in stamp
+    assert '<a href="data_docs/fer2013/index.html">fer2013</a>' in stamp and "not_a_site" not in stamp
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stamp
 
 
 def test_a_comparison_without_p_values_renders_dashes(inputs, tmp_path):

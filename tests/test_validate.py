@@ -1,5 +1,9 @@
 import io
 import json
+import os
+import re
+import shutil
+import subprocess
 
 import pytest
 from PIL import Image
@@ -48,6 +52,44 @@ def test_good_variant_passes_and_writes_metrics_and_docs(tmp_path):
     assert summary["success"] and summary["failed"] == 0
     assert json.loads((tmp_path / "q.json").read_text())["evaluated"] == summary["evaluated"]
     assert (tmp_path / "docs" / "index.html").exists()
+
+
+def test_data_docs_render_in_a_browser_without_internet(tmp_path):
+    """GX links jQuery, Bootstrap and bootstrap-table from CDNs: offline, the index page was blank. The
+    pages now fetch nothing from the internet, and bootstrap-table draws the index in a browser that
+    cannot resolve any host name."""
+    variant = _variant(tmp_path / "toy", GOOD)
+    validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
+    pages = sorted((tmp_path / "docs").rglob("*.html"))
+    assert len(pages) > 3
+    for page in pages:
+        text = page.read_text()
+        assert not re.search(r'<(?:script|img)[^>]*\ssrc="https?://|<link[^>]*\shref="https?://', text), page
+        for local in re.findall(r'(?:src|href)="((?:\.\./)*static/vendor/[^"]+)"', text):
+            assert (page.parent / local).is_file(), (page, local)
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser test: `make test` installs chromium (apt-get) when it is missing")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    dom = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name resolves: as offline as it gets
+            "--dump-dom",
+            (tmp_path / "docs" / "index.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert 'class="bootstrap-table' in dom  # the table plugin ran (jQuery, Bootstrap and it loaded)
+    assert dom.count("toy.manifest") >= 1 and "fa-check-circle" in dom  # rows drawn, with status icons
 
 
 def test_subject_on_two_sides_fails(tmp_path):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,12 +55,37 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
         "samples": _images(Path(inputs.contact_sheets)),
     }
     context["test_sets"] = sorted({t for row in context["cross_dataset"].values() for t in row})
+    context["provenance"] = provenance(Path(out))
     html = env.get_template("report.html").render(**context)
     with atomic_path(Path(out)) as tmp:
         tmp.write_text(html, encoding="utf-8")
     summary = {k: len(v) for k, v in context.items() if isinstance(v, dict | list)}
     log.info("report: %s -> %s", summary, out)
     return summary
+
+
+def provenance(out: Path) -> dict:
+    """Where the numbers come from: the git commit (and whether the work tree differed from it), the DVC
+    experiment, and links to each suite's Data Docs beside the page (``reports/data_docs/<suite>``)."""
+    from fersynth.paths import project_root
+    from fersynth.tracking import git_commit
+
+    root = project_root()
+    commit = git_commit(root)
+    dirty = None
+    if commit:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        )
+        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    docs = out.parent / "data_docs"
+    suites = sorted(p.name for p in docs.iterdir() if (p / "index.html").is_file()) if docs.is_dir() else []
+    return {
+        "commit": commit,
+        "dirty": dirty,
+        "dvc_experiment": os.environ.get("DVC_EXP_NAME"),
+        "data_docs": {suite: f"data_docs/{suite}/index.html" for suite in suites},
+    }
 
 
 def _json(path: Path) -> dict | None:
@@ -138,7 +165,8 @@ def _per_class(directory: Path) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for path in sorted(directory.glob("*/*.json")):
         report = json.loads(path.read_text())
-        out.setdefault(path.parent.name, {})[path.stem] = {
-            name: values for name, values in report.items() if isinstance(values, dict)
-        } | {"accuracy": report.get("accuracy")}
+        rows = {name: values for name, values in report.items() if isinstance(values, dict)}
+        averages = [name for name in ("macro avg", "weighted avg") if name in rows]
+        ordered = {name: rows[name] for name in rows if name not in averages} | {n: rows[n] for n in averages}
+        out.setdefault(path.parent.name, {})[path.stem] = ordered | {"accuracy": report.get("accuracy")}
     return out
