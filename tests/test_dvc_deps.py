@@ -150,3 +150,20 @@ def test_the_import_walk_follows_lazy_imports_packages_and_from_imports():
     assert "fersynth.tracking" in closure({"fersynth.train.train"})
     assert {"fersynth.relabel", "fersynth.relabel.methods"} <= closure(command_modules("reclassify"))
     assert "fersynth.modeling.data" in imports_in("from fersynth.modeling import data", "fersynth")
+
+
+def test_every_trained_model_is_a_registered_artifact():
+    """dvc.yaml's `artifacts:` names every model directory a stage writes under models/ (type model), and
+    every artifact path is such an output: `dvc artifacts get` and the registry never point at nothing."""
+    from dvc.repo import Repo
+
+    repo = Repo(str(ROOT))
+    try:
+        artifacts = repo.artifacts.read()["dvc.yaml"]
+        outputs = {str(out) for stage in repo.index.stages for out in stage.outs}
+    finally:
+        repo.close()
+    models = {path for path in outputs if path.startswith("models/")}
+    assert {artifact.path for artifact in artifacts.values()} == models
+    assert {artifact.type for artifact in artifacts.values()} == {"model"}
+    assert all(artifact.desc for artifact in artifacts.values())

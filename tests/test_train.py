@@ -83,6 +83,16 @@ def test_trials_train_one_model_per_seed_and_report_their_mean(workspace):
     assert low <= min(accuracies) and high >= max(accuracies)
     runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="attributes.run_name LIKE 'trials/%'")
     assert sorted(runs["tags.mlflow.runName"]) == ["trials/seed-3", "trials/seed-4"]
+    # each trial's run names its experiment and seed, and logs the variant it trained on as an MLflow dataset
+    assert set(runs["tags.fersynth.experiment"]) == {"trials"}
+    assert sorted(runs["tags.fersynth.trial_seed"]) == ["3", "4"]
+    run = mlflow.tracking.MlflowClient().get_run(runs.iloc[0]["run_id"])
+    (used,) = run.inputs.dataset_inputs
+    assert used.dataset.name == "fer2013" and used.tags[0].value == "train"  # the context: the stage
+    assert used.dataset.digest == runs.iloc[0]["tags.fersynth.input.fer2013.sha256"][:16]
+    assert json.loads(used.dataset.profile)["num_rows"] == len(
+        pd.read_parquet(workspace / "fer2013" / "manifest.parquet")
+    )
     states = [load_trained(d)[0].state_dict() for d in trial_dirs(workspace / "trials")]
     assert not torch.equal(states[0]["head.1.weight"], states[1]["head.1.weight"])  # different seeds, models
     history = pd.read_csv(workspace / "history.csv")

@@ -116,13 +116,22 @@ def test_same_picture_twice_fails(tmp_path):
         validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
 
 
-def test_class_count_bounds(tmp_path):
+def test_class_count_bounds(tmp_path, caplog):
     variant = _variant(tmp_path / "toy", GOOD)
     # six of each of angry and happy, none of the other five classes
     with pytest.raises(ValidationFailed):
         validate_variant(variant, SuiteConfig(min_per_class=1), tmp_path / "q.json", tmp_path / "docs")
     summary = json.loads((tmp_path / "q.json").read_text())
     assert summary["failed"] == 5
+    # each count check names its class: in the metrics, the log and the Data Docs
+    failed = sorted(r["check"] for r in summary["batches"]["manifest"] if not r["success"])
+    assert failed == [
+        f"Class {name} (label {label}): at least 1 rows."
+        for label, name in sorted([(1, "disgust"), (2, "fear"), (4, "neutral"), (5, "sad"), (6, "surprise")])
+    ]
+    assert "FAILED Class disgust (label 1): at least 1 rows." in caplog.text and "observed 0" in caplog.text
+    docs = "".join(p.read_text() for p in (tmp_path / "docs" / "validations").rglob("*.html"))
+    assert "Class surprise (label 6): at least 1 rows." in docs
     with pytest.raises(ValidationFailed):
         validate_variant(variant, _suite(max_per_class=5), tmp_path / "q.json", tmp_path / "docs")
     assert validate_variant(variant, _suite(max_per_class=6), tmp_path / "q.json", tmp_path / "docs")["success"]

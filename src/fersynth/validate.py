@@ -96,14 +96,22 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
             gxe.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(classes) - 1),
             gxe.ExpectColumnValuesToBeInSet(column="label_space", value_set=[config.label_space]),
         ]
-        for index in range(len(classes)):
-            conditions = [Column("label") == index]
+        bounds = f"at least {config.min_per_class} rows"
+        if config.max_per_class is not None:
+            bounds = f"between {config.min_per_class} and {config.max_per_class} rows"
+        for index, emotion in enumerate(classes):
+            conditions = [(Column("label") == index, "")]
             if config.per_split:
-                conditions = [(Column("label") == index) & (Column("split") == split) for split in config.splits]
-            for condition in conditions:
+                conditions = [
+                    ((Column("label") == index) & (Column("split") == split), f" in {split}") for split in config.splits
+                ]
+            for condition, where in conditions:
                 checks.append(
                     gxe.ExpectTableRowCountToBeBetween(
-                        min_value=config.min_per_class, max_value=config.max_per_class, row_condition=condition
+                        min_value=config.min_per_class,
+                        max_value=config.max_per_class,
+                        row_condition=condition,
+                        description=f"Class {emotion} (label {index}){where}: {bounds}.",  # Data Docs show it
                     )
                 )
     batches = {
@@ -248,7 +256,8 @@ def validate_variant(
     )
     if failures:
         for failure in failures:
-            log.error("validate %s: FAILED %s", name, failure["expectation"])
+            check = f"{failure['check']} [{failure['expectation']}]" if "check" in failure else failure["expectation"]
+            log.error("validate %s: FAILED %s; observed %s", name, check, failure["observed"])
         raise ValidationFailed(f"{name}: {len(failures)} expectation(s) failed; see {metrics_path}")
     return summary
 
@@ -261,8 +270,10 @@ def _describe(result) -> dict:
     if condition:
         label += f" where {_condition_text(condition)}"
     observed = result.result.get("observed_value", result.result.get("unexpected_count"))
+    described = {"check": config.description} if config.description else {}
     return {
         "expectation": label,
+        **described,
         "success": bool(result.success),
         "observed": observed if isinstance(observed, int | float | str | type(None)) else str(observed),
     }

@@ -139,7 +139,7 @@ def train(
         for seed in config.seeds:
             name = run_name if config.trials == 1 else f"{run_name}/{trial_name(seed)}"
             out = tmp if config.trials == 1 else tmp / trial_name(seed)
-            trials.append(_train_trial(config, seed, data, counts, classes, state, out, name))
+            trials.append(_train_trial(config, seed, data, counts, classes, state, out, name, run_name))
     teardown(state)
     if not state.main:
         return {}
@@ -174,7 +174,15 @@ def train(
 
 
 def _train_trial(
-    config: TrainConfig, seed: int, data: dict, counts: dict, classes, state: Distributed, out: Path, run_name: str
+    config: TrainConfig,
+    seed: int,
+    data: dict,
+    counts: dict,
+    classes,
+    state: Distributed,
+    out: Path,
+    run_name: str,
+    experiment: str,
 ) -> dict:
     import mlflow
 
@@ -209,7 +217,8 @@ def _train_trial(
     inputs = {Path(v).name: Path(v) for v in config.variants}
     params = _flat(asdict(config)) | {"trial_seed": seed, "frozen_layers": frozen}
     shards = state.world_size * config.accumulate
-    with start_run("train", inputs, params=params, run_name=run_name) if state.main else nullcontext():
+    tags = {"fersynth.experiment": experiment, "fersynth.trial_seed": str(seed)}
+    with start_run("train", inputs, params=params, run_name=run_name, tags=tags) if state.main else nullcontext():
         if state.main:
             mlflow.log_params({f"rows_{k}": v for k, v in counts.items()} | {"processes": state.world_size})
         step = 0
