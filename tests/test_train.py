@@ -93,6 +93,12 @@ def test_trials_train_one_model_per_seed_and_report_their_mean(workspace):
     assert json.loads(used.dataset.profile)["num_rows"] == len(
         pd.read_parquet(workspace / "fer2013" / "manifest.parquet")
     )
+    # the model card names the exact data, the seeds and the results with their interval
+    card = (workspace / "trials" / "MODEL_CARD.md").read_text()
+    digest = runs.iloc[0]["tags.fersynth.input.fer2013.sha256"]
+    assert f"| `{workspace / 'fer2013'}` | `{digest}` |" in card
+    assert f"Test accuracy {100 * metrics['test_accuracy']:.1f}% (95% interval over 2 seeds {100 * low:.1f}-" in card
+    assert "| 3 |" in card and "| 4 |" in card and "## Intended use" in card and "## Known limits" in card
     states = [load_trained(d)[0].state_dict() for d in trial_dirs(workspace / "trials")]
     assert not torch.equal(states[0]["head.1.weight"], states[1]["head.1.weight"])  # different seeds, models
     history = pd.read_csv(workspace / "history.csv")

@@ -26,6 +26,8 @@ from fersynth.modeling.checkpoint import save_checkpoint
 from fersynth.modeling.data import PRESETS, BatchLoader, InputConfig, decoded
 from fersynth.modeling.metrics import classification_report, mean_interval
 from fersynth.paths import trial_name
+from fersynth.tracking import variant_hash
+from fersynth.train.card import write_model_card
 from fersynth.train.distributed import (
     Distributed,
     all_sum,
@@ -140,24 +142,13 @@ def train(
             name = run_name if config.trials == 1 else f"{run_name}/{trial_name(seed)}"
             out = tmp if config.trials == 1 else tmp / trial_name(seed)
             trials.append(_train_trial(config, seed, data, counts, classes, state, out, name, run_name))
+        metrics = _summarise(trials, classes, counts, selected.validation, config) if state.main else {}
+        if state.main:
+            hashes = {path: variant_hash(Path(path)) for path in config.variants}
+            write_model_card(tmp, run_name, config, metrics, hashes)
     teardown(state)
     if not state.main:
         return {}
-    summary = {
-        key: mean_interval([t[key] for t in trials]) for key in ("best_val_accuracy", "test_accuracy", "test_macro_f1")
-    }
-    metrics = {
-        "classes": list(classes),
-        "rows": counts,
-        "validation": selected.validation,
-        "seeds": list(config.seeds),
-        "best_val_accuracy": round(summary["best_val_accuracy"]["mean"], 4),
-        "test_accuracy": round(summary["test_accuracy"]["mean"], 4),
-        "test_accuracy_ci95": [round(v, 4) for v in summary["test_accuracy"]["ci95"]],
-        "test_macro_f1": round(summary["test_macro_f1"]["mean"], 4),
-        "trials": [{k: v for k, v in t.items() if k != "history"} for t in trials],
-        "history": trials[0]["history"],
-    }
     if metrics_path is not None:
         write_json(metrics_path, metrics)
     if history_path is not None:
@@ -171,6 +162,25 @@ def train(
         config.trials,
     )
     return metrics
+
+
+def _summarise(trials: list[dict], classes, counts: dict, validation: dict, config: TrainConfig) -> dict:
+    """The experiment's metrics: per trial, and their mean with a 95% interval over seeds."""
+    summary = {
+        key: mean_interval([t[key] for t in trials]) for key in ("best_val_accuracy", "test_accuracy", "test_macro_f1")
+    }
+    return {
+        "classes": list(classes),
+        "rows": counts,
+        "validation": validation,
+        "seeds": list(config.seeds),
+        "best_val_accuracy": round(summary["best_val_accuracy"]["mean"], 4),
+        "test_accuracy": round(summary["test_accuracy"]["mean"], 4),
+        "test_accuracy_ci95": [round(v, 4) for v in summary["test_accuracy"]["ci95"]],
+        "test_macro_f1": round(summary["test_macro_f1"]["mean"], 4),
+        "trials": [{k: v for k, v in t.items() if k != "history"} for t in trials],
+        "history": trials[0]["history"],
+    }
 
 
 def _train_trial(

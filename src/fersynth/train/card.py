@@ -1,0 +1,110 @@
+"""A model card (``MODEL_CARD.md``) in every ``fersynth train`` model directory: what the model is, the
+data variants it learnt from (with their manifests' sha256, so the card names the exact data), its
+settings, its test results with intervals, and what it is and is not for.
+
+The card is written with the weights and depends on nothing else (no clock, no commit: the same training
+gives the same bytes, so DVC does not see a changed model). Results that need other stages (every
+test set, fairness gaps with intervals on the evaluator, robustness) are in the report, which the card
+points to."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+INTENDED_USE = (
+    "Research on whether synthetic faces (Stable Diffusion, SDXL, DDPM) or SMOTE samples help a facial-"
+    "expression classifier, compared against models trained without them under the same split and seeds. "
+    "Not for decisions about people: an expression is not an emotion, and accuracy differs between groups."
+)
+
+LIMITS = (
+    "Labels are the datasets' (posed or crowd-labelled, relabelled by `fersynth reclassify` where the pipeline "
+    "says so), not what a person felt.",
+    "Demographic groups used for fairness are predicted (the UTKFace-trained age / gender / ethnicity model), "
+    "except where a dataset ships them.",
+    "On the embedded demo the faces are drawn cartoons: the numbers test the pipeline, not the science, and "
+    "the model means nothing on photographs.",
+    "One split, a few seeds: single-trial accuracies move by about +-15 points with another seed on the demo "
+    "(benchmarks/bench_null.py); compare experiments with `fersynth compare`, which pairs seeds and states the "
+    "smallest difference it could detect.",
+)
+
+
+def model_card(experiment: str, config, metrics: dict, variant_hashes: dict[str, str]) -> str:
+    """The card's Markdown. ``config`` is the ``TrainConfig``; ``metrics`` what ``train`` writes."""
+    settings = asdict(config)
+    rows = metrics["rows"]
+    low, high = metrics["test_accuracy_ci95"]
+    lines = [
+        f"# Model card: `{experiment}`",
+        "",
+        f"Made by `fersynth train {experiment}` (`dvc repro train-{experiment}`; settings: `params.yaml: train."
+        f"{experiment}`). Weights: safetensors with a `config.json` per trial; load them with "
+        "`fersynth.modeling.trained.load_trained` or try them with `fersynth predict` / `fersynth serve`.",
+        "",
+        "## Model",
+        "",
+        f"- Architecture `{config.architecture}` (width x{config.width:g}), input {config.input.size} px, "
+        f"{'grey' if config.input.channels == 1 else 'RGB'}; classes: {', '.join(metrics['classes'])}.",
+        f"- {config.trials} trial(s), seeds {', '.join(str(s) for s in metrics['seeds'])}, on one split.",
+        "",
+        "## Data",
+        "",
+        "| variant | manifest sha256 |",
+        "| --- | --- |",
+        *(f"| `{path}` | `{digest}` |" for path, digest in variant_hashes.items()),
+        "",
+        f"Rows: train {rows['train']} (synthetic {rows.get('synthetic_train', 0)}), val {rows['val']}, "
+        f"test {rows['test']}; validation {metrics['validation'].get('grouped_by', 'row')}-grouped.",
+        "",
+        "## Training",
+        "",
+        f"- {settings['optimizer']} at {settings['learning_rate']:g}, batch {settings['batch_size']}, "
+        f"{settings['epochs']} epochs (learning rate x{settings['lr_factor']:g} after {settings['lr_patience']} "
+        f"epochs without progress), augmentation `{settings['augment']}`, "
+        f"early stopping {settings['early_stopping'] or 'off'}.",
+        f"- Synthetic train rows: {_cap(settings['synthetic_per_class'])} per class, "
+        f"{_cap(settings['synthetic_ratio'])} per real train row.",
+        "",
+        "## Results on the test split of its data",
+        "",
+        f"Test accuracy {100 * metrics['test_accuracy']:.1f}% ({_interval(low, high, config.trials)}), "
+        f"macro-F1 {100 * metrics['test_macro_f1']:.1f}%.",
+        "",
+        "| seed | best epoch | val accuracy | test accuracy | test macro-F1 |",
+        "| --- | --- | --- | --- | --- |",
+        *(
+            f"| {t['seed']} | {t['best_epoch']} | {100 * t['best_val_accuracy']:.1f} | "
+            f"{100 * t['test_accuracy']:.1f} | {100 * t['test_macro_f1']:.1f} |"
+            for t in metrics["trials"]
+        ),
+        "",
+        "Every other test set, per-class reports, fairness gaps per gender / age group / ethnicity with their "
+        "intervals, robustness and the with-vs-without comparisons: `reports/index.html` (stages `evaluate`, "
+        "`compare`, `report`).",
+        "",
+        "## Intended use",
+        "",
+        INTENDED_USE,
+        "",
+        "## Known limits",
+        "",
+        *(f"- {limit}" for limit in LIMITS),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cap(value: float) -> str:
+    return "no cap" if value < 0 else f"at most {value:g}"
+
+
+def _interval(low: float, high: float, trials: int) -> str:
+    if trials < 2:
+        return "one trial: no interval over seeds; set `trials` >= 2 for one"
+    return f"95% interval over {trials} seeds {100 * low:.1f}-{100 * high:.1f}%"
+
+
+def write_model_card(directory: Path, experiment: str, config, metrics: dict, variant_hashes: dict[str, str]) -> None:
+    (Path(directory) / "MODEL_CARD.md").write_text(model_card(experiment, config, metrics, variant_hashes))
