@@ -42,6 +42,27 @@ def test_group_accuracy_and_gap():
     assert (result["worst"], result["best"], result["gap"]) == ("female", "male", 0.5)
 
 
+def test_the_gap_interval_covers_a_real_gap_excludes_zero_and_widens_when_groups_shrink():
+    rng = np.random.default_rng(0)
+
+    def sample(per_group: int):
+        groups = np.array(["a"] * per_group + ["b"] * per_group)
+        truth = np.zeros(2 * per_group, int)
+        right = np.concatenate([rng.random(per_group) < 0.8, rng.random(per_group) < 0.5])  # a: 80%, b: 50%
+        return truth, np.where(right, 0, 1), groups
+
+    large = group_accuracy(*sample(400))
+    low, high = large["gap_ci95"]
+    assert large["best"] == "a" and 0.1 < low < large["gap"] < high and low < 0.3 < high  # covers the true 30 points
+    small = group_accuracy(*sample(20))
+    assert small["gap_ci95"][1] - small["gap_ci95"][0] > 2 * (high - low)
+    assert large["size"] == {"a": 400, "b": 400}
+    # two trials' predictions on the same 4 images: an image is one unit, resampled with both its trials
+    tiled = group_accuracy([0, 0, 1, 1] * 2, [0, 1, 1, 1, 0, 0, 1, 1], ["f", "f", "m", "m"] * 2, images=4)
+    assert tiled["per_group"] == {"f": 0.75, "m": 1.0} and tiled["size"] == {"f": 2, "m": 2}
+    assert tiled["per_group_ci95"]["m"] == [1.0, 1.0] and tiled["per_group_ci95"]["f"] == [0.5, 1.0]
+
+
 def test_mcnemar_and_bootstrap_on_a_clear_and_a_null_case():
     a = np.array([True] * 50 + [False] * 50)
     better = a.copy()

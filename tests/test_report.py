@@ -37,7 +37,16 @@ def inputs(tmp_path):
     (metrics / "evaluate" / "per_class" / "fer2013").mkdir(parents=True)
     (metrics / "evaluate" / "per_class" / "fer2013" / "evaluator.json").write_text(json.dumps(report))
     _png(metrics / "evaluate" / "confusion" / "fer2013" / "evaluator.png", 30)
-    fairness = {"fer2013": {"gender": {"per_group": {"female": 0.2, "male": 0.3}, "worst": "female", "gap": 0.1}}}
+    gender = {
+        "per_group": {"female": 0.2, "male": 0.3},
+        "per_group_ci95": {"female": [0.1, 0.3], "male": [0.2, 0.4]},
+        "size": {"female": 10, "male": 12},
+        "worst": "female",
+        "best": "male",
+        "gap": 0.1,
+        "gap_ci95": [-0.05, 0.25],
+    }
+    fairness = {"fer2013": {"gender": gender}}
     (metrics / "evaluate" / "fairness.json").write_text(json.dumps(fairness))
     (metrics / "evaluate" / "robustness.json").write_text(json.dumps({"fer2013": {"fer2013": {"noise_25": 0.33}}}))
     compare = {
@@ -126,6 +135,7 @@ def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes
     site.mkdir(parents=True)
     (site / "index.html").write_text("<html></html>")
     (tmp_path / "report" / "data_docs" / "not_a_site").mkdir()
+    _png(tmp_path / "report" / "demographics" / "merged.png", 40)
     monkeypatch.setenv("DVC_EXP_NAME", "brisk-lynx")
     build_report(inputs, tmp_path / "report" / "index.html")
     html = (tmp_path / "report" / "index.html").read_text()
@@ -137,6 +147,11 @@ def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes
     assert f"<code>{commit[:12]}</code>" in stamp and "<code>brisk-lynx</code>" in stamp
     assert '<a href="data_docs/fer2013/index.html">fer2013</a>' in stamp and "not_a_site" not in stamp
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stamp
+    assert 'alt="demographics of merged"' in html and "No demographics plots" not in html
+    # fairness: every group with its interval and size, the gap with its interval (older metrics: dashes)
+    fairness = html.split('id="fairness"')[1].split('id="robustness"')[0]
+    assert "<td>female</td><td>20.0</td>" in fairness and "[10.0, 30.0]" in fairness and "<td>12</td>" in fairness
+    assert "worst-best gap" in fairness and "[-5.0, 25.0]" in fairness
 
 
 def test_a_comparison_without_p_values_renders_dashes(inputs, tmp_path):

@@ -53,6 +53,7 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
         "fairness": _json(evaluated.fairness) or {},
         "robustness": _json(evaluated.robustness) or {},
         "samples": _images(Path(inputs.contact_sheets)),
+        "demographics": {p.stem: _png(p) for p in sorted((Path(out).parent / "demographics").glob("*.png"))},
     }
     context["test_sets"] = sorted({t for row in context["cross_dataset"].values() for t in row})
     context["provenance"] = provenance(Path(out))

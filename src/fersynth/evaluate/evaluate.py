@@ -117,7 +117,10 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
             if test_name == config.fairness_on:
                 fairness[model_name] = {
                     column: group_accuracy(
-                        pooled_labels, pooled, np.tile(rows[column].fillna("unknown").to_numpy(), len(predicted))
+                        pooled_labels,
+                        pooled,
+                        np.tile(rows[column].fillna("unknown").to_numpy(), len(predicted)),
+                        images=len(labels),
                     )
                     for column in ("gender", "age_group", "ethnicity")
                 }

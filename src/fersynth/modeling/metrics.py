@@ -40,14 +40,41 @@ def normalised_confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
     return confusion_matrix(y_true, y_pred, labels=list(range(n_classes)), normalize="true")
 
 
-def group_accuracy(y_true, y_pred, groups) -> dict:
-    """Accuracy per group value, plus ``worst``, ``best`` and ``gap`` (best - worst)."""
+def group_accuracy(y_true, y_pred, groups, images: int | None = None, n: int = 2000, seed: int = 0) -> dict:
+    """Accuracy per group value, plus ``worst``, ``best`` and ``gap`` (best - worst), each with a 95%
+    bootstrap interval (``per_group_ci95``, ``gap_ci95``; ``size``: images per group).
+
+    ``images``: when the inputs are several trials' predictions on the same images, tiled (trial after
+    trial), the number of images: an image is then resampled with all its trials, as one unit. Groups are
+    resampled apart (their sizes are what the evaluator fixed), and the gap's interval is that of the
+    difference between the two groups named worst and best on the full data."""
     y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups, dtype=object)
     per = {str(g): float(np.mean(y_true[groups == g] == y_pred[groups == g])) for g in sorted(set(groups.tolist()))}
     if not per:
         return {"per_group": {}, "worst": None, "best": None, "gap": None}
     worst, best = min(per, key=per.get), max(per, key=per.get)
-    return {"per_group": per, "worst": worst, "best": best, "gap": per[best] - per[worst]}
+    count = images or len(y_true)
+    correct = (y_true == y_pred).reshape(-1, count).mean(0)  # per image: the share of trials right
+    image_groups = groups[:count].astype(str)
+    rng = np.random.default_rng(seed)
+    samples, size = {}, {}
+    for group in per:
+        values = correct[image_groups == group]
+        size[group] = int(len(values))
+        samples[group] = values[rng.integers(0, len(values), size=(n, len(values)))].mean(1)
+
+    def interval(values: np.ndarray) -> list[float]:
+        return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
+
+    return {
+        "per_group": per,
+        "per_group_ci95": {group: interval(values) for group, values in samples.items()},
+        "size": size,
+        "worst": worst,
+        "best": best,
+        "gap": per[best] - per[worst],
+        "gap_ci95": interval(samples[best] - samples[worst]),
+    }
 
 
 def mcnemar(correct_a, correct_b) -> dict:
