@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +111,15 @@ def dvc_stages(root: Path) -> dict[str, dict]:
             }
             for stage in repo.index.stages
         }
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's headless Chromium for the browser tests. `make test` installs it when missing, so CI must
+    run them (a missing browser fails there); elsewhere they skip."""
+    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser tests: `make test` installs chromium (apt-get) when it is missing")
+        pytest.skip("no chromium here (apt-get install chromium)")
+    return browser

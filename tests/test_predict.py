@@ -7,8 +7,6 @@ import asyncio
 import base64
 import itertools
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -223,12 +221,7 @@ async def _upload_in_browser(ws_url: str, page: str, photo: Path, shot: Path) ->
         return shown
 
 
-def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tmp_path):
-    browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-    if browser is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the browser test: `make test` installs chromium (apt-get) when it is missing")
-        pytest.skip("no chromium here (apt-get install chromium)")
+def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tmp_path, chromium):
     port, debug_port = _free_port(), _free_port()
     app = subprocess.Popen(
         [sys.executable, "-m", "fersynth.cli", "serve", str(model), "--port", str(port)],
@@ -237,7 +230,7 @@ def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tm
     )
     chrome = subprocess.Popen(
         [
-            browser,
+            chromium,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
