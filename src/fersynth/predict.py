@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -113,6 +114,17 @@ class Predictor:
             batches = BatchLoader(arrays, np.zeros(len(arrays)), 256, shuffle=False)
             return torch.cat([torch.softmax(self.model(x), 1) for x, _ in batches]).numpy().astype(np.float64)
 
+    def read_picture(self, data: bytes) -> Image.Image:
+        """A file's or an upload's bytes as an RGB picture, within the decoder limits; a ``ValueError``
+        with the reason (too large, not a picture, unsupported pixels) otherwise."""
+        try:
+            image = decode_image(data, ImageLimits(max_pixels=self.config.max_pixels, min_side=1))
+        except ImageRejected:
+            raise
+        except Exception as error:  # noqa: BLE001 - PIL raises many types for broken files
+            raise ValueError(f"not a picture: {error}") from None
+        return to_8bit(image).convert("RGB")
+
     def annotate(self, image: Image.Image, source: str = "") -> tuple[list[dict], Image.Image]:
         """One RGB picture: its prediction rows (as in ``predictions.csv``) and a copy with the boxes and
         emotions drawn."""
@@ -187,13 +199,7 @@ def predict(model_dir: Path, inputs: list[Path], out_dir: Path, config: PredictC
 
 
 def _picture(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
-    try:
-        image = decode_image(source.read_bytes(), ImageLimits(max_pixels=predictor.config.max_pixels, min_side=1))
-    except ImageRejected:
-        raise
-    except Exception as error:  # noqa: BLE001 - PIL raises many types for broken files
-        raise ValueError(f"unreadable picture: {error}") from None
-    rows, picture = predictor.annotate(to_8bit(image).convert("RGB"), str(source))
+    rows, picture = predictor.annotate(predictor.read_picture(source.read_bytes()), str(source))
     picture.save(annotated)
     return rows
 
@@ -280,7 +286,4 @@ def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 
 def _counts(values) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for value in values:
-        out[value] = out.get(value, 0) + 1
-    return dict(sorted(out.items()))
+    return dict(sorted(Counter(values).items()))

@@ -17,7 +17,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from fersynth.images import ImageLimits, ImageRejected, decode_image, to_8bit
 from fersynth.predict import PredictConfig, Predictor
 
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -87,12 +86,9 @@ def create_app(model_dir: Path, config: PredictConfig | None = None):
         if len(data) > MAX_UPLOAD_BYTES:
             return JSONResponse({"error": f"picture over {MAX_UPLOAD_BYTES // 2**20} MiB"}, status_code=413)
         try:
-            image = decode_image(data, ImageLimits(max_pixels=predictor.config.max_pixels, min_side=1))
-            image = to_8bit(image).convert("RGB")
-        except ImageRejected as error:
+            image = predictor.read_picture(data)  # the same decoder and limits as `fersynth predict`
+        except ValueError as error:
             return JSONResponse({"error": str(error)}, status_code=400)
-        except Exception as error:  # noqa: BLE001 - PIL raises many types for broken files
-            return JSONResponse({"error": f"not a picture: {error}"}, status_code=400)
         rows, annotated = await run_in_threadpool(locked_annotate, image)
         buffer = io.BytesIO()
         annotated.save(buffer, format="PNG")

@@ -238,17 +238,12 @@ def _wait_for_worker(pid: int, replies) -> int:
 # ---------------------------------------------------------------------------------------------- server
 
 
-def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
-    """Import ``modules``, skipping any that is missing or fails; the names imported."""
+def preload(modules: tuple[str, ...] = PRELOAD) -> None:
+    """Import ``modules``, skipping any that is missing or fails."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as fersynth.tracking sets it before import
-    imported = []
     for name in modules:
-        try:
+        with contextlib.suppress(Exception):  # a library that cannot load stays cold, the server stays up
             importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - a library that cannot load stays cold, the server stays up
-            continue
-        imported.append(name)
-    return imported
 
 
 class Worker:
