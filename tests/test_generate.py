@@ -11,7 +11,7 @@ from fersynth.generate.backends import BackendConfig, DemoBackend, DemoBackendCo
 from fersynth.generate.convert import to_dataset_format
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.gate import Gate, GateConfig, GateResult
-from fersynth.generate.prompts import PromptBuilder, PromptConfig
+from fersynth.generate.prompts import ACTION_UNITS, TABLE11_ACTION_UNITS, PromptBuilder, PromptConfig
 from fersynth.generate.quota import fill_quotas, shortfall
 from fersynth.generate.random_pipeline import save_random_pipeline
 from fersynth.generate.run import ImageFormat
@@ -56,6 +56,42 @@ def test_prompts_file_replaces_templates(tmp_path):
     path.write_text("angry: x")
     with pytest.raises(ValueError, match="no prompt template"):
         PromptBuilder(PromptConfig(file=str(path)))
+
+
+def test_action_units_are_named_in_every_prompt_or_in_none():
+    paper, every, none = (PromptBuilder(PromptConfig(action_units=mode)) for mode in ("paper", "all", "none"))
+    for emotion in BASIC7:
+        asked = [b.request(emotion, "female", "adult", "black", seed=4).prompt for b in (paper, every, none)]
+        if emotion in TABLE11_ACTION_UNITS:  # paper 001 named them for disgust and surprise
+            assert TABLE11_ACTION_UNITS[emotion] in asked[0] and asked[1] == asked[0]
+            assert TABLE11_ACTION_UNITS[emotion] not in asked[2] and asked[2].endswith("realistic, 4K, hd")
+        else:
+            assert asked[2] == asked[0]
+            assert all(unit in asked[1] for unit in ACTION_UNITS[emotion])
+            assert (asked[1] == asked[0]) == (emotion == "neutral")
+    # named right after the expression: CLIP reads the first 77 tokens only
+    happy = every.request("happy", "male", "old", "asian", seed=1).prompt
+    assert happy.index("lip corner puller") < happy.index("facing the camera")
+    variations = PromptBuilder(PromptConfig(style="variations", action_units="all"))
+    assert (
+        "cheek raiser, lip corner puller, captured in" in variations.request("happy", "male", "old", "asian", 1).prompt
+    )
+    with pytest.raises(ValueError, match="action_units must be one of paper, all, none, not 'some'"):
+        PromptConfig(action_units="some")
+
+
+def test_action_units_reach_the_diffusion_model(tiny_pipeline, tmp_path):
+    kind, path = tiny_pipeline
+    templates = tmp_path / "prompts.yaml"  # short: the tiny pipeline's byte-level tokenizer reads 77 characters
+    templates.write_text("\n".join(f"{e}: 'a {e} face, facing the camera'" for e in BASIC7))
+    backend = DiffusersBackend(DiffusersConfig(model=str(path), pipeline=kind, steps=2, size=64, local_files_only=True))
+    plain, named = (
+        PromptBuilder(PromptConfig(file=str(templates), action_units=mode)).request("sad", "female", "old", "black", 9)
+        for mode in ("paper", "all")
+    )
+    assert plain.seed == named.seed and plain.prompt != named.prompt
+    a, b = (np.asarray(backend.generate([r])[0]).astype(int) for r in (plain, named))
+    assert np.abs(a - b).max() > 0  # same seed, other text: the conditioning changed the picture
 
 
 def test_file_names_never_collide_where_the_papers_did():

