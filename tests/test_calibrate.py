@@ -98,9 +98,9 @@ def test_the_fer_judge_sees_a_smile_in_a_real_photo(fer_judge, smiling, tmp_path
 
 def test_a_judge_is_read_by_class_name_not_by_position(tmp_path, smiling):
     variant = Variant(_variant(tmp_path / "v", [("a", "train", "sad", True, smiling)]))
-    judge = TrainedJudge(fixed_judge(tmp_path / "judge", "sad"))  # FER2013 order: sad is column 4, basic7: 5
-    probabilities = judge.probabilities(variant, variant.manifest)
-    assert BASIC7[int(probabilities[0].argmax())] == "sad"
+    for favourite in ("sad", "surprise", "neutral"):  # columns 4, 5, 6 in FER2013's order; 5, 6, 4 in basic7's
+        judge = TrainedJudge(fixed_judge(tmp_path / favourite, favourite))
+        assert BASIC7[int(judge.probabilities(variant, variant.manifest)[0].argmax())] == favourite
     with pytest.raises(UsageError, match="not the seven basic emotions"):
         TrainedJudge(fixed_judge(tmp_path / "casme", "happiness", classes=("happiness", "others", "surprise")))
 
@@ -135,7 +135,6 @@ def test_decisions_follow_action_and_min_confidence():
 def test_calibrate_relabels_or_drops_what_the_judges_do_not_see_and_keeps_real_rows(
     action, fer_judge, smiling, tmp_path
 ):
-    frown = smiling.rotate(180)  # upside down: whatever the judges see, the row tells the decision apart
     source = _variant(
         tmp_path / "src",
         [
@@ -144,7 +143,7 @@ def test_calibrate_relabels_or_drops_what_the_judges_do_not_see_and_keeps_real_r
             ("g_test", "test", "sad", True, smiling),  # outside calibrate.splits: untouched
             ("r_train", "train", "sad", False, smiling),  # real: never judged
             ("r_val", "val", "happy", False, smiling),
-            ("r_val2", "val", "angry", False, frown),
+            ("r_val2", "val", "sad", False, smiling),  # labelled sad, shows a smile: the judge is wrong here
         ],
     )
     config = CalibrateConfig(judges=("fer",), action=action, min_confidence=0.5)
@@ -171,7 +170,12 @@ def test_calibrate_relabels_or_drops_what_the_judges_do_not_see_and_keeps_real_r
     lo, hi = metrics["agreement"]["ci95"]
     assert 0 < lo < 0.5 < hi < 1
     real = metrics["judges_on_real_faces"]
-    assert real["images"] == 2 and real["accuracy"]["fer"] == pytest.approx(0.5, abs=0.5)
+    assert real["images"] == 2 and real["accuracy"]["fer"] == 0.5 and real["majority_class_share"] == 0.5
+    assert real["unseen_by_judge"]["fer"] == {"images": 2, "accuracy": 0.5}
+    assert metrics["judges_not_better_than_majority"] == ["fer"]  # no better than always saying "happy"
+    assert metrics["generated_per_class"]["before"]["sad"] == 1
+    assert metrics["generated_per_class"]["after"]["sad"] == 0
+    assert metrics["generated_per_class"]["after"]["happy"] == (2 if action == "relabel" else 1)
     table = pd.read_csv(tmp_path / "out" / "calibrate.csv")
     assert sorted(table["key"]) == ["g_happy", "g_sad"] and set(table["judge:fer"]) == {"happy"}
     pixels = {k: v for k, v in Variant(tmp_path / "out").manifest.set_index("key")["sha256"].items()}
@@ -198,34 +202,55 @@ PARAMS = {
             "fer2013_sdxl": "models/fer2013_sdxl",
             "calibrated": "models/calibrated",
         },
-        "test_sets": {"fer2013": "data/original/fer2013"},
+        "test_sets": {"fer2013": "data/original/fer2013", "other": "data/other"},
     },
-    "compare": {"pairs": {"calibrated": {"baseline": "fer2013_sdxl", "test_sets": ["fer2013"]}}},
+    "compare": {
+        "pairs": {
+            "calibrated": {"baseline": "fer2013_sdxl", "test_sets": ["fer2013"]},
+            "fer2013_sdxl": {"baseline": "fer2013", "test_sets": ["other"]},
+        }
+    },
 }
 
 
-def test_judges_that_are_compared_learned_from_synthetic_faces_or_leak_are_refused(tmp_path, smiling, monkeypatch):
+def test_judges_that_are_compared_learned_from_synthetic_faces_or_saw_a_test_picture_are_refused(
+    tmp_path, smiling, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    _variant(tmp_path / "data" / "real", [("r", "train", "happy", False, smiling)])
-    _variant(tmp_path / "data" / "mixed", [("g", "train", "happy", True, smiling)])
-    _variant(tmp_path / "data" / "original" / "fer2013", [("r", "train", "happy", False, smiling)])
+    test_face, other_face = smiling.rotate(90), smiling.rotate(180)
+    _variant(
+        tmp_path / "data/original/fer2013",
+        [("r", "train", "happy", False, smiling), ("t", "test", "sad", False, test_face)],
+    )
+    _variant(
+        tmp_path / "data/other", [("o", "test", "sad", False, other_face)]
+    )  # a pair the calibrated labels do not feed
+    _variant(tmp_path / "data/real", [("r", "train", "happy", False, smiling), ("o", "val", "sad", False, other_face)])
+    _variant(tmp_path / "data/mixed", [("g", "train", "happy", True, smiling)])
+    # a merged-like variant: the same pixels as fer2013's TEST picture, under another name and split
+    _variant(tmp_path / "data/merged", [("m", "val", "sad", False, test_face)])
 
     def info(source, trained_on):
         return JudgeInfo(source, "fersynth", source, tuple(trained_on))
 
     calibrated = "data/calibrated/fer2013_sdxl"
-    assert judge_conflicts(info("models/other", ["data/real"]), calibrated, PARAMS) == []
+    # sharing the pair's real TRAIN pictures is allowed, so is having seen a test picture of an unrelated pair
+    assert judge_conflicts(info("models/ok", ["data/real", "data/original/fer2013"]), calibrated, PARAMS) == []
     assert judge_conflicts(JudgeInfo("fer", "fer", "fer", ("FER2013",)), calibrated, PARAMS) == []
     assert judge_conflicts(info("models/fer2013_sdxl", ["data/real"]), calibrated, PARAMS) == [
         "it is fer2013_sdxl, a compared model"
     ]
+    assert judge_conflicts(info(str(tmp_path / "models/fer2013_sdxl"), ["data/real"]), calibrated, PARAMS)  # absolute
     assert (
         "data/mixed has synthetic train rows"
         in judge_conflicts(info("models/x", ["data/mixed"]), calibrated, PARAMS)[0]
     )
-    leak = judge_conflicts(info("models/y", ["data/original/fer2013"]), calibrated, PARAMS)
-    assert any("training data of fer2013" in r or "test set fer2013" in r for r in leak)
-    assert "data/gone is not here to check" in judge_conflicts(info("models/z", ["data/gone"]), calibrated, PARAMS)[0]
+    leak = "1 of its train/val pictures are test pictures of fer2013 (data/original/fer2013)"
+    assert judge_conflicts(info("models/y", ["data/merged"]), calibrated, PARAMS) == [leak]
+    # the same leak whatever way the calibrated variant is written
+    assert judge_conflicts(info("models/y", ["data/merged"]), str(tmp_path / calibrated) + "/", PARAMS) == [leak]
+    assert "not here to check" in judge_conflicts(info("models/z", ["data/gone"]), calibrated, PARAMS)[0]
+    assert "names no training variants" in judge_conflicts(info("models/w", []), calibrated, PARAMS)[0]
     with pytest.raises(UsageError, match="models/fer2013_sdxl: it is fer2013_sdxl, a compared model"):
         check_judges([info("models/fer2013_sdxl", ["data/real"])], calibrated, PARAMS)
 
@@ -253,9 +278,15 @@ def test_cli_runs_the_stage_and_typos_are_one_line_errors(tmp_path, smiling, mon
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     assert Variant(tmp_path / "data/calibrated/fer2013_sdxl").manifest["key"].tolist() == ["h"]
+    (tmp_path / "models" / "empty").mkdir()
     for change, message in [
         ({"vote": "avg"}, "calibrate.vote must be one of mean, majority, not 'avg'"),
         ({"judges": ["models/nope"]}, "unknown judge 'models/nope'"),
+        ({"judges": ["models/empty"]}, "judge models/empty is not a `fersynth train` model"),
+        ({"judges": "models/judge"}, "calibrate.judges must be a list of names, not 'models/judge'"),
+        ({"judges": ["models/judge", "models/judge/"]}, "names one judge twice: models/judge, models/judge/"),
+        ({"splits": "train"}, "calibrate.splits must be a list"),
+        ({"batch_size": 0}, "calibrate.batch_size must be a whole number >= 1"),
         ({"acton": "drop"}, "acton"),
     ]:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(dict(params, calibrate=params["calibrate"] | change)))
@@ -263,3 +294,11 @@ def test_cli_runs_the_stage_and_typos_are_one_line_errors(tmp_path, smiling, mon
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output
     assert load_judges(CalibrateConfig(judges=("models/judge",)))[0].info.trained_on == ("data/real",)
+    # generated faces in another label space (CASME II) are refused in one line, never relabelled into basic7
+    casme = tmp_path / "data" / "casme"
+    _variant(casme, [("c", "train", "happy", True, smiling)])
+    manifest = Variant(casme).manifest.assign(label_space="casme2")
+    manifest.to_parquet(casme / "manifest.parquet", index=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = runner.invoke(main, ["calibrate", str(casme), "--out", "data/c2", "--params", "params.yaml"])
+    assert result.exit_code == 2 and "1 generated rows are not labelled in basic7 (casme2)" in result.output

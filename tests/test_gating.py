@@ -46,6 +46,12 @@ def read_variant(dep: str, suites: dict[str, str]) -> str | None:
     return next((p.as_posix() for p in (path, *path.parents) if p.as_posix() in suites), None)
 
 
+# Reads that need not wait for the variant's suite, and why. calibrate only compares its judges' training
+# pictures with the evaluator's by pixel hash (a leakage refusal), and the evaluator's suite itself checks the
+# evaluator against the calibrated variant: waiting for it would be a cycle.
+HASH_ONLY_READS = {("calibrate@fer2013_sdxl", "data/evaluator/manifest.parquet")}
+
+
 def test_every_stage_that_reads_a_variant_depends_on_its_suite(stages):
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     suites = suite_metrics(params, stages)
@@ -57,6 +63,7 @@ def test_every_stage_that_reads_a_variant_depends_on_its_suite(stages):
         if (variant := read_variant(dep, suites))
         and suites[variant] not in stage["deps"]
         and suites[variant] not in stage["metrics"]  # the suite's own stage
+        and (name, dep) not in HASH_ONLY_READS
     ]
     assert not missing, "\n".join(missing)
 

@@ -11,7 +11,13 @@ from fersynth.generate.backends import BackendConfig, DemoBackend, DemoBackendCo
 from fersynth.generate.convert import to_dataset_format
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.gate import Gate, GateConfig, GateResult
-from fersynth.generate.prompts import ACTION_UNITS, TABLE11_ACTION_UNITS, PromptBuilder, PromptConfig
+from fersynth.generate.prompts import (
+    ACTION_UNITS,
+    TABLE11_ACTION_UNITS,
+    PromptBuilder,
+    PromptConfig,
+    with_action_units,
+)
 from fersynth.generate.quota import fill_quotas, shortfall
 from fersynth.generate.random_pipeline import save_random_pipeline
 from fersynth.generate.run import ImageFormat
@@ -76,6 +82,11 @@ def test_action_units_are_named_in_every_prompt_or_in_none():
     assert (
         "cheek raiser, lip corner puller, captured in" in variations.request("happy", "male", "old", "asian", 1).prompt
     )
+    # a user's own template: `none` takes out whatever action units it names, `all` adds only the missing ones
+    own = "a {person}, inner brow raiser,  brow lowerer, crying, lip corner depressor"
+    assert with_action_units("sad", own, "none") == "a {person}, crying"
+    assert with_action_units("sad", own, "all") == own
+    assert with_action_units("sad", "a {person}, brow lowerer, crying", "all").count("brow lowerer") == 1
     with pytest.raises(ValueError, match="action_units must be one of paper, all, none, not 'some'"):
         PromptConfig(action_units="some")
 

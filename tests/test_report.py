@@ -143,6 +143,7 @@ def _calibration() -> dict:
         "split": "val",
         "images": 72,
         "accuracy": {"fer": 0.236, "models/merged": 0.458, "vote": 0.361},
+        "unseen_by_judge": {"fer": {"images": 72, "accuracy": 0.236}, "models/merged": {"images": 0, "accuracy": None}},
         "majority_class_share": 0.292,
     }
     return calibration_metrics(table, judges, CalibrateConfig(judges=("fer", "models/merged")), real)
@@ -163,7 +164,8 @@ def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
     assert "No comparison yet" not in html
     # calibration: decisions, each judge's agreement and its accuracy on real faces beside the majority share
     assert "<strong>3</strong> kept, <strong>1</strong>" in html and "fear -&gt; surprise (1)" in html
-    assert "<td>models/merged</td><td>data/merged</td><td>75.0</td>" in html and "<td>45.8</td>" in html
+    assert "<td>data/merged</td><td>75.0</td>" in html and "<td>45.8</td>" in html
+    assert "fer (no better than the majority class)" in html and "<td>models/merged</td>" in html
     assert "scores\n29.2% on those 72 real faces" in html and "No calibration yet" not in html
 
 

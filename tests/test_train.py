@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -103,6 +104,34 @@ def test_trials_train_one_model_per_seed_and_report_their_mean(workspace):
     assert not torch.equal(states[0]["head.1.weight"], states[1]["head.1.weight"])  # different seeds, models
     history = pd.read_csv(workspace / "history.csv")
     assert list(history["epoch"]) == [1] and {"train_loss", "val_loss", "val_accuracy"} <= set(history.columns)
+
+
+def test_every_trial_is_an_mlflow_model_and_the_best_by_validation_is_registered(workspace):
+    config = small(workspace, epochs=2, trials=2, seed=7)
+    metrics = train(config, workspace / "registered", run_name="registered")
+    client = mlflow.tracking.MlflowClient()
+    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="attributes.run_name LIKE 'registered/%'")
+    by_seed = {int(r["tags.fersynth.trial_seed"]): r["run_id"] for _, r in runs.iterrows()}
+    best = max(metrics["trials"], key=lambda t: (t["best_val_accuracy"], -t["seed"]))
+    (version,) = client.search_model_versions("name = 'fersynth-registered'")
+    assert version.run_id == by_seed[best["seed"]] and version.tags["fersynth.trial_seed"] == str(best["seed"])
+    # the registered model loads from code (no pickle) and gives the trial's own probabilities
+    loaded = mlflow.pyfunc.load_model("models:/fersynth-registered/1")
+    assert loaded.metadata.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    model_dir = trial_dirs(workspace / "registered")[best["seed"] - 7]
+    model, _, classes = load_trained(model_dir)
+    images = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
+    served = loaded.predict(images.numpy())
+    assert list(served.columns) == list(classes)
+    expected = torch.softmax(model(images.float() / 255.0), 1).detach().numpy()
+    assert served.to_numpy() == pytest.approx(expected, abs=1e-5)
+    inputs = loaded.metadata.get_input_schema().inputs[0]
+    assert inputs.type.name == "uint8" and inputs.shape == (-1, 1, 32, 32)
+    files = Path(mlflow.artifacts.download_artifacts(version.source, dst_path=str(workspace / "download")))
+    names = {p.relative_to(files).as_posix() for p in files.rglob("*") if p.is_file()}
+    assert {"artifacts/weights/model.safetensors", "artifacts/weights/config.json", "MLmodel"} <= names
+    assert not [n for n in names if n.endswith((".pkl", ".pt", ".pth", ".pickle"))]  # weights as safetensors only
+    assert all("model_uri" not in t for t in metrics["trials"])  # run ids never reach the (versioned) metrics
 
 
 def test_cli_trains_the_experiment_named_in_params(workspace, monkeypatch):

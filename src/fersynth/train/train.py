@@ -37,6 +37,7 @@ from fersynth.train.distributed import (
     train_step,
     wrap,
 )
+from fersynth.train.mlflow_model import log_trial_model, register_best
 from fersynth.train.rows import training_rows
 from fersynth.variant import Variant
 
@@ -146,6 +147,14 @@ def train(
         if state.main:
             hashes = {path: variant_hash(Path(path)) for path in config.variants}
             write_model_card(tmp, run_name, config, metrics, hashes)
+            registered = register_best(run_name, trials)
+            log.info(
+                "train %s: MLflow model %s version %s (seed %d)",
+                run_name,
+                registered["name"],
+                registered["version"],
+                registered["seed"],
+            )
     teardown(state)
     if not state.main:
         return {}
@@ -178,7 +187,7 @@ def _summarise(trials: list[dict], classes, counts: dict, validation: dict, conf
         "test_accuracy": round(summary["test_accuracy"]["mean"], 4),
         "test_accuracy_ci95": [round(v, 4) for v in summary["test_accuracy"]["ci95"]],
         "test_macro_f1": round(summary["test_macro_f1"]["mean"], 4),
-        "trials": [{k: v for k, v in t.items() if k != "history"} for t in trials],
+        "trials": [{k: v for k, v in t.items() if k not in ("history", "model_uri")} for t in trials],
         "history": trials[0]["history"],
     }
 
@@ -278,7 +287,7 @@ def _train_trial(
             figure = confusion_figure(data["test"][1], predicted, classes, run_name)
             mlflow.log_figure(figure, "confusion_test.png")
             close(figure)
-            mlflow.log_artifacts(str(out), artifact_path="model")
+            model_uri = log_trial_model(out, *_example(model, data, device), classes)
     log.info(
         "train %s: best val %.3f (epoch %d), test %.3f", run_name, best["val_accuracy"], best["epoch"], test_accuracy
     )
@@ -290,7 +299,18 @@ def _train_trial(
         "test_macro_f1": round(report["macro avg"]["f1"], 4),
         "test_loss": round(test_loss, 4),
         "history": history,
-    }
+    } | ({"model_uri": model_uri} if state.main else {})
+
+
+@torch.no_grad()
+def _example(model: nn.Module, data: dict, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """Two of the trial's own val images (train when val is empty) and its probabilities for them: the MLflow
+    model's input example and signature."""
+    images = data["val"][0] if len(data["val"][0]) else data["train"][0]
+    example = np.ascontiguousarray(images[:2])
+    model.eval()
+    logits = model(torch.from_numpy(example.astype(np.float32) / 255.0).to(device))
+    return example, torch.softmax(logits.float(), 1).cpu().numpy()
 
 
 def _copy_state(model: nn.Module) -> dict:
