@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import io
 import json
@@ -71,6 +72,10 @@ PRELOAD = (
     "mlflow.store.tracking.sqlalchemy_store",
     "mlflow.pyfunc",
     "mlflow.models",
+    "git",  # GitPython: MLflow's run and model logging read the commit
+    "safetensors.torch",
+    "email.policy",  # MLflow parses package metadata when it logs a model's requirements
+    "pyarrow.pandas_compat",
     "great_expectations",
 )
 """Third-party modules the stages import; one that is missing or fails to import is skipped."""
@@ -243,6 +248,7 @@ def _wait_for_worker(pid: int, replies) -> int:
 def preload(modules: tuple[str, ...] = PRELOAD) -> None:
     """Import ``modules``, skipping any that is missing or fails."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # as fersynth.tracking sets it before import
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # as fersynth.validate sets it before import
     for name in modules:
         with contextlib.suppress(Exception):  # a library that cannot load stays cold, the server stays up
             importlib.import_module(name)
@@ -386,6 +392,9 @@ class Server:
         # set by the libraries as they loaded (KMP_INIT_AT_FORK, TORCHINDUCTOR_CACHE_DIR, ...): a new process
         # would set them at import, so each worker gets them, too, unless its caller set them already
         self.set_at_import = {k: v for k, v in os.environ.items() if started_with.get(k) != v}
+        # the imported libraries' millions of objects live as long as the server: out of the collector's sight,
+        # a worker's collections walk only its own objects (a `fersynth validate` worker: 0.9 s -> 0.5 s)
+        gc.freeze()
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
