@@ -1,8 +1,11 @@
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -81,7 +84,43 @@ def test_runs_log_to_the_main_repo_with_tags(repo, tmp_path):
     assert logged.data.tags["fersynth.input.train.sha256"] == tracking.variant_hash(variant)
     assert logged.data.params == {"lr": "0.01"}
     experiment = client.get_experiment(logged.info.experiment_id)
-    assert experiment.artifact_location.startswith((repo / "mlartifacts").as_uri())
+    assert experiment.artifact_location == "fersynth-repo:/mlartifacts/fersynth"  # relative: the repo can move
+
+
+def test_the_tracking_database_and_its_artifacts_move_with_the_repository(store, tmp_path, monkeypatch):
+    repo = tmp_path / "origin"
+    shutil.copytree(store, repo)  # a project of its own, with an already migrated database
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    variant = _variant(tmp_path / "v", GOOD[:4])
+    with tracking.start_run("train", {"train": variant}) as run:
+        (tmp_path / "note.txt").write_text("kept")
+        mlflow.log_artifact(str(tmp_path / "note.txt"), "files")
+    assert (repo / "mlartifacts" / "fersynth" / run.info.run_id / "artifacts" / "files" / "note.txt").is_file()
+    moved = tmp_path / "elsewhere" / "repo"
+    shutil.copytree(repo, moved)
+    shutil.rmtree(repo)  # the old place is gone: nothing may still point there
+    # the old place survives only as provenance (the tag saying where the run was made), never as a location
+    assert _values_naming(moved / "mlflow.db", str(repo)) == {("tags", "fersynth.dvc_root")}
+    monkeypatch.setenv("DVC_ROOT", str(moved))
+    client = client_of(moved)
+    assert client.get_run(run.info.run_id).info.artifact_uri.startswith("fersynth-repo:/mlartifacts/")
+    (tmp_path / "got").mkdir()
+    fetched = client.download_artifacts(run.info.run_id, "files", str(tmp_path / "got"))
+    assert (Path(fetched) / "note.txt").read_text() == "kept"
+
+
+def _values_naming(database, text: str) -> set[tuple[str, str]]:
+    """(table, column or tag key) of every value in ``database`` that contains ``text``."""
+    found = set()
+    with sqlite3.connect(database) as db:
+        for (table,) in db.execute("select name from sqlite_master where type = 'table'").fetchall():
+            columns = [row[1] for row in db.execute(f"pragma table_info({table})")]
+            for row in db.execute(f"select * from {table}"):
+                values = dict(zip(columns, row, strict=True))
+                for column, value in values.items():
+                    if isinstance(value, str) and text in value:
+                        found.add((table, values.get("key", column) if table == "tags" else column))
+    return found
 
 
 def test_four_processes_starting_at_once_on_a_new_database_all_finish(tmp_path):

@@ -192,6 +192,16 @@ def mlflow_artifacts_dir() -> Path:
     return project_root() / "mlartifacts"
 
 
+MLFLOW_ARTIFACT_SCHEME = "fersynth-repo"
+
+
+def mlflow_artifacts_uri(experiment: str) -> str:
+    """An experiment's artifact location as ``mlflow.db`` stores it: relative to the project root
+    (``fersynth-repo:/mlartifacts/<experiment>``; :mod:`fersynth.artifact_store` resolves it), so the database
+    and ``mlartifacts/`` move with the repository."""
+    return f"{MLFLOW_ARTIFACT_SCHEME}:/{mlflow_artifacts_dir().relative_to(project_root()).as_posix()}/{experiment}"
+
+
 def original_variant(dataset: str) -> Path:
     """``data/original/<dataset>``: the variant ``fersynth ingest`` writes for a source (dvc.yaml's ingest outs)."""
     return Path("data") / "original" / dataset

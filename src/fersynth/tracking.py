@@ -24,7 +24,7 @@ from filelock import FileLock
 
 from fersynth.atomic import pid_alive
 from fersynth.log import get_logger
-from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_db_path, project_root
+from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_artifacts_uri, mlflow_db_path, project_root
 
 DEFAULT_EXPERIMENT = "fersynth"
 # a first migration takes ~5 s; a holder stuck this long is a bug worth an error naming the lock file
@@ -111,7 +111,7 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
         location = mlflow_artifacts_dir() / name
         location.mkdir(parents=True, exist_ok=True)
         try:
-            return client.create_experiment(name, artifact_location=location.as_uri())
+            return client.create_experiment(name, artifact_location=mlflow_artifacts_uri(name))
         except MlflowException as error:
             # a process that does not take our lock (`mlflow ui`, an older checkout) created it first
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
