@@ -157,3 +157,24 @@ def test_folder_spellings_of_other_releases(tmp_path):
     ingest("nhfi", src, tmp_path / "out")
     emotions = sorted(Variant(tmp_path / "out").manifest["emotion"])
     assert emotions == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+
+
+def test_worker_processes_read_a_folder_release_into_the_same_bytes(tmp_path, monkeypatch):
+    from fersynth.demo import DemoConfig, make_demo
+    from fersynth.ingest import common
+    from fersynth.ingest.common import IngestConfig
+
+    monkeypatch.setattr(common, "MIN_FILES_FOR_POOL", 1)  # the pool even for a small release
+    monkeypatch.setattr(common, "READ_BATCH_FILES", 7)  # many batches in flight, finishing out of order
+    make_demo(DemoConfig(datasets=("affectnet",), affectnet_images=90, affectnet_format="folders"), tmp_path / "demo")
+    src = tmp_path / "demo" / "affectnet"
+    (src / "happy" / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # quarantined by a worker
+    one = ingest("affectnet", src, tmp_path / "one", IngestConfig(workers=1))
+    two = ingest("affectnet", src, tmp_path / "two", IngestConfig(workers=2))
+    assert one == two and one["quarantined"] >= 3 and one["kept"] > 60
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*") if p.is_file())
+    for name in files:  # manifest, shards, quarantine list and report, byte for byte
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    reasons = pd.read_csv(tmp_path / "two" / "quarantine.csv").set_index("source")["reason"]
+    assert reasons["happy/bomb.png"].startswith("corrupt image")

@@ -75,6 +75,24 @@ def test_warm_commands_match_cold_ones_in_output_exit_code_cwd_env_and_umask(tmp
     assert "/nonexistent/x" in warm_files["err.txt"][0].decode()  # the caller's environment, the caller's stderr
 
 
+def test_with_cold_while_loading_an_early_command_starts_cold_and_later_ones_are_served(tmp_path):
+    script = (
+        "fersynth --version; "  # the server is still importing (seconds): this one runs cold beside it
+        'while [ ! -e "$(dirname "$FERSYNTH_WARM")/ready" ]; do sleep 0.1; done; fersynth --version'
+    )
+    warm = subprocess.run(
+        ["fersynth", "warm", "--cold-while-loading", "--", "sh", "-c", script],
+        cwd=tmp_path,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.count("fersynth, version") == 2
+    assert "fersynth warm: 1 command(s) ran warm; 1 cold: server still loading\n" in warm.stderr
+
+
 def test_without_a_reachable_server_fersynth_starts_cold(tmp_path):
     gone = subprocess.run(
         ["fersynth", "--version"],

@@ -593,14 +593,19 @@ def serve_command(model: Path, host: str, port: int) -> None:
 
 
 @main.command(name="warm", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--cold-while-loading",
+    is_flag=True,
+    help="Commands started before the server has finished its imports run cold beside it instead of waiting.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def warm_command(command: tuple[str, ...]) -> None:
+def warm_command(cold_while_loading: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND (e.g. `fersynth warm -- dvc repro`) with a warm fersynth: one server imports PyTorch,
     MLflow, scikit-learn and Great Expectations once, and each `fersynth` stage COMMAND starts runs in a
     fresh fork of it instead of a new Python: the same code, outputs and exit codes, 1-4 s less per stage."""
     from fersynth.warm import run_warm
 
-    sys.exit(run_warm(list(command)))
+    sys.exit(run_warm(list(command), cold_while_loading))
 
 
 def run() -> None:

@@ -50,6 +50,11 @@ from typing import NoReturn
 
 ENV = "FERSYNTH_WARM"
 """The environment variable naming the server's socket."""
+COLD_WHILE_LOADING_ENV = "FERSYNTH_WARM_COLD_WHILE_LOADING"
+"""Set by ``fersynth warm --cold-while-loading``: a caller that finds the server still importing starts cold
+(on the other core) instead of waiting for it."""
+READY = "ready"  # the file the server writes beside its socket once it can serve
+COLD_NOTES = "cold-while-loading"  # callers that started cold for that reason, one line each
 
 PRELOAD = (
     "numpy",
@@ -160,6 +165,10 @@ def forward(args: list[str]) -> int | None:
     when the worker died by a signal: the caller then dies by the same signal."""
     address = os.environ.get(ENV)
     if not address or args[:1] == ["warm"]:
+        return None
+    if os.environ.get(COLD_WHILE_LOADING_ENV) and not os.path.exists(_beside(address, READY)):
+        with contextlib.suppress(OSError), open(_beside(address, COLD_NOTES), "a", encoding="utf-8") as notes:
+            notes.write("server still loading\n")  # one short append: whole lines even from parallel callers
         return None
     try:
         cwd = os.getcwd()
@@ -406,6 +415,7 @@ class Server:
         # the imported libraries' millions of objects live as long as the server: out of the collector's sight,
         # a worker's collections walk only its own objects (a `fersynth validate` worker: 0.9 s -> 0.5 s)
         gc.freeze()
+        open(_beside(self.address, READY), "w").close()  # noqa: SIM115 (an empty marker: serving from now)
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         signal.set_wakeup_fd(wake_w)
@@ -534,10 +544,12 @@ class Server:
 # -------------------------------------------------------------------------------------- fersynth warm
 
 
-def run_warm(command: list[str]) -> int:
+def run_warm(command: list[str], cold_while_loading: bool = False) -> int:
     """Start a server in a new interpreter and session, run ``command`` with ``$FERSYNTH_WARM`` set (Ctrl-C
     reaches it from the terminal, termination is passed on), stop the server, say how many fersynth
-    commands ran warm; the command's exit status, 128 + N for a signal N."""
+    commands ran warm; the command's exit status, 128 + N for a signal N. ``cold_while_loading``: commands
+    started before the server has imported everything run cold beside it instead of waiting (the first
+    stage of a `dvc repro` overlaps the server's ~7 s of imports on a second core)."""
     workdir = tempfile.mkdtemp(prefix="fersynth-warm-")
     if len(workdir) > 90:  # a unix socket path holds ~107 bytes; a long TMPDIR would not fit
         shutil.rmtree(workdir)
@@ -559,6 +571,8 @@ def run_warm(command: list[str]) -> int:
         env = dict(os.environ)
         if server.poll() is None:
             env[ENV] = address
+            if cold_while_loading:
+                env[COLD_WHILE_LOADING_ENV] = "1"
         try:
             child = subprocess.Popen(command, env=env)
         except OSError as error:
@@ -579,9 +593,25 @@ def run_warm(command: list[str]) -> int:
             server.kill()
             server.wait()
         counts = _read_stats(stats_path)
+        if counts is not None:
+            early = _read_lines(_beside(address, COLD_NOTES))
+            if early:
+                counts["cold_reasons"]["server still loading"] = len(early)
         shutil.rmtree(workdir, ignore_errors=True)
         _say(counts)
     return 128 - code if code < 0 else code
+
+
+def _beside(address: str, name: str) -> str:
+    return os.path.join(os.path.dirname(address), name)
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().splitlines()
+    except OSError:
+        return []
 
 
 def _read_stats(path: str) -> dict | None:

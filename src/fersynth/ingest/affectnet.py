@@ -19,6 +19,7 @@ from fersynth.ingest.common import (
     parse_int,
     read_image_file,
     scan_files,
+    worker_count,
 )
 from fersynth.labels import AFFECTNET_CODES, AFFECTNET_DROPPED
 from fersynth.log import progress
@@ -54,7 +55,7 @@ def ingest_affectnet(writer: VariantWriter, src: Path, config: IngestConfig) -> 
             except BadInput as error:
                 writer.reject(source, str(error), error.category)
         return "lists"
-    ingest_class_folders(writer, src, "affectnet", scan_files(writer, src), config.limits)
+    ingest_class_folders(writer, src, "affectnet", scan_files(writer, src), config.limits, workers=worker_count(config))
     return "folders"
 
 

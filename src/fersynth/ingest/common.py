@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -17,7 +20,7 @@ from PIL import Image
 
 from fersynth.images import ImageLimits, ImageRejected, decode_image, to_8bit
 from fersynth.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
-from fersynth.variant import VariantWriter, printable
+from fersynth.variant import VariantWriter, encode_png, pixel_sha256, printable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -228,6 +231,53 @@ def basic7_record(dataset: str, key: str, source: str, emotion: str, split: str 
     }
 
 
+@dataclass(frozen=True)
+class ReadImage:
+    """An image file read for a variant: the bytes to keep (the file's own, or PNG where the pixels had to
+    be brought to 8 bits), the pixel hash, size, mode and format (what :meth:`VariantWriter.add` computes)."""
+
+    data: bytes
+    sha256: str
+    size: tuple[int, int]
+    mode: str
+    fmt: str
+
+
+def read_for_variant(path: Path, limits: ImageLimits) -> ReadImage | str:
+    """:func:`read_image_file` and everything a variant keeps of it; the quarantine reason on failure."""
+    try:
+        data, image = read_image_file(path, limits)
+    except BadInput as error:
+        return str(error)
+    fmt = "PNG" if data is None else (image.format or "unknown")
+    return ReadImage(data if data is not None else encode_png(image), pixel_sha256(image), image.size, image.mode, fmt)
+
+
+def _read_batch(paths: list[Path], limits: ImageLimits) -> list[ReadImage | str]:
+    return [read_for_variant(path, limits) for path in paths]
+
+
+READ_BATCH_FILES = 256
+MIN_FILES_FOR_POOL = 1024  # below this, starting processes costs more than it saves
+
+
+def read_images(paths: list[Path], limits: ImageLimits, workers: int = 1) -> Iterator[ReadImage | str]:
+    """:func:`read_for_variant` of every path, in order. With ``workers`` > 1 and enough files, worker
+    processes read, decode, check and hash a few batches ahead (memory stays flat); the results, and so
+    the variant, do not depend on ``workers``."""
+    if workers <= 1 or len(paths) < MIN_FILES_FOR_POOL:
+        yield from (read_for_variant(path, limits) for path in paths)
+        return
+    with ProcessPoolExecutor(workers) as pool:
+        in_flight: deque = deque()
+        for start in range(0, len(paths), READ_BATCH_FILES):
+            in_flight.append(pool.submit(_read_batch, paths[start : start + READ_BATCH_FILES], limits))
+            while len(in_flight) > 2 * workers:
+                yield from in_flight.popleft().result()
+        while in_flight:
+            yield from in_flight.popleft().result()
+
+
 def ingest_class_folders(
     writer: VariantWriter,
     root: Path,
@@ -235,29 +285,36 @@ def ingest_class_folders(
     files: list[Path],
     limits: ImageLimits,
     split_of: dict[Path, str] | None = None,
+    workers: int = 1,
 ) -> None:
     """Folder-per-class releases (NHFI, AffectNet folders, FER2013 folders): the parent folder names
-    the emotion. ``split_of`` maps files to a split the release fixes; others are split later."""
+    the emotion. ``split_of`` maps files to a split the release fixes; others are split later. Names are
+    checked here, in file order; the images are read by :func:`read_images` (``workers`` processes)."""
     from fersynth.log import progress
 
-    for path in progress(files, desc=f"ingest {dataset}"):
+    plan = []  # (path, source, emotion, why not, category), in file order
+    for path in files:
         source = path.relative_to(root).as_posix()
         folder = path.parent.name.lower()
         try:
             check_image_suffix(path)
         except BadInput as error:
-            writer.reject(source, str(error))
+            plan.append((path, source, None, str(error), "bad_input"))
             continue
         if folder in FOLDER_DROPPED:
-            writer.reject(source, f"rule: class {folder!r} is outside the 7 basic emotions", "rule")
+            plan.append((path, source, None, f"rule: class {folder!r} is outside the 7 basic emotions", "rule"))
+        elif folder not in FOLDER_NAMES:
+            plan.append((path, source, None, f"unknown label: folder {path.parent.name!r}", "bad_input"))
+        else:
+            plan.append((path, source, FOLDER_NAMES[folder], None, None))
+    images = read_images([path for path, _, _, why, _ in plan if why is None], limits, workers)
+    for path, source, emotion, why, category in progress(plan, desc=f"ingest {dataset}"):
+        if why is not None:
+            writer.reject(source, why, category)
             continue
-        if folder not in FOLDER_NAMES:
-            writer.reject(source, f"unknown label: folder {path.parent.name!r}")
+        read = next(images)
+        if isinstance(read, str):
+            writer.reject(source, read)
             continue
-        try:
-            data, image = read_image_file(path, limits)
-        except BadInput as error:
-            writer.reject(source, str(error))
-            continue
-        split = (split_of or {}).get(path)
-        writer.add(basic7_record(dataset, source, source, FOLDER_NAMES[folder], split), image, data)
+        record = basic7_record(dataset, source, source, emotion, (split_of or {}).get(path))
+        writer.add_encoded(record, read.data, read.sha256, read.size, read.mode, read.fmt)

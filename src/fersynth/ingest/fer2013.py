@@ -168,4 +168,4 @@ def ingest_folders(writer: VariantWriter, src: Path, config: IngestConfig) -> No
             continue
         files.append(path)
         split_of[path] = FER2013_USAGE_SPLIT[usage]
-    ingest_class_folders(writer, src, "fer2013", files, config.limits, split_of)
+    ingest_class_folders(writer, src, "fer2013", files, config.limits, split_of, worker_count(config))

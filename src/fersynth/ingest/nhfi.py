@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fersynth.ingest.common import IngestConfig, ingest_class_folders, scan_files
+from fersynth.ingest.common import IngestConfig, ingest_class_folders, scan_files, worker_count
 from fersynth.variant import VariantWriter
 
 
 def ingest_nhfi(writer: VariantWriter, src: Path, config: IngestConfig) -> str:
-    ingest_class_folders(writer, src, "nhfi", scan_files(writer, src), config.limits)
+    ingest_class_folders(writer, src, "nhfi", scan_files(writer, src), config.limits, workers=worker_count(config))
     return "folders"
