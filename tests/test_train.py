@@ -131,7 +131,14 @@ def test_every_trial_is_an_mlflow_model_and_the_best_by_validation_is_registered
     names = {p.relative_to(files).as_posix() for p in files.rglob("*") if p.is_file()}
     assert {"artifacts/weights/model.safetensors", "artifacts/weights/config.json", "MLmodel"} <= names
     assert not [n for n in names if n.endswith((".pkl", ".pt", ".pth", ".pickle"))]  # weights as safetensors only
-    assert all("model_uri" not in t for t in metrics["trials"])  # run ids never reach the (versioned) metrics
+    assert all("model_uri" not in t and "run_id" not in t for t in metrics["trials"])  # never in versioned metrics
+    # every trial logs its test confusion counts; the registered one also the figure
+    for seed, run_id in by_seed.items():
+        names = {a.path for a in client.list_artifacts(run_id)}
+        assert "confusion_test.json" in names
+        assert ("confusion_test.png" in names) == (seed == best["seed"])
+    counts = mlflow.artifacts.load_dict(f"runs:/{by_seed[best['seed']]}/confusion_test.json")
+    assert counts["classes"] == list(classes) and sum(map(sum, counts["true_x_predicted"])) == metrics["rows"]["test"]
 
 
 def test_cli_trains_the_experiment_named_in_params(workspace, monkeypatch):
