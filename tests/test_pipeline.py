@@ -236,3 +236,29 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         "fer2013_sdxl_vs_fer2013.fer2013.verdict",
     } <= set(header), header
     assert any(h.endswith("synthetic_per_class") for h in header), header
+    step("exp show")
+    # 6. a team: the experiments go to a shared bare git repository (`dvc exp push` also pushes their outputs to
+    # the DVC remote); a teammate clones it, pulls them, sees them in `dvc exp show`, applies one and pulls its data
+    team = tmp_path / "team.git"
+    _run(["git", "init", "-q", "--bare", str(team)], tmp_path, env)
+    _run(["git", "push", "-q", str(team), "HEAD:refs/heads/main"], repo, env)
+    names = sorted(e["name"] for e in experiments)
+    _run(["dvc", "exp", "push", str(team), *names], repo, env)
+    mate = tmp_path / "teammate"
+    _run(["git", "clone", "-q", "-b", "main", str(team), str(mate)], tmp_path, env)
+    _run(["dvc", "exp", "pull", "origin", *names], mate, env)
+    listed = _run(["dvc", "exp", "list", "--name-only"], mate, env).split()
+    assert sorted(listed) == names, listed
+    shown = _run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], mate, env)
+    assert all(name in shown for name in names), shown
+    chosen = next(e for e in experiments if e["name"] == names[0])
+    _run(["dvc", "exp", "apply", names[0]], mate, env)
+    _run(["dvc", "pull"], mate, env)
+    status = _run(["dvc", "status"], mate, env)
+    assert "Data and pipelines are up to date" in status, status
+    applied = yaml.safe_load((mate / "params.yaml").read_text())
+    value = chosen["params"]["train.fer2013_sdxl.synthetic_per_class"]
+    assert applied["train"]["fer2013_sdxl"]["synthetic_per_class"] == value
+    seed0 = mate / "models" / "fer2013_sdxl" / "seed-0" / "model.safetensors"
+    assert seed0.is_file() and seed0.stat().st_size > 0  # the experiment's own model, from the DVC remote
+    step("team: exp push, clone, exp pull, apply, pull")
