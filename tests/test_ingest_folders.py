@@ -1,6 +1,10 @@
 """NHFI and AffectNet (both releases) and UTKFace ingestion."""
 
 import io
+import os
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
@@ -178,3 +182,34 @@ def test_worker_processes_read_a_folder_release_into_the_same_bytes(tmp_path, mo
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     reasons = pd.read_csv(tmp_path / "two" / "quarantine.csv").set_index("source")["reason"]
     assert reasons["happy/bomb.png"].startswith("corrupt image")
+
+
+def test_ingest_workers_die_with_the_stage(tmp_path):
+    # DVC or a timeout kills the stage process: its pool workers must not live on holding its output streams
+    script = (
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from fersynth.ingest.common import die_with_parent\n"
+        "pool = ProcessPoolExecutor(2, initializer=die_with_parent)\n"
+        "pool.submit(time.sleep, 60); pool.submit(time.sleep, 60); time.sleep(1)\n"
+        "print(*[p.pid for p in pool._processes.values()], flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    stage = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    workers = [int(pid) for pid in stage.stdout.readline().split()]
+    assert len(workers) == 2
+    stage.kill()
+    stage.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is dead, only not reaped yet
+        return stat.read().split(")")[-1].split()[0] != "Z"

@@ -107,6 +107,12 @@ def test_the_tracking_database_and_its_artifacts_move_with_the_repository(store,
     (tmp_path / "got").mkdir()
     fetched = client.download_artifacts(run.info.run_id, "files", str(tmp_path / "got"))
     assert (Path(fetched) / "note.txt").read_text() == "kept"
+    # from outside any repository, without DVC_ROOT: the locations are relative to the database's folder
+    monkeypatch.delenv("DVC_ROOT")
+    monkeypatch.chdir(tmp_path / "got")
+    (tmp_path / "got2").mkdir()
+    fetched = client_of(moved).download_artifacts(run.info.run_id, "files", str(tmp_path / "got2"))
+    assert (Path(fetched) / "note.txt").read_text() == "kept"
 
 
 def _values_naming(database, text: str) -> set[tuple[str, str]]:

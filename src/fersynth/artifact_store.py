@@ -10,7 +10,8 @@ The URIs are named by :func:`fersynth.paths.mlflow_artifacts_uri`.
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import importlib
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
@@ -19,18 +20,39 @@ from fersynth.paths import MLFLOW_ARTIFACT_SCHEME as SCHEME
 from fersynth.paths import project_root
 
 
-def local_uri(artifact_uri: str) -> str:
-    """``file://`` URI of a ``fersynth-repo:`` one, under the current project root."""
+def repository_root(tracking_uri: str | None = None) -> Path:
+    """The repository ``fersynth-repo:`` locations are relative to: the folder of the sqlite database that
+    holds them (``mlflow.db`` sits at the repository root, wherever `mlflow ui` or a script runs from), else
+    :func:`fersynth.paths.project_root`."""
+    if tracking_uri is None:
+        import mlflow
+
+        tracking_uri = mlflow.get_tracking_uri()
+    if tracking_uri and tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+    return project_root()
+
+
+def local_uri(artifact_uri: str, root: Path | None = None) -> str:
+    """``file://`` URI of a ``fersynth-repo:`` one, under ``root`` (default the project root)."""
     parsed = urlparse(artifact_uri)
     relative = PurePosixPath(parsed.path.lstrip("/"))
     if parsed.scheme != SCHEME or ".." in relative.parts:
         raise ValueError(f"not a {SCHEME}: URI inside the repository: {artifact_uri!r}")
-    return (project_root() / relative).as_uri()
+    return ((root or project_root()) / relative).as_uri()
 
 
 class RepoArtifactRepository(LocalArtifactRepository):
-    """A local artifact directory named relative to the project root."""
+    """A local artifact directory named relative to the repository of the tracking database."""
 
     def __init__(self, artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None):
-        super().__init__(local_uri(artifact_uri), tracking_uri=tracking_uri, registry_uri=registry_uri)
+        root = repository_root(tracking_uri)
+        super().__init__(local_uri(artifact_uri, root), tracking_uri=tracking_uri, registry_uri=registry_uri)
         self.artifact_uri = artifact_uri  # children (runs, models) keep the relative form in the database
+
+
+def repository(artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None):
+    """What MLflow's entry point calls: the class of fersynth as it is imported now (MLflow keeps the callable
+    it loaded first; a `fersynth warm` worker re-imports fersynth from disk)."""
+    module = importlib.import_module("fersynth.artifact_store")
+    return module.RepoArtifactRepository(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)

@@ -102,6 +102,7 @@ IMPORT_TIME_ENV_PREFIXES = (
     "XDG_",
     "LC_",
     "GX_",
+    "GIT_PYTHON_",  # GitPython (preloaded for MLflow) reads its git executable at import
 )
 IMPORT_TIME_ENV = ("HOME", "LANG", "LANGUAGE", "MATPLOTLIBRC")
 """Environment read by the interpreter or a preloaded library at start-up: callers must match the server."""
@@ -593,10 +594,11 @@ def run_warm(command: list[str], cold_while_loading: bool = False) -> int:
             server.kill()
             server.wait()
         counts = _read_stats(stats_path)
-        if counts is not None:
-            early = _read_lines(_beside(address, COLD_NOTES))
-            if early:
-                counts["cold_reasons"]["server still loading"] = len(early)
+        early = _read_lines(_beside(address, COLD_NOTES))
+        if counts is None and early:  # stopped before it could serve: every command ran cold, and we know why
+            counts = {"warm": 0, "cold_reasons": {}, "killed": {}}
+        if counts is not None and early:
+            counts["cold_reasons"]["server still loading"] = len(early)
         shutil.rmtree(workdir, ignore_errors=True)
         _say(counts)
     return 128 - code if code < 0 else code

@@ -7,6 +7,7 @@ to quarantine with a reason (``BadInput``) instead of crashing the stage or bein
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -258,7 +259,20 @@ def _read_batch(paths: list[Path], limits: ImageLimits) -> list[ReadImage | str]
 
 
 READ_BATCH_FILES = 256
+READ_BYTES_IN_FLIGHT = 256 * 2**20  # files being read at once, at most about (at least one batch)
 MIN_FILES_FOR_POOL = 1024  # below this, starting processes costs more than it saves
+
+
+def die_with_parent() -> None:
+    """Pool initializer: a worker is killed when the stage process dies (SIGTERM from DVC, SIGKILL from a
+    timeout), instead of living on holding the stage's output streams."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(1)
 
 
 def read_images(paths: list[Path], limits: ImageLimits, workers: int = 1) -> Iterator[ReadImage | str]:
@@ -268,14 +282,28 @@ def read_images(paths: list[Path], limits: ImageLimits, workers: int = 1) -> Ite
     if workers <= 1 or len(paths) < MIN_FILES_FOR_POOL:
         yield from (read_for_variant(path, limits) for path in paths)
         return
-    with ProcessPoolExecutor(workers) as pool:
-        in_flight: deque = deque()
-        for start in range(0, len(paths), READ_BATCH_FILES):
-            in_flight.append(pool.submit(_read_batch, paths[start : start + READ_BATCH_FILES], limits))
-            while len(in_flight) > 2 * workers:
-                yield from in_flight.popleft().result()
-        while in_flight:
-            yield from in_flight.popleft().result()
+    with ProcessPoolExecutor(workers, initializer=die_with_parent) as pool:
+        in_flight: deque = deque()  # (future, bytes of its files)
+        try:
+            for start in range(0, len(paths), READ_BATCH_FILES):
+                batch = paths[start : start + READ_BATCH_FILES]
+                in_flight.append((pool.submit(_read_batch, batch, limits), sum(_size(p) for p in batch)))
+                while len(in_flight) > 2 * workers or (
+                    len(in_flight) > 1 and sum(size for _, size in in_flight) > READ_BYTES_IN_FLIGHT
+                ):
+                    yield from in_flight.popleft()[0].result()
+            while in_flight:
+                yield from in_flight.popleft()[0].result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # an error or Ctrl-C: do not finish the queue first
+            raise
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def ingest_class_folders(

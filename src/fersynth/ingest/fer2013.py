@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from fersynth.errors import InputError
-from fersynth.ingest.common import IngestConfig, basic7_record, ingest_class_folders, scan_files, worker_count
+from fersynth.ingest.common import (
+    IngestConfig,
+    basic7_record,
+    die_with_parent,
+    ingest_class_folders,
+    scan_files,
+    worker_count,
+)
 from fersynth.labels import FER2013_CODES, FER2013_USAGE_SPLIT
 from fersynth.log import progress
 from fersynth.png import encode_gray8
@@ -54,7 +61,9 @@ def ingest_csv(writer: VariantWriter, csv_path: Path, workers: int = 1) -> None:
         order = column_order(handle.readline().decode("utf-8-sig", "replace"), csv_path)
         batches = _batches(writer, csv_path.name, handle, order)
         with ExitStack() as stack:
-            pool = stack.enter_context(ProcessPoolExecutor(workers)) if workers > 1 else None
+            pool = (
+                stack.enter_context(ProcessPoolExecutor(workers, initializer=die_with_parent)) if workers > 1 else None
+            )
             bar = stack.enter_context(progress(None, desc="ingest fer2013 (csv)", unit="row"))
             in_flight: deque = deque()
             for batch in batches:

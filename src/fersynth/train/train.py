@@ -315,10 +315,10 @@ def _log_confusion_figure(trial: dict, data: dict, classes, experiment: str) -> 
 
     from fersynth.modeling.plots import close, confusion_figure
 
-    with mlflow.start_run(run_id=trial["run_id"]):
-        figure = confusion_figure(data["test"][1], trial["predicted"], classes, f"{experiment}/seed-{trial['seed']}")
-        mlflow.log_figure(figure, "confusion_test.png")
-        close(figure)
+    # through the client: the finished run keeps its status and end time (start_run(run_id) would reopen it)
+    figure = confusion_figure(data["test"][1], trial["predicted"], classes, f"{experiment}/seed-{trial['seed']}")
+    mlflow.MlflowClient().log_figure(trial["run_id"], figure, "confusion_test.png")
+    close(figure)
 
 
 @torch.no_grad()
