@@ -181,3 +181,14 @@ def test_the_next_start_marks_a_run_of_a_dead_process_killed_and_leaves_live_one
     assert client.get_run(run_id).info.status == "KILLED"
     assert [client.get_run(run.info.run_id).info.status for run in untouched] == ["RUNNING"] * 3
     assert f"marked 1 run(s) of stage {stage} KILLED" in caplog.text
+
+
+def test_the_artifact_scheme_is_registered_whatever_is_imported_first():
+    # `import fersynth.artifact_store` imports MLflow, whose registry loads fersynth's entry point meanwhile
+    code = (
+        "import fersynth.artifact_store\n"
+        "from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository\n"
+        "print(type(get_artifact_repository('fersynth-repo:/mlartifacts/x', 'sqlite:////tmp/m/mlflow.db')).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "RepoArtifactRepository", out.stderr[-2000:]

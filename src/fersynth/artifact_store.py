@@ -10,7 +10,6 @@ The URIs are named by :func:`fersynth.paths.mlflow_artifacts_uri`.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
@@ -49,10 +48,3 @@ class RepoArtifactRepository(LocalArtifactRepository):
         root = repository_root(tracking_uri)
         super().__init__(local_uri(artifact_uri, root), tracking_uri=tracking_uri, registry_uri=registry_uri)
         self.artifact_uri = artifact_uri  # children (runs, models) keep the relative form in the database
-
-
-def repository(artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None):
-    """What MLflow's entry point calls: the class of fersynth as it is imported now (MLflow keeps the callable
-    it loaded first; a `fersynth warm` worker re-imports fersynth from disk)."""
-    module = importlib.import_module("fersynth.artifact_store")
-    return module.RepoArtifactRepository(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
