@@ -285,6 +285,7 @@ def test_cli_runs_the_stage_and_typos_are_one_line_errors(tmp_path, smiling, mon
         ({"judges": ["models/empty"]}, "judge models/empty is not a `fersynth train` model"),
         ({"judges": "models/judge"}, "calibrate.judges must be a list of names, not 'models/judge'"),
         ({"judges": ["models/judge", "models/judge/"]}, "names one judge twice: models/judge, models/judge/"),
+        ({"judges": ["models/judge", "models/judge"]}, "names one judge twice: models/judge"),
         ({"splits": "train"}, "calibrate.splits must be a list"),
         ({"batch_size": 0}, "calibrate.batch_size must be a whole number >= 1"),
         ({"acton": "drop"}, "acton"),

@@ -54,8 +54,6 @@ class CalibrateConfig:
             raise ValueError(f'calibrate.real_split must be a split name or "", not {self.real_split!r}')
         if not self.judges:
             raise ValueError("calibrate.judges is empty: name `fer` and/or `fersynth train` model directories")
-        if len(set(self.judges)) != len(self.judges):
-            raise ValueError(f"calibrate.judges names a judge twice: {list(self.judges)}")
         if self.vote not in VOTES:
             raise ValueError(f"calibrate.vote must be one of {', '.join(VOTES)}, not {self.vote!r}")
         if self.action not in ACTIONS:
