@@ -56,6 +56,11 @@ class DdpmTrainConfig:
     hflip: bool = True
     seed: int = 0
     log_every: int = 20
+    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+
+    def __post_init__(self) -> None:
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"ddpm_train.device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,25 @@ def build_unet(config: DdpmTrainConfig, n_classes: int):
     )
 
 
+def training_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def train_step(unet, scheduler, optimiser, clean: torch.Tensor, labels: torch.Tensor) -> float:
+    """One denoising step on a batch already on the UNet's device: noise at random timesteps, predict the noise,
+    one optimiser step; the batch's loss. Timesteps are drawn on the CPU (the same draws on any device)."""
+    noise = torch.randn_like(clean)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(clean),)).to(clean.device)
+    predicted = unet(scheduler.add_noise(clean, noise, t), t, class_labels=labels).sample
+    loss = torch.nn.functional.mse_loss(predicted, noise)
+    optimiser.zero_grad()
+    loss.backward()
+    optimiser.step()
+    return loss.item()
+
+
 def _training_frames(variant: Variant, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     manifest = variant.manifest
     if set(manifest["label_space"].dropna()) != {"casme2"}:
@@ -119,19 +143,21 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
         raise ValueError(f"subjects in both train and test: {sorted(set(subjects) & set(test_subjects))}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    unet = build_unet(config, len(CASME2))
+    device = training_device(config.device)
+    unet = build_unet(config, len(CASME2)).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=config.timesteps, beta_schedule=config.beta_schedule)
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)
     data = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
     targets = torch.from_numpy(labels)
     losses: list[float] = []
     log.info(
-        "ddpm-train: %d frames of %d train subjects, %d steps of batch %d, UNet %.2f M parameters",
+        "ddpm-train: %d frames of %d train subjects, %d steps of batch %d, UNet %.2f M parameters, on %s",
         len(data),
         len(subjects),
         config.steps,
         config.batch_size,
         sum(p.numel() for p in unet.parameters()) / 1e6,
+        device,
     )
     with start_run("ddpm-train", {"casme2": variant_dir}, params=asdict(config)):
         unet.train()
@@ -142,14 +168,7 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
             if config.hflip:
                 flip = torch.from_numpy(rng.random(len(index)) < 0.5)
                 clean[flip] = clean[flip].flip(-1)
-            noise = torch.randn_like(clean)
-            t = torch.randint(0, config.timesteps, (len(index),))
-            predicted = unet(scheduler.add_noise(clean, noise, t), t, class_labels=targets[index]).sample
-            loss = torch.nn.functional.mse_loss(predicted, noise)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            running += loss.item()
+            running += train_step(unet, scheduler, optimiser, clean.to(device), targets[index].to(device))
             if step % config.log_every == 0 or step == config.steps:
                 mean = running / (config.log_every if step % config.log_every == 0 else step % config.log_every)
                 losses.append(round(mean, 5))

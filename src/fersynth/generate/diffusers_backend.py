@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from fersynth.generate.prompts import FaceRequest
+from fersynth.generate.single_file import check_single_file, is_single_file, load_single_file
 from fersynth.log import get_logger, progress
 
 log = get_logger(__name__)
@@ -34,8 +35,13 @@ DTYPES = ("float32", "float16", "bfloat16")
 class DiffusersConfig:
     """``params.yaml: generate.diffusers``."""
 
-    model: str = "CompVis/stable-diffusion-v1-4"  # hub id or local directory (save_pretrained layout)
+    model: str = "CompVis/stable-diffusion-v1-4"  # hub id, local directory (save_pretrained layout) or .safetensors
     pipeline: str = "sd"  # sd | sdxl
+    # a single-file model's component configs: a diffusers-layout directory or hub id (e.g. the SDXL base's)
+    single_file_config: str = ""
+    # another VAE (directory or hub id), e.g. madebyollin/sdxl-vae-fp16-fix: SDXL's own VAE overflows in
+    # float16, so without one the pipeline decodes in float32 (its VAE config's force_upcast)
+    vae: str = ""
     scheduler: str = "default"
     steps: int = 50
     guidance: float = 7.5
@@ -59,6 +65,8 @@ class DiffusersConfig:
             raise ValueError(f"diffusers.attention must be sdpa or eager, not {self.attention!r}")
         if self.steps < 1 or self.batch_size < 1 or self.size % 8:
             raise ValueError("steps and batch_size must be >= 1 and size a multiple of 8")
+        if is_single_file(self.model):
+            check_single_file(self.model, self.single_file_config, self.local_files_only)
 
 
 def resolve_device(device: str) -> str:
@@ -81,7 +89,19 @@ def load_pipeline(config: DiffusersConfig):
         dtype_name = "float32"
     dtype = getattr(torch, dtype_name)
     pipeline_class = getattr(diffusers, PIPELINES[config.pipeline])
-    pipe = pipeline_class.from_pretrained(config.model, dtype=dtype, local_files_only=config.local_files_only)
+    components = {}
+    if config.vae:
+        components["vae"] = diffusers.AutoencoderKL.from_pretrained(
+            config.vae, dtype=dtype, local_files_only=config.local_files_only
+        )
+    if is_single_file(config.model):
+        pipe = load_single_file(
+            pipeline_class, config.model, config.single_file_config, dtype, config.local_files_only, **components
+        )
+    else:
+        pipe = pipeline_class.from_pretrained(
+            config.model, dtype=dtype, local_files_only=config.local_files_only, **components
+        )
     if SCHEDULERS[config.scheduler] is not None:
         scheduler_class = getattr(diffusers, SCHEDULERS[config.scheduler])
         pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
@@ -119,6 +139,7 @@ class DiffusersBackend:
         self.model = config.model
         self.steps = config.steps
         self.guidance = config.guidance
+        self.batch_size = config.batch_size
         self._pipe = None
 
     @property
