@@ -13,7 +13,7 @@ costs only, and the JSON says the GPU figures are missing. Results: metrics/benc
 
     python benchmarks/bench_generation.py                                               # CPU, tiny
     python benchmarks/bench_generation.py --scale full --kind sd --images 64 --batch-size 16 --compile  # GPU
-    python benchmarks/bench_generation.py --scale full --kind sdxl --images 16 --batch-size 4 --fast-steps 30 \
+    python benchmarks/bench_generation.py --scale full --kind sdxl --images 16 --batch-size 4 \
         --out metrics/bench/generation_sdxl.json
 """
 
@@ -79,6 +79,16 @@ def bench_diffusers(args, work: Path) -> dict:
         "tuned": {"settings": _settings(tuned), **time_backend(tuned, args.images, warmup=args.batch_size)},
     }
     out["speedup"] = round(out["tuned"]["images_per_second"] / out["defaults"]["images_per_second"], 2)
+    # DeepCache on top of the tuned settings (not with compile: its block wrappers would break the graph); its
+    # pictures differ a little, so on real weights check the gate's acceptance before adopting it
+    cached = DiffusersConfig(**{**tuned.__dict__, "compile": False, "deepcache_interval": args.deepcache_interval})
+    out["tuned_deepcache"] = {
+        "settings": _settings(cached) | {"deepcache_interval": args.deepcache_interval},
+        **time_backend(cached, args.images, warmup=args.batch_size),
+    }
+    out["deepcache_speedup_vs_tuned"] = round(
+        out["tuned_deepcache"]["images_per_second"] / out["tuned"]["images_per_second"], 2
+    )
     return out
 
 
@@ -199,8 +209,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16, help="images timed with the tuned settings")
     parser.add_argument("--default-images", type=int, default=4, help="images timed with the defaults")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--fast-steps", type=int, default=20)
+    parser.add_argument("--fast-steps", type=int, default=0, help="tuned steps (default: 25 sd, 30 sdxl, the targets')")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--deepcache-interval", type=int, default=3)
     parser.add_argument("--ddpm-images", type=int, default=14)
     parser.add_argument("--ddpm-fast-steps", type=int, default=25, help="as params.yaml ddpm_sample.steps")
     parser.add_argument("--ddpm-train-batch", type=int, default=32)
@@ -214,6 +225,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "generation.json")
     args = parser.parse_args()
     args.size = args.size or (64 if args.scale == "tiny" else 1024 if args.kind == "sdxl" else 512)
+    args.fast_steps = args.fast_steps or (30 if args.kind == "sdxl" else 25)
     with tempfile.TemporaryDirectory() as tmp:
         results = {
             "machine": {

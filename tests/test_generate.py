@@ -268,3 +268,26 @@ def test_augmented_variant_adds_generated_rows_to_train_only(tiny_demo, tmp_path
     before = {r["key"]: d for r, d in source.iter_bytes()}
     after = {r["key"]: d for r, d in augmented.iter_bytes(real)}
     assert after == before  # every source row, val and test included, byte for byte
+
+
+def test_deepcache_skips_deep_blocks_and_stays_seeded(tiny_pipeline):
+    kind, path = tiny_pipeline
+    base = {"model": str(path), "pipeline": kind, "steps": 6, "size": 64, "local_files_only": True}
+    request = PromptBuilder(PromptConfig()).request("surprise", "male", "young", "indian", seed=4)
+    calls = {}
+    pictures = {}
+    for name, interval in (("plain", 0), ("cached", 3)):
+        backend = DiffusersBackend(DiffusersConfig(**base, deepcache_interval=interval))
+        calls[name] = []
+        # a resnet inside a deep block: it runs only on the steps DeepCache computes in full
+        backend.pipe.unet.down_blocks[1].resnets[0].register_forward_pre_hook(lambda *_, c=calls[name]: c.append(1))
+        pictures[name] = [np.asarray(backend.generate([request])[0]).astype(int) for _ in range(2)]
+    assert len(calls["plain"]) >= 2 * 6
+    assert len(calls["cached"]) <= len(calls["plain"]) / 2  # a full pass every 3rd step
+    assert np.array_equal(*pictures["cached"])  # the cache is reset per picture: the same seed, the same picture
+    assert np.abs(pictures["cached"][0] - pictures["plain"][0]).max() > 0  # and it did change the computation
+
+
+def test_deepcache_and_compile_are_refused_together():
+    with pytest.raises(ValueError, match="deepcache_interval"):
+        DiffusersConfig(deepcache_interval=3, compile=True)
