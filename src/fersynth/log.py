@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from tqdm import tqdm
 
@@ -24,8 +25,10 @@ def get_logger(name: str) -> logging.Logger:
 
 
 def progress(iterable, desc: str, total: int | None = None, unit: str = "img"):
-    """A progress bar that stays quiet in non-interactive logs except for its final line."""
-    return tqdm(iterable, desc=desc, total=total, unit=unit, mininterval=1.0, leave=True)
+    """A progress bar that stays quiet in non-interactive logs except for its final line; under ``torchrun``
+    only rank 0 shows one."""
+    quiet = os.environ.get("RANK", "0") != "0"
+    return tqdm(iterable, desc=desc, total=total, unit=unit, mininterval=1.0, leave=True, disable=quiet)
 
 
 def summarize(logger: logging.Logger, stage: str, report: dict) -> None:

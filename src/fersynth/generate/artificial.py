@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fersynth.atomic import write_json
+from fersynth.distributed import setup, teardown
 from fersynth.generate.backends import make_backend
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, accept_into, generation_metrics, write_attempts
+from fersynth.generate.run import GenerationConfig, accept_into, generation_metrics, variant_writer, write_attempts
 from fersynth.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 from fersynth.log import get_logger
-from fersynth.variant import VariantWriter
 
 log = get_logger(__name__)
 
@@ -45,19 +45,28 @@ def generate_artificial(
     metrics_path: Path | None = None,
     cells: list[Cell] | None = None,
 ) -> dict:
-    """Generate ``per_cell`` gated images for every cell (default: all 280) and split."""
+    """Generate ``per_cell`` gated images for every cell (default: all 280) and split. Under ``torchrun`` the
+    processes share the work and rank 0 writes (the other processes return ``{}``)."""
     cells = cells or all_cells()
+    team = setup()
     backend = make_backend(config.backend)
     builder = PromptBuilder(config.prompts)
     gate_configs = split_gates(gate_config, sorted(config.per_cell))
     attempts = {}
-    with VariantWriter(out_dir, report_name="generate.json") as writer:
+    with variant_writer(team, out_dir, report_name="generate.json") as writer:
         for index, (split, count) in enumerate(sorted(config.per_cell.items())):
             quotas = dict.fromkeys(cells, int(count))
             on_accept = accept_into(writer, backend, split, "sd_artificial", config.format)
             gate = Gate(gate_configs[split])
             attempts[split] = fill_quotas(
-                quotas, builder, backend, gate, config.seed + 1000 * index, config.max_attempts_per_image, on_accept
+                quotas,
+                builder,
+                backend,
+                gate,
+                config.seed + 1000 * index,
+                config.max_attempts_per_image,
+                on_accept,
+                team=team,
             )
         every = [a for split_attempts in attempts.values() for a in split_attempts]
         deficits = {s: shortfall(dict.fromkeys(cells, int(c)), attempts[s]) for s, c in config.per_cell.items()}
@@ -72,8 +81,12 @@ def generate_artificial(
             "prompt_effectiveness": effectiveness(every),
             "acceptance_by_group": acceptance_by_group(every),
         }
-        write_attempts(writer.layout.root / "gate.csv", attempts)
+        if team.main:
+            write_attempts(writer.layout.root / "gate.csv", attempts)
         report = writer.commit(report_extra=report)
+    teardown(team)
+    if not team.main:
+        return {}
     if metrics_path is not None:
         write_json(metrics_path, generation_metrics(report, {s: len(d) for s, d in report["short_cells"].items()}))
     log.info(

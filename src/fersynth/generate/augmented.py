@@ -11,15 +11,23 @@ from pathlib import Path
 import numpy as np
 
 from fersynth.atomic import write_json
+from fersynth.distributed import setup, teardown
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, generation_metrics, write_attempts
+from fersynth.generate.run import (
+    GenerationConfig,
+    ImageFormat,
+    accept_into,
+    generation_metrics,
+    variant_writer,
+    write_attempts,
+)
 from fersynth.labels import BASIC7
 from fersynth.log import get_logger, progress
-from fersynth.variant import Variant, VariantWriter
+from fersynth.variant import Variant
 
 log = get_logger(__name__)
 
@@ -59,6 +67,9 @@ def generate_augmented(
     gate_config: GateConfig,
     metrics_path: Path | None = None,
 ) -> dict:
+    """SOURCE's rows as they are plus ``config.per_class`` gated train images per emotion. Under ``torchrun``
+    the processes share the generation and rank 0 writes (the other processes return ``{}``)."""
+    team = setup()
     source = Variant(source_dir)
     manifest = source.manifest
     sizes = manifest.loc[manifest["split"] == "train", ["width", "height", "mode"]].value_counts()
@@ -71,14 +82,17 @@ def generate_augmented(
     gate = Gate(gate_configs["train"])
     quotas = class_quotas(config.per_class, config.seed)
     dataset = str(manifest["dataset"].iloc[0])
-    with VariantWriter(out_dir, report_name="generate.json", inputs=(source_dir,)) as writer:
-        for row, data in progress(source.iter_bytes(), desc=f"copy {source.name}", total=len(manifest)):
+    with variant_writer(team, out_dir, report_name="generate.json", inputs=(source_dir,)) as writer:
+        rows = source.iter_bytes() if team.main else ()  # the other processes only generate
+        for row, data in progress(rows, desc=f"copy {source.name}", total=len(manifest)):
             writer.copy(row, data)
         on_accept = accept_into(writer, backend, "train", dataset, image_format)
+        builder = PromptBuilder(config.prompts)
         attempts = fill_quotas(
-            quotas, PromptBuilder(config.prompts), backend, gate, config.seed, config.max_attempts_per_image, on_accept
+            quotas, builder, backend, gate, config.seed, config.max_attempts_per_image, on_accept, team=team
         )
-        write_attempts(writer.layout.root / "gate.csv", {"train": attempts})
+        if team.main:
+            write_attempts(writer.layout.root / "gate.csv", {"train": attempts})
         report = writer.commit(
             report_extra={
                 "source": str(source_dir),
@@ -94,6 +108,9 @@ def generate_augmented(
                 "acceptance_by_group": acceptance_by_group(attempts),
             }
         )
+    teardown(team)
+    if not team.main:
+        return {}
     if metrics_path is not None:
         write_json(metrics_path, generation_metrics(report, len(report["short_cells"])))
     log.info(

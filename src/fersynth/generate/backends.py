@@ -25,6 +25,9 @@ class Backend(Protocol):
     model: str
     steps: int | None
     guidance: float | None
+    # requests per forward pass: a batch's make-up can change float results, so a torchrun team generates
+    # the very batches one process would (fersynth.generate.quota.share)
+    batch_size: int
 
     def generate(self, requests: list[FaceRequest]) -> list[Image.Image]: ...
 
@@ -42,6 +45,7 @@ class DemoBackend:
     model = "fersynth.faces"
     steps = None
     guidance = None
+    batch_size = 1  # each face is rendered on its own
 
     def __init__(self, config: DemoBackendConfig):
         self.config = config

@@ -19,16 +19,17 @@ from pathlib import Path
 import pandas as pd
 
 from fersynth.atomic import write_json
+from fersynth.distributed import setup, teardown
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.convert import FORMATS
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, write_attempts
+from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, variant_writer, write_attempts
 from fersynth.labels import BASIC7
 from fersynth.log import get_logger
-from fersynth.variant import Variant, VariantWriter
+from fersynth.variant import Variant
 
 log = get_logger(__name__)
 CELL_COLUMNS = ["emotion", "gender", "age_group", "ethnicity"]
@@ -75,6 +76,8 @@ def build_evaluator(
     gate_config: GateConfig,
     metrics_dir: Path | None = None,
 ) -> dict:
+    """The evaluator variant from ``sources`` (name -> variant with demographics) and its tables. Under
+    ``torchrun`` the processes share the generation and rank 0 writes (the other processes return ``{}``)."""
     missing = set(config.datasets) - set(sources)
     if missing:
         raise ValueError(f"evaluator: no variant given for {sorted(missing)}")
@@ -82,9 +85,10 @@ def build_evaluator(
     backend = make_backend(config.backend)
     test_gate = split_gates(replace(gate_config, **config.gate), ["test"])["test"]
     gate = Gate(test_gate)
+    team = setup()
     selected_counts, deficit_counts, generated_counts = {}, {}, {}
     attempts, short = {}, {}
-    with VariantWriter(out_dir, report_name="evaluator.json", inputs=tuple(sources.values())) as writer:
+    with variant_writer(team, out_dir, report_name="evaluator.json", inputs=tuple(sources.values())) as writer:
         for index, dataset in enumerate(config.datasets):
             variant = Variant(sources[dataset])
             manifest = variant.manifest
@@ -115,6 +119,7 @@ def build_evaluator(
                     config.seed + 1000 * index,
                     config.max_attempts_per_image,
                     on_accept,
+                    team=team,
                 )
                 attempts[dataset] = tries
                 short[dataset] = shortfall(quotas, tries)
@@ -131,7 +136,7 @@ def build_evaluator(
                 len(quotas),
                 sum(generated_counts[dataset].values()),
             )
-        if attempts:
+        if attempts and team.main:
             write_attempts(writer.layout.root / "gate.csv", attempts)
         every = [a for tries in attempts.values() for a in tries]
         final = {d: {e: selected_counts[d].get(e, 0) + generated_counts[d][e] for e in BASIC7} for d in config.datasets}
@@ -149,6 +154,9 @@ def build_evaluator(
                 "acceptance_by_group": acceptance_by_group(every) if every else {},
             }
         )
+    teardown(team)
+    if not team.main:
+        return {}
     if metrics_dir is not None:
         for name in ("selected_real", "deficit", "final", "gate"):
             write_json(Path(metrics_dir) / f"{name}.json", report[name])

@@ -4,7 +4,8 @@ A cell is (emotion, gender, age group, ethnicity). Every attempt has its own see
 stage seed, the cell and the attempt number, so a run is reproducible and any single image can be made
 again from its manifest row. Rounds ask each unfinished cell for exactly what it still lacks; the
 backend batches across cells. Every attempt, accepted or not, is kept in the attempts log; acceptance
-per emotion is the measured "prompt effectiveness" of paper 001's Table 11.
+per emotion is the measured "prompt effectiveness" of paper 001's Table 11. Under ``torchrun`` the
+processes split every round and gather its verdicts: the attempts and pictures are one process's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from fersynth.distributed import Distributed, all_gather, gather_to_main
 from fersynth.generate.backends import Backend
 from fersynth.generate.gate import Gate, GateResult
 from fersynth.generate.prompts import TABLE11_EFFECTIVENESS, FaceRequest, PromptBuilder
@@ -24,6 +26,7 @@ from fersynth.log import get_logger
 
 log = get_logger(__name__)
 Cell = tuple[str, str, str, str]
+SINGLE = Distributed()  # one process: no process group
 
 
 @dataclass
@@ -47,10 +50,17 @@ def fill_quotas(
     max_attempts_per_image: int,
     on_accept: Callable[[FaceRequest, Image.Image, GateResult], None],
     chunk: int = 64,
+    team: Distributed = SINGLE,
 ) -> list[Attempt]:
     """Every attempt, in order; each accepted picture is handed to ``on_accept`` at once (nothing is
     held in memory). A cell whose budget (``quota * max_attempts_per_image``) runs out stays short: the
-    caller reports the deficit."""
+    caller reports the deficit.
+
+    A round goes in steps of ``chunk`` requests per process (rounded up to whole backend batches). Under
+    ``torchrun`` (``team.world_size`` > 1) every process asks for the same requests, generates and gates its
+    :func:`share` of each step and takes the team's verdicts in request order, so all of them count the same
+    acceptances, plan the same next round and return what one process returns; only rank 0 receives the
+    accepted pictures and calls ``on_accept``, in the order one process would."""
     accepted: dict[Cell, int] = defaultdict(int)
     used: dict[Cell, int] = defaultdict(int)
     attempts: list[Attempt] = []
@@ -68,16 +78,60 @@ def fill_quotas(
         if not pending:
             break
         round_number += 1
-        log.info("generate: round %d, %d images asked for", round_number, len(pending))
-        for start in range(0, len(pending), chunk):  # bounded memory: a chunk of pictures at a time
-            requests = pending[start : start + chunk]
-            for request, image in zip(requests, backend.generate(requests), strict=True):
-                result = gate.check(image, request.emotion)
+        # bounded memory: a chunk of pictures per process at a time; whole batches, so that a round's batches
+        # are the same whatever the number of processes
+        step = -(-chunk // backend.batch_size) * backend.batch_size * team.world_size
+        starts = range(0, len(pending), step)
+        mine = sum(len(share(min(step, len(pending) - start), backend.batch_size, team)) for start in starts)
+        log.info(
+            "generate: round %d, %d images asked for; rank %d of %d makes %d",
+            round_number,
+            len(pending),
+            team.rank,
+            team.world_size,
+            mine,
+        )
+        for start in starts:
+            requests = pending[start : start + step]
+            results, pictures = _team_checks(requests, backend, gate, team)
+            for index, (request, result) in enumerate(zip(requests, results, strict=True)):
                 if result.accepted:
                     accepted[request.cell] += 1
-                    on_accept(request, image, result)
+                    if team.main:
+                        on_accept(request, pictures[index], result)
                 attempts.append(Attempt(request, result))
     return attempts
+
+
+def share(count: int, batch_size: int, team: Distributed) -> list[int]:
+    """The requests of a step of ``count`` that process ``team.rank`` generates: the backend's batches of
+    ``batch_size`` dealt round robin, so every batch is one that a single process makes (a batch's make-up
+    can change float results) and a process's batches, put together, split into the same batches again.
+
+    >>> share(10, 3, Distributed(rank=1, world_size=2))
+    [3, 4, 5, 9]
+    """
+    starts = range(0, count, batch_size)[team.rank :: team.world_size]
+    return [index for start in starts for index in range(start, min(start + batch_size, count))]
+
+
+def _team_checks(
+    requests: list[FaceRequest], backend: Backend, gate: Gate, team: Distributed
+) -> tuple[list[GateResult], dict[int, Image.Image]]:
+    """Generate and gate this process's share of a step's ``requests``. Returns the team's verdicts in request
+    order (on every process) and the accepted pictures by request index (on rank 0; empty elsewhere)."""
+    mine = share(len(requests), backend.batch_size, team)
+    images = backend.generate([requests[i] for i in mine]) if mine else []
+    verdicts, pictures = {}, {}
+    for index, image in zip(mine, images, strict=True):
+        verdicts[index] = gate.check(image, requests[index].emotion)
+        if verdicts[index].accepted:
+            pictures[index] = image
+    verdicts = {i: result for part in all_gather(verdicts, team) for i, result in part.items()}
+    pictures = {i: image for part in gather_to_main(pictures, team) for i, image in part.items()}
+    if sorted(verdicts) != list(range(len(requests))):
+        raise RuntimeError(f"rank {team.rank}: the team's verdicts cover {len(verdicts)} of {len(requests)} requests")
+    return [verdicts[i] for i in range(len(requests))], pictures
 
 
 def effectiveness(attempts: list[Attempt]) -> dict:

@@ -6,52 +6,18 @@ Every process iterates the same global batches (same shuffle and augmentation se
 A shard's forward pass draws its random numbers (dropout) from a seed of (trial seed, step, shard), and its
 loss is weighted 1/shards in the all-reduced gradient, so DDP on W processes and one process with
 ``accumulate = W`` compute the same parameter updates. BatchNorm normalises each shard with its own
-statistics in both; its running statistics are rank 0's under DDP (broadcast every step).
+statistics in both; its running statistics are rank 0's under DDP (broadcast every step). Joining the
+process group is :mod:`fersynth.distributed`.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    device: str = "cpu"
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup(device: str = "auto") -> Distributed:
-    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); else one process."""
-    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Distributed(device=("cuda" if cuda else "cpu") if device == "auto" else device)
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(local_rank)
-    return Distributed(dist.get_rank(), world_size, f"cuda:{local_rank}" if cuda else "cpu")
-
-
-def teardown(state: Distributed) -> None:
-    if state.world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+from fersynth.distributed import Distributed
 
 
 def wrap(model: nn.Module, state: Distributed) -> nn.Module:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.distributed import Distributed, setup, teardown
 from fersynth.log import get_logger, progress
 from fersynth.modeling.architectures import build_model, channels_last
 from fersynth.modeling.checkpoint import save_checkpoint
@@ -28,15 +29,7 @@ from fersynth.modeling.metrics import classification_report, mean_interval
 from fersynth.paths import trial_name
 from fersynth.tracking import variant_hash
 from fersynth.train.card import write_model_card
-from fersynth.train.distributed import (
-    Distributed,
-    all_sum,
-    setup,
-    sync_buffers,
-    teardown,
-    train_step,
-    wrap,
-)
+from fersynth.train.distributed import all_sum, sync_buffers, train_step, wrap
 from fersynth.train.mlflow_model import log_trial_model, register_best
 from fersynth.train.rows import training_rows
 from fersynth.variant import Variant
