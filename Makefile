@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fersynth-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv browser repro test test-fast lint bench clean-venv
+.PHONY: venv browser repro test test-fast lint bench mlflow-server clean-venv
 
 venv: $(STAMP)
 
@@ -56,6 +56,14 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generation.py
 	$(BIN)/python benchmarks/bench_loader.py
 	$(BIN)/python benchmarks/bench_training.py
+
+# A tracking server for parallel (`dvc queue start -j N`) and team runs: PostgreSQL (Debian's package, installed
+# when missing and we are root; else sqlite, said in one line) behind `mlflow server` on 127.0.0.1, state in
+# .mlflow-server/. Export the MLFLOW_TRACKING_URI line it prints where DVC runs; Ctrl-C or
+# `fersynth mlflow-server stop` stops both.
+MLFLOW_PORT ?= 5000
+mlflow-server: $(STAMP)
+	$(BIN)/fersynth mlflow-server start --port $(MLFLOW_PORT)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -35,6 +35,16 @@ def pixel_string(seed: int) -> str:
     return " ".join(str(v) for v in np.random.default_rng(seed).integers(0, 256, 2304))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_tracking_server():
+    """Tests log to their own stores: a developer's ``export MLFLOW_TRACKING_URI=...`` (make mlflow-server)
+    must not send their runs to a real server, nor DVC stages that tests start."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            patch.delenv(name, raising=False)
+        yield
+
+
 @pytest.fixture
 def faces_png():
     return image_bytes

@@ -87,6 +87,76 @@ def test_runs_log_to_the_main_repo_with_tags(repo, tmp_path):
     assert experiment.artifact_location == "fersynth-repo:/mlartifacts/fersynth"  # relative: the repo can move
 
 
+def test_mlflow_tracking_uri_overrides_the_repository_database(repo, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "team-store"
+    shutil.copytree(repo, elsewhere)  # an already migrated database of its own
+    uri = f"sqlite:///{elsewhere / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert tracking.tracking_uri() == uri
+    with tracking.start_run("train", params={"lr": 0.02}) as run:
+        mlflow.log_metric("val_accuracy", 0.25)
+    logged = client_of(elsewhere).get_run(run.info.run_id)
+    assert logged.data.params == {"lr": "0.02"} and logged.data.metrics == {"val_accuracy": 0.25}
+    assert logged.data.tags["dvc.exp_name"] == "mossy-oaks"
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        client_of(repo).get_run(run.info.run_id)
+    assert os.environ["MLFLOW_TRACKING_URI"] == uri
+
+
+def test_the_default_uri_does_not_leak_into_the_environment(repo, tmp_path, monkeypatch):
+    # MLflow copies the URI it is given into MLFLOW_TRACKING_URI: left there, it would pin every later call
+    # and child process (DVC stages) to this repository's database whatever their DVC_ROOT
+    tracking.ensure_experiment()
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.get_tracking_uri() == f"sqlite:///{repo / 'mlflow.db'}"
+    other = tmp_path / "other"
+    shutil.copytree(repo, other)
+    monkeypatch.setenv("DVC_ROOT", str(other))
+    assert tracking.tracking_uri() == f"sqlite:///{other / 'mlflow.db'}"
+
+
+def test_a_dataset_that_a_parallel_run_inserted_first_is_logged_again(repo, tmp_path, monkeypatch):
+    # PostgreSQL behind a server, two queued runs on one variant: both look the dataset up, both insert it
+    variant = _variant(tmp_path / "v", GOOD[:4])
+    calls = []
+    log_input = mlflow.log_input
+
+    def racing(dataset, context=None):
+        calls.append(dataset.digest)
+        if len(calls) == 1:
+            raise mlflow.exceptions.MlflowException(
+                '(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'
+            )
+        return log_input(dataset, context=context)
+
+    monkeypatch.setattr(mlflow, "log_input", racing)
+    with tracking.start_run("train", {"train": variant}) as run:
+        pass
+    assert len(calls) == 2
+    assert len(client_of(repo).get_run(run.info.run_id).inputs.dataset_inputs) == 1
+    calls.clear()
+
+    def broken(dataset, context=None):
+        calls.append(dataset.digest)
+        raise mlflow.exceptions.MlflowException("another error")
+
+    monkeypatch.setattr(mlflow, "log_input", broken)  # any other error is not retried
+    with pytest.raises(mlflow.exceptions.MlflowException, match="another"), tracking.start_run("t", {"t": variant}):
+        pass
+    assert len(calls) == 1
+
+
+def test_a_tracking_server_decides_where_artifacts_go():
+    assert tracking.is_tracking_server("http://127.0.0.1:5000") and tracking.is_tracking_server("https://mlflow.lab")
+    assert not tracking.is_tracking_server("sqlite:////tmp/mlflow.db")
+    # the server proxies them to its --artifacts-destination (mlflow-artifacts:/<experiment id>)
+    assert tracking.experiment_artifact_location("http://127.0.0.1:5000", "fersynth") is None
+    assert (
+        tracking.experiment_artifact_location("sqlite:////r/mlflow.db", "fersynth")
+        == "fersynth-repo:/mlartifacts/fersynth"
+    )
+
+
 def test_the_tracking_database_and_its_artifacts_move_with_the_repository(store, tmp_path, monkeypatch):
     repo = tmp_path / "origin"
     shutil.copytree(store, repo)  # a project of its own, with an already migrated database

@@ -592,6 +592,56 @@ def serve_command(model: Path, host: str, port: int) -> None:
     serve(model, host, port)
 
 
+@main.group(name="mlflow-server")
+def mlflow_server_group() -> None:
+    """A local MLflow tracking server on 127.0.0.1 (PostgreSQL store, artifacts it serves) for parallel and
+    team runs; its state lives under .mlflow-server/."""
+
+
+@mlflow_server_group.command(name="start")
+@click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True, help="Port (0: a free one).")
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "postgresql", "sqlite"]),
+    default="auto",
+    show_default=True,
+    help="The store: auto = PostgreSQL (as root, Debian's package is installed when missing), else sqlite.",
+)
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Server worker processes.")
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the database, artifacts and logs [default: .mlflow-server/ under the project root].",
+)
+@click.option("--detach", is_flag=True, help="Return once it answers; `fersynth mlflow-server stop` stops it.")
+def mlflow_server_start(port: int, backend: str, workers: int, root: Path | None, detach: bool) -> None:
+    """Start the server and print the `export MLFLOW_TRACKING_URI=...` line for its clients; it runs until
+    Ctrl-C or `fersynth mlflow-server stop`, which stop it and its database."""
+    from fersynth.mlflow_server import start, wait_then_stop
+
+    server = start(root, port, backend, workers)
+    click.echo(f"export MLFLOW_TRACKING_URI={server.uri}")
+    if not detach:
+        sys.exit(wait_then_stop(server, root))
+
+
+@mlflow_server_group.command(name="stop")
+@click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The server's folder [default: .mlflow-server/ under the project root].",
+)
+def mlflow_server_stop(root: Path | None) -> None:
+    """Stop the server started from this project (or --dir) and its database."""
+    from fersynth.mlflow_server import stop
+
+    click.echo("stopped" if stop(root) else "no server was running")
+
+
 @main.command(name="warm", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.option(
     "--cold-while-loading",

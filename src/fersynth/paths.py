@@ -205,3 +205,56 @@ def mlflow_artifacts_uri(experiment: str) -> str:
 def original_variant(dataset: str) -> Path:
     """``data/original/<dataset>``: the variant ``fersynth ingest`` writes for a source (dvc.yaml's ingest outs)."""
     return Path("data") / "original" / dataset
+
+
+def mlflow_server_dir() -> Path:
+    """``.mlflow-server/`` under the project root (git-ignored): the local tracking server's state."""
+    return project_root() / ".mlflow-server"
+
+
+@dataclass(frozen=True)
+class MlflowServerLayout:
+    """Files of a local tracking server (:mod:`fersynth.mlflow_server`) under its folder."""
+
+    root: Path
+
+    @property
+    def postgres_dir(self) -> Path:
+        """Owned by the PostgreSQL service user: the cluster, its socket folder and its log."""
+        return self.root / "pg"
+
+    @property
+    def postgres_data(self) -> Path:
+        return self.postgres_dir / "data"
+
+    @property
+    def postgres_socket_dir(self) -> Path:
+        return self.postgres_dir / "run"
+
+    @property
+    def postgres_log(self) -> Path:
+        return self.postgres_dir / "postgres.log"
+
+    @property
+    def postgres_password(self) -> Path:
+        """libpq's password file (``PGPASSFILE``) of the server's database role, readable by us only."""
+        return self.root / "pgpass"
+
+    @property
+    def sqlite_db(self) -> Path:
+        """The server's store when PostgreSQL is not available."""
+        return self.root / "mlflow.db"
+
+    @property
+    def artifacts(self) -> Path:
+        """``--artifacts-destination``: the artifacts the server stores for its clients."""
+        return self.root / "artifacts"
+
+    @property
+    def server_log(self) -> Path:
+        return self.root / "server.log"
+
+    @property
+    def state(self) -> Path:
+        """JSON naming what runs (URI, pids, backend) for ``fersynth mlflow-server stop``."""
+        return self.root / "server.json"

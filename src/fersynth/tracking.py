@@ -1,11 +1,18 @@
 """MLflow helper used by every training stage.
 
-Tracking URI is ``sqlite:///<repo root>/mlflow.db`` with the root from ``DVC_ROOT``, so runs made in
-``dvc exp run --temp`` / ``--queue`` workspaces land in the main repo's store; the run is named after
+Tracking URI: ``MLFLOW_TRACKING_URI`` when it is set (a tracking server, e.g. the one ``make mlflow-server``
+starts: ``export MLFLOW_TRACKING_URI=http://127.0.0.1:5000``), else ``sqlite:///<repo root>/mlflow.db`` with
+the root from ``DVC_ROOT``, so runs made in ``dvc exp run --temp`` / ``--queue`` workspaces land in the main
+repo's store. Every fersynth read and write of runs goes through :func:`tracking_uri`. The run is named after
 ``DVC_EXP_NAME`` and tagged with stage, git commit, host, pid and the hashes of its input variants.
 
-Safe with parallel workers (``dvc queue start -j N``): the database and the experiment are created under a
-file lock, and a run whose process dies does not stay RUNNING (see ``start_run``).
+Artifacts: with a local database an experiment's artifacts live under the repository (``fersynth-repo:``
+locations, :mod:`fersynth.artifact_store`); with a tracking server (``http(s)://``) the server decides
+(``mlflow-artifacts:`` locations it proxies to its ``--artifacts-destination``).
+
+Safe with parallel workers (``dvc queue start -j N``): a sqlite database and the experiment are created under
+a file lock (a server serialises its own writes), and a run whose process dies does not stay RUNNING (see
+``start_run``).
 """
 
 from __future__ import annotations
@@ -13,13 +20,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from urllib.parse import urlparse
 
 from filelock import FileLock
 
@@ -28,8 +38,12 @@ from fersynth.log import get_logger
 from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_artifacts_uri, mlflow_db_path, project_root
 
 DEFAULT_EXPERIMENT = "fersynth"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 # a first migration takes ~5 s; a holder stuck this long is a bug worth an error naming the lock file
 LOCK_TIMEOUT_S = 300
+DATASET_RETRIES = 3
+# a dataset another run inserted meanwhile: PostgreSQL's and sqlite's words for it
+DUPLICATE_DATASET = re.compile(r"\bdataset_pk\b|UNIQUE constraint failed: datasets\.")
 
 logger = get_logger(__name__)
 
@@ -39,7 +53,44 @@ class RunTerminated(SystemExit):
 
 
 def tracking_uri() -> str:
-    return f"sqlite:///{mlflow_db_path()}"
+    """``MLFLOW_TRACKING_URI`` when set and not empty, else the repository's ``sqlite:///.../mlflow.db``."""
+    return os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{mlflow_db_path()}"
+
+
+def is_tracking_server(uri: str) -> bool:
+    """Whether ``uri`` names a tracking server (``http://``, ``https://``) rather than a database."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def experiment_artifact_location(uri: str, name: str) -> str | None:
+    """Where a new experiment ``name`` keeps its artifacts: None under a tracking server (its
+    ``--artifacts-destination`` decides), else ``fersynth-repo:/mlartifacts/<name>`` under the repository
+    (with a database the default would be relative to whatever cwd first created it, e.g. a temp experiment
+    workspace)."""
+    return None if is_tracking_server(uri) else mlflow_artifacts_uri(name)
+
+
+def _use_tracking_uri(uri: str) -> None:
+    """Make ``uri`` this process's MLflow tracking URI. MLflow also copies it into ``MLFLOW_TRACKING_URI``;
+    that variable is put back as it was, so it only ever holds what the user set: a repository's sqlite URI
+    left there would pin later calls and every child process (DVC stages started from here) to that
+    repository, whatever their ``DVC_ROOT``."""
+    import mlflow
+
+    given = os.environ.get(TRACKING_URI_ENV)
+    mlflow.set_tracking_uri(uri)
+    if given is None:
+        os.environ.pop(TRACKING_URI_ENV, None)
+    else:
+        os.environ[TRACKING_URI_ENV] = given
+
+
+def _store_lock(uri: str):
+    """A file lock beside a sqlite database (creating or migrating one from two processes breaks it); other
+    stores serialise their own writes."""
+    if uri.startswith("sqlite:///"):
+        return FileLock(f"{uri.removeprefix('sqlite:///')}.lock", timeout=LOCK_TIMEOUT_S)
+    return nullcontext()
 
 
 def git_commit(root: Path | None = None) -> str | None:
@@ -78,9 +129,20 @@ def log_inputs(inputs: Mapping[str, Path], context: str) -> None:
     """Each input variant as an MLflow dataset of the active run (the run page's "Datasets used"): its
     manifest's schema and row count, digest = the manifest's sha256, source = the variant's path."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     for name, path in inputs.items():
-        mlflow.log_input(_dataset(name, str(path), variant_hash(path)), context=context)
+        dataset = _dataset(name, str(path), variant_hash(path))
+        for attempt in range(DATASET_RETRIES):
+            try:
+                mlflow.log_input(dataset, context=context)
+                break
+            except MlflowException as error:
+                # Two runs logging a new dataset at once (`dvc queue start -j 2` on one variant): the store looks
+                # it up, then inserts it, and the later insert breaks the unique key. Again, it finds the row.
+                if attempt + 1 == DATASET_RETRIES or not DUPLICATE_DATASET.search(str(error)):
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
 
 @functools.lru_cache(maxsize=32)
@@ -100,29 +162,31 @@ def _dataset(name: str, path: str, digest: str):
 
 
 def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the database if needed and the experiment, with an artifact location under the repo root
-    (with sqlite the default would be relative to whatever cwd first created it, e.g. a temp experiment
-    workspace). Returns the experiment id."""
+    """Create the store if needed and the experiment, with its artifact location from
+    :func:`experiment_artifact_location`. Returns the experiment id."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no usage pings
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
-    mlflow.set_tracking_uri(tracking_uri())
+    uri = tracking_uri()
+    _use_tracking_uri(uri)
     # The first client call of a process builds the store, which creates and migrates a new database;
     # two processes migrating at once break it. MLflow caches the store per process, so after the first
     # call the lock only serialises the experiment look-up (milliseconds).
-    with FileLock(f"{mlflow_db_path()}.lock", timeout=LOCK_TIMEOUT_S):
-        client = mlflow.MlflowClient(tracking_uri())
+    with _store_lock(uri):
+        client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = mlflow_artifacts_dir() / name
-        location.mkdir(parents=True, exist_ok=True)
+        location = experiment_artifact_location(uri, name)
+        if location is not None:
+            (mlflow_artifacts_dir() / name).mkdir(parents=True, exist_ok=True)
         try:
-            return client.create_experiment(name, artifact_location=mlflow_artifacts_uri(name))
+            return client.create_experiment(name, artifact_location=location)
         except MlflowException as error:
-            # a process that does not take our lock (`mlflow ui`, an older checkout) created it first
+            # a process that does not take our lock (`mlflow ui`, an older checkout, another client of the
+            # same server) created it first
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
             return client.get_experiment_by_name(name).experiment_id
