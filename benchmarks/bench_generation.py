@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--deepcache-interval", type=int, default=3)
     parser.add_argument("--ddpm-images", type=int, default=14)
-    parser.add_argument("--ddpm-fast-steps", type=int, default=25, help="as params.yaml ddpm_sample.steps")
+    parser.add_argument("--ddpm-fast-steps", type=int, default=20, help="as params.yaml ddpm_sample.steps")
     parser.add_argument("--ddpm-train-batch", type=int, default=32)
     parser.add_argument("--ddpm-train-steps", type=int, default=10)
     trained = ROOT / "models" / "ddpm_casme"

@@ -3,6 +3,7 @@ import json
 import mlflow
 import numpy as np
 import pytest
+import torch
 
 from fersynth.ddpm import (
     TABLE2,
@@ -76,3 +77,19 @@ def test_sampled_variant_has_its_own_split_and_full_provenance(trained):
     again = ddpm_sample(root / "model", root / "again", config)
     assert again["kept"] == report["kept"]
     assert (root / "again" / "manifest.parquet").read_bytes() == (root / "ddpm_casme" / "manifest.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("device", [0, "cuda:x", "gpu", "CUDA"])
+def test_ddpm_train_device_must_be_a_torch_device_name(device):
+    with pytest.raises(ValueError, match="ddpm_train.device"):
+        DdpmTrainConfig(device=device)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_asking_for_a_gpu_that_is_not_there_is_one_line_before_any_work(tmp_path):
+    from fersynth.ddpm import ddpm_train
+    from fersynth.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="no CUDA GPU"):
+        ddpm_train(tmp_path / "no-variant-needed", tmp_path / "model", DdpmTrainConfig(device="cuda"))
+    assert not (tmp_path / "model").exists()

@@ -173,6 +173,9 @@ def test_diffusers_backend_writes_traceable_rows(tiny_pipeline, tmp_path):
     assert (row["generator"], row["model"], row["steps"], row["guidance"]) == ("diffusers", str(path), 2, 7.5)
     assert (row["width"], row["height"], row["mode"]) == (48, 48, "L")
     assert row["prompt"].startswith("A detailed photographic portrait") and row["synthetic"]
+    # what else decides the pictures is in the variant's report: a row plus these regenerates the image
+    settings = json.loads((tmp_path / "art" / "generate.json").read_text())["backend_settings"]
+    assert (settings["pipeline"], settings["batch_size"], settings["deepcache_interval"]) == (kind, 4, 0)
 
 
 # conversion ---------------------------------------------------------------------------------------

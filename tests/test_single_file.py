@@ -2,13 +2,16 @@
 ``from_single_file`` and a config directory that holds no weights, the same pictures as the diffusers layout."""
 
 import shutil
+import socket
 
 import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
+from fersynth.errors import ParamsError
 from fersynth.generate import single_file
+from fersynth.generate.backends import BackendConfig
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
 from fersynth.generate.random_pipeline import build_pipeline
@@ -38,7 +41,11 @@ def _pictures(config: DiffusersConfig) -> list[bytes]:
 
 def test_single_file_loads_offline_and_draws_what_the_diffusers_layout_draws(sdxl, monkeypatch):
     pipe, root = sdxl
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access while loading a local single file: {args}")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     common = {"pipeline": "sdxl", "steps": 2, "size": 64, "batch_size": 2, "local_files_only": True}
     from_file = DiffusersConfig(
         model=str(root / "tiny-sdxl.safetensors"), single_file_config=str(root / "configs"), **common
@@ -91,6 +98,21 @@ def test_a_layout_diffusers_would_misread_is_refused_before_writing(sdxl, tmp_pa
     assert not list(tmp_path.iterdir())
 
 
+def test_a_text_encoder_written_wrongly_is_refused_too(sdxl, tmp_path, monkeypatch):
+    pipe, _ = sdxl
+    original = single_file._open_clip_to_original
+
+    def untransposed(state):  # forgetting that the original text_projection is stored transposed
+        out = original(state)
+        key = single_file.OPEN_CLIP_PREFIX + "text_projection"
+        out[key] = out[key].T.contiguous()
+        return out
+
+    monkeypatch.setattr(single_file, "_open_clip_to_original", untransposed)
+    with pytest.raises(ValueError, match="single-file text_encoder_2: text_projection.weight"):
+        write_sdxl_single_file(pipe, tmp_path / "bad.safetensors")
+
+
 def test_another_vae_replaces_the_checkpoints(sdxl, tmp_path):
     _, root = sdxl
     other = build_pipeline("tiny", "sdxl", seed=9).vae
@@ -107,19 +129,47 @@ def test_another_vae_replaces_the_checkpoints(sdxl, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("model", "config", "message"),
+    ("model", "config", "pipeline", "message"),
     [
-        ("juggernaut.ckpt", "", "pickled checkpoints"),
-        ("missing.safetensors", "", "no such file"),
-        ("tiny-sdxl.safetensors", "", "single_file_config must name a local"),
-        ("tiny-sdxl.safetensors", "nowhere", "single_file_config must name a local"),
+        ("missing.safetensors", "configs", "sdxl", "no such file"),
+        ("tiny-sdxl.safetensors", "", "sdxl", "single_file_config must name a local"),
+        ("tiny-sdxl.safetensors", "nowhere", "sdxl", "no model_index.json there"),
+        ("tiny-sdxl.safetensors", "diffusers/unet", "sdxl", "no model_index.json there"),
+        (
+            "tiny-sdxl.safetensors",
+            "configs",
+            "sd",
+            "describes a StableDiffusionXLPipeline, not a StableDiffusionPipeline",
+        ),
     ],
 )
-def test_unsafe_or_unloadable_single_files_are_refused_with_one_line(sdxl, model, config, message):
+def test_unloadable_single_files_are_refused_with_one_line_before_any_work(sdxl, model, config, pipeline, message):
     _, root = sdxl
-    (root / "juggernaut.ckpt").write_bytes(b"not loaded")
+    diffusers = DiffusersConfig(
+        model=str(root / model),
+        single_file_config=config and str(root / config),
+        pipeline=pipeline,
+        local_files_only=True,
+    )
+    with pytest.raises(ParamsError, match=message) as error:
+        BackendConfig(name="diffusers", diffusers=diffusers)  # what a generation stage builds from its params
+    assert "\n" not in str(error.value)
+    BackendConfig(name="demo", diffusers=diffusers)  # params of a backend not in use need no files
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("model", "juggernaut.ckpt", "pickled checkpoints"),
+        ("vae", "sdxl-vae.pt", "pickled checkpoints"),
+        ("vae", "sdxl-vae.safetensors", "not one file"),
+        ("deepcache_interval", 1, "integer >= 2"),
+        ("deepcache_interval", "3", "integer >= 2"),
+    ],
+)
+def test_unsafe_or_meaningless_settings_are_refused_by_the_config(field, value, message):
     with pytest.raises(ValueError, match=message) as error:
-        DiffusersConfig(model=str(root / model), single_file_config=config, pipeline="sdxl", local_files_only=True)
+        DiffusersConfig(**{field: value})
     assert "\n" not in str(error.value)
 
 

@@ -13,6 +13,7 @@ sampled per class into the ``ddpm_casme`` variant.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import torch
 from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.errors import ParamsError
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.labels import CASME2
 from fersynth.log import get_logger, progress
@@ -56,10 +58,11 @@ class DdpmTrainConfig:
     hflip: bool = True
     seed: int = 0
     log_every: int = 20
-    device: str = "auto"  # auto (cuda when present) | cpu | cuda | cuda:N
+    # cpu: the same weights on every machine; cuda, cuda:N or auto (cuda when present) for speed
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ValueError(f"ddpm_train.device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
 
 
@@ -105,6 +108,8 @@ def build_unet(config: DdpmTrainConfig, n_classes: int):
 def training_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParamsError(f"ddpm_train.device is {device!r} but this machine has no CUDA GPU (use cpu or auto)")
     return device
 
 
@@ -136,6 +141,7 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
 
     from fersynth.tracking import start_run
 
+    device = training_device(config.device)  # before any work: a missing GPU is a one-line error
     variant = Variant(variant_dir)
     images, labels, subjects = _training_frames(variant, config.size)
     test_subjects = sorted(variant.manifest.loc[variant.manifest["split"] == "test", "subject"].dropna().unique())
@@ -143,7 +149,6 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
         raise ValueError(f"subjects in both train and test: {sorted(set(subjects) & set(test_subjects))}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    device = training_device(config.device)
     unet = build_unet(config, len(CASME2)).to(device)
     scheduler = DDPMScheduler(num_train_timesteps=config.timesteps, beta_schedule=config.beta_schedule)
     optimiser = torch.optim.AdamW(unet.parameters(), lr=config.learning_rate)

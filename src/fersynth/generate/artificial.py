@@ -48,7 +48,7 @@ def generate_artificial(
     """Generate ``per_cell`` gated images for every cell (default: all 280) and split. Under ``torchrun`` the
     processes share the work and rank 0 writes (the other processes return ``{}``)."""
     cells = cells or all_cells()
-    team = setup()
+    team = setup(config.backend.device)
     backend = make_backend(config.backend)
     builder = PromptBuilder(config.prompts)
     gate_configs = split_gates(gate_config, sorted(config.per_cell))
@@ -76,6 +76,7 @@ def generate_artificial(
             "attempts": len(every),
             "accepted": sum(a.result.accepted for a in every),
             "per_cell": dict(config.per_cell),
+            **({"backend_settings": backend.settings} if backend.settings else {}),
             "gate": {split: gate_checks(c) for split, c in gate_configs.items()},
             "short_cells": {s: d for s, d in deficits.items() if d},
             "prompt_effectiveness": effectiveness(every),

@@ -69,7 +69,7 @@ def generate_augmented(
 ) -> dict:
     """SOURCE's rows as they are plus ``config.per_class`` gated train images per emotion. Under ``torchrun``
     the processes share the generation and rank 0 writes (the other processes return ``{}``)."""
-    team = setup()
+    team = setup(config.backend.device)
     source = Variant(source_dir)
     manifest = source.manifest
     sizes = manifest.loc[manifest["split"] == "train", ["width", "height", "mode"]].value_counts()
@@ -99,6 +99,7 @@ def generate_augmented(
                 "backend": backend.name,
                 "model": backend.model,
                 "per_class": config.per_class,
+                **({"backend_settings": backend.settings} if backend.settings else {}),
                 "gate": {split: gate_checks(c) for split, c in gate_configs.items()},
                 "format": {"size": image_format.size, "mode": image_format.mode},
                 "attempts": len(attempts),

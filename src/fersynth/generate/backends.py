@@ -28,6 +28,8 @@ class Backend(Protocol):
     # requests per forward pass: a batch's make-up can change float results, so a torchrun team generates
     # the very batches one process would (fersynth.generate.quota.share)
     batch_size: int
+    # what else decides its pictures, for the variant's report (the demo renderer: nothing)
+    settings: dict
 
     def generate(self, requests: list[FaceRequest]) -> list[Image.Image]: ...
 
@@ -46,6 +48,7 @@ class DemoBackend:
     steps = None
     guidance = None
     batch_size = 1  # each face is rendered on its own
+    settings: dict = {}  # noqa: RUF012 (read-only)
 
     def __init__(self, config: DemoBackendConfig):
         self.config = config
@@ -80,6 +83,13 @@ class BackendConfig:
     def __post_init__(self) -> None:
         if self.name not in ("demo", "diffusers"):
             raise ValueError(f"generate backend must be demo or diffusers, not {self.name!r}")
+        if self.name == "diffusers":
+            self.diffusers.check_files()
+
+    @property
+    def device(self) -> str:
+        """Where the backend computes: a torchrun team of demo renderers needs no GPU."""
+        return self.diffusers.device if self.name == "diffusers" else "cpu"
 
 
 def make_backend(config: BackendConfig) -> Backend:

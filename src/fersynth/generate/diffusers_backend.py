@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from fersynth.generate.prompts import FaceRequest
-from fersynth.generate.single_file import check_single_file, is_single_file, load_single_file
+from fersynth.generate.single_file import check_single_file, is_single_file, load_single_file, refuse_pickle
 from fersynth.log import get_logger, progress
 
 log = get_logger(__name__)
@@ -68,10 +68,20 @@ class DiffusersConfig:
             raise ValueError(f"diffusers.attention must be sdpa or eager, not {self.attention!r}")
         if self.steps < 1 or self.batch_size < 1 or self.size % 8:
             raise ValueError("steps and batch_size must be >= 1 and size a multiple of 8")
+        refuse_pickle("diffusers.model", self.model)
+        if is_single_file(self.vae):
+            refuse_pickle("diffusers.vae", self.vae)
+            raise ValueError(f"diffusers.vae {self.vae!r}: a diffusers-layout directory or hub id, not one file")
+        if not isinstance(self.deepcache_interval, int) or self.deepcache_interval < 0 or self.deepcache_interval == 1:
+            raise ValueError("diffusers.deepcache_interval must be 0 (off) or an integer >= 2")
+        if self.deepcache_interval and self.compile:
+            raise ValueError("diffusers.deepcache_interval cannot be combined with compile")
+
+    def check_files(self) -> None:
+        """What can only be checked where the stage runs: a single-file model and its config directory (the
+        params of a backend that is not used never need them)."""
         if is_single_file(self.model):
-            check_single_file(self.model, self.single_file_config, self.local_files_only)
-        if self.deepcache_interval < 0 or (self.deepcache_interval and self.compile):
-            raise ValueError("diffusers.deepcache_interval must be >= 0 and cannot be combined with compile")
+            check_single_file(self.model, self.single_file_config, self.local_files_only, PIPELINES[self.pipeline])
 
 
 def resolve_device(device: str) -> str:
@@ -153,6 +163,12 @@ class DiffusersBackend:
         self.guidance = config.guidance
         self.batch_size = config.batch_size
         self._pipe = None
+
+    @property
+    def settings(self) -> dict:
+        """What besides model, steps and guidance decides its pictures (recorded in the variant's report)."""
+        keep = ("pipeline", "single_file_config", "vae", "scheduler", "size", "dtype", "batch_size")
+        return {k: getattr(self.config, k) for k in keep} | {"deepcache_interval": self.config.deepcache_interval}
 
     @property
     def pipe(self):

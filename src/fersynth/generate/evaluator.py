@@ -85,7 +85,7 @@ def build_evaluator(
     backend = make_backend(config.backend)
     test_gate = split_gates(replace(gate_config, **config.gate), ["test"])["test"]
     gate = Gate(test_gate)
-    team = setup()
+    team = setup(config.backend.device)
     selected_counts, deficit_counts, generated_counts = {}, {}, {}
     attempts, short = {}, {}
     with variant_writer(team, out_dir, report_name="evaluator.json", inputs=tuple(sources.values())) as writer:
@@ -149,6 +149,7 @@ def build_evaluator(
                 "final": table(final),  # Table 6
                 "still_short": {d: s for d, s in short.items() if s},
                 "backend": backend.name,
+                **({"backend_settings": backend.settings} if backend.settings else {}),
                 "gate": {"test": gate_checks(test_gate)},
                 "prompt_effectiveness": effectiveness(every) if every else {},
                 "acceptance_by_group": acceptance_by_group(every) if every else {},

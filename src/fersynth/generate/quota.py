@@ -78,8 +78,9 @@ def fill_quotas(
         if not pending:
             break
         round_number += 1
-        # bounded memory: a chunk of pictures per process at a time; whole batches, so that a round's batches
-        # are the same whatever the number of processes
+        # bounded memory: a chunk of pictures per process at a time (rank 0 receives the accepted ones of the
+        # whole team: up to world_size x chunk); whole batches, so that a round's batches are the same whatever
+        # the number of processes
         step = -(-chunk // backend.batch_size) * backend.batch_size * team.world_size
         starts = range(0, len(pending), step)
         mine = sum(len(share(min(step, len(pending) - start), backend.batch_size, team)) for start in starts)

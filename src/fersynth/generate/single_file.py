@@ -8,13 +8,17 @@ them runs code from the file.
 
 Writing (``write_sdxl_single_file``): the inverse, a diffusers SDXL pipeline packed into that layout. A team can
 keep a fine-tuned pipeline as one DVC object instead of a dozen files, and the tests write a tiny one to check
-the loading path end to end. Every key is checked against diffusers' own converter before the file is
-written, so a layout diffusers would read differently is an error here, not a silently broken model.
+the loading path end to end. Every weight (UNet, VAE, both text encoders) is read back through diffusers' own
+converters before the file is written, so a layout diffusers would read differently is an error here, not a
+silently broken model.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from fersynth.errors import ParamsError
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -53,29 +57,46 @@ def is_single_file(model: str) -> bool:
     return Path(model).suffix.lower() in SAFE_SUFFIXES + PICKLE_SUFFIXES
 
 
-def check_single_file(model: str, config: str, local_files_only: bool) -> None:
-    """One-line errors for a single-file model that cannot be loaded safely or offline."""
-    suffix = Path(model).suffix.lower()
+def refuse_pickle(name: str, path: str) -> None:
+    """A pickled checkpoint runs code when it is loaded: refused by its suffix, before anything is read."""
+    suffix = Path(path).suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        raise ValueError(
-            f"diffusers.model {model!r}: pickled checkpoints ({suffix}) run code when loaded; "
-            "use the .safetensors release of the model"
+        raise ParamsError(
+            f"{name} {path!r}: pickled checkpoints ({suffix}) run code when loaded; "
+            "use the model's .safetensors release"
         )
+
+
+def check_single_file(model: str, config: str, local_files_only: bool, pipeline_class: str) -> None:
+    """One-line errors for a single-file model that cannot be loaded safely, offline, or as ``pipeline_class``."""
+    refuse_pickle("diffusers.model", model)
     if not Path(model).is_file():
-        raise ValueError(f"diffusers.model {model!r}: no such file")
-    if local_files_only and not (config and Path(config).is_dir()):
-        raise ValueError(
-            "diffusers.single_file_config must name a local diffusers-layout directory (model_index.json and "
-            "component configs) when local_files_only is set; e.g. the configs of "
-            "stabilityai/stable-diffusion-xl-base-1.0"
-        )
+        raise ParamsError(f"diffusers.model {model!r}: no such file")
+    if not config:
+        if local_files_only:
+            raise ParamsError(
+                "diffusers.single_file_config must name a local diffusers-layout directory (model_index.json and "
+                "component configs) when local_files_only is set; e.g. the configs of "
+                "stabilityai/stable-diffusion-xl-base-1.0"
+            )
+        return
+    index = Path(config) / "model_index.json"
+    if index.is_file():
+        try:
+            found = json.loads(index.read_text()).get("_class_name")
+        except (OSError, ValueError, AttributeError) as error:
+            raise ParamsError(f"diffusers.single_file_config: unreadable {index}: {error}") from None
+        if found != pipeline_class:
+            raise ParamsError(f"diffusers.single_file_config {config!r} describes a {found}, not a {pipeline_class}")
+    elif Path(config).exists() or local_files_only:
+        raise ParamsError(f"diffusers.single_file_config {config!r}: no model_index.json there")
 
 
 def load_single_file(pipeline_class, model: str, config: str, dtype, local_files_only: bool, **components):
     """``pipeline_class.from_single_file`` with the components' configs from ``config`` (a directory or hub id;
     empty: diffusers infers the model family from the checkpoint's keys, which needs the hub). ``components``
     replace parts of the checkpoint (e.g. ``vae=``)."""
-    check_single_file(model, config, local_files_only)
+    check_single_file(model, config, local_files_only, pipeline_class.__name__)
     kwargs = {"config": config} if config else {}
     return pipeline_class.from_single_file(
         model, dtype=dtype, local_files_only=local_files_only, **kwargs, **components
@@ -116,7 +137,9 @@ def _unet_to_original(state: dict, config) -> dict:
     for key, value in state.items():
         new = next((new + key[len(old) :] for old, new in fixed.items() if key.startswith(old)), None)
         if new is None:
-            old, replacement = next((o, r) for o, r in renames if key.startswith(o))
+            old, replacement = next(((o, r) for o, r in renames if key.startswith(o)), (None, None))
+            if old is None:
+                raise ValueError(f"single-file unet: no original name for {key!r} (an unsupported UNet layout)")
             rest = key[len(old) :]
             if ".resnets." in old:
                 rest = _rename_first(rest, _RESNET)
@@ -198,15 +221,28 @@ def sdxl_original_state(pipe) -> dict:
 
 
 def _check_round_trip(pipe, state: dict) -> None:
-    """diffusers' own converters must give back exactly the pipeline's UNet and VAE weights."""
+    """diffusers' own converters must give back exactly the pipeline's weights, all four parts."""
     import torch
-    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint
+    from diffusers.loaders.single_file_utils import (
+        convert_ldm_clip_checkpoint,
+        convert_ldm_unet_checkpoint,
+        convert_ldm_vae_checkpoint,
+        convert_open_clip_checkpoint,
+    )
+
+    def flat(model, converted: dict) -> dict:  # transformers >= 5.6: CLIPTextModel has no text_model level
+        if hasattr(model, "text_model"):
+            return converted
+        return {k.removeprefix("text_model."): v for k, v in converted.items()}
 
     for name, converted in (
         ("unet", convert_ldm_unet_checkpoint(state, pipe.unet.config)),
         ("vae", convert_ldm_vae_checkpoint(state, pipe.vae.config)),
+        ("text_encoder", flat(pipe.text_encoder, convert_ldm_clip_checkpoint(state))),
+        ("text_encoder_2", convert_open_clip_checkpoint(pipe.text_encoder_2, state, prefix=OPEN_CLIP_PREFIX)),
     ):
-        expected = getattr(pipe, name).state_dict()
+        expected = {k: v for k, v in getattr(pipe, name).state_dict().items() if not k.endswith("position_ids")}
+        converted = {k: v for k, v in converted.items() if not k.endswith("position_ids")}
         if converted.keys() != expected.keys():
             missing = sorted(expected.keys() - converted.keys())[:3]
             extra = sorted(converted.keys() - expected.keys())[:3]
