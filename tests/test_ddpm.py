@@ -93,3 +93,58 @@ def test_asking_for_a_gpu_that_is_not_there_is_one_line_before_any_work(tmp_path
     with pytest.raises(ParamsError, match="no CUDA GPU"):
         ddpm_train(tmp_path / "no-variant-needed", tmp_path / "model", DdpmTrainConfig(device="cuda"))
     assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_torchrun_sampling_writes_what_one_process_writes(trained):
+    """Two gloo processes share every attempt's batches; rank 0 writes the same bytes one process writes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root, _ = trained
+    unet, scheduler, _ = load_ddpm(root / "model")
+    probe = sample(unet, make_sampler("ddim", scheduler), [0] * 12, list(range(12)), steps=4)
+    # a blank-threshold at the probe's 30th percentile of grey-level deviation: some attempts fail, so the
+    # processes must agree on which slots to retry
+    threshold = float(np.percentile([p.std() for p in probe], 30))
+    settings = {
+        "total": 17,
+        "sampler": "ddim",
+        "steps": 4,
+        "batch_size": 3,
+        "max_attempts_per_image": 3,
+        "gate": {"detector": "none", "blank_std_below": threshold, "dark_below": 0, "washed_out_above": 255, "blur_below": 0},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump({"ddpm_sample": settings}))
+    env = os.environ | {"OMP_NUM_THREADS": "1", "DVC_ROOT": str(root)}  # torchrun's thread count in both runs
+    stage = ["-m", "fersynth.cli", "ddpm-sample", "--model-dir", "model", "--params", "params.yaml"]
+    single = subprocess.run(
+        [sys.executable, *stage, "--out", "single", "--metrics", "single.json"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", *stage, "--out", "team", "--metrics", "team.json"]
+    team = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert team.returncode == 0, team.stdout[-3000:] + team.stderr[-3000:]
+
+    def files(directory):
+        return {
+            p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+        }  # noqa: E501
+
+    assert files(root / "team") == files(root / "single")
+    assert (root / "team.json").read_bytes() == (root / "single.json").read_bytes()
+    metrics = json.loads((root / "team.json").read_text())
+    assert metrics["attempts"] > 17 and metrics["acceptance"] < 1  # retries happened, in step on both ranks
+    kept = len(Variant(root / "team").manifest)
+    assert kept == sum(metrics["per_class"].values()) and 0 < kept <= 17

@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.distributed import all_gather, gather_to_main, setup, teardown, variant_writer
 from fersynth.errors import ParamsError
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.labels import CASME2
 from fersynth.log import get_logger, progress
-from fersynth.variant import Variant, VariantWriter
+from fersynth.variant import Variant
 
 log = get_logger(__name__)
 
@@ -232,8 +233,12 @@ def class_counts(total: int, proportions: dict[str, float]) -> dict[str, int]:
 
 
 def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metrics_path: Path | None = None) -> dict:
+    """Sample ``total`` gated images per class proportions. Under ``torchrun`` the processes share every
+    attempt's batches (dealt round robin, so each batch is one a single process makes) and rank 0 writes what one
+    process writes (the other processes return ``{}``)."""
+    team = setup()
     unet, trained, info = load_ddpm(model_dir)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = team.device
     unet = unet.to(device)
     scheduler = make_sampler(config.sampler, trained)
     steps = trained.config.num_train_timesteps if config.sampler == "ddpm" else config.steps
@@ -241,7 +246,7 @@ def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metric
     counts = class_counts(config.total, config.proportions)
     rng = np.random.default_rng(config.seed)
     attempts, rejected = 0, {}
-    with VariantWriter(out_dir, report_name="generate.json", inputs=(model_dir,)) as writer:
+    with variant_writer(team, out_dir, report_name="generate.json", inputs=(model_dir,)) as writer:
         for emotion, count in counts.items():
             n_test = int(round(count * config.test_fraction))
             splits = ["test"] * n_test + ["train"] * (count - n_test)
@@ -250,37 +255,42 @@ def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metric
             for attempt in range(config.max_attempts_per_image):
                 if not pending:
                     break
-                for start in progress(range(0, len(pending), config.batch_size), desc=f"ddpm {emotion}", unit="batch"):
-                    slots = pending[start : start + config.batch_size]
-                    seeds = [_seed(config.seed, emotion, slot, attempt) for slot in slots]
-                    pictures = sample(unet, scheduler, [CASME2.index(emotion)] * len(slots), seeds, steps, device)
-                    for slot, seed, pixels in zip(slots, seeds, pictures, strict=True):
-                        attempts += 1
-                        image = Image.fromarray(pixels, mode="L")
-                        result = gate.check(image)
-                        if not result.accepted:
-                            rejected[result.reason] = rejected.get(result.reason, 0) + 1
-                            continue
-                        pending.remove(slot)
-                        name = f"{emotion}-s{seed}-a{attempt}.png"
-                        writer.add(
-                            {
-                                "key": f"{splits[slot]}/{name}",
-                                "source": name,
-                                "dataset": "ddpm_casme",
-                                "split": splits[slot],
-                                "label": CASME2.index(emotion),
-                                "emotion": emotion,
-                                "label_space": "casme2",
-                                "synthetic": True,
-                                "generator": f"ddpm:{config.sampler}",
-                                "model": str(model_dir),
-                                "seed": seed,
-                                "steps": steps,
-                                "attempt": attempt,
-                            },
-                            image,
-                        )
+                batches = [pending[i : i + config.batch_size] for i in range(0, len(pending), config.batch_size)]
+                seeds = {slot: _seed(config.seed, emotion, slot, attempt) for slot in pending}
+                verdicts, pictures = _sample_and_gate(
+                    unet, scheduler, gate, batches, seeds, CASME2.index(emotion), steps, device, team, emotion
+                )
+                for slot in [slot for batch in batches for slot in batch]:  # one process's order
+                    attempts += 1
+                    result = verdicts[slot]
+                    if not result.accepted:
+                        rejected[result.reason] = rejected.get(result.reason, 0) + 1
+                        continue
+                    pending.remove(slot)
+                    name = f"{emotion}-s{seeds[slot]}-a{attempt}.png"
+                    if not team.main:
+                        continue
+                    writer.add(
+                        {
+                            "key": f"{splits[slot]}/{name}",
+                            "source": name,
+                            "dataset": "ddpm_casme",
+                            "split": splits[slot],
+                            "label": CASME2.index(emotion),
+                            "emotion": emotion,
+                            "label_space": "casme2",
+                            "synthetic": True,
+                            "generator": f"ddpm:{config.sampler}",
+                            "model": str(model_dir),
+                            "seed": seeds[slot],
+                            "steps": steps,
+                            "attempt": attempt,
+                        },
+                        Image.fromarray(pictures[slot], mode="L"),
+                    )
+        if not team.main:
+            teardown(team)
+            return {}
         report = writer.commit(
             report_extra={
                 "sampler": config.sampler,
@@ -292,6 +302,7 @@ def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metric
                 "generator_train_subjects": info["train_subjects"],
             }
         )
+    teardown(team)
     if metrics_path is not None:
         write_json(metrics_path, {k: report[k] for k in ("sampler", "steps", "attempts", "acceptance", "per_class")})
     log.info(
@@ -302,6 +313,22 @@ def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metric
         report["acceptance"],
     )
     return report
+
+
+def _sample_and_gate(unet, scheduler, gate, batches, seeds, label, steps, device, team, emotion):
+    """This process's batches (every ``world_size``-th) sampled and gated; the team's verdicts by slot on every
+    process, the accepted pictures by slot on rank 0."""
+    verdicts, pictures = {}, {}
+    mine = batches[team.rank :: team.world_size]
+    for slots in progress(mine, desc=f"ddpm {emotion}", unit="batch"):
+        batch = sample(unet, scheduler, [label] * len(slots), [seeds[slot] for slot in slots], steps, device)
+        for slot, pixels in zip(slots, batch, strict=True):
+            verdicts[slot] = gate.check(Image.fromarray(pixels, mode="L"))
+            if verdicts[slot].accepted:
+                pictures[slot] = pixels
+    verdicts = {slot: v for part in all_gather(verdicts, team) for slot, v in part.items()}
+    pictures = {slot: p for part in gather_to_main(pictures, team) for slot, p in part.items()}
+    return verdicts, pictures
 
 
 def _seed(base: int, emotion: str, slot: int, attempt: int) -> int:

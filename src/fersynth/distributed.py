@@ -1,16 +1,21 @@
 """A team of processes under ``torchrun`` (or ``accelerate launch``): joining the process group (NCCL on
 GPUs, gloo on CPUs) and exchanging picklable results. What the team computes is the stage's business
 (data-parallel training in :mod:`fersynth.train.distributed`, shares of generation rounds in
-:mod:`fersynth.generate.quota`); only rank 0 writes.
+:mod:`fersynth.generate.quota` and :func:`fersynth.ddpm.ddpm_sample`); only rank 0 writes (:func:`variant_writer`).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
+from PIL import Image
+
+from fersynth.variant import VariantWriter
 
 
 @dataclass(frozen=True)
@@ -77,3 +82,28 @@ def gather_to_main(value: Any, state: Distributed) -> list[Any]:
     gathered: list[Any] | None = [None] * state.world_size if state.main else None
     dist.gather_object(value, gathered, dst=0, group=state.objects)
     return gathered or []
+
+
+class Discard:
+    """The variant writer of the processes other than rank 0 under ``torchrun``: they generate and gate
+    their shares of every round, rank 0 receives the accepted pictures and writes the variant."""
+
+    def __enter__(self) -> Discard:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        return None
+
+    def add(self, record: dict, image: Image.Image) -> None:
+        raise RuntimeError("only rank 0 writes the variant")
+
+    def copy(self, row: pd.Series, data: bytes) -> None:
+        return None
+
+    def commit(self, report_extra: dict | None = None) -> dict:
+        return dict(report_extra or {})
+
+
+def variant_writer(team: Distributed, out_dir: Path, **options) -> VariantWriter | Discard:
+    """``VariantWriter(out_dir, **options)`` on rank 0, :class:`Discard` on the other processes."""
+    return VariantWriter(out_dir, **options) if team.main else Discard()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from fersynth.atomic import write_json
-from fersynth.distributed import setup, teardown
+from fersynth.distributed import setup, teardown, variant_writer
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
@@ -22,7 +22,6 @@ from fersynth.generate.run import (
     ImageFormat,
     accept_into,
     generation_metrics,
-    variant_writer,
     write_attempts,
 )
 from fersynth.labels import BASIC7

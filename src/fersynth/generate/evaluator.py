@@ -19,14 +19,14 @@ from pathlib import Path
 import pandas as pd
 
 from fersynth.atomic import write_json
-from fersynth.distributed import setup, teardown
+from fersynth.distributed import setup, teardown, variant_writer
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.convert import FORMATS
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, variant_writer, write_attempts
+from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, write_attempts
 from fersynth.labels import BASIC7
 from fersynth.log import get_logger
 from fersynth.variant import Variant

@@ -10,7 +10,6 @@ import pandas as pd
 from PIL import Image
 
 from fersynth.atomic import atomic_path
-from fersynth.distributed import Distributed
 from fersynth.generate.backends import Backend, BackendConfig
 from fersynth.generate.convert import convert
 from fersynth.generate.gate import GateResult
@@ -39,31 +38,6 @@ class GenerationConfig:
     format: ImageFormat = field(default_factory=ImageFormat)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
-
-
-class Discard:
-    """The variant writer of the processes other than rank 0 under ``torchrun``: they generate and gate
-    their shares of every round, rank 0 receives the accepted pictures and writes the variant."""
-
-    def __enter__(self) -> Discard:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        return None
-
-    def add(self, record: dict, image: Image.Image) -> None:
-        raise RuntimeError("only rank 0 writes the variant")
-
-    def copy(self, row: pd.Series, data: bytes) -> None:
-        return None
-
-    def commit(self, report_extra: dict | None = None) -> dict:
-        return dict(report_extra or {})
-
-
-def variant_writer(team: Distributed, out_dir: Path, **options) -> VariantWriter | Discard:
-    """``VariantWriter(out_dir, **options)`` on rank 0, :class:`Discard` on the other processes."""
-    return VariantWriter(out_dir, **options) if team.main else Discard()
 
 
 def accept_into(writer: VariantWriter, backend: Backend, split: str, dataset: str, image_format: ImageFormat):
