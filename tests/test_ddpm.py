@@ -118,7 +118,13 @@ def test_torchrun_sampling_writes_what_one_process_writes(trained):
         "steps": 4,
         "batch_size": 3,
         "max_attempts_per_image": 3,
-        "gate": {"detector": "none", "blank_std_below": threshold, "dark_below": 0, "washed_out_above": 255, "blur_below": 0},
+        "gate": {
+            "detector": "none",
+            "blank_std_below": threshold,
+            "dark_below": 0,
+            "washed_out_above": 255,
+            "blur_below": 0,
+        },
     }
     (root / "params.yaml").write_text(yaml.safe_dump({"ddpm_sample": settings}))
     env = os.environ | {"OMP_NUM_THREADS": "1", "DVC_ROOT": str(root)}  # torchrun's thread count in both runs

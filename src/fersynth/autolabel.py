@@ -28,8 +28,8 @@ from fersynth.errors import UsageError
 from fersynth.labels import LABEL_SPACES
 from fersynth.leakage import labeler_conflicts
 from fersynth.log import get_logger, progress, summarize
-from fersynth.modeling.data import BatchLoader, decoded
-from fersynth.modeling.trained import load_trained
+from fersynth.modeling.data import decoded
+from fersynth.modeling.trained import class_probabilities, load_trained
 from fersynth.paths import CheckpointLayout, trial_dirs
 from fersynth.variant import Variant, VariantWriter
 
@@ -58,13 +58,6 @@ def check_labeler(model_dir: Path, labeled_variant: Path, params: Mapping) -> tu
 
 
 @torch.no_grad()
-def predict_probabilities(model, images: np.ndarray) -> np.ndarray:
-    model.eval()
-    loader = BatchLoader(images, np.zeros(len(images), np.int64), 256, shuffle=False)
-    parts = [torch.softmax(model(x).float(), 1) for x, _ in progress(loader, desc="autolabel", unit="batch")]
-    return torch.cat(parts).numpy() if parts else np.zeros((0, 1), np.float32)
-
-
 def targets(reference: Path | None, classes: tuple[str, ...], ratio: float) -> dict[tuple[str, int], int] | None:
     """(split, label) -> how many faces to keep; None: keep all."""
     if reference is None:
@@ -88,7 +81,7 @@ def autolabel(
     manifest = source.manifest.sort_values("key").reset_index(drop=True)
     model, train_config, classes = load_trained(Path(config.model))
     images = decoded(source, manifest, train_config.input)
-    probabilities = predict_probabilities(model, images)
+    probabilities = class_probabilities(model, images, len(classes), desc="autolabel")
     manifest["predicted"] = probabilities.argmax(1)
     manifest["confidence"] = probabilities.max(1)
     wanted = targets(Path(config.match_counts_of) if config.match_counts_of else None, classes, config.ratio)

@@ -101,18 +101,15 @@ class Predictor:
 
     def probabilities(self, image: Image.Image, faces: list[Face]) -> np.ndarray:
         """Class probabilities, one row per face, from crops prepared as in training."""
-        import torch
-
-        from fersynth.modeling.data import BatchLoader, model_input
+        from fersynth.modeling.data import model_input
+        from fersynth.modeling.trained import class_probabilities
         from fersynth.preprocess import Preprocess
 
         if not faces:
             return np.zeros((0, len(self.classes)))
         preprocess = Preprocess(self.spec.input.preprocess)
         arrays = np.stack([model_input(image.crop(face.box), self.spec.input, preprocess) for face in faces])
-        with torch.no_grad():
-            batches = BatchLoader(arrays, np.zeros(len(arrays)), 256, shuffle=False)
-            return torch.cat([torch.softmax(self.model(x), 1) for x, _ in batches]).numpy().astype(np.float64)
+        return class_probabilities(self.model, arrays, len(self.classes)).astype(np.float64)
 
     def read_picture(self, data: bytes) -> Image.Image:
         """A file's or an upload's bytes as an RGB picture, within the decoder limits; a ``ValueError``

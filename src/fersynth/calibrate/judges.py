@@ -26,8 +26,8 @@ import torch
 from fersynth.config import section
 from fersynth.errors import UsageError
 from fersynth.labels import BASIC7
-from fersynth.modeling.data import BatchLoader, InputConfig, decoded
-from fersynth.modeling.trained import load_trained
+from fersynth.modeling.data import InputConfig, decoded
+from fersynth.modeling.trained import class_probabilities, load_trained
 from fersynth.variant import Variant
 
 FER_JUDGE = "fer"
@@ -58,9 +58,7 @@ class TrainedJudge:
     @torch.no_grad()
     def probabilities(self, source: Variant, rows: pd.DataFrame) -> np.ndarray:
         images = decoded(source, rows, self.spec.input)
-        loader = BatchLoader(images, np.zeros(len(images), np.int64), self.batch_size, shuffle=False)
-        parts = [torch.softmax(self.model(x).float(), 1) for x, _ in loader]
-        own = torch.cat(parts).numpy() if parts else np.zeros((0, len(self.order)), np.float32)
+        own = class_probabilities(self.model, images, len(self.order), self.batch_size)
         return own[:, self.order]
 
 
