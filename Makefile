@@ -58,12 +58,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_training.py
 
 # A tracking server for parallel (`dvc queue start -j N`) and team runs: PostgreSQL (Debian's package, installed
-# when missing and we are root; else sqlite, said in one line) behind `mlflow server` on 127.0.0.1, state in
-# .mlflow-server/. Export the MLFLOW_TRACKING_URI line it prints where DVC runs; Ctrl-C or
+# when missing and we are root: --install-postgres; else sqlite, said in one line) behind `mlflow server` on
+# 127.0.0.1, state in .mlflow-server/. Export the MLFLOW_TRACKING_URI line it prints where DVC runs; Ctrl-C or
 # `fersynth mlflow-server stop` stops both.
 MLFLOW_PORT ?= 5000
 mlflow-server: $(STAMP)
-	$(BIN)/fersynth mlflow-server start --port $(MLFLOW_PORT)
+	$(BIN)/fersynth mlflow-server start --port $(MLFLOW_PORT) --install-postgres
 
 clean-venv:
 	rm -rf $(VENV)

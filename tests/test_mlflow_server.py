@@ -4,10 +4,12 @@ metrics and models to it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,8 +22,11 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
+from filelock import FileLock
 
-from fersynth import mlflow_server, tracking
+from fersynth import mlflow_server, postgres, tracking
+from fersynth.cli import main
 from fersynth.ingest import ingest
 from fersynth.paths import MlflowServerLayout, original_variant
 
@@ -58,15 +63,16 @@ def _run(args, cwd, env) -> str:
 
 @pytest.fixture(scope="module")
 def served():
-    """A server on a free port, PostgreSQL-backed where PostgreSQL can be had (installed with apt-get when
-    missing and root), else on sqlite, which the test says. Its folder is outside pytest's private tmp
-    tree: PostgreSQL runs as an unprivileged user, who must reach it."""
+    """A server on a free port, PostgreSQL-backed where PostgreSQL's programs are installed (never installed
+    here: that is `--install-postgres`, `make mlflow-server` or .ci/run), else on sqlite, which the test says.
+    Its folder is outside pytest's private tmp tree: PostgreSQL runs as an unprivileged user, who must reach it."""
+    backend = "postgresql" if postgres.postgres_bindir() is not None else "sqlite"
+    if backend == "sqlite":
+        warnings.warn("PostgreSQL's programs are not installed: the server runs on sqlite", stacklevel=1)
     root = Path(tempfile.mkdtemp(prefix="fersynth-mlflow-server-"))
     root.chmod(0o755)
     try:
-        with mlflow_server.serve(root, port=0) as running:
-            if running.backend != "postgresql":
-                warnings.warn(f"PostgreSQL unavailable ({running.note}): the server runs on sqlite", stacklevel=1)
+        with mlflow_server.serve(root, port=0, backend=backend) as running:
             yield running, root
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -142,6 +148,9 @@ def test_two_queued_experiments_log_runs_params_metrics_and_models_to_the_server
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # the server stores them
     runs = {run.data.tags["dvc.exp_name"]: run for run in client.search_runs([experiment.experiment_id])}
     assert sorted(runs) == sorted(EXPERIMENTS)
+    first, second = (run.info for run in runs.values())
+    # both ran at once (the parallel path, two clients of the server), not one after the other
+    assert first.start_time < second.end_time and second.start_time < first.end_time, (first, second)
     for name, values in EXPERIMENTS.items():
         run = runs[name]
         assert run.info.run_name == f"{name}:tiny" and run.info.status == "FINISHED"
@@ -176,17 +185,17 @@ def test_two_queued_experiments_log_runs_params_metrics_and_models_to_the_server
 
 @pytest.mark.slow
 def test_without_postgresql_the_same_server_runs_on_sqlite_and_says_so(tmp_path, monkeypatch, caplog):
-    def cannot_install(log_path):
-        raise mlflow_server.PostgresUnavailable("its programs are not installed (no apt-get here)")
+    def no_install(log_path):
+        raise AssertionError("installed PostgreSQL without --install-postgres")
 
-    monkeypatch.setattr(mlflow_server, "postgres_bindir", lambda: None)
-    monkeypatch.setattr(mlflow_server, "install_postgres", cannot_install)
+    monkeypatch.setattr(postgres, "postgres_bindir", lambda: None)
+    monkeypatch.setattr(postgres, "install_postgres", no_install)
     root = tmp_path / "server"
     server = mlflow_server.start(root, port=0)
     try:
-        assert server.backend == "sqlite" and "no apt-get here" in server.note
-        assert "PostgreSQL unavailable (its programs are not installed (no apt-get here))" in caplog.text
-        with pytest.raises(mlflow_server.ServerError, match="already running"):
+        assert server.backend == "sqlite" and "its programs are not installed" in server.note
+        assert "PostgreSQL unavailable (its programs are not installed" in caplog.text
+        with pytest.raises(mlflow_server.ServerError, match=f"already running.*stop --dir {root}"):
             mlflow_server.start(root, port=0)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
         monkeypatch.setenv("DVC_ROOT", str(tmp_path))
@@ -197,17 +206,147 @@ def test_without_postgresql_the_same_server_runs_on_sqlite_and_says_so(tmp_path,
         assert logged.data.params == {"lr": "0.5"} and logged.data.metrics == {"val_accuracy": 0.75}
         assert json.loads((next(MlflowServerLayout(root).artifacts.rglob("note.json"))).read_text()) == {"kept": True}
         assert (root / "mlflow.db").is_file() and not (tmp_path / "mlflow.db").exists()
+        # `mlflow server` killed on its own: its uvicorn workers are still its group, which stop ends
+        os.kill(server.pid, signal.SIGKILL)
     finally:
         assert mlflow_server.stop(root)
+    assert not _living(server.pid)
     assert not MlflowServerLayout(root).state.exists() and not mlflow_server.stop(root)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{server.uri}/health", timeout=2)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or mlflow_server.postgres_bindir() is None, reason="as root, with PostgreSQL")
+def _reaches(user: str, folder: Path) -> bool:
+    return subprocess.run(["test", "-x", str(folder)], **postgres.as_user(user)).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or postgres.postgres_bindir() is None, reason="as root, with PostgreSQL")
 def test_postgresql_refuses_a_folder_its_user_cannot_reach(tmp_path):
-    # pytest's tmp tree is private to root: the unprivileged user PostgreSQL runs as cannot enter it
+    user = postgres.service_user()
+    if _reaches(user, tmp_path):
+        pytest.skip(f"{user} can enter {tmp_path}: nothing to refuse")
     layout = MlflowServerLayout(tmp_path / "server")
-    with pytest.raises(mlflow_server.PostgresUnavailable, match="cannot reach"):
-        mlflow_server.init_postgres(layout, mlflow_server.postgres_bindir(), mlflow_server.service_user())
+    with pytest.raises(mlflow_server.ServerError, match="cannot reach"):
+        postgres.init_postgres(layout, postgres.postgres_bindir(), user)
     assert not layout.postgres_data.exists()
+
+
+def test_stop_when_nothing_runs(tmp_path):
+    assert not mlflow_server.stop(tmp_path / "never-started")
+    assert not mlflow_server.stop(tmp_path)
+    assert not (tmp_path / "never-started").exists()
+
+
+def _fake_server_group(root: Path) -> subprocess.Popen:
+    """A process group like the server's: a leader and a worker, in the server's folder."""
+    leader = subprocess.Popen(["sh", "-c", "sleep 60 & wait"], cwd=root, start_new_session=True)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(_living(leader.pid)) < 2:
+        time.sleep(0.02)
+    return leader
+
+
+def _living(pgid: int) -> list[int]:
+    return [pid for pid, state in mlflow_server._group_members(pgid).items() if state != "Z"]
+
+
+def _write_state(root: Path, pid: int) -> None:
+    server = mlflow_server.Server("http://127.0.0.1:9", "sqlite", "sqlite:///x", pid)
+    (root / "server.json").write_text(json.dumps(dataclasses.asdict(server)))
+
+
+def test_a_killed_leader_leaves_its_group_which_start_refuses_and_stop_ends(tmp_path):
+    root = tmp_path.resolve()
+    leader = _fake_server_group(root)
+    _write_state(root, leader.pid)
+    leader.kill()
+    leader.wait()
+    assert _living(leader.pid)  # its worker still runs
+    with pytest.raises(mlflow_server.ServerError, match=f"already running at .* --dir {root}"):
+        mlflow_server.start(root, port=0, backend="sqlite")
+    assert mlflow_server.stop(root)
+    assert not _living(leader.pid) and not (root / "server.json").exists()
+
+
+def test_start_cleans_the_state_of_a_server_group_killed_whole(tmp_path, monkeypatch):
+    root = tmp_path.resolve()
+    leader = _fake_server_group(root)
+    _write_state(root, leader.pid)
+    os.killpg(leader.pid, signal.SIGKILL)
+    leader.wait()
+
+    def started(*args):
+        assert not (root / "server.json").exists()  # the stale state is gone before anything starts
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlflow_server, "start_mlflow", started)
+    with pytest.raises(KeyboardInterrupt):
+        mlflow_server.start(root, port=0, backend="sqlite")
+    assert not (root / "server.json").exists()
+
+
+def test_a_start_beside_another_start_or_stop_is_refused(tmp_path):
+    with FileLock(MlflowServerLayout(tmp_path).lock):
+        with pytest.raises(mlflow_server.ServerError, match="another `fersynth mlflow-server start` or `stop`"):
+            mlflow_server.start(tmp_path, port=0, backend="sqlite")
+    assert not (tmp_path / "server.json").exists()
+
+
+def test_auto_falls_back_to_sqlite_only_where_postgresql_is_missing(tmp_path, monkeypatch):
+    def broken(layout, install):
+        raise mlflow_server.ServerError("pg_ctl start failed: interrupted")
+
+    monkeypatch.setattr(mlflow_server, "prepare_postgres", broken)
+    with pytest.raises(mlflow_server.ServerError, match="pg_ctl start failed"):
+        mlflow_server.start(tmp_path, port=0)
+    assert not (tmp_path / "server.json").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_truncated_state_is_a_one_line_error(tmp_path):
+    (tmp_path / "server.json").write_text('{"uri": "http://127.0')
+    for act in (mlflow_server.stop, lambda root: mlflow_server.start(root, port=0, backend="sqlite")):
+        with pytest.raises(mlflow_server.ServerError, match="is not a server's state.*delete it"):
+            act(tmp_path)
+
+
+def test_the_password_file_is_private_and_the_folders_reachable_whatever_the_umask(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(postgres.Postgres, "run", lambda self, tool, *args: ran.append(tool) or _done())
+    layout = MlflowServerLayout(tmp_path / "a" / "server")
+    old = os.umask(0o077)
+    try:
+        postgres.make_dirs(layout.root)
+        postgres.init_postgres(layout, Path("/nonexistent"), None)
+    finally:
+        os.umask(old)
+    assert ran == ["initdb"]
+    assert layout.postgres_password.stat().st_mode & 0o777 == 0o600
+    assert re.fullmatch(r"\*:\*:\*:mlflow:\S+\n", layout.postgres_password.read_text())
+    assert not layout.postgres_initdb_password.exists()
+    for folder in (tmp_path / "a", layout.root, layout.postgres_dir, layout.postgres_socket_dir):
+        assert folder.stat().st_mode & 0o777 == 0o755, folder
+
+
+def _done() -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess([], 0, "", "")
+
+
+def test_a_bad_dir_is_a_one_line_cli_error():
+    result = CliRunner().invoke(main, ["mlflow-server", "start", "--dir", "/proc/nope", "--backend", "sqlite"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fersynth mlflow-server: error: /proc/nope:"), result.output
+
+
+def test_postgres_stop_falls_back_to_sigint_where_pg_ctl_refuses(tmp_path, monkeypatch, caplog):
+    postmaster = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (tmp_path / "postmaster.pid").write_text(f"{postmaster.pid}\n{tmp_path}\n")
+    refused = subprocess.CompletedProcess([], 1, "", "pg_ctl: cannot be run as root\nPlease log in as the owner\n")
+    monkeypatch.setattr(postgres.Postgres, "run", lambda self, tool, *args: refused)
+    monkeypatch.setattr(postgres.Postgres, "postmaster_pid", lambda self: None if postmaster.poll() else postmaster.pid)
+    try:
+        postgres.Postgres("/nonexistent", str(tmp_path), None, 0).stop()
+        assert postmaster.wait(timeout=5) != 0  # ended by SIGINT
+    finally:
+        postmaster.kill()
+    assert "pg_ctl stop failed (pg_ctl: cannot be run as root Please log in as the owner)" in caplog.text

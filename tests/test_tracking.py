@@ -5,6 +5,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -155,6 +156,27 @@ def test_a_tracking_server_decides_where_artifacts_go():
         tracking.experiment_artifact_location("sqlite:////r/mlflow.db", "fersynth")
         == "fersynth-repo:/mlartifacts/fersynth"
     )
+    # any other store decides too: only the repository's own kind of database keeps them in the repository
+    for uri in ("postgresql://u@127.0.0.1/mlflow", "mysql://u@db/mlflow", "file:///tmp/mlruns"):
+        assert tracking.experiment_artifact_location(uri, "fersynth") is None, uri
+
+
+@pytest.mark.parametrize("answer", ["refused", "silent"])
+def test_a_dead_tracking_server_is_a_one_line_error_within_seconds(repo, monkeypatch, answer):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        if answer == "silent":
+            listener.listen()  # connections are accepted by the kernel, and never answered
+        uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        started = time.monotonic()
+        with pytest.raises(tracking.TrackingServerUnreachable) as raised:
+            with tracking.start_run("train"):
+                pass
+        assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert "\n" not in message and uri in message
+    assert "fersynth mlflow-server start" in message and "unset MLFLOW_TRACKING_URI" in message
 
 
 def test_the_tracking_database_and_its_artifacts_move_with_the_repository(store, tmp_path, monkeypatch):

@@ -605,7 +605,12 @@ def mlflow_server_group() -> None:
     type=click.Choice(["auto", "postgresql", "sqlite"]),
     default="auto",
     show_default=True,
-    help="The store: auto = PostgreSQL (as root, Debian's package is installed when missing), else sqlite.",
+    help="The store: auto = PostgreSQL, or sqlite where PostgreSQL's programs are not installed.",
+)
+@click.option(
+    "--install-postgres",
+    is_flag=True,
+    help="Where PostgreSQL's programs are missing, install Debian's postgresql package first (root, apt-get).",
 )
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Server worker processes.")
 @click.option(
@@ -616,12 +621,16 @@ def mlflow_server_group() -> None:
     help="Folder of the database, artifacts and logs [default: .mlflow-server/ under the project root].",
 )
 @click.option("--detach", is_flag=True, help="Return once it answers; `fersynth mlflow-server stop` stops it.")
-def mlflow_server_start(port: int, backend: str, workers: int, root: Path | None, detach: bool) -> None:
+def mlflow_server_start(
+    port: int, backend: str, install_postgres: bool, workers: int, root: Path | None, detach: bool
+) -> None:
     """Start the server and print the `export MLFLOW_TRACKING_URI=...` line for its clients; it runs until
     Ctrl-C or `fersynth mlflow-server stop`, which stop it and its database."""
     from fersynth.mlflow_server import start, wait_then_stop
 
-    server = start(root, port, backend, workers)
+    if install_postgres and backend == "sqlite":
+        raise click.UsageError("--install-postgres installs PostgreSQL, which --backend sqlite does not use")
+    server = start(root, port, backend, workers, install_postgres=install_postgres)
     click.echo(f"export MLFLOW_TRACKING_URI={server.uri}")
     if not detach:
         sys.exit(wait_then_stop(server, root))

@@ -1,11 +1,11 @@
 """A local MLflow tracking server for parallel and team runs: ``make mlflow-server`` (``fersynth mlflow-server``).
 
-It starts PostgreSQL (a cluster of its own under ``.mlflow-server/pg``, listening on 127.0.0.1 and on a socket in
-that folder; as root, run by an unprivileged user, since PostgreSQL refuses root) and ``mlflow server`` on
-127.0.0.1 with that database as its store and ``.mlflow-server/artifacts`` as the destination of the artifacts it
-proxies. Clients log to it with ``MLFLOW_TRACKING_URI=http://127.0.0.1:<port>`` (:mod:`fersynth.tracking`).
-Without PostgreSQL's programs, as root with apt-get, Debian's ``postgresql`` package is installed; where that
-fails too, the same server keeps its runs in ``.mlflow-server/mlflow.db`` (sqlite) and says so in one line.
+It starts PostgreSQL (:mod:`fersynth.postgres`, a cluster of its own under ``.mlflow-server/pg``) and ``mlflow
+server`` on 127.0.0.1 with that database as its store and ``.mlflow-server/artifacts`` as the destination of the
+artifacts it proxies. Clients log to it with ``MLFLOW_TRACKING_URI=http://127.0.0.1:<port>``
+(:mod:`fersynth.tracking`). Where PostgreSQL's programs are not installed (``--install-postgres``: as root,
+apt-get installs Debian's package), the same server keeps its runs in ``.mlflow-server/mlflow.db`` (sqlite) and
+says so in one line; any other PostgreSQL failure is an error.
 
 >>> with serve(port=0) as server:  # doctest: +SKIP
 ...     os.environ["MLFLOW_TRACKING_URI"] = server.uri
@@ -14,70 +14,52 @@ fails too, the same server keeps its runs in ``.mlflow-server/mlflow.db`` (sqlit
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
-import pwd
-import secrets
-import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from fersynth.atomic import pid_alive, write_json
-from fersynth.errors import FersynthError
+from filelock import FileLock, Timeout
+
+from fersynth.atomic import write_json
 from fersynth.log import get_logger
 from fersynth.paths import MlflowServerLayout, mlflow_server_dir
+from fersynth.postgres import (
+    Postgres,
+    PostgresMissing,
+    ServerError,
+    free_port,
+    make_dirs,
+    one_line,
+    prepare_postgres,
+    start_postgres,
+)
+
+__all__ = ["BACKENDS", "DEFAULT_PORT", "Server", "ServerError", "serve", "start", "stop", "wait_then_stop"]
 
 DEFAULT_PORT = 5000
 BACKENDS = ("auto", "postgresql", "sqlite")
-DATABASE = "mlflow"  # the database, and the role that owns it
-SERVICE_USERS = ("postgres", "nobody")  # who runs PostgreSQL when we are root, first that exists
 START_TIMEOUT_S = 180  # mlflow server: imports and the first schema migration (~12 s on 2 cores)
-SOCKET_PATH_MAX = 107  # sun_path; PostgreSQL refuses a longer socket path
-INSTALL_TIMEOUT_S = 900
+STOP_LOCK_TIMEOUT_S = START_TIMEOUT_S + 120  # a `stop` beside a `start`: waits until the start is done
 
 logger = get_logger(__name__)
 
 
-class ServerError(FersynthError):
-    """The server cannot start as asked: already running, port taken, PostgreSQL required but unavailable."""
-
-
-class PostgresUnavailable(Exception):
-    """PostgreSQL cannot be used here; the message says why."""
-
-
-@dataclass(frozen=True)
-class Postgres:
-    """A project-local PostgreSQL cluster, run by ``user`` (None: by us)."""
-
-    bindir: str
-    data: str
-    user: str | None
-    port: int
-
-    def run(self, tool: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(Path(self.bindir) / tool), *args], **as_user(self.user), capture_output=True, text=True, **kwargs
-        )
-
-    def stop(self) -> None:
-        if (Path(self.data) / "postmaster.pid").exists():
-            self.run("pg_ctl", "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop")
-
-
 @dataclass(frozen=True)
 class Server:
-    """A running server: its URI, its store, the pid of ``mlflow server`` and, when it uses one, its
-    PostgreSQL; ``note`` says why it uses sqlite where PostgreSQL was wanted."""
+    """A running server: its URI, its store, the pid of ``mlflow server`` (the leader of its process group:
+    its uvicorn workers outlive it when it is killed) and, when it uses one, its PostgreSQL; ``note`` says why
+    it uses sqlite where PostgreSQL was wanted."""
 
     uri: str
     backend: str  # postgresql | sqlite
@@ -88,158 +70,62 @@ class Server:
 
     @classmethod
     def read(cls, path: Path) -> Server:
-        values = json.loads(Path(path).read_text())
-        postgres = values.pop("postgres")
-        return cls(**values, postgres=Postgres(**postgres) if postgres else None)
-
-
-# PostgreSQL -------------------------------------------------------------------------------------------
-def postgres_bindir() -> Path | None:
-    """The folder of ``initdb``, ``pg_ctl`` and ``postgres``: on PATH, else Debian's newest
-    ``/usr/lib/postgresql/<version>/bin``; None when they are not installed."""
-    on_path = shutil.which("initdb")
-    candidates = [Path(on_path).parent] if on_path else []
-    debian = Path("/usr/lib/postgresql").glob("*/bin")
-    candidates += sorted(debian, key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
-    tools = ("initdb", "pg_ctl", "postgres")
-    return next((c for c in candidates if all(os.access(c / t, os.X_OK) for t in tools)), None)
-
-
-def install_postgres(log_path: Path) -> None:
-    """``apt-get install postgresql`` (Debian's package), quietly, into ``log_path``; raises
-    :class:`PostgresUnavailable` saying why it cannot."""
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
-        raise PostgresUnavailable("its programs are not installed (as root: apt-get install postgresql)")
-    logger.info("installing Debian's postgresql package (apt-get, log in %s)", log_path)
-    env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    with open(log_path, "a") as log:
-        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "postgresql"]):
-            try:
-                done = subprocess.run(command, stdout=log, stderr=log, env=env, timeout=INSTALL_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                raise PostgresUnavailable(f"`{' '.join(command)}` took over {INSTALL_TIMEOUT_S} s") from None
-            if done.returncode != 0:
-                raise PostgresUnavailable(f"`{' '.join(command)}` failed (exit {done.returncode}, see {log_path})")
-
-
-def service_user() -> str | None:
-    """Who runs PostgreSQL: None (ourselves) unless we are root, else the first of :data:`SERVICE_USERS`."""
-    if os.geteuid() != 0:
-        return None
-    for name in SERVICE_USERS:
         try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    raise PostgresUnavailable(f"we are root and none of the users {', '.join(SERVICE_USERS)} exists to run it")
+            values = json.loads(Path(path).read_text())
+            postgres = values.pop("postgres")
+            return cls(**values, postgres=Postgres(**postgres) if postgres else None)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ServerError(
+                f"{path} is not a server's state ({one_line(error, 120)}): if no server runs there, delete it"
+            ) from None
 
 
-def as_user(name: str | None) -> dict:
-    """``subprocess`` arguments that run a command as user ``name`` (None: as ourselves)."""
-    if name is None:
-        return {}
-    entry = pwd.getpwnam(name)
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "cwd": "/"}
+@contextmanager
+def _user_errors(layout: MlflowServerLayout) -> Iterator[None]:
+    """Errors of the folder, its files and the database as :class:`ServerError` (one line, no traceback)."""
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        raise ServerError(f"{layout.root}: {type(error).__name__}: {one_line(error)}") from error
+    except Exception as error:
+        if not type(error).__module__.startswith("psycopg2"):
+            raise
+        raise ServerError(f"PostgreSQL: {one_line(error)}") from error
 
 
-def init_postgres(layout: MlflowServerLayout, bindir: Path, user: str | None) -> None:
-    """Create the cluster once, with a role :data:`DATABASE` whose random password only we can read
-    (``layout.postgres_password``, libpq's password file)."""
-    folder = layout.postgres_dir
-    for directory in (folder, layout.postgres_socket_dir):
-        directory.mkdir(parents=True, exist_ok=True)
-        if user is not None:
-            shutil.chown(directory, user, pwd.getpwnam(user).pw_gid)
-    if user is not None and subprocess.run(["test", "-w", str(folder)], **as_user(user)).returncode != 0:
-        raise PostgresUnavailable(f"user {user} cannot reach {folder} (a parent folder is private): use --dir")
-    if (layout.postgres_data / "PG_VERSION").exists():
+@contextmanager
+def _folder_lock(layout: MlflowServerLayout, timeout: float) -> Iterator[None]:
+    """One ``start`` or ``stop`` at a time on a folder (two starts would run two servers)."""
+    try:
+        with FileLock(layout.lock, timeout=timeout):
+            yield
+    except Timeout:
+        raise ServerError(
+            f"another `fersynth mlflow-server start` or `stop` is at work on {layout.root} (lock: {layout.lock})"
+        ) from None
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """A second Ctrl-C while stopping would leave PostgreSQL running with nothing naming it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    password = secrets.token_urlsafe(24)
-    layout.postgres_password.touch(mode=0o600)
-    layout.postgres_password.write_text(f"*:*:*:{DATABASE}:{password}\n")
-    password_file = folder / "initdb-password"
-    password_file.touch(mode=0o600)
-    password_file.write_text(password + "\n")
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        if user is not None:
-            shutil.chown(password_file, user)
-        cluster = Postgres(str(bindir), str(layout.postgres_data), user, 0)
-        args = ("-D", cluster.data, "-U", DATABASE, "-A", "scram-sha-256", "-E", "UTF8", "--pwfile", str(password_file))
-        done = cluster.run("initdb", *args)
+        yield
     finally:
-        password_file.unlink(missing_ok=True)
-    if done.returncode != 0:
-        raise PostgresUnavailable(f"initdb failed: {done.stderr.strip()[-500:]}")
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
 
 
-def start_postgres(layout: MlflowServerLayout, bindir: Path, user: str | None) -> tuple[Postgres, str]:
-    """Start the cluster on a free loopback port, create the database if needed; returns it and the
-    SQLAlchemy URI of the database (the password comes from ``PGPASSFILE``)."""
-    init_postgres(layout, bindir, user)
-    cluster = Postgres(str(bindir), str(layout.postgres_data), user, free_port())
-    cluster.stop()  # one a killed server left running (its port is unknown now)
-    socket_dir = layout.postgres_socket_dir
-    # a socket path past sun_path's length makes PostgreSQL refuse to start: then TCP only
-    sockets = str(socket_dir) if len(f"{socket_dir}/.s.PGSQL.{cluster.port}") <= SOCKET_PATH_MAX else ""
-    options = f"-c listen_addresses=127.0.0.1 -p {cluster.port} -k {shlex.quote(sockets)}"
-    done = cluster.run(
-        "pg_ctl", "-D", cluster.data, "-l", str(layout.postgres_log), "-w", "-t", "60", "-o", options, "start"
-    )
-    if done.returncode != 0:
-        log = layout.postgres_log.read_text(errors="replace")[-800:] if layout.postgres_log.exists() else ""
-        raise PostgresUnavailable(f"pg_ctl start failed: {done.stderr.strip()[-300:]} {log}")
-    try:
-        _create_database(cluster.port, layout.postgres_password)
-    except Exception:
-        cluster.stop()
-        raise
-    logger.info("PostgreSQL %s on 127.0.0.1:%d (user %s, socket %s)", bindir, cluster.port, user, sockets or "none")
-    return cluster, f"postgresql+psycopg2://{DATABASE}@127.0.0.1:{cluster.port}/{DATABASE}"
-
-
-def _create_database(port: int, password_file: Path) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(
-        host="127.0.0.1", port=port, user=DATABASE, dbname="postgres", passfile=str(password_file)
-    )
-    try:
-        connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-            if cursor.fetchone() is None:
-                cursor.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        connection.close()
-
-
-def postgres_store(layout: MlflowServerLayout) -> tuple[Postgres, str]:
-    """A started PostgreSQL and its URI, installing Debian's package first where that is needed and
-    possible; raises :class:`PostgresUnavailable`."""
-    try:
-        import psycopg2  # noqa: F401  (mlflow server's driver for it)
-    except ImportError:
-        raise PostgresUnavailable("psycopg2 is not installed (requirements.lock: psycopg2-binary)") from None
-    bindir = postgres_bindir()
-    if bindir is None:
-        install_postgres(layout.root / "apt-get.log")
-        bindir = postgres_bindir()
-    if bindir is None:
-        raise PostgresUnavailable("apt-get installed postgresql, but initdb, pg_ctl and postgres are not found")
-    return start_postgres(layout, bindir, service_user())
+def _layout(root: Path | None) -> MlflowServerLayout:
+    return MlflowServerLayout(Path(root or mlflow_server_dir()).resolve())
 
 
 # mlflow server ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_mlflow(layout: MlflowServerLayout, backend_uri: str, port: int, workers: int) -> subprocess.Popen:
     """``mlflow server`` in a session of its own (we stop it, after its requests, before its database)."""
-    layout.artifacts.mkdir(parents=True, exist_ok=True)
+    make_dirs(layout.artifacts)
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri]
     command += ["--artifacts-destination", str(layout.artifacts), "--serve-artifacts"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
@@ -256,10 +142,12 @@ def start_mlflow(layout: MlflowServerLayout, backend_uri: str, port: int, worker
 
 def wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout
+    offset = log.stat().st_size if log.exists() else 0
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-1500:]
-            raise ServerError(f"mlflow server exited with status {process.returncode}: {tail}")
+            if "address already in use" in log.read_text(errors="replace")[offset:].lower():
+                raise ServerError(f"{uri} is taken (by a process that is not listening yet): choose another --port")
+            raise ServerError(f"mlflow server exited with status {process.returncode}: {_why_it_ended(log, offset)}")
         try:
             with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
                 if answer.status == 200:
@@ -270,104 +158,184 @@ def wait_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float 
     raise ServerError(f"mlflow server did not answer {uri}/health within {timeout:.0f} s (log: {log})")
 
 
-def _is_mlflow_server(pid: int) -> bool:
-    try:
-        return pid_alive(pid) and b"mlflow" in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+def _why_it_ended(log: Path, offset: int) -> str:
+    """The last error line this start wrote to the server's log, and where the log is."""
+    with contextlib.suppress(OSError), open(log, "rb") as file:
+        file.seek(offset)
+        lines = [line.strip() for line in file.read().decode(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line or "error" in line] or lines
+        if errors:
+            return f"{one_line(errors[-1], 200)} (log: {log})"
+    return f"see {log}"
+
+
+def _group_members(pgid: int) -> dict[int, str]:
+    """pid -> state letter of each process of group ``pgid``, from ``/proc/<pid>/stat``."""
+    members = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                members[int(stat.parent.name)] = fields[0]
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` (the server's session: mlflow server, its uvicorn workers) lives;
+    zombies do not count (an init that does not reap would keep them for ever)."""
+    if pgid <= 0 or pgid == os.getpgrp():
         return False
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pgid, os.WNOHANG)  # a server we started ourselves is our child: reap it, or it stays a zombie
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(state != "Z" for state in _group_members(pgid).values())
 
 
-def start(root: Path | None = None, port: int = DEFAULT_PORT, backend: str = "auto", workers: int = 2) -> Server:
-    """Start the server (``port`` 0: a free one) with its state under ``root`` (default ``.mlflow-server/``);
-    ``backend``: auto (PostgreSQL, else sqlite), postgresql or sqlite. Stop it with :func:`stop`."""
-    if backend not in BACKENDS:
-        raise ServerError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    layout = MlflowServerLayout(Path(root or mlflow_server_dir()).resolve())
-    if layout.state.exists():
-        running = Server.read(layout.state)
-        if _is_mlflow_server(running.pid):
-            raise ServerError(f"already running at {running.uri} (fersynth mlflow-server stop)")
-        stop(layout.root)  # what a killed server left: its PostgreSQL may still run
-    port = port or free_port()
+def _is_server_group(pgid: int, layout: MlflowServerLayout) -> bool:
+    """Whether group ``pgid`` lives and is the server's: one of its processes works in the server's folder
+    (``mlflow server`` starts there, its workers inherit it), so a pid the system gave again is left alone."""
+    if not _group_alive(pgid):
+        return False
+    for pid, state in _group_members(pgid).items():
+        try:
+            if state != "Z" and Path(os.readlink(f"/proc/{pid}/cwd")).resolve() == layout.root:
+                return True
+        except PermissionError:
+            return True  # another user's process of that group: not ours to judge, `stop` will say
+        except OSError:
+            continue
+    return False
+
+
+def _terminate_group(pgid: int, grace_s: float = 20) -> None:
+    """SIGTERM to the server's process group, SIGKILL to what is left after ``grace_s``; returns once the
+    whole group is gone, so the database sees no client when it stops."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _group_alive(pgid):
+        time.sleep(0.1)
+    if _group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+        deadline = time.monotonic() + 5  # bounded: a zombie nobody reaps stays in its group
+        while time.monotonic() < deadline and _group_alive(pgid):
+            time.sleep(0.1)
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
+def _port_taken(port: int) -> bool:
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", port)) == 0:
-            raise ServerError(f"port {port} on 127.0.0.1 is taken: choose another with --port")
-    layout.root.mkdir(parents=True, exist_ok=True)
-    postgres, note = None, None
-    if backend != "sqlite":
+            return True
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: TIME_WAIT does not count
         try:
-            postgres, backend_uri = postgres_store(layout)
-        except PostgresUnavailable as error:
-            if backend == "postgresql":
-                raise ServerError(f"PostgreSQL unavailable: {error}") from None
-            note = str(error)
-            logger.warning("PostgreSQL unavailable (%s): the server keeps its runs in sqlite instead", note)
-    if postgres is None:
-        backend_uri = f"sqlite:///{layout.sqlite_db}"
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            return error.errno == errno.EADDRINUSE
+    return False
+
+
+def start(
+    root: Path | None = None,
+    port: int = DEFAULT_PORT,
+    backend: str = "auto",
+    workers: int = 2,
+    install_postgres: bool = False,
+) -> Server:
+    """Start the server (``port`` 0: a free one) with its state under ``root`` (default ``.mlflow-server/``);
+    ``backend``: auto (PostgreSQL, else sqlite where its programs are missing), postgresql or sqlite;
+    ``install_postgres``: as root, apt-get installs them where missing. Stop it with :func:`stop`."""
+    if backend not in BACKENDS:
+        raise ServerError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    layout = _layout(root)
+    with _user_errors(layout):
+        make_dirs(layout.root)
+        with _folder_lock(layout, timeout=0):
+            return _start(layout, port, backend, workers, install_postgres)
+
+
+def _start(layout: MlflowServerLayout, port: int, backend: str, workers: int, install: bool) -> Server:
+    if layout.state.exists():
+        running = Server.read(layout.state)
+        if _is_server_group(running.pid, layout):
+            raise ServerError(f"already running at {running.uri} (fersynth mlflow-server stop --dir {layout.root})")
+        _stop(layout, running)  # what a killed server left: its PostgreSQL may still run
+    port = port or free_port()
+    if _port_taken(port):
+        raise ServerError(f"port {port} on 127.0.0.1 is taken: choose another with --port")
     uri = f"http://127.0.0.1:{port}"
-    server = Server(uri, "postgresql" if postgres else "sqlite", backend_uri, 0, postgres, note)
-    write_json(layout.state, asdict(server))  # before mlflow starts: `stop` also stops a half-started one
-    process = start_mlflow(layout, backend_uri, port, workers)
-    server = Server(uri, server.backend, backend_uri, process.pid, postgres, note)
-    write_json(layout.state, asdict(server))
+    server, process = Server(uri, "sqlite", f"sqlite:///{layout.sqlite_db}", 0), None
     try:
+        if backend != "sqlite":
+            server = _with_postgres(layout, server, backend, install)
+        process = start_mlflow(layout, server.backend_uri, port, workers)
+        server = Server(uri, server.backend, server.backend_uri, process.pid, server.postgres, server.note)
+        write_json(layout.state, asdict(server))
         wait_healthy(uri, process, layout.server_log)
     except BaseException:
-        stop(layout.root)
+        # Ctrl-C or an error half-way: stop what was started (PostgreSQL, the server), then tell
+        started = Server.read(layout.state) if layout.state.exists() else server
+        _stop(layout, replace(started, pid=process.pid) if process is not None else started)
         raise
     logger.info("mlflow server at %s: store %s, artifacts %s", uri, server.backend, layout.artifacts)
     return server
 
 
-def stop(root: Path | None = None) -> bool:
-    """Stop the server whose state is under ``root`` (``mlflow server`` first, then its PostgreSQL); False
-    when nothing was running there."""
-    layout = MlflowServerLayout(Path(root or mlflow_server_dir()).resolve())
-    if not layout.state.exists():
-        return False
-    server = Server.read(layout.state)
-    # first: a foreground `start` whose server ends now knows it was stopped, not that it died
-    layout.state.unlink(missing_ok=True)
-    if server.pid and _is_mlflow_server(server.pid):
-        _terminate_group(server.pid)
-    if server.postgres is not None:
-        server.postgres.stop()
-    return True
-
-
-def _terminate_group(pid: int, grace_s: float = 20) -> None:
-    """SIGTERM to the server's session (mlflow server and its uvicorn workers), SIGKILL to what is left after
-    ``grace_s``; returns once the whole session is gone, so the database sees no client when it stops."""
-    _signal_group(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _group_alive(pid):
-        time.sleep(0.1)
-    if _group_alive(pid):
-        _signal_group(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5  # bounded: a zombie nobody reaps stays in its group
-        while time.monotonic() < deadline and _group_alive(pid):
-            time.sleep(0.1)
-
-
-def _group_alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # a server we started ourselves is our child: reap it, or it stays a zombie
+def _with_postgres(layout: MlflowServerLayout, server: Server, backend: str, install: bool) -> Server:
+    """``server`` on a started PostgreSQL; on sqlite with a note where ``backend`` is auto and PostgreSQL is
+    not installed."""
     try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
+        cluster = prepare_postgres(layout, install)
+    except PostgresMissing as error:
+        if backend == "postgresql":
+            raise ServerError(f"PostgreSQL unavailable: {error}") from None
+        logger.warning("PostgreSQL unavailable (%s): the server keeps its runs in sqlite instead", error)
+        return Server(server.uri, "sqlite", server.backend_uri, 0, None, str(error))
+    # named before pg_ctl starts it: a start interrupted from here on, or killed, is stopped by `stop`
+    server = Server(server.uri, "postgresql", "", 0, cluster)
+    write_json(layout.state, asdict(server))
+    backend_uri = start_postgres(cluster, layout)
+    return Server(server.uri, "postgresql", backend_uri, 0, cluster)
+
+
+def stop(root: Path | None = None) -> bool:
+    """Stop the server whose state is under ``root`` (its process group first, then its PostgreSQL); False
+    when nothing was running there."""
+    layout = _layout(root)
+    with _user_errors(layout):
+        if not layout.state.exists():
+            return False
+        with _folder_lock(layout, timeout=STOP_LOCK_TIMEOUT_S):
+            if not layout.state.exists():
+                return False  # a stop beside us came first
+            _stop(layout, Server.read(layout.state))
     return True
 
 
-def _signal_group(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signum)
+def _stop(layout: MlflowServerLayout, server: Server) -> None:
+    """Stop the server's group and its PostgreSQL, then forget the state: the state goes last, so whatever
+    interrupts a stop leaves it naming what still runs."""
+    with _sigint_ignored():
+        if _is_server_group(server.pid, layout):
+            _terminate_group(server.pid)
+        if server.postgres is not None:
+            server.postgres.stop()
+        layout.state.unlink(missing_ok=True)
 
 
 def wait_then_stop(server: Server, root: Path | None = None) -> int:
     """In the foreground: wait for Ctrl-C, SIGTERM, ``fersynth mlflow-server stop`` from elsewhere or the
     server's end, then stop it and its database. Returns the exit status (1: the server died by itself)."""
-    layout = MlflowServerLayout(Path(root or mlflow_server_dir()).resolve())
+    layout = _layout(root)
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
@@ -383,10 +351,12 @@ def wait_then_stop(server: Server, root: Path | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if not layout.state.exists():
-        return 0  # `fersynth mlflow-server stop` stopped it
-    logger.error("the mlflow server ended by itself (log: %s)", layout.server_log)
-    stop(layout.root)
+    # a `stop` from elsewhere holds the lock until it has stopped everything and removed the state
+    with _user_errors(layout), _folder_lock(layout, timeout=STOP_LOCK_TIMEOUT_S):
+        if not layout.state.exists():
+            return 0
+        logger.error("the mlflow server ended by itself (log: %s)", layout.server_log)
+        _stop(layout, Server.read(layout.state))
     return 1
 
 

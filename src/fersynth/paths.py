@@ -256,5 +256,20 @@ class MlflowServerLayout:
 
     @property
     def state(self) -> Path:
-        """JSON naming what runs (URI, pids, backend) for ``fersynth mlflow-server stop``."""
+        """JSON naming what runs (URI, process group, backend) for ``fersynth mlflow-server stop``."""
         return self.root / "server.json"
+
+    @property
+    def lock(self) -> Path:
+        """Held by ``start`` and ``stop``: one of them at a time works on the folder."""
+        return self.root / "server.lock"
+
+    @property
+    def postgres_initdb_password(self) -> Path:
+        """The role's password for ``initdb --pwfile``, there only while initdb runs."""
+        return self.postgres_dir / "initdb-password"
+
+    @property
+    def apt_log(self) -> Path:
+        """Output of ``apt-get install postgresql`` (``--install-postgres``)."""
+        return self.root / "apt-get.log"

@@ -6,9 +6,10 @@ the root from ``DVC_ROOT``, so runs made in ``dvc exp run --temp`` / ``--queue``
 repo's store. Every fersynth read and write of runs goes through :func:`tracking_uri`. The run is named after
 ``DVC_EXP_NAME`` and tagged with stage, git commit, host, pid and the hashes of its input variants.
 
-Artifacts: with a local database an experiment's artifacts live under the repository (``fersynth-repo:``
-locations, :mod:`fersynth.artifact_store`); with a tracking server (``http(s)://``) the server decides
-(``mlflow-artifacts:`` locations it proxies to its ``--artifacts-destination``).
+Artifacts: with a local sqlite database an experiment's artifacts live under the repository (``fersynth-repo:``
+locations, :mod:`fersynth.artifact_store`); any other store decides, e.g. a tracking server (``http(s)://``,
+``mlflow-artifacts:`` locations it proxies to its ``--artifacts-destination``). A tracking server that does not
+answer is a one-line error before the first run, not minutes of MLflow's retries.
 
 Safe with parallel workers (``dvc queue start -j N``): a sqlite database and the experiment are created under
 a file lock (a server serialises its own writes), and a run whose process dies does not stay RUNNING (see
@@ -26,6 +27,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -34,6 +37,7 @@ from urllib.parse import urlparse
 from filelock import FileLock
 
 from fersynth.atomic import pid_alive
+from fersynth.errors import FersynthError
 from fersynth.log import get_logger
 from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_artifacts_uri, mlflow_db_path, project_root
 
@@ -42,6 +46,7 @@ TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 # a first migration takes ~5 s; a holder stuck this long is a bug worth an error naming the lock file
 LOCK_TIMEOUT_S = 300
 DATASET_RETRIES = 3
+SERVER_PROBE_TIMEOUT_S = 2
 # a dataset another run inserted meanwhile: PostgreSQL's and sqlite's words for it
 DUPLICATE_DATASET = re.compile(r"\bdataset_pk\b|UNIQUE constraint failed: datasets\.")
 
@@ -63,11 +68,33 @@ def is_tracking_server(uri: str) -> bool:
 
 
 def experiment_artifact_location(uri: str, name: str) -> str | None:
-    """Where a new experiment ``name`` keeps its artifacts: None under a tracking server (its
-    ``--artifacts-destination`` decides), else ``fersynth-repo:/mlartifacts/<name>`` under the repository
-    (with a database the default would be relative to whatever cwd first created it, e.g. a temp experiment
-    workspace)."""
-    return None if is_tracking_server(uri) else mlflow_artifacts_uri(name)
+    """Where a new experiment ``name`` keeps its artifacts: with the repository's kind of store, a sqlite
+    database, ``fersynth-repo:/mlartifacts/<name>`` under the repository (the default would be relative to
+    whatever cwd first created it, e.g. a temp experiment workspace); any other store (a tracking server,
+    ``postgresql://``, ``mysql://``) decides itself (None)."""
+    return mlflow_artifacts_uri(name) if urlparse(uri).scheme == "sqlite" else None
+
+
+class TrackingServerUnreachable(FersynthError):
+    """``MLFLOW_TRACKING_URI`` names a tracking server that does not answer."""
+
+
+@functools.lru_cache(maxsize=8)
+def check_tracking_server(uri: str) -> None:
+    """Once per process and server: raise :class:`TrackingServerUnreachable` unless ``uri`` answers HTTP
+    within :data:`SERVER_PROBE_TIMEOUT_S` (MLflow itself retries a dead server for minutes). Any HTTP answer
+    counts, also an error status: a server that wants a login is there."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_PROBE_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingServerUnreachable(
+            f"the tracking server {uri} (MLFLOW_TRACKING_URI) does not answer ({reason}): start it with "
+            "`fersynth mlflow-server start`, or `unset MLFLOW_TRACKING_URI` to log to the repository's mlflow.db"
+        ) from None
 
 
 def _use_tracking_uri(uri: str) -> None:
@@ -170,6 +197,8 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
     uri = tracking_uri()
+    if is_tracking_server(uri):
+        check_tracking_server(uri)
     _use_tracking_uri(uri)
     # The first client call of a process builds the store, which creates and migrates a new database;
     # two processes migrating at once break it. MLflow caches the store per process, so after the first
