@@ -146,7 +146,7 @@ def test_torchrun_sampling_writes_what_one_process_writes(trained):
     def files(directory):
         return {
             p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
-        }  # noqa: E501
+        }
 
     assert files(root / "team") == files(root / "single")
     assert (root / "team.json").read_bytes() == (root / "single.json").read_bytes()
@@ -154,3 +154,17 @@ def test_torchrun_sampling_writes_what_one_process_writes(trained):
     assert metrics["attempts"] > 17 and metrics["acceptance"] < 1  # retries happened, in step on both ranks
     kept = len(Variant(root / "team").manifest)
     assert kept == sum(metrics["per_class"].values()) and 0 < kept <= 17
+
+
+def test_every_slot_of_a_class_larger_than_a_batch_is_sampled_once(trained, tmp_path):
+    """Batches are cut before the gate's verdicts remove slots (the first version cut them while removing:
+    slots 4-7 of 10 were never sampled and an empty batch followed)."""
+    root, _ = trained
+    permissive = GateConfig(detector="none", blank_std_below=0, dark_below=0, washed_out_above=255, blur_below=0)
+    config = DdpmSampleConfig(
+        total=10, proportions={"happiness": 1}, sampler="ddim", steps=2, batch_size=4, gate=permissive, device="cpu"
+    )
+    report = ddpm_sample(root / "model", tmp_path / "out", config)
+    manifest = Variant(tmp_path / "out").manifest
+    assert report["attempts"] == 10 and len(manifest) == 10
+    assert manifest["attempt"].eq(0).all() and manifest["seed"].is_unique

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fersynth.atomic import write_json
 from fersynth.errors import UsageError
@@ -57,7 +56,6 @@ def check_labeler(model_dir: Path, labeled_variant: Path, params: Mapping) -> tu
     return variants
 
 
-@torch.no_grad()
 def targets(reference: Path | None, classes: tuple[str, ...], ratio: float) -> dict[tuple[str, int], int] | None:
     """(split, label) -> how many faces to keep; None: keep all."""
     if reference is None:

@@ -80,8 +80,12 @@ class DdpmSampleConfig:
     max_attempts_per_image: int = 3
     seed: int = 1
     gate: GateConfig = field(default_factory=lambda: GateConfig(detector="none"))
+    # auto: a GPU when one is visible (every rank its own under torchrun); cpu: the same pictures on every machine
+    device: str = "auto"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"ddpm_sample.device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"ddpm_sample.sampler must be one of {sorted(SAMPLERS)}, not {self.sampler!r}")
         unknown = set(self.proportions) - set(CASME2)
@@ -106,11 +110,12 @@ def build_unet(config: DdpmTrainConfig, n_classes: int):
     )
 
 
-def training_device(device: str) -> str:
+def pick_device(device: str) -> str:
+    """A params device name (auto | cpu | cuda | cuda:N) as a torch device; a missing GPU is a one-line error."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParamsError(f"ddpm_train.device is {device!r} but this machine has no CUDA GPU (use cpu or auto)")
+        raise ParamsError(f"device {device!r} asked for, but this machine has no CUDA GPU (use cpu or auto)")
     return device
 
 
@@ -142,7 +147,7 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
 
     from fersynth.tracking import start_run
 
-    device = training_device(config.device)  # before any work: a missing GPU is a one-line error
+    device = pick_device(config.device)  # before any work: a missing GPU is a one-line error
     variant = Variant(variant_dir)
     images, labels, subjects = _training_frames(variant, config.size)
     test_subjects = sorted(variant.manifest.loc[variant.manifest["split"] == "test", "subject"].dropna().unique())
@@ -236,7 +241,7 @@ def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metric
     """Sample ``total`` gated images per class proportions. Under ``torchrun`` the processes share every
     attempt's batches (dealt round robin, so each batch is one a single process makes) and rank 0 writes what one
     process writes (the other processes return ``{}``)."""
-    team = setup()
+    team = setup(pick_device(config.device))
     unet, trained, info = load_ddpm(model_dir)
     device = team.device
     unet = unet.to(device)

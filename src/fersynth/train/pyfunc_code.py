@@ -29,6 +29,8 @@ class FersynthClassifier(PythonModel):
         import torch
 
         images = np.asarray(model_input, dtype=np.float32) / 255.0
+        # its own softmax, not fersynth.modeling.trained.class_probabilities: MLflow runs this file as the model's
+        # code, and whole input batches arrive already prepared
         with torch.no_grad():
             probabilities = torch.softmax(self.model(torch.from_numpy(images)).float(), 1).numpy()
         return pd.DataFrame(probabilities, columns=list(self.classes))
