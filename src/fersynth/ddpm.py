@@ -13,7 +13,6 @@ sampled per class into the ``ddpm_casme`` variant.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,8 +21,15 @@ import torch
 from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
-from fersynth.distributed import all_gather, gather_to_main, setup, teardown, variant_writer
-from fersynth.errors import ParamsError
+from fersynth.distributed import (
+    all_gather,
+    check_device,
+    gather_to_main,
+    resolve_device,
+    setup,
+    teardown,
+    variant_writer,
+)
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.labels import CASME2
 from fersynth.log import get_logger, progress
@@ -63,8 +69,7 @@ class DdpmTrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"ddpm_train.device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        check_device("ddpm_train.device", self.device)
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,7 @@ class DdpmSampleConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"ddpm_sample.device must be auto, cpu, cuda or cuda:N, not {self.device!r}")
+        check_device("ddpm_sample.device", self.device)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"ddpm_sample.sampler must be one of {sorted(SAMPLERS)}, not {self.sampler!r}")
         unknown = set(self.proportions) - set(CASME2)
@@ -108,15 +112,6 @@ def build_unet(config: DdpmTrainConfig, n_classes: int):
         num_class_embeds=n_classes,
         norm_num_groups=min(32, min(config.channels)),
     )
-
-
-def pick_device(device: str) -> str:
-    """A params device name (auto | cpu | cuda | cuda:N) as a torch device; a missing GPU is a one-line error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParamsError(f"device {device!r} asked for, but this machine has no CUDA GPU (use cpu or auto)")
-    return device
 
 
 def train_step(unet, scheduler, optimiser, clean: torch.Tensor, labels: torch.Tensor) -> float:
@@ -147,7 +142,7 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
 
     from fersynth.tracking import start_run
 
-    device = pick_device(config.device)  # before any work: a missing GPU is a one-line error
+    device = resolve_device(config.device)  # before any work: a missing GPU is a one-line error
     variant = Variant(variant_dir)
     images, labels, subjects = _training_frames(variant, config.size)
     test_subjects = sorted(variant.manifest.loc[variant.manifest["split"] == "test", "subject"].dropna().unique())
@@ -241,7 +236,7 @@ def ddpm_sample(model_dir: Path, out_dir: Path, config: DdpmSampleConfig, metric
     """Sample ``total`` gated images per class proportions. Under ``torchrun`` the processes share every
     attempt's batches (dealt round robin, so each batch is one a single process makes) and rank 0 writes what one
     process writes (the other processes return ``{}``)."""
-    team = setup(pick_device(config.device))
+    team = setup(config.device)
     unet, trained, info = load_ddpm(model_dir)
     device = team.device
     unet = unet.to(device)

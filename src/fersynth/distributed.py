@@ -7,6 +7,7 @@ GPUs, gloo on CPUs) and exchanging picklable results. What the team computes is 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from fersynth.errors import ParamsError
 from fersynth.variant import VariantWriter
+
+DEVICE_NAMES = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -31,12 +35,29 @@ class Distributed:
         return self.rank == 0
 
 
+def check_device(param: str, device: Any) -> None:
+    """A params device name (auto | cpu | cuda | cuda:N); a ``ValueError`` naming ``param`` otherwise."""
+    if not isinstance(device, str) or not DEVICE_NAMES.fullmatch(device):
+        raise ValueError(f"{param} must be auto, cpu, cuda or cuda:N, not {device!r}")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` as ``cuda`` where a GPU is visible, else ``cpu``; a GPU asked for where there is none is a
+    one-line error before any work."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParamsError(f"device {device!r} asked for, but this machine has no CUDA GPU (use cpu or auto)")
+    return device
+
+
 def setup(device: str = "auto") -> Distributed:
     """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1); else one process."""
-    cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    device = resolve_device(device)
+    cuda = device.startswith("cuda")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        return Distributed(device=("cuda" if cuda else "cpu") if device == "auto" else device)
+        return Distributed(device=device)
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))

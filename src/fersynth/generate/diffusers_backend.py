@@ -84,18 +84,12 @@ class DiffusersConfig:
             check_single_file(self.model, self.single_file_config, self.local_files_only, PIPELINES[self.pipeline])
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def load_pipeline(config: DiffusersConfig):
     """The configured pipeline, on its device, with the configured scheduler, attention and dtype."""
     import diffusers
     import torch
+
+    from fersynth.distributed import resolve_device
 
     device = resolve_device(config.device)
     dtype_name = config.dtype
