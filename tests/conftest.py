@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +138,61 @@ def chromium() -> str:
             pytest.fail("CI must run the browser tests: `make test` installs chromium (apt-get) when it is missing")
         pytest.skip("no chromium here (apt-get install chromium)")
     return browser
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for a test's server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_ok(args: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run a command; its stdout, or a failed assertion showing the ends of its output."""
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def wait_for_dvc_queue(repo: Path, env: dict[str, str], timeout: float, poll: float) -> str:
+    """Poll `dvc queue status` until nothing is queued or running; fail with the failed tasks' logs. The status."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = run_ok(["dvc", "queue", "status"], repo, env)
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(poll)
+    status = run_ok(["dvc", "queue", "status"], repo, env)
+    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
+    logs = [
+        subprocess.run(["dvc", "queue", "logs", task], cwd=repo, env=env, capture_output=True, text=True).stdout
+        for task in failed
+    ]
+    assert not failed, status + "\n".join(logs)[-3000:]
+    return status
+
+
+def tree_bytes(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by relative path: two outputs compared byte for byte."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def run_alone_and_with_torchrun(root: Path, stage: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``python *stage --out single --metrics single.json``, then the same under ``torchrun`` with two processes
+    (``--out team --metrics team.json``), both with one thread (torchrun's default: the summation order of CPU
+    kernels depends on the thread count). Both must succeed; the torchrun run is returned (its log)."""
+    env = env | {"OMP_NUM_THREADS": "1"}
+    single = subprocess.run(
+        [sys.executable, *stage, "--out", "single", "--metrics", "single.json"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", *stage, "--out", "team", "--metrics", "team.json"]
+    team = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert team.returncode == 0, team.stdout[-3000:] + team.stderr[-3000:]
+    return team

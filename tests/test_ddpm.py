@@ -20,6 +20,7 @@ from fersynth.generate.gate import GateConfig
 from fersynth.ingest import ingest
 from fersynth.labels import CASME2
 from fersynth.variant import Variant
+from tests.conftest import run_alone_and_with_torchrun, tree_bytes
 
 TINY = DdpmTrainConfig(size=16, channels=(8, 16), steps=30, batch_size=8, timesteps=100, log_every=10)
 
@@ -99,10 +100,6 @@ def test_asking_for_a_gpu_that_is_not_there_is_one_line_before_any_work(tmp_path
 def test_torchrun_sampling_writes_what_one_process_writes(trained):
     """Two gloo processes share every attempt's batches; rank 0 writes the same bytes one process writes."""
     import os
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
 
     import yaml
 
@@ -127,28 +124,9 @@ def test_torchrun_sampling_writes_what_one_process_writes(trained):
         },
     }
     (root / "params.yaml").write_text(yaml.safe_dump({"ddpm_sample": settings}))
-    env = os.environ | {"OMP_NUM_THREADS": "1", "DVC_ROOT": str(root)}  # torchrun's thread count in both runs
     stage = ["-m", "fersynth.cli", "ddpm-sample", "--model-dir", "model", "--params", "params.yaml"]
-    single = subprocess.run(
-        [sys.executable, *stage, "--out", "single", "--metrics", "single.json"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", *stage, "--out", "team", "--metrics", "team.json"]
-    team = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert team.returncode == 0, team.stdout[-3000:] + team.stderr[-3000:]
-
-    def files(directory):
-        return {
-            p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
-        }
-
-    assert files(root / "team") == files(root / "single")
+    run_alone_and_with_torchrun(root, stage, os.environ | {"DVC_ROOT": str(root)})
+    assert tree_bytes(root / "team") == tree_bytes(root / "single")
     assert (root / "team.json").read_bytes() == (root / "single.json").read_bytes()
     metrics = json.loads((root / "team.json").read_text())
     assert metrics["attempts"] > 17 and metrics["acceptance"] < 1  # retries happened, in step on both ranks

@@ -4,11 +4,7 @@ and the split and merge of every round, checked with threads standing in for pro
 import hashlib
 import os
 import re
-import shutil
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,6 +19,7 @@ from fersynth.generate.quota import fill_quotas, share
 from fersynth.generate.random_pipeline import save_random_pipeline
 from fersynth.ingest import ingest
 from fersynth.variant import Variant
+from tests.conftest import run_alone_and_with_torchrun, tree_bytes
 
 
 # split and merge ----------------------------------------------------------------------------------
@@ -139,37 +136,21 @@ def project(tiny_demo, tmp_path_factory):
     return root
 
 
-def _files(directory: Path) -> dict[str, bytes]:
-    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.slow
 def test_torchrun_generation_writes_what_one_process_writes(project):
     root = project
-    env = os.environ | {"OMP_NUM_THREADS": "1"}  # torchrun's default; the summation order of CPU kernels
-    # depends on the thread count
     stage = ["-m", "fersynth.cli", "generate-augmented", "fer2013", "--params", "params.yaml"]
-    single = subprocess.run(
-        [sys.executable, *stage, "--out", "single", "--metrics", "single.json"],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-
-    before = set(_files(root))
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    command = [torchrun, "--standalone", "--nproc_per_node", "2", *stage, "--out", "team", "--metrics", "team.json"]
-    team = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert team.returncode == 0, team.stdout[-3000:] + team.stderr[-3000:]
+    before = set(tree_bytes(root))
+    team = run_alone_and_with_torchrun(root, stage, dict(os.environ))
 
     # rank 1 generated its shares (every round) and wrote nothing: the only new files are rank 0's
     logged = team.stdout  # log lines go through tqdm.write
     assert "round 2," in logged and re.search(r"round 1, 56 images asked for; rank 1 of 2 makes 2\d\b", logged)
-    assert set(_files(root)) - before == {"team.json"} | {f"team/{name}" for name in _files(root / "single")}
-    assert _files(root / "team") == _files(root / "single")
+    outputs = {"single.json", "team.json"} | {
+        f"{run}/{name}" for run in ("single", "team") for name in tree_bytes(root / "single")
+    }
+    assert set(tree_bytes(root)) - before == outputs
+    assert tree_bytes(root / "team") == tree_bytes(root / "single")
     assert (root / "team.json").read_bytes() == (root / "single.json").read_bytes()
 
     # 7 emotions x 8 cells of one image each, less the cells whose five attempts were all "blank"

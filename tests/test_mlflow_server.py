@@ -29,6 +29,7 @@ from fersynth import mlflow_server, postgres, tracking
 from fersynth.cli import main
 from fersynth.ingest import ingest
 from fersynth.paths import MlflowServerLayout, original_variant
+from tests.conftest import run_ok, wait_for_dvc_queue
 
 EXPERIMENTS = {"server-a": {"learning_rate": 0.001, "seed": 0}, "server-b": {"learning_rate": 0.003, "seed": 1}}
 TINY = {
@@ -53,12 +54,6 @@ DVC_YAML = {
         }
     }
 }
-
-
-def _run(args, cwd, env) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -100,28 +95,16 @@ def project(tmp_path, tiny_demo, served, monkeypatch):
     (repo / "params.yaml").write_text(yaml.safe_dump({"train": {"tiny": TINY}}, sort_keys=False))
     (repo / "dvc.yaml").write_text(yaml.safe_dump(DVC_YAML, sort_keys=False))
     (repo / ".gitignore").write_text(".cache/\n")
-    _run(["git", "init", "-q", "-b", "main"], repo, env)
-    _run(["dvc", "init", "-q"], repo, env)
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "tiny project"], repo, env)
+    run_ok(["git", "init", "-q", "-b", "main"], repo, env)
+    run_ok(["dvc", "init", "-q"], repo, env)
+    run_ok(["git", "add", "-A"], repo, env)
+    run_ok(["git", "commit", "-qm", "tiny project"], repo, env)
     return repo, env
-
-
-def _wait_for_queue(repo: Path, env, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = _run(["dvc", "queue", "status"], repo, env)
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        time.sleep(2)
-    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
-    logs = [_run(["dvc", "queue", "logs", task], repo, env) for task in failed]
-    assert not failed and "Success" in status, status + "\n".join(logs)[-3000:]
 
 
 def _experiment_metrics(repo: Path, env) -> dict[str, dict]:
     """name -> metrics/train/tiny.json of each experiment, from `dvc exp show --json`."""
-    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env))
+    shown = json.loads(run_ok(["dvc", "exp", "show", "--json"], repo, env))
     found = {}
     for commit in shown:
         for experiment in commit.get("experiments") or []:
@@ -137,9 +120,10 @@ def test_two_queued_experiments_log_runs_params_metrics_and_models_to_the_server
     repo, env = project
     for name, values in EXPERIMENTS.items():
         settings = [f"train.tiny.{key}={value}" for key, value in values.items()]
-        _run(["dvc", "exp", "run", "--queue", "-n", name, *[a for s in settings for a in ("-S", s)]], repo, env)
-    _run(["dvc", "queue", "start", "-j", "2"], repo, env)
-    _wait_for_queue(repo, env)
+        run_ok(["dvc", "exp", "run", "--queue", "-n", name, *[a for s in settings for a in ("-S", s)]], repo, env)
+    run_ok(["dvc", "queue", "start", "-j", "2"], repo, env)
+    status = wait_for_dvc_queue(repo, env, timeout=600, poll=2)
+    assert "Success" in status, status
     shown = _experiment_metrics(repo, env)
     assert sorted(shown) == sorted(EXPERIMENTS)
 

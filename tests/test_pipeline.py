@@ -17,14 +17,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.conftest import run_ok, wait_for_dvc_queue
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface")
-
-
-def _run(args, cwd, env):
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +44,9 @@ def _wait_for_experiments(repo: Path, env, count: int, timeout: float = 1800) ->
     """Poll `dvc queue status` until nothing is queued or running, then read `dvc exp show --json`:
     one dict per experiment with its name, flattened params and the compare.json metrics."""
     import json
-    import time
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = _run(["dvc", "queue", "status"], repo, env)
-        if not re.search(r"\b(Queued|Running)\b", status):
-            break
-        time.sleep(10)
-    status = _run(["dvc", "queue", "status"], repo, env)
-    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
-    logs = [
-        subprocess.run(["dvc", "queue", "logs", task], cwd=repo, env=env, capture_output=True, text=True).stdout
-        for task in failed
-    ]
-    assert not failed, status + "\n".join(logs)[-3000:]
-    shown = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env))
+    wait_for_dvc_queue(repo, env, timeout=timeout, poll=10)
+    shown = json.loads(run_ok(["dvc", "exp", "show", "--json"], repo, env))
     experiments = []
     for commit in shown:
         for experiment in commit.get("experiments") or []:
@@ -95,16 +78,16 @@ def _mlflow_runs(repo: Path, name_like: str) -> list[str]:
 
 def _copy_repository(target: Path, env) -> None:
     """The project's files as git sees them (tracked plus untracked, ignored outputs excluded)."""
-    files = _run(["git", "ls-files", "-co", "--exclude-standard"], ROOT, env).splitlines()
+    files = run_ok(["git", "ls-files", "-co", "--exclude-standard"], ROOT, env).splitlines()
     for name in files:
         source = ROOT / name
         if source.is_file():
             (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     _fast_params(target / "params.yaml")
-    _run(["git", "init", "-q", "-b", "main"], target, env)
-    _run(["git", "add", "-A"], target, env)
-    _run(["git", "commit", "-qm", "copy"], target, env)
+    run_ok(["git", "init", "-q", "-b", "main"], target, env)
+    run_ok(["git", "add", "-A"], target, env)
+    run_ok(["git", "commit", "-qm", "copy"], target, env)
 
 
 def _fast_params(path: Path) -> None:
@@ -169,13 +152,13 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         assert len(manifest) > 50 and set(manifest["split"]) == {"train", "val", "test"}
         assert (repo / "metrics" / "quality" / f"{dataset}.json").exists()
     # 2. nothing to do the second time
-    assert "Data and pipelines are up to date" in _run(["dvc", "repro"], repo, env)
+    assert "Data and pipelines are up to date" in run_ok(["dvc", "repro"], repo, env)
     step("no-op dvc repro")
     # 3. one param changed: only the stage reading it, and what consumes that stage's output, re-run
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["smote"]["target_per_class"] += 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    ran = re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro"], repo, env))
+    ran = re.findall(r"Running stage '([^']+)'", run_ok(["dvc", "repro"], repo, env))
     # smote_balanced is a training variant: its model, the evaluation, comparison and report, and the
     # evaluator's no-overlap check read it too; nothing else runs
     # (compare runs too unless the retrained model's predictions came out identical: then its deps did not change)
@@ -191,15 +174,15 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     assert set(smote["label"].value_counts()) == {params["smote"]["target_per_class"]}
     step("one-param repro")
     # 4. share through the default remote (a directory beside the repo) and restore in a fresh clone
-    _run(["dvc", "push"], repo, env)
+    run_ok(["dvc", "push"], repo, env)
     assert (tmp_path / "fersynth-dvc-remote").is_dir()
-    _run(["git", "add", "-A"], repo, env)
-    _run(["git", "commit", "-qm", "repro"], repo, env)
+    run_ok(["git", "add", "-A"], repo, env)
+    run_ok(["git", "commit", "-qm", "repro"], repo, env)
     clone = tmp_path / "clone"
-    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    run_ok(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
     assert not (clone / "data" / "original").joinpath("fer2013").exists()
-    _run(["dvc", "pull"], clone, env)
-    status = _run(["dvc", "status"], clone, env)
+    run_ok(["dvc", "pull"], clone, env)
+    status = run_ok(["dvc", "status"], clone, env)
     assert "Data and pipelines are up to date" in status, status
     for dataset in DATASETS:
         for name in ("manifest.parquet", "quarantine.csv", "ingest.json"):
@@ -211,8 +194,8 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     # their param and comparison columns, and log their trainings to the main repository's MLflow store
     values = (0, 3)
     for value in values:
-        _run(["dvc", "exp", "run", "--queue", "-S", f"train.fer2013_sdxl.synthetic_per_class={value}"], repo, env)
-    _run(["dvc", "queue", "start", "-j", "2"], repo, env)  # two workers: one MLflow store, written in parallel
+        run_ok(["dvc", "exp", "run", "--queue", "-S", f"train.fer2013_sdxl.synthetic_per_class={value}"], repo, env)
+    run_ok(["dvc", "queue", "start", "-j", "2"], repo, env)  # two workers: one MLflow store, written in parallel
     experiments = _wait_for_experiments(repo, env, len(values))
     step("queued sweep of two experiments")
     assert sorted(e["params"]["train.fer2013_sdxl.synthetic_per_class"] for e in experiments) == list(values)
@@ -227,7 +210,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         r"Experiment|.*synthetic_per_class|fer2013_sdxl_vs_fer2013\.fer2013\."
         r"(difference|difference_low|difference_high|verdict)"
     )
-    shown = _run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], repo, env)
+    shown = run_ok(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], repo, env)
     header = shown.splitlines()[0].split(",")
     assert {
         "Experiment",
@@ -240,21 +223,21 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     # 6. a team: the experiments go to a shared bare git repository (`dvc exp push` also pushes their outputs to
     # the DVC remote); a teammate clones it, pulls them, sees them in `dvc exp show`, applies one and pulls its data
     team = tmp_path / "team.git"
-    _run(["git", "init", "-q", "--bare", str(team)], tmp_path, env)
-    _run(["git", "push", "-q", str(team), "HEAD:refs/heads/main"], repo, env)
+    run_ok(["git", "init", "-q", "--bare", str(team)], tmp_path, env)
+    run_ok(["git", "push", "-q", str(team), "HEAD:refs/heads/main"], repo, env)
     names = sorted(e["name"] for e in experiments)
-    _run(["dvc", "exp", "push", str(team), *names], repo, env)
+    run_ok(["dvc", "exp", "push", str(team), *names], repo, env)
     mate = tmp_path / "teammate"
-    _run(["git", "clone", "-q", "-b", "main", str(team), str(mate)], tmp_path, env)
-    _run(["dvc", "exp", "pull", "origin", *names], mate, env)
-    listed = _run(["dvc", "exp", "list", "--name-only"], mate, env).split()
+    run_ok(["git", "clone", "-q", "-b", "main", str(team), str(mate)], tmp_path, env)
+    run_ok(["dvc", "exp", "pull", "origin", *names], mate, env)
+    listed = run_ok(["dvc", "exp", "list", "--name-only"], mate, env).split()
     assert sorted(listed) == names, listed
-    shown = _run(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], mate, env)
+    shown = run_ok(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], mate, env)
     assert all(name in shown for name in names), shown
     chosen = next(e for e in experiments if e["name"] == names[0])
-    _run(["dvc", "exp", "apply", names[0]], mate, env)
-    _run(["dvc", "pull"], mate, env)
-    status = _run(["dvc", "status"], mate, env)
+    run_ok(["dvc", "exp", "apply", names[0]], mate, env)
+    run_ok(["dvc", "pull"], mate, env)
+    status = run_ok(["dvc", "status"], mate, env)
     assert "Data and pipelines are up to date" in status, status
     applied = yaml.safe_load((mate / "params.yaml").read_text())
     value = chosen["params"]["train.fer2013_sdxl.synthetic_per_class"]

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import itertools
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
 from fersynth.predict import PredictConfig, predict
 from fersynth.train.train import TrainConfig, train
+from tests.conftest import free_port
 
 GRACE_HOPPER = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))  # 512 x 600, one face
 
@@ -148,12 +148,6 @@ def test_cropped_faces_without_detection_and_one_line_errors(model, tmp_path, ti
     assert sorted(p.name for p in crops.iterdir()) == ["0.png", "1.png", "2.png"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _wait_for(url: str, process: subprocess.Popen, seconds: float = 90) -> bytes:
     deadline = time.monotonic() + seconds
     while True:
@@ -222,7 +216,7 @@ async def _upload_in_browser(ws_url: str, page: str, photo: Path, shot: Path) ->
 
 
 def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tmp_path, chromium):
-    port, debug_port = _free_port(), _free_port()
+    port, debug_port = free_port(), free_port()
     app = subprocess.Popen(
         [sys.executable, "-m", "fersynth.cli", "serve", str(model), "--port", str(port)],
         stdout=subprocess.DEVNULL,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 SSHD = Path("/usr/sbin/sshd")
 PRIVSEP_DIR = Path("/run/sshd")  # sshd refuses to start without its privilege-separation directory
 SHARDS = {"shard-000.bin": 0, "shard-001.bin": 1, "shard-002.bin": 2}  # file name -> seed of its bytes
@@ -28,12 +30,6 @@ class SSHServer:
     port: int
     client_key: Path
     home: Path  # HOME for the DVC processes: no user's ~/.ssh or DVC config, a known_hosts for the throwaway host key
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _keygen(path: Path) -> str:
@@ -70,7 +66,7 @@ def ssh_server(tmp_path):
     keys.mkdir()
     host_public = _keygen(keys / "host_ed25519")
     (keys / "authorized_keys").write_text(_keygen(keys / "client_ed25519") + "\n")
-    port = _free_port()
+    port = free_port()
     config = keys / "sshd_config"
     config.write_text(
         f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {keys / 'host_ed25519'}\n"
