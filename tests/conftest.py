@@ -1,6 +1,12 @@
 """Shared fixtures: tiny images and native-format files built in tmp_path."""
 
+# ruff: noqa: E402  (the CPU arithmetic is pinned before the imports below load PyTorch)
+
 from __future__ import annotations
+
+from fersynth.runtime import pin
+
+pin()  # as every `fersynth` process does, before anything here loads PyTorch: tests compute as the pipeline
 
 import io
 import os

@@ -41,7 +41,7 @@ def test_paper001_cnn_width_scales_the_filters_and_keeps_the_head():
     linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert [(layer.in_features, layer.out_features) for layer in linears] == [(128 * 3 * 3, 256), (256, 512), (512, 7)]
     assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
-    with pytest.raises(ValueError, match="paper001_cnn only"):
+    with pytest.raises(ValueError, match="paper001_cnn and small_cnn only"):
         build_model("mobilenet_v2", 7, in_channels=3, width=0.5)
 
 
@@ -70,3 +70,12 @@ def test_imagenet_weights_load_from_a_local_file(tmp_path):
     assert torch.equal(first, next(iter(reference.features.parameters())))
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("alexnet", 7)
+
+
+def test_small_cnn_width_scales_its_blocks_and_trains_as_a_classifier():
+    model = build_model("small_cnn", 7, 3, 48, width=2.0)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 64, 128] and convs[0].in_channels == 3
+    assert model(torch.rand(2, 3, 48, 48)).shape == (2, 7)
+    assert model.freeze(1.0) == 6  # three convolutions and their BatchNorms; the head still trains
+    assert all(p.requires_grad for p in model.head.parameters())

@@ -193,7 +193,7 @@ def test_verdicts_and_adjusted_intervals_agree_over_many_families():
     for _ in range(30):
         base = {s: rng.random(150) < 0.5 for s in range(5)}
         candidate = {s: rng.random(150) < 0.5 + rng.uniform(-0.1, 0.15) for s in range(5)}
-        config = CompareConfig()
+        config = CompareConfig(max_mde=1.0)  # every comparison tested, however weak
         entries, family = [], []
         for _ in range(3):
             entry, tested = compare_predictions(_predictions(base), _predictions(candidate), config, None, CLASSES)
@@ -237,3 +237,48 @@ def test_small_subsets_get_no_interval_and_no_verdict():
     # an undecided entry has the decided one's keys (the report's columns, `dvc exp show`), without values
     assert entry["generated"].keys() >= entry["real"].keys() - {"class_difference", "group_difference"}
     assert entry["generated"]["p_holm"] is None and entry["generated"]["mde"] is None
+
+
+def test_one_subject_and_weak_test_sets_are_not_testable_and_stay_out_of_the_holm_family():
+    """Only the answerable comparisons share the family: a one-subject set (CASME II's frames), a set whose
+    detectable effect is above max_mde and a mixed set's whole (tested by its parts) add no test."""
+    from fersynth.evaluate.compare import _summary
+
+    rng = np.random.default_rng(14)
+    n = 200
+    base = {s: rng.random(n) < 0.5 for s in range(5)}
+    gain = {s: base[s] | (rng.random(n) < 0.3) for s in range(5)}
+    config = CompareConfig(max_mde=0.25)
+    strong, strong_tested = compare_predictions(_predictions(base), _predictions(gain), config, None, CLASSES)
+    one = pd.DataFrame({"subject": "sub01"}, index=[f"k{i:03d}" for i in range(n)])
+    clip, clip_tested = compare_predictions(_predictions(base), _predictions(gain), config, one, CLASSES)
+    mixed_rows = pd.DataFrame({"synthetic": np.arange(n) >= n // 2}, index=one.index)
+    mixed, mixed_tested = compare_predictions(_predictions(base), _predictions(gain), config, mixed_rows, CLASSES)
+    weak_d = rng.choice([-1.0, 1.0], size=(21, 5))  # 21 images, coin flips: detects only huge effects
+    weak = {}
+    weak_tested = _summary(weak, weak_d, 5)
+    decide(strong_tested + clip_tested + mixed_tested + [weak_tested], config)
+    assert strong["verdict"] == "helps" and clip["verdict"] == "not testable (one subject)"
+    assert mixed["verdict"].startswith("descriptive") and mixed["p_holm"] is None
+    assert mixed["real"]["verdict"] == mixed["generated"]["verdict"] == "helps"
+    assert weak["verdict"].startswith("not testable (detects only +-") and weak["p_holm"] is None
+    # the family is the strong set and the mixed set's two parts, nothing else
+    from fersynth.stats import holm
+
+    p_values = [strong["p_value"], mixed["real"]["p_value"], mixed["generated"]["p_value"]]
+    assert [strong["p_holm"], mixed["real"]["p_holm"], mixed["generated"]["p_holm"]] == pytest.approx(
+        holm(p_values), abs=2e-4
+    )
+    # the described comparisons keep their interval and a plan for more seeds
+    assert clip["difference_low"] is not None and set(clip["seeds_needed"]) == {"2", "5", "10"}
+
+
+def test_seeds_needed_fall_as_the_effect_to_detect_grows():
+    rng = np.random.default_rng(15)
+    n = 300
+    base = {s: rng.random(n) < 0.6 for s in range(5)}
+    candidate = {s: np.where(rng.random(n) < 0.8, base[s], rng.random(n) < 0.6) for s in range(5)}
+    entry = _decided(_predictions(base), _predictions(candidate), CompareConfig())
+    needed = entry["seeds_needed"]
+    assert needed["10"] is not None and needed["10"] <= (needed["5"] or 10**9) <= (needed["2"] or 10**9)
+    assert needed["10"] >= 2

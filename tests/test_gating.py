@@ -93,7 +93,8 @@ def _mini_project(root: Path) -> None:
     }
     suite = {"variant": "data/toy", "label_space": "basic7", "min_per_class": 1, "balanced_splits": ["train"]}
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"validate": validate, "contact-sheet": consumer}}))
-    (root / "params.yaml").write_text(yaml.safe_dump({"validate": {"suites": {"toy": suite}}}))
+    runtime = {"threads": 2, "cpu_isa": "avx2"}  # every stage depends on the runtime pin (fersynth.runtime)
+    (root / "params.yaml").write_text(yaml.safe_dump({"runtime": runtime, "validate": {"suites": {"toy": suite}}}))
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:

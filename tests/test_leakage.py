@@ -46,6 +46,8 @@ def test_a_compared_models_data_or_the_candidates_test_set_is_refused():
     assert reasons == [
         "data/original/fer2013 is the training data of fer2013, a compared model",
         "data/original/fer2013 is the training data of hybrid, a compared model",
+        "data/original/fer2013 is the training data of control_harm, a compared model",
+        "data/original/fer2013 is the training data of control_null, a compared model",
     ]
     # hybrid trains on the labeled faces and is compared on AffectNet: an AffectNet labeler carries the test domain in
     [reason] = labeler_conflicts(["data/reclassified/affectnet"], LABELED, PARAMS)
@@ -78,6 +80,8 @@ def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sourc
         "data/reclassified/affectnet",
         "data/merged",
         "data/smote_balanced",
+        "data/smote_only",
+        "data/fer2013_rendered",
         "data/fer2013_sdxl",
         "data/calibrated/fer2013_sdxl",
         "data/sd_artificial",

@@ -22,8 +22,11 @@ def test_variance_of_the_mean_is_the_crossed_anova_formula_on_a_hand_case():
     result = crossed_difference(d)
     assert result.difference == pytest.approx(grand)
     assert result.se**2 == pytest.approx((ms_seed + ms_image - ms_res) / (s * n))
-    assert result.df == s - 1  # the seed component is present: S - 1 degrees of freedom
-    assert result.high - grand == pytest.approx(stats.t.ppf(0.975, s - 1) * result.se)
+    # Satterthwaite's degrees of freedom for MS_seed + MS_image - MS_residual (not S - 1: see the module docstring)
+    combination = ms_seed + ms_image - ms_res
+    expected_df = combination**2 / (ms_seed**2 / (s - 1) + ms_image**2 / (n - 1) + ms_res**2 / ((s - 1) * (n - 1)))
+    assert result.df == pytest.approx(expected_df)
+    assert result.high - grand == pytest.approx(stats.t.ppf(0.975, expected_df) * result.se)
     assert result.low < grand < result.high
 
 
@@ -139,3 +142,54 @@ def test_a_a_with_image_effects_counts_test_image_sampling():
         seed_only += stats.ttest_1samp(d.mean(1), 0).pvalue < 0.05
     assert ours / replicates <= 0.065
     assert seed_only / replicates > ours / replicates  # the case the seed-only view gets wrong
+
+
+def _crossed(rng, seeds, images, seed_sd, image_sd, residual_sd, shift=0.0):
+    return (
+        shift
+        + rng.normal(0, seed_sd, (seeds, 1))
+        + rng.normal(0, image_sd, (1, images))
+        + rng.normal(0, residual_sd, (seeds, images))
+    )
+
+
+def test_the_plan_at_the_observed_seed_count_is_the_observed_standard_error():
+    from fersynth.stats import planned_se_df
+
+    rng = np.random.default_rng(11)
+    for seed_sd in (0.0, 0.05, 0.2):
+        result = crossed_difference(_crossed(rng, 5, 80, seed_sd, 0.3, 0.5))
+        se, df = planned_se_df(result, 5)
+        assert se == pytest.approx(result.se) and df == pytest.approx(result.df)
+        assert planned_se_df(result, 20)[0] < se  # more seeds, a smaller standard error
+
+
+def test_seeds_needed_reach_the_stated_power_and_one_seed_fewer_does_not():
+    """Plan from one pilot, then simulate designs with the planned seed count from the same components."""
+    from fersynth.stats import seeds_needed
+
+    rng = np.random.default_rng(12)
+    seed_sd, image_sd, residual_sd, images = 0.04, 0.15, 0.4, 150
+    pilot = crossed_difference(_crossed(rng, 40, images, seed_sd, image_sd, residual_sd))  # good estimates
+    effect = 0.06
+    planned = seeds_needed(pilot, effect)
+    assert planned is not None and 2 < planned < 40
+
+    def power(seeds):
+        hits = sum(
+            crossed_difference(_crossed(rng, seeds, images, seed_sd, image_sd, residual_sd, effect)).p_value < 0.05
+            for _ in range(600)
+        )
+        return hits / 600
+
+    assert 0.74 <= power(planned) <= 0.9  # 0.8 planned (600 draws: sd 0.016)
+    assert power(max(planned // 3, 2)) < 0.7
+
+
+def test_a_test_set_too_small_for_the_effect_needs_no_finite_number_of_seeds():
+    from fersynth.stats import seeds_needed
+
+    rng = np.random.default_rng(13)
+    result = crossed_difference(_crossed(rng, 5, 25, 0.02, 0.5, 0.5))  # 25 very different images
+    assert seeds_needed(result, 0.02) is None  # image variance alone: se >= 0.5 / 5 = 0.1
+    assert seeds_needed(result, 0.9) == 2

@@ -143,13 +143,20 @@ def validate(
 @main.command()
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@click.option(
+    "--section",
+    "section_name",
+    default="smote",
+    show_default=True,
+    help="params section (smote: paper 004's pipeline; smote_only: SMOTE alone, nothing undersampled).",
+)
 @PARAMS_OPTION
-def smote(source: Path, out: Path, params_path: Path) -> None:
-    """Balance SOURCE's train split (image-generator augmentation + SMOTE + undersampling, paper 004);
-    val and test are copied unchanged."""
+def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None:
+    """Balance SOURCE's train split (image-generator augmentation + SMOTE + undersampling, paper 004; or SMOTE
+    alone up to the largest class); val and test are copied unchanged."""
     from fersynth.smote import SmoteConfig, build_smote_variant
 
-    build_smote_variant(source, out, build(SmoteConfig, section(load_params(params_path), "smote")))
+    build_smote_variant(source, out, build(SmoteConfig, section(load_params(params_path), section_name)))
 
 
 @main.command()
@@ -668,13 +675,30 @@ def warm_command(cold_while_loading: bool, command: tuple[str, ...]) -> None:
 
 
 def run() -> None:
-    """The console script: inside `fersynth warm`, a command runs in the warm server; otherwise here."""
+    """The console script: pins the CPU arithmetic (:mod:`fersynth.runtime`) before anything loads PyTorch;
+    inside `fersynth warm`, a command then runs in the warm server (pinned alike); otherwise here."""
+    from fersynth.runtime import pin, runtime_config
     from fersynth.warm import forward
 
+    try:
+        pin(runtime_config(_params_argument(sys.argv[1:])))
+    except FersynthError as error:
+        click.echo(f"fersynth: error: {' '.join(str(error).split())}", err=True)
+        sys.exit(error.exit_code)
     code = forward(sys.argv[1:])
     if code is None:
         main()
     sys.exit(code)
+
+
+def _params_argument(args: list[str]) -> Path | None:
+    """The stage's ``--params FILE``, if given: its ``runtime`` section is the one pinned."""
+    for k, arg in enumerate(args):
+        if arg == "--params" and k + 1 < len(args):
+            return Path(args[k + 1])
+        if arg.startswith("--params="):
+            return Path(arg.split("=", 1)[1])
+    return None
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from pathlib import Path
 
 VENDOR = Path(__file__).parent / "static" / "datadocs"
@@ -70,3 +71,29 @@ def make_offline(site: Path) -> list[str]:
         page.write_text(text, encoding="utf-8")
         remaining.update(a or b for a, b in _FETCHED.findall(text))
     return sorted(remaining)
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_WALL_CLOCK = re.compile(r"\b(?!20000101T)\d{8}T\d{6}\.\d{6}Z\b")  # GX's ge_load_time (run ids are pinned)
+
+
+def make_reproducible(site: Path) -> int:
+    """Pin what GX draws anew on every build, so that the site is the same bytes every run (it is a DVC
+    output): each page's random element ids (uuid4, used to link a collapse button to its body) become
+    ids derived from the page's path and their order on it, and the batch's load time (the wall clock) is
+    replaced by ``not recorded``. Run times are pinned at validation (``fersynth.validate``). Returns the
+    number of values replaced."""
+    site = Path(site)
+    replaced = 0
+    for page in sorted(site.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        name = page.relative_to(site).as_posix()
+        ids: dict[str, str] = {}
+        for found in _UUID.findall(text):
+            ids.setdefault(found, str(uuid.uuid5(uuid.NAMESPACE_URL, f"fersynth-data-docs/{name}#{len(ids)}")))
+        for old, new in ids.items():
+            text = text.replace(old, new)
+        text, stamps = _WALL_CLOCK.subn("not recorded", text)
+        replaced += len(ids) + stamps
+        page.write_text(text, encoding="utf-8")
+    return replaced

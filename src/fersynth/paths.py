@@ -76,6 +76,12 @@ class CheckpointLayout:
         return self.root / "config.json"
 
 
+def floor_path(model_dir: Path) -> Path:
+    """``floor.npz`` at an experiment's model directory (beside its ``seed-<s>/`` trials, or beside the one
+    model): the HOG + logistic-regression floor fitted on the experiment's rows (:mod:`fersynth.modeling.floor`)."""
+    return Path(model_dir) / "floor.npz"
+
+
 TRIAL_PREFIX = "seed-"
 
 
@@ -140,6 +146,16 @@ class EvaluateLayout:
     @property
     def robustness(self) -> Path:
         return self.root / "robustness.json"
+
+    @property
+    def floor(self) -> Path:
+        """Each model's HOG + logistic-regression floor per test set, and the cells below it."""
+        return self.root / "floor.json"
+
+    @property
+    def true_labels(self) -> Path:
+        """Accuracy against the demo's hidden true labels (the given test labels carry planted flips)."""
+        return self.root / "true_labels.json"
 
     @property
     def per_class_dir(self) -> Path:

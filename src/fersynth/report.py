@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,27 +65,13 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
 
 
 def provenance(out: Path) -> dict:
-    """Where the numbers come from: the git commit (and whether the work tree differed from it), the DVC
-    experiment, and links to each suite's Data Docs beside the page (``reports/data_docs/<suite>``)."""
-    from fersynth.paths import project_root
-    from fersynth.tracking import git_commit
-
-    root = project_root()
-    commit = git_commit(root)
-    dirty = None
-    if commit:
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
-        )
-        dirty = bool(status.stdout.strip()) if status.returncode == 0 else None
+    """Where the numbers come from: links to each suite's Data Docs beside the page
+    (``reports/data_docs/<suite>``). No commit, time or experiment name: the page is a DVC output, and a
+    fresh clone that reproduces the pipeline must write the same bytes (the commit of the build is not known
+    before the build is committed; ``dvc status`` says whether the page matches ``dvc.lock``)."""
     docs = out.parent / "data_docs"
     suites = sorted(p.name for p in docs.iterdir() if (p / "index.html").is_file()) if docs.is_dir() else []
-    return {
-        "commit": commit,
-        "dirty": dirty,
-        "dvc_experiment": os.environ.get("DVC_EXP_NAME"),
-        "data_docs": {suite: f"data_docs/{suite}/index.html" for suite in suites},
-    }
+    return {"data_docs": {suite: f"data_docs/{suite}/index.html" for suite in suites}}
 
 
 def _json(path: Path) -> dict | None:

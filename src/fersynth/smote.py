@@ -3,6 +3,10 @@
 1. minority classes get image-generator augmentations of their own train images;
 2. SMOTE (imbalanced-learn) oversamples every class below the target on flattened pixels;
 3. random undersampling trims every class above it.
+
+The SMOTE-only arm (``params.yaml: smote_only``: no augmentation, target = the largest class) skips 1 and 3,
+so a comparison with the baseline measures SMOTE, not paper 004's whole pipeline (whose undersampling alone
+removes a fifth of the demo's FER2013 train rows).
 Val and test rows are copied byte for byte from the source variant, so no synthetic row and no
 information from val/test can reach training (paper 004 applied SMOTE before splitting). Every
 synthetic row records its generator and parents.
@@ -12,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +34,9 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class SmoteConfig:
-    """``params.yaml: smote``. ``target_per_class`` is the train count every class ends with;
-    ``augment_copies`` is how many image-generator copies each minority image may get (before SMOTE
+    """``params.yaml: smote`` (or ``smote_only``). ``target_per_class`` is the train count every class ends
+    with (0: the largest class's count, so nothing is undersampled: SMOTE alone when ``augment_copies`` is 0
+    too); ``augment_copies`` is how many image-generator copies each minority image may get (before SMOTE
     fills the rest); ``size`` is the (square) side images are resized to for SMOTE."""
 
     seed: int = 42
@@ -42,8 +47,8 @@ class SmoteConfig:
     augment: ImageGeneratorConfig = field(default_factory=ImageGeneratorConfig)
 
     def __post_init__(self) -> None:
-        if self.target_per_class < 1 or self.augment_copies < 0 or self.k_neighbors < 1:
-            raise ValueError("target_per_class and k_neighbors must be >= 1, augment_copies >= 0")
+        if self.target_per_class < 0 or self.augment_copies < 0 or self.k_neighbors < 1:
+            raise ValueError("k_neighbors must be >= 1, target_per_class and augment_copies >= 0")
 
 
 class ParentTrackingSMOTE(SMOTE):
@@ -96,6 +101,8 @@ def build_smote_variant(source_dir: Path, out_dir: Path, config: SmoteConfig) ->
             arrays.append(_pixels(image, config.size))
             originals[row["key"]] = row
         before = Counter(labels)
+        if config.target_per_class == 0:  # every class up to the largest: nothing undersampled
+            config = replace(config, target_per_class=max(before.values()))
         # 2. image-generator augmentation of minority classes
         torch.manual_seed(config.seed)
         rng = np.random.default_rng(config.seed)

@@ -10,12 +10,12 @@ mean difference is estimated from the ANOVA mean squares:
 
     Var(mean) = sigma2_seed / S + sigma2_image / N + sigma2_residual / (S N)
 
-(components truncated at zero) and a Student t interval and test. Degrees of freedom: S - 1 whenever the
-estimated seed component is positive, else Satterthwaite's. This is conservative: with no true seed
-variance the seed mean square still exceeds the residual one about 40% of the time (S = 5), and then the
-interval is up to ~40% wider than it needs to be. It was chosen over Satterthwaite's degrees of freedom
-throughout because on the demo's A/A benchmark (trained models ranging from 25% to 62% accuracy, far from
-normal) those were slightly liberal (see metrics/bench/null.json for both rates).
+(components truncated at zero) and a Student t interval and test with Satterthwaite's degrees of freedom for
+that combination of mean squares. (Until 2026-12 the degrees of freedom were S - 1 whenever the seed
+component was positive: with 5 seeds that is df 4 in 77% of 5-seed subsets, an MDE of 8.1 x se instead of
+~4.1 x se, and the same 40 models gave MDEs from 10.7 to 47 points; Satterthwaite's rule kept the A/A
+false-verdict rate at the nominal level on the demo and raised the detection of a planted +18-point gain
+from 26% to 72%: metrics/bench/power.json.)
 
 With one seed the training variance cannot be estimated: no verdict is given. Holm's step-down procedure
 corrects a family of such tests, and the minimum detectable effect says how large a difference the design
@@ -23,7 +23,7 @@ could have found (two-sided, at the family's strictest level, with the given pow
 t), so "no significant difference" reads as "inconclusive (detects +-X pts)": the design, not a bound on
 the true difference.
 
-``benchmarks/bench_null.py`` measures the rate of "helps"/"hurts" on A/A comparisons (same training data,
+``benchmarks/bench_power.py`` measures the rate of "helps"/"hurts" on A/A comparisons (same training data,
 different seeds) on the demo.
 """
 
@@ -49,7 +49,9 @@ class Difference:
     seeds: int
     images: int
     seed_share: float  # share of the variance of the mean that comes from training (seeds), not test images
-    satterthwaite_df: float  # the degrees of freedom Satterthwaite's rule alone would give (df may be S - 1)
+    seed_variance: float  # the variance components (method of moments, truncated at zero): between seed pairs,
+    image_variance: float  # between test images,
+    residual_variance: float  # and seed x image
 
     def to_dict(self, digits: int = 4) -> dict:
         return {k: (round(v, digits) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -77,10 +79,13 @@ def crossed_difference(differences: np.ndarray, confidence: float = 0.95) -> Dif
     combination = a * ms_seed + b * ms_image + c * ms_residual
     variance = max(combination, 0.0) / (s * n)
     se = float(np.sqrt(variance))
-    satterthwaite = satterthwaite_df(ms_seed, ms_image, ms_residual, a, b, c, s, n)
-    df = float(s - 1) if a else satterthwaite  # training variance present: S - 1 (see the module docstring)
-    seed_part = max(ms_seed - ms_residual, 0.0) / n / s if a else 0.0
-    seed_share = float(seed_part / variance) if variance > 0 else 0.0
+    df = satterthwaite_df(ms_seed, ms_image, ms_residual, a, b, c, s, n)
+    components = {
+        "seed_variance": max(ms_seed - ms_residual, 0.0) / n,
+        "image_variance": max(ms_image - ms_residual, 0.0) / s,
+        "residual_variance": ms_residual,
+    }
+    seed_share = float(components["seed_variance"] / s / variance) if variance > 0 else 0.0
     if se == 0.0:
         p = 1.0 if mean == 0.0 else 0.0
         low = high = mean
@@ -88,7 +93,7 @@ def crossed_difference(differences: np.ndarray, confidence: float = 0.95) -> Dif
         p = float(2 * scipy_stats.t.sf(abs(mean) / se, df))
         half = float(scipy_stats.t.ppf(0.5 + confidence / 2, df) * se)
         low, high = mean - half, mean + half
-    return Difference(mean, se, df, low, high, p, s, n, seed_share, satterthwaite)
+    return Difference(mean, se, df, low, high, p, s, n, seed_share, **components)
 
 
 def satterthwaite_df(ms_seed, ms_image, ms_residual, a, b, c, s, n) -> float:
@@ -134,3 +139,35 @@ def verdict(difference: float, p_adjusted: float, mde: float, alpha: float = 0.0
     if p_adjusted < alpha:
         return "helps" if difference > 0 else "hurts"
     return f"inconclusive (detects +-{100 * mde:.1f} pts)"
+
+
+def planned_se_df(result: Difference, seeds: int) -> tuple[float, float]:
+    """The standard error and degrees of freedom the same test images would give with ``seeds`` seed pairs,
+    from ``result``'s variance components (their expected mean squares, Satterthwaite's df)."""
+    n = result.images
+    seed_var, image_var, residual = result.seed_variance, result.image_variance, result.residual_variance
+    ms_seed, ms_image = residual + n * seed_var, residual + seeds * image_var
+    a, b = float(seed_var > 0), float(image_var > 0)
+    variance = seed_var / seeds + image_var / n + residual / (seeds * n)
+    return float(np.sqrt(variance)), satterthwaite_df(ms_seed, ms_image, residual, a, b, 1 - a - b, seeds, n)
+
+
+def seeds_needed(
+    result: Difference, effect: float, alpha: float = 0.05, power: float = 0.8, most: int = 1000
+) -> int | None:
+    """The fewest seed pairs (>= 2) with which the same test images detect a true difference of ``effect``
+    (a share: 0.05 is 5 points) with probability ``power`` at level ``alpha``; ``None`` when even ``most``
+    seeds cannot: the test images' own variance is then the limit, and only more test images help."""
+    effect = abs(effect)
+    if minimum_detectable_effect(*planned_se_df(result, most), alpha, power) > effect:
+        return None
+    low, high = 2, most  # MDE falls as seeds grow: bisect for the first count that reaches ``effect``
+    if minimum_detectable_effect(*planned_se_df(result, low), alpha, power) <= effect:
+        return low
+    while high - low > 1:
+        middle = (low + high) // 2
+        if minimum_detectable_effect(*planned_se_df(result, middle), alpha, power) <= effect:
+            high = middle
+        else:
+            low = middle
+    return high

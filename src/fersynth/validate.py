@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +22,7 @@ from fersynth.integrity import check_images
 from fersynth.integrity import summarize as summarize_integrity
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, LABEL_SPACES
 from fersynth.log import get_logger
-from fersynth.offline_docs import make_offline
+from fersynth.offline_docs import make_offline, make_reproducible
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -54,6 +55,18 @@ class SuiteConfig:
 
 class ValidationFailed(RuntimeError):
     pass
+
+
+DOCS_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def _run_id(position: int):
+    """A fixed run identity per batch. The Data Docs are a DVC output: GX's default (the wall clock) changed
+    their bytes on every run, and equal times would leave their order to the file system. So batch k's run is
+    dated DOCS_EPOCH + k seconds: the page lists batches in the order they were checked."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    return RunIdentifier(run_name="fersynth-validate", run_time=DOCS_EPOCH + timedelta(seconds=position))
 
 
 def _crosses(manifest: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -217,7 +230,7 @@ def validate_variant(
     checked = check_images(variant)
     batches["integrity"] = integrity_batch(checked)
     summary["integrity"] = summarize_integrity(checked)
-    for batch_name, (frame, expectations) in batches.items():
+    for position, (batch_name, (frame, expectations)) in enumerate(batches.items()):
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{batch_name}"))
         for expectation in expectations:
             suite.add_expectation(expectation)
@@ -231,10 +244,11 @@ def validate_variant(
         checkpoint = context.checkpoints.add(
             gx.Checkpoint(name=f"{name}.{batch_name}", validation_definitions=[definition], result_format="BASIC")
         )
-        result = checkpoint.run(batch_parameters={"dataframe": frame})
+        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=_run_id(position))
         summary["batches"][batch_name] = [_describe(r) for run in result.run_results.values() for r in run.results]
     context.build_data_docs(site_names=["fersynth"])  # once, from every checkpoint's stored results
     external = make_offline(scratch)  # vendored jQuery / Bootstrap / icons: the docs render without internet
+    make_reproducible(scratch)  # the same bytes every run: random element ids and load times pinned
     if external:
         log.warning("validate %s: Data Docs still fetch %s (a newer GX?)", name, ", ".join(external))
     failures = [r for results in summary["batches"].values() for r in results if not r["success"]]

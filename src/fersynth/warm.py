@@ -92,6 +92,9 @@ IMPORT_TIME_ENV_PREFIXES = (
     "KMP_",
     "MKL_",
     "OPENBLAS_",
+    "ATEN_",  # ATen's vectorisation (fersynth.runtime pins it): read at import
+    "ONEDNN_",
+    "DNNL_",
     "TORCH",
     "PYTORCH_",
     "CUDA_",

@@ -8,11 +8,18 @@ lists them):
 - mean accuracy of both over their trials and the difference, with a 95% interval and p-value that count
   training variance (seeds) and test-image sampling together (:mod:`fersynth.stats`: crossed seeds x images);
   seed k of the candidate is paired with seed k of the baseline;
-- ``p_holm``: the p-value Holm-corrected over every comparison in the file that has a verdict, and ``mde``,
+- ``p_holm``: the p-value Holm-corrected over every comparison in the file that is tested, and ``mde``,
   the smallest difference this many seeds and images could detect (80% power, strictest Holm level);
 - a verdict: ``helps`` / ``hurts`` when the Holm-corrected p-value is below ``alpha``, else
   ``inconclusive at +-X points``; ``too few seeds`` below ``min_seeds`` seed pairs;
 - the same, separately, for the real and the generated rows of a test set that mixes both (the evaluator);
+  the mixed set as a whole is then described, not tested (it would count its own parts twice in the family);
+- ``not testable (...)`` and no place in the Holm family for a test set that cannot answer: one subject (its
+  images are frames of a few clips, not independent draws) or a minimum detectable effect at ``alpha`` above
+  ``max_mde``; such a set would only widen the family and weaken every other test;
+- ``seeds_needed``: how many seed pairs the same test images need to detect +-2, +-5 and +-10 points with
+  ``power`` at the family's strictest level (from the measured variance components; ``None``: more seeds
+  alone cannot, the test set is too small);
 - per class (accuracy on the class's images, i.e. recall) and per demographic group: difference and 95%
   interval, unadjusted and descriptive; the per-class F1 difference.
 
@@ -35,13 +42,16 @@ from fersynth.config import build
 from fersynth.evaluate.origin import real_and_generated
 from fersynth.log import get_logger
 from fersynth.paths import EvaluateLayout
-from fersynth.stats import Difference, crossed_difference, holm, minimum_detectable_effect, verdict
+from fersynth.stats import Difference, crossed_difference, holm, minimum_detectable_effect, seeds_needed, verdict
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
 
 GROUP_COLUMNS = ("gender", "age_group", "ethnicity")
 MIN_IMAGES = 20  # fewer test images give no interval or verdict (a t interval on 3 images leaves [-1, 1])
+
+
+EXPECTED = ("helps", "hurts", "inconclusive")  # what a known-answer control may expect
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,9 @@ class CompareConfig:
     min_seeds: int = 5  # seed pairs needed for a verdict
     alpha: float = 0.05  # family-wise error rate (Holm over every verdict in the file)
     power: float = 0.8  # for the minimum detectable effect
+    max_mde: float = 0.2  # a test set that cannot detect +-this (at alpha, unadjusted) is "not testable"
+    plan_effects: tuple[float, ...] = (0.02, 0.05, 0.1)  # seeds_needed is reported for these differences
+    controls: dict[str, str] = field(default_factory=dict)  # pair candidate -> the verdict it must get
 
     def __post_init__(self) -> None:
         if self.min_seeds < 2:
@@ -66,6 +79,9 @@ class CompareConfig:
             )
         if not 0 < self.alpha < 1 or not 0 < self.power < 1:
             raise ValueError(f"compare.alpha and compare.power must be in (0, 1): {self.alpha}, {self.power}")
+        unknown = {c: v for c, v in self.controls.items() if c not in self.pairs or v not in EXPECTED}
+        if unknown:
+            raise ValueError(f"compare.controls must name pairs and one of {EXPECTED}: {unknown}")
 
 
 @dataclass
@@ -75,6 +91,7 @@ class _Tested:
     target: dict
     result: Difference | None
     seeds: int
+    untested: str = ""  # the verdict of a comparison kept out of the Holm family (described, not tested)
 
 
 def compare(
@@ -85,9 +102,10 @@ def compare(
     plots_dir: Path | None = None,
     train_metrics: Path | None = None,
 ) -> dict:
-    """``plots_dir`` gets ``differences.json`` (every scope) and ``sweep.json`` (one record per pair and test
+    """``plots_dir`` gets ``differences.json`` (every scope), ``sweep.json`` (one record per pair and test
     set with the candidate's synthetic training rows, read from ``train_metrics/<candidate>.json``: the x of
-    a sweep curve across experiments)."""
+    a sweep curve across experiments) and, with ``config.controls``, ``controls.json`` (each known-answer
+    control's verdict against the one it must get: :func:`check_controls`)."""
     layout = EvaluateLayout(Path(evaluated))
     result: dict[str, dict] = {}
     family: list[_Tested] = []
@@ -113,6 +131,8 @@ def compare(
                 entry["seeds"], entry["images"], entry["verdict"],
             )  # fmt: skip
     write_json(out, result)
+    if config.controls and plots_dir is not None:
+        write_json(Path(plots_dir) / "controls.json", check_controls(result, config))
     if plots_dir is not None:
         write_json(Path(plots_dir) / "differences.json", plot_records(result))
         write_json(Path(plots_dir) / "sweep.json", sweep_records(result, config, train_metrics))
@@ -135,8 +155,9 @@ def compare_predictions(
     trials = [int(a.shape[1]), int(b.shape[1])]
     # seed k with seed k: the seeds both trained (same initialisation and batches); the others are not used
     shared = [seed for seed in a.columns if seed in set(b.columns)]
-    if not shared:  # one-trial models with different seeds: pair them, there is nothing better
-        shared_a, shared_b = list(a.columns[:1]), list(b.columns[:1])
+    if not shared:  # no seed in common (the null control trains other seeds): pair them in order
+        pairs = min(len(a.columns), len(b.columns))
+        shared_a, shared_b = list(a.columns[:pairs]), list(b.columns[:pairs])
     else:
         shared_a = shared_b = shared
     a, b = a[shared_a], b[shared_b]
@@ -151,7 +172,6 @@ def compare_predictions(
             for k, (sa, sb) in enumerate(zip(a.columns, b.columns, strict=True))
         },
     }
-    tested = [_summary(entry, differences, seeds)]
     if rows is not None:
         missing = a.index.difference(rows.index)
         if len(missing):
@@ -159,12 +179,15 @@ def compare_predictions(
                 f"{len(missing)} predicted test images are not in the test set's manifest, e.g. {missing[0]}"
             )
         rows = rows.reindex(a.index)
-        for scope, mask in real_and_generated(rows).items():
-            entry[scope] = {
-                "baseline_accuracy": round(float(a[mask].to_numpy().mean()), 4),
-                "accuracy": round(float(b[mask].to_numpy().mean()), 4),
-            }
-            tested.append(_summary(entry[scope], differences[mask.to_numpy()], seeds))
+    parts = real_and_generated(rows) if rows is not None else {}
+    mixed = "descriptive (mixes real and generated faces: its parts are tested)" if parts else ""
+    tested = [_summary(entry, differences, seeds, mixed or _one_subject(rows))]
+    for scope, mask in parts.items():
+        entry[scope] = {
+            "baseline_accuracy": round(float(a[mask].to_numpy().mean()), 4),
+            "accuracy": round(float(b[mask].to_numpy().mean()), 4),
+        }
+        tested.append(_summary(entry[scope], differences[mask.to_numpy()], seeds, _one_subject(rows[mask])))
     labels = baseline.drop_duplicates("key").set_index("key")["label"].reindex(a.index)
     entry["class_difference"] = {
         (classes[int(c)] if int(c) < len(classes) else str(c)): _interval(differences[(labels == c).to_numpy()])
@@ -180,12 +203,19 @@ def compare_predictions(
     return entry, tested
 
 
-def _summary(target: dict, differences: np.ndarray, seeds: int) -> _Tested:
+def _one_subject(rows: pd.DataFrame | None) -> str:
+    """The verdict of a test set whose images all show one subject (CASME II's frames): not testable."""
+    if rows is None or "subject" not in rows or rows["subject"].isna().all():
+        return ""
+    return "not testable (one subject)" if rows["subject"].dropna().nunique() < 2 else ""
+
+
+def _summary(target: dict, differences: np.ndarray, seeds: int, untested: str = "") -> _Tested:
     target |= {"images": int(differences.shape[0]), "seeds": int(seeds)}
     target["difference"] = round(float(differences.mean()), 4) if differences.size else 0.0
     if seeds < 2 or differences.shape[0] < MIN_IMAGES:
         target |= {"difference_low": None, "difference_high": None}
-        return _Tested(target, None, seeds)
+        return _Tested(target, None, seeds, untested)
     result = crossed_difference(differences.T)
     target |= {
         "difference_low": round(result.low, 4),
@@ -193,12 +223,15 @@ def _summary(target: dict, differences: np.ndarray, seeds: int) -> _Tested:
         "p_value": round(result.p_value, 4),
         "seed_share": round(result.seed_share, 3),
     }
-    return _Tested(target, result, seeds)
+    return _Tested(target, result, seeds, untested)
 
 
 def decide(family: list[_Tested], config: CompareConfig) -> None:
-    """Holm over every comparison with enough seeds; the minimum detectable effect at Holm's strictest level."""
-    eligible = [t for t in family if t.result is not None and t.seeds >= config.min_seeds]
+    """Holm over every comparison with enough seeds that can answer (see :func:`_untestable`); the minimum
+    detectable effect and the seeds needed at Holm's strictest level."""
+    for tested in family:
+        tested.untested = tested.untested or _untestable(tested, config)
+    eligible = [t for t in family if t.result is not None and t.seeds >= config.min_seeds and not t.untested]
     adjusted = holm([t.result.p_value for t in eligible]) if eligible else []
     strictest = config.alpha / max(len(eligible), 1)
     for tested, p in zip(eligible, adjusted, strict=True):
@@ -215,15 +248,51 @@ def decide(family: list[_Tested], config: CompareConfig) -> None:
         }
     decided = {id(t) for t in eligible}
     for tested in family:
+        if tested.result is not None:
+            tested.target["seeds_needed"] = {
+                f"{100 * effect:g}": seeds_needed(tested.result, effect, strictest, config.power)
+                for effect in config.plan_effects
+            }
         if id(tested) in decided:
             continue
         # the same keys as a decided comparison (the report and `dvc exp show` columns), with no value
         for key in ("p_value", "seed_share", "difference_low_adjusted", "difference_high_adjusted", "p_holm", "mde"):
             tested.target.setdefault(key, None)
+        tested.target.setdefault("seeds_needed", {f"{100 * effect:g}": None for effect in config.plan_effects})
         if tested.seeds < config.min_seeds:
             tested.target["verdict"] = f"too few seeds ({tested.seeds} < {config.min_seeds})"
-        else:
+        elif tested.result is None:
             tested.target["verdict"] = f"too few images ({tested.target['images']} < {MIN_IMAGES})"
+        else:
+            tested.target["verdict"] = tested.untested
+
+
+def _untestable(tested: _Tested, config: CompareConfig) -> str:
+    """Why a comparison with a result cannot answer: its minimum detectable effect at ``alpha`` (unadjusted,
+    so that the bound does not depend on the family it would join) is above ``max_mde``."""
+    if tested.result is None:
+        return ""
+    mde = minimum_detectable_effect(tested.result.se, tested.result.df, config.alpha, config.power)
+    if mde <= config.max_mde:
+        return ""
+    return f"not testable (detects only +-{100 * mde:.1f} pts > {100 * config.max_mde:g})"
+
+
+def check_controls(result: dict, config: CompareConfig) -> dict:
+    """Known-answer controls: each control pair's verdicts on every test set against what it must get (a
+    planted benefit ``helps``, a planted harm ``hurts``, a null ``inconclusive``). ``found`` is false where
+    the rule missed what is there, or saw what is not: then the rule, or the recipe, is broken."""
+    checked = {}
+    for candidate, expected in config.controls.items():
+        pair = config.pairs[candidate]
+        baseline = pair.baseline if isinstance(pair, PairConfig) else pair["baseline"]
+        for test, entry in result[f"{candidate}_vs_{baseline}"].items():
+            verdict = entry["verdict"]
+            found = verdict.startswith(expected)
+            checked[f"{candidate}_on_{test}"] = {"expected": expected, "verdict": verdict, "found": found}
+            if not found:
+                log.warning("compare: control %s on %s: expected %s, got %s", candidate, test, expected, verdict)
+    return checked
 
 
 def _interval(differences: np.ndarray) -> dict:
@@ -301,7 +370,7 @@ def _correct_by_seed(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def _test_rows(variant_dir: Path) -> pd.DataFrame:
     manifest = Variant(variant_dir).manifest
-    columns = [c for c in ("synthetic", *GROUP_COLUMNS) if c in manifest]
+    columns = [c for c in ("synthetic", "subject", *GROUP_COLUMNS) if c in manifest]
     return manifest.drop_duplicates("key").set_index("key")[columns]
 
 

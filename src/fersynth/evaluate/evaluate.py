@@ -19,14 +19,16 @@ import pandas as pd
 import torch
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.demo.truth import read_ground_truth
 from fersynth.evaluate.origin import real_and_generated
 from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger
 from fersynth.modeling.data import BatchLoader, decoded
+from fersynth.modeling.floor import Floor
 from fersynth.modeling.metrics import classification_report, group_accuracy
 from fersynth.modeling.plots import confusion_figure, heatmap_figure, save_png
 from fersynth.modeling.trained import ClassifierSpec, load_trained
-from fersynth.paths import EvaluateLayout, trial_dirs, trial_seed
+from fersynth.paths import EvaluateLayout, floor_path, ground_truth_path, trial_dirs, trial_seed
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
@@ -49,6 +51,7 @@ class EvaluateConfig:
     fairness_on: str = "evaluator"  # the test set whose demographic columns are used for fairness
     robustness_on: tuple[str, ...] = ()  # test sets perturbed for robustness
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
+    ground_truth: str = ""  # the demo's folder (data/demo): accuracy against its hidden true labels too
 
 
 def test_rows(variant_dir: Path, classes: tuple[str, ...]) -> pd.DataFrame | None:
@@ -88,6 +91,9 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
     layout = EvaluateLayout(Path(out_dir))
     matrix: dict[str, dict[str, float | None]] = {}
     macro_f1: dict[str, dict[str, float | None]] = {}
+    floors: dict[str, dict[str, float]] = {}
+    true_accuracy: dict[str, dict[str, dict]] = {}
+    truth = _TrueLabels(Path(config.ground_truth)) if config.ground_truth else None
     fairness: dict[str, dict] = {}
     robustness: dict[str, dict] = {}
     for model_name, model_dir in config.models.items():
@@ -96,6 +102,7 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
         models = {_seed(d, spec): model for d, (model, spec, _) in zip(dirs, trials, strict=True)}  # by seed
         spec, classes = trials[0][1], trials[0][2]
         matrix[model_name], macro_f1[model_name] = {}, {}
+        floor = Floor.load(floor_path(Path(model_dir)))
         for test_name, variant_dir in config.test_sets.items():
             rows = test_rows(Path(variant_dir), classes)
             if rows is None:
@@ -109,6 +116,10 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
             matrix[model_name][test_name] = round(report["accuracy"], 4)
             matrix[model_name] |= _by_origin(test_name, rows, labels, predicted)
             macro_f1[model_name][test_name] = round(report["macro avg"]["f1"], 4)
+            if floor is not None:
+                floors.setdefault(model_name, {})[test_name] = round(float(np.mean(floor.predict(images) == labels)), 4)
+            if truth is not None:
+                true_accuracy.setdefault(model_name, {})[test_name] = truth.accuracy(rows, predicted, classes)
             write_json(layout.per_class(model_name, test_name), report)
             _write_predictions(layout.predictions(model_name, test_name), rows, predicted)
             pooled_labels = np.tile(labels, len(predicted))
@@ -136,9 +147,60 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
     write_json(layout.macro_f1, macro_f1)
     write_json(layout.fairness, fairness)
     write_json(layout.robustness, robustness)
+    write_json(layout.floor, floor_report(matrix, floors))
+    if truth is not None:
+        write_json(layout.true_labels, true_accuracy)
     save_png(heatmap_figure(matrix, "accuracy: trained on (rows) x tested on (columns)"), layout.cross_dataset_png)
     log.info("evaluate: %s", matrix)
     return {"cross_dataset": matrix, "macro_f1": macro_f1, "fairness": fairness, "robustness": robustness}
+
+
+def floor_report(matrix: dict, floors: dict) -> dict:
+    """Each model's HOG + logistic-regression floor (fitted on its own train rows) per test set, and the cells
+    where the model scores below it: flagged here, in the log and in the report."""
+    below = [
+        {"model": model, "test_set": test, "accuracy": matrix[model][test], "floor": floor}
+        for model, tests in floors.items()
+        for test, floor in tests.items()
+        if matrix[model].get(test) is not None and matrix[model][test] < floor
+    ]
+    for cell in below:
+        log.warning(
+            "evaluate: %s scores %.3f on %s, below its HOG + logistic-regression floor %.3f",
+            cell["model"], cell["accuracy"], cell["test_set"], cell["floor"],
+        )  # fmt: skip
+    return {"floor": floors, "below_floor": below, "models_below_floor": len({c["model"] for c in below})}
+
+
+class _TrueLabels:
+    """The demo's hidden true emotions by (dataset, native source): :func:`fersynth.paths.ground_truth_path`."""
+
+    def __init__(self, demo_root: Path):
+        self.demo_root, self._tables = demo_root, {}
+
+    def _table(self, dataset: str) -> pd.Series | None:
+        if dataset not in self._tables:
+            path = ground_truth_path(self.demo_root, dataset)
+            self._tables[dataset] = read_ground_truth(path)["true_emotion"] if path.is_file() else None
+        return self._tables[dataset]
+
+    def accuracy(self, rows: pd.DataFrame, predicted: dict, classes: tuple[str, ...]) -> dict:
+        """Accuracy against the true labels (mean over trials) on the rows whose truth is known, their number,
+        and how many of them carry a flipped label."""
+        true = pd.Series(np.nan, index=rows.index, dtype=object)
+        for dataset, group in rows.groupby("dataset"):
+            table = self._table(str(dataset))
+            if table is not None:
+                true[group.index] = group["source"].map(table)
+        index = {c: i for i, c in enumerate(classes)}
+        true_label = true.map(index)
+        known = true_label.notna().to_numpy()
+        if not known.any():
+            return {"accuracy": None, "images": 0, "flipped": 0}
+        truth = true_label.to_numpy()[known].astype(int)
+        accuracy = np.mean([np.mean(p[known] == truth) for p in predicted.values()])
+        flipped = int((rows["label"].to_numpy()[known] != truth).sum())
+        return {"accuracy": round(float(accuracy), 4), "images": int(known.sum()), "flipped": flipped}
 
 
 def _by_origin(test_name: str, rows: pd.DataFrame, labels: np.ndarray, predicted: dict) -> dict:

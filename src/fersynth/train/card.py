@@ -25,9 +25,9 @@ LIMITS = (
     "except where a dataset ships them.",
     "On the embedded demo the faces are drawn cartoons: the numbers test the pipeline, not the science, and "
     "the model means nothing on photographs.",
-    "One split, a few seeds: single-trial accuracies move by about +-15 points with another seed on the demo "
-    "(benchmarks/bench_null.py); compare experiments with `fersynth compare`, which pairs seeds and states the "
-    "smallest difference it could detect.",
+    "One split, a few seeds: a single trial's accuracy moves with its seed (the seed sd is in "
+    "`metrics/train/<experiment>.json`); compare experiments with `fersynth compare`, which pairs seeds, states "
+    "the smallest difference it could detect and how many seeds a smaller one needs (benchmarks/bench_power.py).",
 )
 
 
@@ -60,10 +60,15 @@ def model_card(experiment: str, config, metrics: dict, variant_hashes: dict[str,
         "",
         "## Training",
         "",
-        f"- {settings['optimizer']} at {settings['learning_rate']:g}, batch {settings['batch_size']}, "
-        f"{settings['epochs']} epochs (learning rate x{settings['lr_factor']:g} after {settings['lr_patience']} "
-        f"epochs without progress), augmentation `{settings['augment']}`, "
-        f"early stopping {settings['early_stopping'] or 'off'}.",
+        f"- {settings['optimizer']} at {settings['learning_rate']:g} (weight decay {settings['weight_decay']:g}), "
+        f"batch {settings['batch_size']}, {settings['epochs']} epochs, {_schedule(settings)}, label smoothing "
+        f"{settings['label_smoothing']:g}, augmentation `{settings['augment']}`, "
+        f"early stopping {settings['early_stopping'] or 'off'}"
+        + (
+            f"; planted label noise: {settings['label_noise']:g} of the train labels flipped."
+            if settings["label_noise"]
+            else "."
+        ),
         f"- Synthetic train rows: {_cap(settings['synthetic_per_class'])} per class, "
         f"{_cap(settings['synthetic_ratio'])} per real train row.",
         "",
@@ -108,3 +113,11 @@ def _interval(low: float, high: float, trials: int) -> str:
 
 def write_model_card(directory: Path, experiment: str, config, metrics: dict, variant_hashes: dict[str, str]) -> None:
     (Path(directory) / "MODEL_CARD.md").write_text(model_card(experiment, config, metrics, variant_hashes))
+
+
+def _schedule(settings: dict) -> str:
+    if settings["schedule"] == "plateau":
+        return f"learning rate x{settings['lr_factor']:g} after {settings['lr_patience']} epochs without progress"
+    if settings["schedule"] == "one_cycle":
+        return f"one-cycle schedule ({100 * settings['warmup']:g}% of the steps rising to the peak)"
+    return "cosine schedule"

@@ -46,6 +46,7 @@ def train_step(
     seed: int,
     step: int,
     autocast: bool,
+    label_smoothing: float = 0.0,
 ) -> tuple[float, int]:
     """Forward and backward this process's shards of one global batch (the caller steps the optimiser).
     Returns (sum of per-image losses, images) over this process's shards."""
@@ -57,7 +58,7 @@ def train_step(
         sync = nullcontext() if last or state.world_size == 1 else model.no_sync()
         with sync, torch.random.fork_rng(devices=[]), torch.autocast("cuda", torch.bfloat16, enabled=autocast):
             torch.manual_seed(seed * 1_000_003 + step * shards + k)
-            loss = nn.functional.cross_entropy(model(xs[k]), ys[k])
+            loss = nn.functional.cross_entropy(model(xs[k]), ys[k], label_smoothing=label_smoothing)
             # DDP averages gradients over processes: weight each shard so the sum over all shards is a mean
             (loss / accumulate).backward()
         total += loss.item() * len(ys[k])

@@ -9,32 +9,31 @@ accuracy, validation = 20% of train, horizontal flips. Which rows fit, validate 
 from __future__ import annotations
 
 import tempfile
-import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from fersynth.atomic import atomic_path, write_json
 from fersynth.distributed import Distributed, setup, teardown
-from fersynth.log import get_logger, progress
-from fersynth.modeling.architectures import build_model, channels_last
-from fersynth.modeling.checkpoint import save_checkpoint
-from fersynth.modeling.data import PRESETS, BatchLoader, InputConfig, decoded
-from fersynth.modeling.metrics import classification_report, mean_interval
-from fersynth.paths import trial_name
+from fersynth.log import get_logger
+from fersynth.modeling.data import PRESETS, InputConfig, decoded
+from fersynth.modeling.floor import fit_floor
+from fersynth.modeling.metrics import mean_interval
+from fersynth.paths import floor_path, trial_name
 from fersynth.tracking import variant_hash
 from fersynth.train.card import write_model_card
-from fersynth.train.distributed import all_sum, sync_buffers, train_step, wrap
 from fersynth.train.mlflow_model import log_trial_model, register_best
 from fersynth.train.rows import training_rows
+from fersynth.train.trial import fit_trials
 from fersynth.variant import Variant
 
 log = get_logger(__name__)
+
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("plateau", "one_cycle", "cosine")
 
 
 @dataclass(frozen=True)
@@ -50,12 +49,17 @@ class TrainConfig:
     freeze: float = 0.0  # fraction of the backbone's learnable layers frozen (paper 002: 0.3)
     input: InputConfig = field(default_factory=InputConfig)
     augment: str = "paper001"  # a preset of fersynth.modeling.data.PRESETS
-    optimizer: str = "adam"  # adam | sgd
-    learning_rate: float = 0.01  # paper 001: 0.01 FER2013, 3e-4 AffectNet / merged
-    lr_factor: float = 0.1
-    lr_patience: int = 2
-    min_lr: float = 1e-5
+    optimizer: str = "adam"  # adam | adamw | sgd
+    learning_rate: float = 0.01  # paper 001: 0.01 FER2013, 3e-4 AffectNet / merged; one_cycle: the peak
+    weight_decay: float = 0.0  # L2 penalty (adam, sgd) or decoupled decay (adamw)
+    schedule: str = "plateau"  # plateau (paper 001: ReduceLROnPlateau on val loss) | one_cycle | cosine
+    warmup: float = 0.3  # one_cycle: share of the steps spent rising to learning_rate
+    lr_factor: float = 0.1  # plateau only
+    lr_patience: int = 2  # plateau only
+    min_lr: float = 1e-5  # plateau only
+    label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e uniform
     early_stopping: int = 0  # epochs without a better val accuracy before stopping (0: never)
+    label_noise: float = 0.0  # a planted harm (a control): this share of train labels flipped to another class
     epochs: int = 50
     batch_size: int = 64
     validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train), by subject where known
@@ -68,8 +72,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.augment not in PRESETS:
             raise ValueError(f"train.augment must be one of {sorted(PRESETS)}, not {self.augment!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"train.optimizer must be adam or sgd, not {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        if not 0 <= self.label_smoothing < 1 or not 0 <= self.label_noise < 1 or not 0 < self.warmup < 1:
+            raise ValueError(
+                f"train.label_smoothing and label_noise must be within [0, 1), warmup within (0, 1): "
+                f"{self.label_smoothing}, {self.label_noise}, {self.warmup}"
+            )
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"train.validation_fraction must be within (0, 1), not {self.validation_fraction}")
         if self.trials < 1 or self.accumulate < 1:
@@ -88,20 +99,6 @@ def arrays(rows: pd.DataFrame, config: TrainConfig) -> tuple[np.ndarray, np.ndar
     return np.concatenate(parts) if len(parts) > 1 else parts[0], labels
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, device: str) -> tuple[float, float, np.ndarray]:
-    """(mean loss, accuracy, predictions in loader order)."""
-    model.eval()
-    losses, predictions, labels = [], [], []
-    for x, y in loader:
-        logits = model(x)
-        losses.append(nn.functional.cross_entropy(logits.float(), y, reduction="sum").item())
-        predictions.append(logits.argmax(1).cpu())
-        labels.append(y.cpu())
-    predicted, truth = torch.cat(predictions).numpy(), torch.cat(labels).numpy()
-    return sum(losses) / max(len(truth), 1), float((predicted == truth).mean()) if len(truth) else 0.0, predicted
-
-
 def train(
     config: TrainConfig,
     model_dir: Path,
@@ -117,6 +114,10 @@ def train(
     rows, classes = selected.splits, selected.classes
     data = {split: arrays(r, config) for split, r in rows.items()}
     counts = {s: len(r) for s, r in rows.items()} | {"synthetic_train": int(rows["train"]["synthetic"].sum())}
+    if config.label_noise:
+        images, labels = data["train"]
+        data["train"] = (images, flip_labels(labels, config.label_noise, len(classes), config.seed))
+        counts["flipped_train"] = int((data["train"][1] != labels).sum())
     log.info(
         "train %s: %s on %s x %d process(es), %s, validation %s, seeds %s",
         run_name,
@@ -131,13 +132,14 @@ def train(
     with atomic_path(Path(model_dir), kind="model") if state.main else tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tmp.mkdir(parents=True, exist_ok=True)
-        trials = []
-        for seed in config.seeds:
-            name = run_name if config.trials == 1 else f"{run_name}/{trial_name(seed)}"
-            out = tmp if config.trials == 1 else tmp / trial_name(seed)
-            trials.append(_train_trial(config, seed, data, counts, classes, state, out, name, run_name))
+        outs = {seed: tmp if config.trials == 1 else tmp / trial_name(seed) for seed in config.seeds}
+        names = {seed: run_name if config.trials == 1 else f"{run_name}/{trial_name(seed)}" for seed in config.seeds}
+        trials = fit_trials(config, data, classes, state, outs, names)
         metrics = _summarise(trials, classes, counts, selected.validation, config) if state.main else {}
         if state.main:
+            for trial in trials:
+                trial |= _log_trial(config, trial, data, counts, classes, state, outs[trial["seed"]], names, run_name)
+            metrics["floor"] = _fit_floor(data, len(classes), floor_path(tmp))
             hashes = {path: variant_hash(Path(path)) for path in config.variants}
             write_model_card(tmp, run_name, config, metrics, hashes)
             registered = register_best(run_name, trials)
@@ -186,119 +188,77 @@ def _summarise(trials: list[dict], classes, counts: dict, validation: dict, conf
     }
 
 
-def _train_trial(
-    config: TrainConfig,
-    seed: int,
-    data: dict,
-    counts: dict,
-    classes,
-    state: Distributed,
-    out: Path,
-    run_name: str,
-    experiment: str,
+def _log_trial(
+    config: TrainConfig, trial: dict, data, counts: dict, classes, state: Distributed, out: Path, names, experiment: str
 ) -> dict:
+    """One MLflow run for a trained trial: params, its learning curve and speed per epoch, test metrics and
+    confusion counts, the model. Returns its run id and model URI."""
     import mlflow
     from sklearn.metrics import confusion_matrix
 
     from fersynth.tracking import start_run
 
-    device = state.device
-    torch.manual_seed(seed)
-    loaders = {
-        "train": BatchLoader(*data["train"], config.batch_size, device, True, PRESETS[config.augment], seed),
-        "val": BatchLoader(*data["val"], 256, device, shuffle=False),
-        "test": BatchLoader(*data["test"], 256, device, shuffle=False),
-    }
-    model = build_model(
-        config.architecture, len(classes), config.input.channels, config.input.size, config.weights, config.width
-    )
-    frozen = model.freeze(config.freeze) if config.freeze else 0
-    model = channels_last(model, device)
-    trained = wrap(model, state)  # the DDP wrapper under torchrun, else the model itself
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimiser = (
-        torch.optim.Adam(trainable, lr=config.learning_rate)
-        if config.optimizer == "adam"
-        else torch.optim.SGD(trainable, lr=config.learning_rate, momentum=0.9)
-    )
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimiser, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
-    )
-    autocast = device.startswith("cuda") and config.mixed_precision
-    best = {"val_accuracy": -1.0, "epoch": 0, "state": None}
-    history = []
+    seed = trial["seed"]
     inputs = {Path(v).name: Path(v) for v in config.variants}
-    params = _flat(asdict(config)) | {"trial_seed": seed, "frozen_layers": frozen}
-    shards = state.world_size * config.accumulate
+    params = _flat(asdict(config)) | {"trial_seed": seed, "frozen_layers": trial["frozen_layers"]}
     tags = {"fersynth.experiment": experiment, "fersynth.trial_seed": str(seed)}
-    tracked = start_run("train", inputs, params=params, run_name=run_name, tags=tags) if state.main else nullcontext()
-    with tracked as run:
-        if state.main:
-            mlflow.log_params({f"rows_{k}": v for k, v in counts.items()} | {"processes": state.world_size})
-        step = 0
-        for epoch in progress(range(1, config.epochs + 1), desc=f"train {run_name}", unit="epoch"):
-            model.train()
-            started, total, seen = time.perf_counter(), 0.0, 0
-            for x, y in loaders["train"]:
-                if shards > 1 and len(y) < 2 * shards:
-                    continue  # a last batch too small to give every shard two images (BatchNorm needs them)
-                optimiser.zero_grad(set_to_none=True)
-                batch_loss, batch_seen = train_step(trained, x, y, state, config.accumulate, seed, step, autocast)
-                optimiser.step()
-                step += 1
-                total, seen = total + batch_loss, seen + batch_seen
-            total, seen = all_sum([total, seen], state)
-            sync_buffers(model, state)
-            val_loss, val_accuracy, _ = evaluate(model, loaders["val"], device)
-            scheduler.step(val_loss)
-            record = {
-                "epoch": epoch,
-                "train_loss": round(total / max(seen, 1), 5),
-                "val_loss": round(val_loss, 5),
-                "val_accuracy": round(val_accuracy, 5),
-                "lr": optimiser.param_groups[0]["lr"],
-                "images_per_second": round(seen / (time.perf_counter() - started), 1),
-            }
-            history.append(record)
-            if state.main:
-                mlflow.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=epoch)
-            if val_accuracy > best["val_accuracy"]:
-                best = {"val_accuracy": val_accuracy, "epoch": epoch, "state": _copy_state(model)}
-            elif config.early_stopping and epoch - best["epoch"] >= config.early_stopping:
-                log.info("train %s: early stop at epoch %d (best %d)", run_name, epoch, best["epoch"])
-                break
-        model.load_state_dict(best["state"])
-        test_loss, test_accuracy, predicted = evaluate(model, loaders["test"], device)
-        report = classification_report(data["test"][1], predicted, classes)
-        save_checkpoint(out, model, asdict(config) | {"classes": list(classes)})
-        if state.main:
-            mlflow.log_metrics(
-                {
-                    "best_val_accuracy": best["val_accuracy"],
-                    "test_accuracy": test_accuracy,
-                    "test_macro_f1": report["macro avg"]["f1"],
-                }
-            )
-            # every trial's test confusion as counts; the registered trial also gets the figure (train())
-            counts = confusion_matrix(data["test"][1], predicted, labels=list(range(len(classes))))
-            mlflow.log_dict({"classes": list(classes), "true_x_predicted": counts.tolist()}, "confusion_test.json")
-            model_uri = log_trial_model(out, *_example(model, data, device), classes)
-    log.info(
-        "train %s: best val %.3f (epoch %d), test %.3f", run_name, best["val_accuracy"], best["epoch"], test_accuracy
-    )
-    return {
-        "seed": seed,
-        "best_epoch": best["epoch"],
-        "best_val_accuracy": round(best["val_accuracy"], 4),
-        "test_accuracy": round(test_accuracy, 4),
-        "test_macro_f1": round(report["macro avg"]["f1"], 4),
-        "test_loss": round(test_loss, 4),
-        "history": history,
-    } | ({"model_uri": model_uri, "run_id": run.info.run_id, "predicted": predicted} if state.main else {})
+    with start_run("train", inputs, params=params, run_name=names[seed], tags=tags) as run:
+        mlflow.log_params({f"rows_{k}": v for k, v in counts.items()} | {"processes": state.world_size})
+        # the speed goes to MLflow only: a timing in a DVC-tracked file differs every run
+        for record, speed in zip(trial["history"], trial["images_per_second"], strict=True):
+            values = {k: v for k, v in record.items() if k != "epoch"} | {"images_per_second": speed}
+            mlflow.log_metrics(values, step=record["epoch"])
+        mlflow.log_metrics({k: trial[k] for k in ("best_val_accuracy", "test_accuracy", "test_macro_f1")})
+        # every trial's test confusion as counts; the registered trial also gets the figure (train())
+        confusion = confusion_matrix(data["test"][1], trial["predicted"], labels=list(range(len(classes))))
+        mlflow.log_dict({"classes": list(classes), "true_x_predicted": confusion.tolist()}, "confusion_test.json")
+        model_uri = log_trial_model(out, trial["example"], trial["example_probabilities"], classes)
+    return {"model_uri": model_uri, "run_id": run.info.run_id}
+
+
+def flip_labels(labels: np.ndarray, share: float, n_classes: int, seed: int) -> np.ndarray:
+    """A planted harm: ``round(share x N)`` labels, chosen with ``seed``, each moved to another class (uniformly
+    among the other ``n_classes - 1``); the same rows for every trial of an experiment.
+
+    >>> flip = flip_labels(np.zeros(10, dtype=np.int64), 0.3, 7, 0)
+    >>> int((flip != 0).sum())
+    3
+    """
+    rng = np.random.default_rng([seed, 20261206])
+    flipped = np.array(labels, copy=True)
+    chosen = rng.choice(len(labels), size=int(round(share * len(labels))), replace=False)
+    flipped[chosen] = (flipped[chosen] + rng.integers(1, n_classes, size=len(chosen))) % n_classes
+    return flipped
 
 
 # what a trial returns besides its metrics: kept out of metrics/train/*.json (run ids change every run)
-UNVERSIONED = ("history", "model_uri", "run_id", "predicted")
+UNVERSIONED = (
+    "history",
+    "images_per_second",
+    "frozen_layers",
+    "model_uri",
+    "run_id",
+    "predicted",
+    "example",
+    "example_probabilities",
+)
+
+
+def _fit_floor(data: dict, n_classes: int, path: Path) -> dict:
+    """The experiment's HOG + logistic-regression floor on its own train rows (saved for ``evaluate``)."""
+    if len(np.unique(data["train"][1])) < 2:
+        return {"fitted": False, "why": "fewer than 2 classes in train"}
+    floor = fit_floor(data["train"], data["val"], n_classes)
+    floor.save(path)
+    test_images, test_labels = data["test"]
+    accuracy = float(np.mean(floor.predict(test_images) == test_labels)) if len(test_labels) else None
+    log.info("train: HOG + logistic-regression floor: val %.3f, test %s", floor.val_accuracy, accuracy)
+    return {
+        "fitted": True,
+        "c": floor.c,
+        "val_accuracy": round(floor.val_accuracy, 4),
+        "test_accuracy": None if accuracy is None else round(accuracy, 4),
+    }
 
 
 def _log_confusion_figure(trial: dict, data: dict, classes, experiment: str) -> None:
@@ -312,21 +272,6 @@ def _log_confusion_figure(trial: dict, data: dict, classes, experiment: str) -> 
     figure = confusion_figure(data["test"][1], trial["predicted"], classes, f"{experiment}/seed-{trial['seed']}")
     mlflow.MlflowClient().log_figure(trial["run_id"], figure, "confusion_test.png")
     close(figure)
-
-
-@torch.no_grad()
-def _example(model: nn.Module, data: dict, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two of the trial's own val images (train when val is empty) and its probabilities for them: the MLflow
-    model's input example and signature."""
-    images = data["val"][0] if len(data["val"][0]) else data["train"][0]
-    example = np.ascontiguousarray(images[:2])
-    model.eval()
-    logits = model(torch.from_numpy(example.astype(np.float32) / 255.0).to(device))
-    return example, torch.softmax(logits.float(), 1).cpu().numpy()
-
-
-def _copy_state(model: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def _flat(values: dict, prefix: str = "") -> dict:

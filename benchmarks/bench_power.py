@@ -1,0 +1,208 @@
+"""Does ``fersynth compare`` find what is there, and only that? Known answers, many independent replications.
+
+Three arms on the demo's FER2013, each trained with the shipped recipe (``params.yaml: train.fer2013``):
+
+- ``null``: the baseline against the baseline (same data, other seeds): the rule must say "inconclusive";
+- ``benefit``: + the 280 correctly labelled rendered faces of ``data/fer2013_rendered`` (the shipped
+  ``control_benefit``): it must say "helps";
+- ``harm``: 30% of the train labels flipped (the shipped ``control_harm``): it must say "hurts".
+
+Each replication is 5 seeds against 5 other seeds, and no model serves two replications of an arm: the
+baseline trains 2 R groups of 5 (group 2r is the baseline of benefit replication r and the first side of
+null replication r; group 2r+1 that of harm replication r and the other side of null replication r). So the
+replications of an arm are independent and a rate's standard error is the binomial one.
+
+Every verdict is decided inside the shipped family: the replication's p-value replaces the matching
+control's in the committed ``metrics/compare.json``, Holm runs over that family, and the verdict and the
+minimum detectable effect come from :mod:`fersynth.stats` as in ``fersynth compare``. For contrast, the
+same replications are judged with the old degrees-of-freedom rule (S - 1 whenever the seed component is
+positive).
+
+Runs the ``fersynth`` CLI in a scratch project on copies of the repository's ``data/original/fer2013`` and
+``data/fer2013_rendered`` (run ``dvc repro`` or ``dvc pull`` first). Results: ``metrics/bench/power.json``.
+
+    python benchmarks/bench_power.py [--work DIR] [--replications 20] [--seeds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import stats as scipy_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, verdict  # noqa: E402
+
+VARIANTS = ("data/original/fer2013", "data/fer2013_rendered")
+ARMS = {"null": ("base", "base"), "benefit": ("base", "benefit"), "harm": ("base", "harm")}
+SHIPPED = {"null": "control_null_vs_fer2013", "benefit": "control_benefit_vs_fer2013", "harm": "control_harm_vs_fer2013"}
+
+
+def scratch_params(replications: int, seeds: int) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    recipe = params["train"]["fer2013"]
+    harm = params["train"]["control_harm"]["label_noise"]
+    params["train"] = {
+        "base": recipe | {"seed": 1000, "trials": 2 * replications * seeds},
+        "benefit": recipe | {"variants": ["data/fer2013_rendered"], "seed": 3000, "trials": replications * seeds},
+        "harm": recipe | {"label_noise": harm, "seed": 5000, "trials": replications * seeds},
+    }
+    params["evaluate"] |= {
+        "models": {name: f"models/{name}" for name in params["train"]},
+        "test_sets": {"fer2013": "data/original/fer2013"},
+        "fairness_on": "",
+        "robustness_on": [],
+        "ground_truth": "",
+    }
+    return params
+
+
+def run(args: list[str], cwd: Path, env: dict) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - start
+
+
+def correctness(work: Path, model: str) -> pd.DataFrame:
+    """Images x seeds (0/1) of one scratch model."""
+    frame = pd.read_csv(work / "metrics" / "evaluate" / "predictions" / model / "fer2013.csv")
+    return frame.pivot(index="key", columns="seed", values="correct").astype(float).sort_index()
+
+
+def groups(table: pd.DataFrame, size: int) -> list[np.ndarray]:
+    values = table.to_numpy()
+    return [values[:, k : k + size] for k in range(0, values.shape[1] - size + 1, size)]
+
+
+def shipped_family() -> dict[str, float]:
+    """The tested p-values of the committed compare.json, by "<pair>/<test>[/<scope>]"."""
+    compare = json.loads((ROOT / "metrics" / "compare.json").read_text())
+    family = {}
+    for pair, tests in compare.items():
+        for test, entry in tests.items():
+            for scope, values in [("", entry), *((f"/{s}", entry[s]) for s in ("real", "generated") if s in entry)]:
+                if values.get("p_holm") is not None:
+                    family[f"{pair}/{test}{scope}"] = values["p_value"]
+    return family
+
+
+def old_rule_p(result) -> float:
+    """The p-value under the old rule: df = S - 1 whenever the seed component is positive."""
+    df = result.seeds - 1 if result.seed_variance > 0 else result.df
+    return float(2 * scipy_stats.t.sf(abs(result.difference) / result.se, df)) if result.se > 0 else 1.0
+
+
+def judge(arm: str, baseline: np.ndarray, candidate: np.ndarray, family: dict[str, float], alpha: float) -> dict:
+    result = crossed_difference((candidate - baseline).T)
+    key = f"{SHIPPED[arm]}/fer2013"
+    out = {"difference": result.difference, "mde_at_alpha": minimum_detectable_effect(result.se, result.df, alpha)}
+    for rule, p in (("shipped", result.p_value), ("old_df", old_rule_p(result))):
+        members = family | {key: p}
+        adjusted = dict(zip(members, holm(list(members.values())), strict=True))[key]
+        mde = minimum_detectable_effect(result.se, result.df, alpha / len(members))
+        out[rule] = verdict(result.difference, adjusted, mde, alpha).split(" ")[0]
+    return out
+
+
+def rates(verdicts: list[str]) -> dict:
+    n = len(verdicts)
+    out = {}
+    for name in ("helps", "hurts", "inconclusive"):
+        share = sum(v == name for v in verdicts) / n
+        out[name] = {"share": round(share, 4), "se": round(float(np.sqrt(share * (1 - share) / n)), 4)}
+    return out
+
+
+def summarise(arm: str, judged: list[dict], seeds: int) -> dict:
+    differences = np.array([j["difference"] for j in judged])
+    half = float(scipy_stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / np.sqrt(len(differences)))
+    mdes = np.array([j["mde_at_alpha"] for j in judged])
+    return {
+        "replications": len(judged),
+        "seeds_per_side": seeds,
+        "true_effect": {
+            "mean": round(float(differences.mean()), 4),
+            "low": round(float(differences.mean()) - half, 4),
+            "high": round(float(differences.mean()) + half, 4),
+        },
+        "verdicts": rates([j["shipped"] for j in judged]),
+        "verdicts_old_df_rule": rates([j["old_df"] for j in judged]),
+        "mde_at_alpha": {k: round(float(f(mdes)), 4) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))},
+    }
+
+
+def prepare(work: Path, params: dict) -> None:
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for variant in VARIANTS:
+        source, target = ROOT / variant, work / variant
+        if not (source / "manifest.parquet").is_file():
+            raise SystemExit(f"{variant} is not here: run `dvc repro` (or `dvc pull`) first")
+        if not target.exists():
+            shutil.copytree(source, target, copy_function=os.link)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, help="scratch directory (default: a temporary one)")
+    parser.add_argument("--replications", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "power.json")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="fersynth-power-"))
+    work.mkdir(parents=True, exist_ok=True)
+    params = scratch_params(args.replications, args.seeds)
+    prepare(work, params)
+    env = dict(os.environ, DVC_ROOT=str(work), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    timings = {}
+    for name in params["train"]:
+        if not (work / "metrics" / "train" / f"{name}.json").exists():
+            timings[f"train {name}"] = round(run(["fersynth", "train", name], work, env), 1)
+    timings["evaluate"] = round(run(["fersynth", "evaluate", "--out", "metrics/evaluate"], work, env), 1)
+    base, benefit, harm = (groups(correctness(work, m), args.seeds) for m in ("base", "benefit", "harm"))
+    family = {k: v for k, v in shipped_family().items() if not k.startswith(tuple(SHIPPED.values()))}
+    judged = {
+        "null": [judge("null", base[2 * r], base[2 * r + 1], family, args.alpha) for r in range(args.replications)],
+        "benefit": [judge("benefit", base[2 * r], benefit[r], family, args.alpha) for r in range(args.replications)],
+        "harm": [judge("harm", base[2 * r + 1], harm[r], family, args.alpha) for r in range(args.replications)],
+    }
+    result = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "recipe": "params.yaml train.fer2013 (benefit: data/fer2013_rendered; harm: train.control_harm.label_noise)",
+        "family": {"size": len(family) + 1, "from": "metrics/compare.json (the tested comparisons) + this one"},
+        "alpha": args.alpha,
+        "test_images": int(base[0].shape[0]),
+        "arms": {arm: summarise(arm, judged[arm], args.seeds) for arm in ARMS},
+        "targets": {"null_false_verdicts_at_most": 0.05, "benefit_detected_at_least": 0.8, "harm_detected_at_least": 0.8},
+        "seconds": timings,
+    }
+    arms = result["arms"]
+    null_false = 1 - arms["null"]["verdicts"]["inconclusive"]["share"]
+    result["met"] = {
+        "null": null_false <= 0.05,
+        "benefit": arms["benefit"]["verdicts"]["helps"]["share"] >= 0.8,
+        "harm": arms["harm"]["verdicts"]["hurts"]["share"] >= 0.8,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The README's result tables, rendered from the metrics files: every number there comes from a file that
+``dvc repro`` (or a benchmark) wrote, so the README and the metrics cannot disagree.
+
+Each table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md.
+``fersynth results --write`` refreshes them after a ``dvc repro``; ``tests/test_results.py`` fails when the
+committed README differs from what the committed metrics render.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
+
+
+def _json(path: Path) -> dict | list | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
+
+
+def experiments(metrics: Path) -> str:
+    """One row per trained experiment: test accuracy over its seeds, its HOG floor, accuracy against the
+    demo's hidden true labels on the FER2013 test set (where it was evaluated there)."""
+    floors = (_json(metrics / "evaluate" / "floor.json") or {}).get("floor", {})
+    truth = _json(metrics / "evaluate" / "true_labels.json") or {}
+    lines = [
+        "| experiment | train rows (synthetic) | seeds | test accuracy, mean [95% CI] | seed sd | HOG floor (own test) "
+        "| below floor | FER2013 test vs true labels |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for path in sorted((metrics / "train").glob("*.json")):
+        m = json.loads(path.read_text())
+        accuracies = [t["test_accuracy"] for t in m["trials"]]
+        sd = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None
+        floor = (m.get("floor") or {}).get("test_accuracy")
+        below = "—" if floor is None else ("**yes**" if m["test_accuracy"] < floor else "no")
+        true_fer = (truth.get(path.stem) or {}).get("fer2013", {}).get("accuracy")
+        low, high = m["test_accuracy_ci95"]
+        rows = m["rows"]
+        lines.append(
+            f"| {path.stem} | {rows['train']} ({rows.get('synthetic_train', 0)}) | {len(accuracies)} "
+            f"| {_pct(m['test_accuracy'])} [{_pct(low)}, {_pct(high)}] | {_pct(sd)} | {_pct(floor)} | {below} "
+            f"| {_pct(true_fer)} |"
+        )
+    below_cells = len((_json(metrics / "evaluate" / "floor.json") or {}).get("below_floor", []))
+    models = len(floors)
+    lines.append("")
+    lines.append(f"Cells of `metrics/evaluate/floor.json` (model x test set, {models} models) below their floor: {below_cells}.")
+    return "\n".join(lines)
+
+
+def comparisons(metrics: Path) -> str:
+    """One row per pair, test set and scope with a verdict (tested or not)."""
+    compare = _json(metrics / "compare.json") or {}
+    lines = [
+        "| comparison | test set | images | difference [95% CI] | p (Holm) | verdict | seeds for +-2 / 5 / 10 pts |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for pair, tests in compare.items():
+        for test, entry in tests.items():
+            for scope, values in [("", entry), *((f" ({s})", entry[s]) for s in ("real", "generated") if s in entry)]:
+                needed = values.get("seeds_needed") or {}
+                plan = " / ".join("—" if needed.get(k) is None else str(needed[k]) for k in ("2", "5", "10"))
+                interval = (
+                    f"{_pct(values['difference'], True)} [{_pct(values['difference_low'], True)}, "
+                    f"{_pct(values['difference_high'], True)}]"
+                    if values.get("difference_low") is not None
+                    else _pct(values["difference"], True)
+                )
+                p = values.get("p_holm")
+                lines.append(
+                    f"| {pair.replace('_vs_', ' vs ')} | {test}{scope} | {values['images']} | {interval} "
+                    f"| {'—' if p is None else f'{p:.3f}'} | {values['verdict']} | {plan} |"
+                )
+    return "\n".join(lines)
+
+
+def controls(metrics: Path) -> str:
+    checked = _json(metrics / "compare" / "controls.json") or {}
+    lines = ["| control | expected | verdict | found |", "| --- | --- | --- | --- |"]
+    for name, entry in checked.items():
+        lines.append(f"| {name} | {entry['expected']} | {entry['verdict']} | {'yes' if entry['found'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+def power(metrics: Path) -> str:
+    bench = _json(metrics / "bench" / "power.json")
+    if not bench:
+        return "(no power benchmark yet: `python benchmarks/bench_power.py`)"
+    lines = [
+        "| arm | true effect, mean [95% CI] | replications | called helps | called hurts | inconclusive |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for arm, result in bench["arms"].items():
+        effect = result["true_effect"]
+        rates = result["verdicts"]
+        lines.append(
+            f"| {arm} | {_pct(effect['mean'], True)} [{_pct(effect['low'], True)}, {_pct(effect['high'], True)}] "
+            f"| {result['replications']} | {_rate(rates['helps'])} | {_rate(rates['hurts'])} "
+            f"| {_rate(rates['inconclusive'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _rate(rate: dict) -> str:
+    return f"{100 * rate['share']:.0f}% (SE {100 * rate['se']:.0f})"
+
+
+RENDERERS: dict[str, Callable[[Path], str]] = {
+    "experiments": experiments,
+    "comparisons": comparisons,
+    "controls": controls,
+    "power": power,
+}
+
+
+def render(readme: str, metrics: Path) -> str:
+    """``readme`` with every results block rendered anew from ``metrics``; an unknown block name is an error."""
+
+    def fill(match: re.Match) -> str:
+        name = match["name"]
+        if name not in RENDERERS:
+            raise ValueError(f"README block results:{name} has no renderer; known: {sorted(RENDERERS)}")
+        return f"{match.group(1)}{RENDERERS[name](Path(metrics))}\n{match.group(4)}"
+
+    return BLOCK.sub(fill, readme)
