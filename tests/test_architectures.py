@@ -41,7 +41,7 @@ def test_paper001_cnn_width_scales_the_filters_and_keeps_the_head():
     linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert [(layer.in_features, layer.out_features) for layer in linears] == [(128 * 3 * 3, 256), (256, 512), (512, 7)]
     assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
-    with pytest.raises(ValueError, match="paper001_cnn and small_cnn only"):
+    with pytest.raises(ValueError, match=r"paper001_cnn and small_cnn\(_s2\) only"):
         build_model("mobilenet_v2", 7, in_channels=3, width=0.5)
 
 

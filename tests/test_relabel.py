@@ -92,3 +92,33 @@ def test_scope_all_relabels_test_too(noisy):
 def test_bad_method_fails_fast():
     with pytest.raises(ValueError, match="method"):
         ReclassifyConfig(method="vote")
+
+
+def test_consensus_changes_only_what_every_model_agrees_on():
+    from fersynth.relabel.methods import _unanimous
+
+    labels = np.array([0, 0, 1, 1])
+    one = np.array([[0.1, 0.9], [0.9, 0.1], [0.8, 0.2], [0.2, 0.8]])  # says: 1, 0, 0, 1
+    two = np.array([[0.2, 0.8], [0.7, 0.3], [0.4, 0.6], [0.3, 0.7]])  # says: 1, 0, 1, 1
+    result = _unanimous([one, two], labels, np.ones(4, int))
+    assert result.new_labels.tolist() == [1, 0, 1, 1]  # image 2: the models disagree, its label stays
+    assert result.confidence[0] == pytest.approx(0.85)
+
+
+def test_a_consensus_of_seeds_changes_fewer_labels_more_precisely_and_the_stability_check_reports_agreement(noisy):
+    """One model's relabelling hangs on its seed; three that must agree change fewer, mostly flipped, labels.
+    The stability check runs the method again with other seeds and says how far the two runs' changes agree."""
+    scores = {}
+    for consensus in (1, 3):
+        config = ReclassifyConfig(
+            rounds=2, model=FAST, compare_methods=False, consensus=consensus, stability_check=True
+        )
+        metrics_path = noisy / f"m{consensus}.json"
+        reclassify(noisy / "src", noisy / f"out{consensus}", config, metrics_path, noisy / "truth.csv")
+        metrics = pd.read_json(metrics_path, typ="series")
+        scores[consensus] = metrics["against_ground_truth"]["self_filter"] | {"stability": metrics["stability"]}
+    single, agreed = scores[1], scores[3]
+    assert agreed["changed"] <= single["changed"] and agreed["precision"] >= single["precision"]
+    stability = agreed["stability"]
+    assert stability["changed"][0] == agreed["changed"]
+    assert 0 <= stability["jaccard"] <= 1 and stability["changed_by_both"] <= min(stability["changed"])

@@ -42,9 +42,10 @@ class Floor:
     c: float
     val_accuracy: float
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        features = (hog_features(images) - self.mean) / self.scale
-        return np.argmax(features @ self.coef.T + self.intercept, axis=1)
+    def predict(self, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+        """Predicted labels of uint8 ``images``; ``features``: their :func:`hog_features`, when already known."""
+        features = hog_features(images) if features is None else features
+        return np.argmax(((features - self.mean) / self.scale) @ self.coef.T + self.intercept, axis=1)
 
     def save(self, path: Path) -> None:
         with atomic_path(Path(path)) as tmp, open(tmp, "wb") as handle:

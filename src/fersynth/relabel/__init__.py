@@ -36,6 +36,8 @@ class ReclassifyConfig:
     folds: int = 4
     action: str = "relabel"  # confident_learning: relabel | drop
     seed: int = 42
+    consensus: int = 1  # models (seeds, or K-fold splits) that must agree before a label changes
+    stability_check: bool = False  # run the chosen method again with other seeds: how far do its changes agree?
     compare_methods: bool = True
     model: ModelConfig = field(default_factory=ModelConfig)
 
@@ -46,16 +48,38 @@ class ReclassifyConfig:
             raise ValueError(f"scope must be 'train_val' or 'all', got {self.scope!r}")
         if self.action not in ("relabel", "drop"):
             raise ValueError(f"action must be 'relabel' or 'drop', got {self.action!r}")
-        if self.rounds < 1 or self.folds < 2:
-            raise ValueError("rounds must be >= 1 and folds >= 2")
+        if self.rounds < 1 or self.folds < 2 or self.consensus < 1:
+            raise ValueError("rounds and consensus must be >= 1 and folds >= 2")
+
+
+STABILITY_SEED_OFFSET = 100_000  # the second run of the stability check: seeds no first run uses
 
 
 def run_method(
-    method: str, images: np.ndarray, labels: np.ndarray, n_classes: int, config: ReclassifyConfig
+    method: str, images: np.ndarray, labels: np.ndarray, n_classes: int, config: ReclassifyConfig, offset: int = 0
 ) -> Relabelling:
+    seed = config.seed + offset
     if method == "self_filter":
-        return self_filter(images, labels, n_classes, config.rounds, config.model, config.seed)
-    return confident_learning(images, labels, n_classes, config.folds, config.model, config.seed, config.action)
+        return self_filter(images, labels, n_classes, config.rounds, config.model, seed, config.consensus)
+    return confident_learning(
+        images, labels, n_classes, config.folds, config.model, seed, config.action, config.consensus
+    )
+
+
+def agreement(first: Relabelling, second: Relabelling, labels: np.ndarray) -> dict:
+    """How far two runs of one method (other seeds) agree: the labels each changed, the overlap of the two
+    sets (Jaccard), and the share of changed images that got the same new label in both."""
+    a, b = first.new_labels != labels, second.new_labels != labels
+    both = a & b
+    union = int((a | b).sum())
+    return {
+        "changed": [int(a.sum()), int(b.sum())],
+        "changed_by_both": int(both.sum()),
+        "jaccard": round(float(both.sum() / union), 4) if union else 1.0,
+        "same_new_label": round(float((first.new_labels[both] == second.new_labels[both]).mean()), 4)
+        if both.any()
+        else None,
+    }
 
 
 def reclassify(
@@ -77,6 +101,10 @@ def reclassify(
     methods = METHODS if config.compare_methods else (config.method,)
     results = {m: run_method(m, images, labels, len(classes), config) for m in methods}
     chosen = results[config.method]
+    stability = None
+    if config.stability_check:
+        again = run_method(config.method, images, labels, len(classes), config, STABILITY_SEED_OFFSET)
+        stability = agreement(chosen, again, labels)
     # 2. relabel.csv and the variant
     table = pd.DataFrame(
         {
@@ -107,12 +135,15 @@ def reclassify(
         metrics = {
             "method": config.method,
             "scope": config.scope,
+            "consensus": config.consensus,
             "changed": int(table["changed"].sum()),
             "per_class": {
                 name: {"before": int((manifest["emotion"] == name).sum()), "after": after.get(name, 0)}
                 for name in classes
             },
         }
+        if stability is not None:
+            metrics["stability"] = stability
         if ground_truth is not None:
             metrics["against_ground_truth"] = {
                 m: score(scoped, labels, r.new_labels, classes, ground_truth) for m, r in results.items()
