@@ -49,7 +49,8 @@ from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, 
 
 VARIANTS = ("data/original/fer2013", "data/fer2013_rendered")
 ARMS = {"null": ("base", "base"), "benefit": ("base", "benefit"), "harm": ("base", "harm")}
-SHIPPED = {"null": "control_null_vs_fer2013", "benefit": "control_benefit_vs_fer2013", "harm": "control_harm_vs_fer2013"}
+TARGETS = {"null_false_verdicts_at_most": 0.05, "benefit_detected_at_least": 0.8, "harm_detected_at_least": 0.8}
+SHIPPED = {arm: f"control_{arm}_vs_fer2013" for arm in ARMS}  # the pipeline's control pairs
 
 
 def scratch_params(replications: int, seeds: int) -> dict:
@@ -143,7 +144,11 @@ def summarise(arm: str, judged: list[dict], seeds: int) -> dict:
         },
         "verdicts": rates([j["shipped"] for j in judged]),
         "verdicts_old_df_rule": rates([j["old_df"] for j in judged]),
-        "mde_at_alpha": {k: round(float(f(mdes)), 4) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))},
+        "mde_at_alpha": {
+            "min": round(float(mdes.min()), 4),
+            "median": round(float(np.median(mdes)), 4),
+            "max": round(float(mdes.max()), 4),
+        },
     }
 
 
@@ -189,7 +194,7 @@ def main() -> None:
         "alpha": args.alpha,
         "test_images": int(base[0].shape[0]),
         "arms": {arm: summarise(arm, judged[arm], args.seeds) for arm in ARMS},
-        "targets": {"null_false_verdicts_at_most": 0.05, "benefit_detected_at_least": 0.8, "harm_detected_at_least": 0.8},
+        "targets": TARGETS,
         "seconds": timings,
     }
     arms = result["arms"]

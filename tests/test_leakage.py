@@ -108,3 +108,56 @@ def test_autolabel_depends_on_its_labeler_and_the_params_its_check_reads(stages)
     variants = [f"train.{name}.variants" for name in PARAMS["train"]]
     assert set(stage["params"]) >= {"autolabel", "compare.pairs", "evaluate.models", "evaluate.test_sets", *variants}
     assert stages["train-labeler"]["outs"][0] == PARAMS["autolabel"]["model"]
+
+
+def _manifest(root: Path, variant: str, rows: list[tuple[str, str]]) -> None:
+    """A variant holding only a manifest: (split, pixel hash) rows."""
+    import pandas as pd
+
+    folder = root / variant
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["split", "sha256"]).to_parquet(folder / "manifest.parquet")
+
+
+def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path, monkeypatch):
+    """A relabelled copy of the baseline's data, or a merge holding the test domain, passes the path rules;
+    their pixel hashes do not."""
+    from fersynth.leakage import labeler_picture_conflicts
+
+    monkeypatch.chdir(tmp_path)
+    params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/sfhq_labeled"])
+    _manifest(tmp_path, "data/original/fer2013", [("train", "f1"), ("val", "f2"), ("test", "f3")])
+    _manifest(tmp_path, "data/reclassified/affectnet", [("train", "a1"), ("test", "a2")])
+    _manifest(tmp_path, "data/evaluator", [("test", "e1")])
+    _manifest(tmp_path, "data/relabelled_copy", [("train", "f1"), ("val", "f2"), ("train", "n1")])
+    _manifest(tmp_path, "data/merged", [("train", "a1"), ("val", "n2")])
+    _manifest(tmp_path, "data/clean", [("train", "n3"), ("train", "f3")])  # FER2013's *test* picture: not training
+    assert labeler_conflicts(["data/relabelled_copy"], LABELED, params) == []  # the path rules see nothing
+    copy = labeler_picture_conflicts(["data/relabelled_copy"], LABELED, params)
+    assert sorted(copy) == [
+        "2 of its train/val pictures are training pictures of fer2013 (data/original/fer2013)",
+        "2 of its train/val pictures are training pictures of hybrid (data/original/fer2013)",
+    ]
+    [merged] = labeler_picture_conflicts(["data/merged"], LABELED, params)
+    assert merged.startswith("1 of its train/val pictures are pictures of data/reclassified/affectnet")
+    assert labeler_picture_conflicts(["data/clean"], LABELED, params) == []
+    (tmp_path / "data" / "original" / "fer2013" / "manifest.parquet").unlink()
+    missing = labeler_picture_conflicts(["data/clean"], LABELED, params)
+    assert "data/original/fer2013, the training data of fer2013, is not here to check (dvc pull)" in missing
+
+
+def test_autolabel_depends_on_every_manifest_its_picture_check_reads(stages):
+    from fersynth.leakage import model_variants
+
+    deps = set(stages["autolabel"]["deps"])
+    pairs = PARAMS["compare"]["pairs"]
+    compared = {v for c, pair in pairs.items() for m in (c, pair["baseline"]) for v in model_variants(PARAMS, m)}
+    compared -= {LABELED}
+    guarded = {
+        PARAMS["evaluate"]["test_sets"][t]
+        for c, pair in pairs.items()
+        if LABELED in model_variants(PARAMS, c)
+        for t in pair["test_sets"]
+    }
+    missing = {v for v in compared | guarded if v not in deps and f"{v}/manifest.parquet" not in deps}
+    assert not missing

@@ -25,7 +25,7 @@ import pandas as pd
 from fersynth.atomic import write_json
 from fersynth.errors import UsageError
 from fersynth.labels import LABEL_SPACES
-from fersynth.leakage import labeler_conflicts
+from fersynth.leakage import labeler_conflicts, labeler_picture_conflicts
 from fersynth.log import get_logger, progress, summarize
 from fersynth.modeling.data import decoded
 from fersynth.modeling.trained import class_probabilities, load_trained
@@ -51,6 +51,7 @@ def check_labeler(model_dir: Path, labeled_variant: Path, params: Mapping) -> tu
     :class:`UsageError` if :func:`fersynth.leakage.labeler_conflicts` finds any reason to refuse it."""
     variants = tuple(json.loads(CheckpointLayout(trial_dirs(Path(model_dir))[0]).config.read_text())["variants"])
     conflicts = labeler_conflicts(variants, labeled_variant, params)
+    conflicts += labeler_picture_conflicts(variants, labeled_variant, params)
     if conflicts:
         raise UsageError(f"autolabel.model {model_dir} must not label {labeled_variant}: {'; '.join(conflicts)}")
     return variants

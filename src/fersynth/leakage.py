@@ -1,5 +1,6 @@
-"""Which data may meet which model: pure rules over ``params.yaml`` that keep a test set from being
-chosen, labeled or trained by what it evaluates (autolabel's labeler check, the evaluator's ``not_in``)."""
+"""Which data may meet which model: rules over ``params.yaml`` that keep a test set from being chosen,
+labeled or trained by what it evaluates (autolabel's labeler check, the evaluator's ``not_in``), and their
+check picture by picture (pixel hashes, whatever variant or path holds a picture: :func:`pictures`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from fersynth.errors import ParamsError
 from fersynth.paths import original_variant
+from fersynth.variant import Variant
 
 
 def _norm(variant: str | Path) -> str:
@@ -84,3 +86,44 @@ def evaluator_not_in(params: Mapping, evaluator: str | Path) -> tuple[str, ...]:
     variants |= {_norm(v) for v in params["evaluate"]["test_sets"].values()}
     variants |= {_norm(original_variant(d)) for d in params["evaluator"]["datasets"]}
     return tuple(sorted(variants - {evaluator}))
+
+
+def pictures(variants, splits: tuple[str, ...]) -> set[str]:
+    """Pixel hashes (``sha256``) of the rows of ``splits`` in ``variants`` that are here (others: none)."""
+    out: set[str] = set()
+    for variant in variants:
+        if (Path(variant) / "manifest.parquet").is_file():
+            manifest = Variant(Path(variant)).manifest
+            out |= set(manifest.loc[manifest["split"].isin(splits), "sha256"])
+    return out
+
+
+def labeler_picture_conflicts(labeler_variants, labeled_variant: str | Path, params: Mapping) -> list[str]:
+    """:func:`labeler_conflicts`'s rules checked on pictures, not paths: a labeler whose train or val pictures
+    include (1) train or val pictures of a compared model, or (2) any picture of the test-set variant of a pair
+    whose candidate trains on the labeled variant, is refused however its variants are named
+    (``data/reclassified/fer2013`` holds every train picture of the FER2013 baseline; ``data/merged`` 213 of
+    AffectNet's). A variant these rules name that is not here cannot be checked, and says so."""
+    labeled = _norm(labeled_variant)
+    seen = pictures(labeler_variants, ("train", "val"))
+    test_sets = params["evaluate"]["test_sets"]
+    reasons = []
+    for candidate, pair in params["compare"]["pairs"].items():
+        for model in (candidate, pair["baseline"]):
+            for variant in model_variants(params, model):
+                if variant == labeled:
+                    continue  # the labeled variant is the output: what it will hold is the labeler's to decide
+                if not (Path(variant) / "manifest.parquet").is_file():
+                    reasons.append(f"{variant}, the training data of {model}, is not here to check (dvc pull)")
+                    continue
+                if overlap := len(seen & pictures([variant], ("train", "val"))):
+                    reasons.append(f"{overlap} of its train/val pictures are training pictures of {model} ({variant})")
+        if labeled in model_variants(params, candidate):
+            for test_set in pair["test_sets"]:
+                domain = pictures([test_sets[test_set]], ("train", "val", "test"))
+                if overlap := len(seen & domain):
+                    reasons.append(
+                        f"{overlap} of its train/val pictures are pictures of {test_sets[test_set]}, the test set "
+                        f"{test_set} that {candidate} is compared on (its domain would reach the labels)"
+                    )
+    return list(dict.fromkeys(reasons))

@@ -55,7 +55,9 @@ def experiments(metrics: Path) -> str:
     below_cells = len((_json(metrics / "evaluate" / "floor.json") or {}).get("below_floor", []))
     models = len(floors)
     lines.append("")
-    lines.append(f"Cells of `metrics/evaluate/floor.json` (model x test set, {models} models) below their floor: {below_cells}.")
+    lines.append(
+        f"Cells of `metrics/evaluate/floor.json` below their floor ({models} models x test sets): {below_cells}."
+    )
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ import torch
 from fersynth.config import section
 from fersynth.errors import UsageError
 from fersynth.labels import BASIC7
+from fersynth.leakage import pictures
 from fersynth.modeling.data import InputConfig, decoded
 from fersynth.modeling.trained import class_probabilities, load_trained
 from fersynth.variant import Variant
@@ -145,9 +146,9 @@ def judge_conflicts(judge: JudgeInfo, calibrated_variant: str | Path, params: Ma
     reasons += [why for v in judge.trained_on if (why := _synthetic(v))]
     if any("is not here" in r for r in reasons):
         return reasons
-    seen = _pictures(judge.trained_on, ("train", "val"))
+    seen = pictures(judge.trained_on, ("train", "val"))
     for name, variant in _guarded_test_sets(calibrated_variant, params).items():
-        overlap = len(seen & _pictures([variant], ("test",)))
+        overlap = len(seen & pictures([variant], ("test",)))
         if overlap:
             reasons.append(f"{overlap} of its train/val pictures are test pictures of {name} ({variant})")
     return reasons
@@ -162,7 +163,7 @@ def check_judges(judges: list[JudgeInfo], calibrated_variant: str | Path, params
 
 def seen_pictures(judge: JudgeInfo) -> set[str]:
     """Pixel hashes of the train and val pictures a ``fersynth train`` judge learned and selected on."""
-    return _pictures(judge.trained_on, ("train", "val")) if judge.kind == "fersynth" else set()
+    return pictures(judge.trained_on, ("train", "val")) if judge.kind == "fersynth" else set()
 
 
 def _guarded_test_sets(calibrated_variant: str | Path, params: Mapping) -> dict[str, str]:
@@ -179,15 +180,6 @@ def _guarded_test_sets(calibrated_variant: str | Path, params: Mapping) -> dict[
     for candidate, pair in section(params, "compare.pairs").items():
         if trains_on_target(candidate) or trains_on_target(pair["baseline"]):
             out |= {t: test_sets[t] for t in pair["test_sets"] if t in test_sets}
-    return out
-
-
-def _pictures(variants, splits: tuple[str, ...]) -> set[str]:
-    out: set[str] = set()
-    for variant in variants:
-        if (Path(variant) / "manifest.parquet").is_file():
-            manifest = Variant(Path(variant)).manifest
-            out |= set(manifest.loc[manifest["split"].isin(splits), "sha256"])
     return out
 
 
