@@ -104,7 +104,7 @@ def _fast_params(path: Path) -> None:
         "sfhq_images": 240,
         "sfhq_size": 64,
     }
-    params["reclassify"] |= {"rounds": 2, "compare_methods": False}
+    params["reclassify"] |= {"rounds": 2, "compare_methods": False, "consensus": 1, "stability_check": False}
     params["reclassify"]["model"]["epochs"] = 3
     params["agr"]["epochs"] = 2
     params["gate_train"]["model"]["epochs"] = 3
@@ -114,6 +114,7 @@ def _fast_params(path: Path) -> None:
     params["ddpm_train"]["steps"] = 20
     params["ddpm_sample"] |= {"total": 14, "steps": 5}
     params["smote"]["target_per_class"] = 30
+    params["fer2013_rendered"]["per_class"] = 5
     params["compare"]["min_seeds"] = 2  # the fast params train two trials
     for experiment in params["train"].values():
         experiment["epochs"] = 1

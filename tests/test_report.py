@@ -236,3 +236,24 @@ def test_report_opens_in_a_headless_browser(inputs, tmp_path, chromium):
     )
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (1400, 1000) and pixels.std() > 10  # text and tables drawn, not a blank page
+
+
+def test_a_model_below_its_floor_is_marked_and_the_controls_and_true_labels_are_shown(inputs, tmp_path):
+    evaluate = inputs.metrics / "evaluate"
+    floor = {"fer2013": {"fer2013": 0.79, "evaluator": 0.2}}
+    below = [{"model": "fer2013", "test_set": "fer2013", "accuracy": 0.41, "floor": 0.79}]
+    (evaluate / "floor.json").write_text(json.dumps({"floor": floor, "below_floor": below, "models_below_floor": 1}))
+    (evaluate / "true_labels.json").write_text(json.dumps({"fer2013": {"fer2013": {"accuracy": 0.456, "images": 88}}}))
+    controls = {"control_harm_on_fer2013": {"expected": "hurts", "verdict": "inconclusive (detects +-9.0 pts)"}}
+    controls["control_harm_on_fer2013"]["found"] = False
+    (inputs.metrics / "compare").mkdir(exist_ok=True)
+    (inputs.metrics / "compare" / "controls.json").write_text(json.dumps(controls))
+    build_report(inputs, tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text()
+    cross = html.split('id="cross-table"')[1].split("</table>")[0]
+    assert '<td class="below-floor">41.0 <small>(floor 79.0)</small></td>' in cross
+    assert "<td>25.7 <small>(floor 20.0)</small></td>" in cross  # above its floor: not marked
+    assert "1 cell(s) below their floor" in html and "fer2013 on fer2013." in html
+    assert "<td>45.6</td>" in html.split('id="true-labels-table"')[1].split("</table>")[0]
+    controls_table = html.split('id="controls-table"')[1].split("</table>")[0]
+    assert "<td>control_harm_on_fer2013</td><td>hurts</td>" in controls_table and "<td>NO</td>" in controls_table

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fersynth.config import build, load_params, section
-from fersynth.errors import FersynthError
+from fersynth.errors import FersynthError, UsageError
 
 PARAMS_OPTION = click.option(
     "--params",
@@ -656,6 +656,40 @@ def mlflow_server_stop(root: Path | None) -> None:
     from fersynth.mlflow_server import stop
 
     click.echo("stopped" if stop(root) else "no server was running")
+
+
+@main.command(name="results")
+@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"), show_default=True)
+@click.option(
+    "--metrics",
+    "metrics_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("metrics"),
+    show_default=True,
+    help="The metrics folder the tables are rendered from.",
+)
+@click.option("--write", is_flag=True, help="Rewrite the README's result tables (default: check; exit 1 if stale).")
+def results_command(readme: Path, metrics_dir: Path, write: bool) -> None:
+    """The README's result tables (between `<!-- results:NAME -->` markers), rendered from the metrics files
+    after a `dvc repro`: every number there comes from a metrics file."""
+    from fersynth.results import render
+
+    if not readme.is_file():
+        raise UsageError(f"no README at {readme}")
+    text = readme.read_text(encoding="utf-8")
+    try:
+        rendered = render(text, metrics_dir)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if write:
+        if rendered != text:
+            readme.write_text(rendered, encoding="utf-8")
+        click.echo(f"{readme}: result tables {'rewritten' if rendered != text else 'already current'}")
+        return
+    if rendered != text:
+        click.echo(f"{readme}: result tables differ from {metrics_dir} (fersynth results --write)", err=True)
+        sys.exit(1)
+    click.echo(f"{readme}: result tables match {metrics_dir}")
 
 
 @main.command(name="warm", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -43,6 +43,9 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
     context = {
         "cross_dataset": _json(evaluated.cross_dataset) or {},
         "macro_f1": _json(evaluated.macro_f1) or {},
+        "floor": _json(evaluated.floor) or {},
+        "true_labels": _json(evaluated.true_labels) or {},
+        "controls": inputs.json("compare/controls.json") or {},
         "heatmap": _png(evaluated.cross_dataset_png),
         "comparisons": _comparisons(inputs.json("compare.json") or {}),
         "calibration": {p.stem: _json(p) for p in sorted((Path(inputs.metrics) / "calibrate").glob("*.json"))},

@@ -1,0 +1,73 @@
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fersynth.cli import main
+from fersynth.results import render
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_readme_shows_what_the_committed_metrics_say():
+    """Every number in the README's result tables comes from the committed metrics files: after a
+    `dvc repro` that moves them, `fersynth results --write` must run before the commit."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "<!-- results:experiments -->" in readme and "<!-- results:power -->" in readme
+    assert render(readme, ROOT / "metrics") == readme, "stale README tables: run `fersynth results --write`"
+
+
+def _write(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+
+
+@pytest.fixture
+def metrics(tmp_path):
+    root = tmp_path / "metrics"
+    trial = {"test_accuracy": 0.8}
+    _write(
+        root / "train" / "base.json",
+        {"test_accuracy": 0.8, "test_accuracy_ci95": [0.7, 0.9], "trials": [trial, trial | {"test_accuracy": 0.8}],
+         "rows": {"train": 100, "synthetic_train": 10}, "floor": {"test_accuracy": 0.85}},
+    )  # fmt: skip
+    _write(root / "evaluate" / "floor.json", {"floor": {"base": {"t": 0.85}}, "below_floor": [{"model": "base"}]})
+    _write(root / "evaluate" / "true_labels.json", {"base": {"fer2013": {"accuracy": 0.9, "images": 88}}})
+    entry = {"images": 88, "difference": 0.05, "difference_low": 0.01, "difference_high": 0.09, "p_holm": 0.012,
+             "verdict": "helps", "seeds_needed": {"2": None, "5": 7, "10": 2}}  # fmt: skip
+    _write(root / "compare.json", {"cand_vs_base": {"t": entry}})
+    _write(root / "compare" / "controls.json", {"cand_on_t": {"expected": "hurts", "verdict": "helps", "found": False}})
+    verdicts = {"helps": {"share": 0.85, "se": 0.08}, "hurts": {"share": 0.0, "se": 0.0}}
+    verdicts["inconclusive"] = {"share": 0.15, "se": 0.08}
+    arm = {"true_effect": {"mean": 0.08, "low": 0.06, "high": 0.1}, "replications": 20, "verdicts": verdicts}
+    _write(root / "bench" / "power.json", {"arms": {"benefit": arm}})
+    return root
+
+
+README = "intro\n" + "".join(f"<!-- results:{n} -->\nold {n}\n<!-- /results:{n} -->\n" for n in
+                             ("experiments", "comparisons", "controls", "power")) + "outro 12.5\n"  # fmt: skip
+
+
+def test_each_table_is_rendered_from_its_file_and_the_text_around_it_is_kept(metrics):
+    out = render(README, metrics)
+    assert out.startswith("intro\n") and out.endswith("outro 12.5\n") and "old " not in out
+    assert "| base | 100 (10) | 2 | 80.0 [70.0, 90.0] | 0.0 | 85.0 | **yes** | 90.0 |" in out  # below its floor
+    assert "below their floor (1 models x test sets): 1." in out
+    assert "| cand vs base | t | 88 | +5.0 [+1.0, +9.0] | 0.012 | helps | — / 7 / 2 |" in out
+    assert "| cand_on_t | hurts | helps | **no** |" in out
+    assert "| benefit | +8.0 [+6.0, +10.0] | 20 | 85% (SE 8) | 0% (SE 0) | 15% (SE 8) |" in out
+    assert render(out, metrics) == out  # rendering is idempotent
+
+
+def test_an_unknown_table_name_is_an_error_and_the_cli_checks_before_it_writes(metrics, tmp_path):
+    with pytest.raises(ValueError, match="results:nosuch has no renderer"):
+        render("<!-- results:nosuch -->\n<!-- /results:nosuch -->\n", metrics)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    args = ["results", "--readme", str(readme), "--metrics", str(metrics)]
+    stale = CliRunner().invoke(main, args)
+    assert stale.exit_code == 1 and readme.read_text() == README  # a check does not write
+    assert CliRunner().invoke(main, [*args, "--write"]).exit_code == 0
+    assert readme.read_text() == render(README, metrics)
+    assert CliRunner().invoke(main, args).exit_code == 0
