@@ -46,6 +46,7 @@ def test_a_compared_models_data_or_the_candidates_test_set_is_refused():
     assert reasons == [
         "data/original/fer2013 is the training data of fer2013, a compared model",
         "data/original/fer2013 is the training data of hybrid, a compared model",
+        "data/original/fer2013 is the training data of control_scarce, a compared model",
         "data/original/fer2013 is the training data of control_harm, a compared model",
         "data/original/fer2013 is the training data of control_null, a compared model",
     ]

@@ -154,3 +154,22 @@ def test_cli_trains_the_experiment_named_in_params(workspace, monkeypatch):
     assert result.exit_code == 0, result.output
     saved = json.loads((workspace / "metrics" / "train" / "tiny.json").read_text())
     assert len(saved["history"]) == 1 and (workspace / "models" / "tiny" / "model.safetensors").exists()
+
+
+def test_log_models_best_logs_every_trials_run_but_only_the_registered_model(workspace):
+    config = small(workspace, epochs=1, trials=2, seed=7, log_models="best")
+    train(config, workspace / "best_only", run_name="best_only")
+    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="tags.`fersynth.experiment` = 'best_only'")
+    assert len(runs) == 2
+
+    def has_model(run) -> bool:
+        found = mlflow.search_logged_models(
+            experiment_ids=[run["experiment_id"]],
+            filter_string=f"source_run_id = '{run['run_id']}'",
+            output_format="list",
+        )
+        return bool(found)
+
+    logged = {int(run["tags.fersynth.trial_seed"]): has_model(run) for _, run in runs.iterrows()}
+    [registered] = mlflow.MlflowClient().search_model_versions("name = 'fersynth-best_only'")
+    assert sum(logged.values()) == 1 and logged[int(registered.tags["fersynth.trial_seed"])]

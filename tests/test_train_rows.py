@@ -183,3 +183,28 @@ def test_a_permuted_manifest_feeds_training_the_same_images_in_the_same_order(tm
         fed.append({split: arrays(rows, config) for split, rows in splits.items()})
     for split in ("train", "val", "test"):
         assert np.array_equal(fed[0][split][0], fed[1][split][0]) and np.array_equal(fed[0][split][1], fed[1][split][1])
+
+
+def test_a_scarce_control_keeps_its_share_per_class_and_the_same_validation(workspace):
+    full = training_rows(small(workspace))
+    half = training_rows(small(workspace, real_fraction=0.5))
+    assert half.splits["val"]["key"].tolist() == full.splits["val"]["key"].tolist()  # checkpoints chosen alike
+    assert set(half.splits["train"]["key"]) < set(full.splits["train"]["key"])
+    per_class_full = full.splits["train"]["label"].value_counts()
+    per_class_half = half.splits["train"]["label"].value_counts()
+    assert all(per_class_half[c] == max(1, round(0.5 * n)) for c, n in per_class_full.items())
+    # the benefit's variant holds the same real rows: it trains on the same half, plus its generated rows
+    benefit = training_rows(small(workspace, variants=(str(workspace / "aug"),), real_fraction=0.5))
+    real = benefit.splits["train"][~benefit.splits["train"]["synthetic"].astype(bool)]
+    assert sorted(real["key"]) == sorted(half.splits["train"]["key"])
+    assert benefit.splits["train"]["synthetic"].astype(bool).sum() > 0
+
+
+def test_split_seed_keeps_the_rows_while_the_trial_seeds_change(workspace):
+    baseline = training_rows(small(workspace, seed=0))
+    other_seeds = training_rows(small(workspace, seed=6, split_seed=0))
+    other_split = training_rows(small(workspace, seed=6))
+    for split in ("train", "val", "test"):
+        assert other_seeds.splits[split]["key"].tolist() == baseline.splits[split]["key"].tolist()
+    assert other_split.splits["val"]["key"].tolist() != baseline.splits["val"]["key"].tolist()
+    assert small(workspace, seed=6, split_seed=0).seeds == (6,)

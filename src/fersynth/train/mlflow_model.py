@@ -47,12 +47,17 @@ def log_trial_model(trial_dir: Path, example: np.ndarray, probabilities: np.ndar
     return info.model_uri
 
 
+def best_trial(trials: list[dict]) -> dict:
+    """The trial with the highest validation accuracy (the lowest seed on a tie): the one registered."""
+    return max(trials, key=lambda t: (t["best_val_accuracy"], -t["seed"]))
+
+
 def register_best(experiment: str, trials: list[dict]) -> dict:
-    """Register the trial with the highest validation accuracy (the lowest seed on a tie) under
-    :func:`registered_name`; ``trials``: ``seed``, ``best_val_accuracy`` and ``model_uri`` each."""
+    """Register :func:`best_trial` under :func:`registered_name`; ``trials``: ``seed``, ``best_val_accuracy`` and
+    ``model_uri`` each."""
     import mlflow
 
-    best = max(trials, key=lambda t: (t["best_val_accuracy"], -t["seed"]))
+    best = best_trial(trials)
     tags = {"fersynth.experiment": experiment, "fersynth.trial_seed": str(best["seed"])}
     version_ = mlflow.register_model(best["model_uri"], registered_name(experiment), tags=tags)
     return {"name": version_.name, "version": version_.version, "seed": best["seed"], "model_uri": best["model_uri"]}

@@ -8,6 +8,8 @@
   other rows split one by one, stratified by label. :attr:`TrainingRows.validation` records which.
 - Synthetic rows (generated, SMOTE) only ever train, capped per class; the test rows are the first
   variant's test split, real by construction of every variant here.
+- ``real_fraction`` keeps that share of the real train rows per class (a control where real data is scarce);
+  validation and test are untouched.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def training_rows(config: TrainConfig) -> TrainingRows:
     real, generated = train[~synthetic], train[synthetic]
     if real.empty:  # an all-synthetic variant (sd_artificial, ddpm_casme): validate on its own rows
         real, generated = generated, generated.iloc[0:0]
-    fit, val, validation = validation_split(real, config.validation_fraction, config.seed)
+    fit, val, validation = validation_split(real, config.validation_fraction, config.data_seed)
+    fit = scarce(fit, config.real_fraction, config.data_seed)
     generated = capped_synthetic(generated, fit, config.synthetic_per_class, config.synthetic_ratio)
     first = frames[0]
     test = first[(first["split"] == "test") & first["label"].notna()]
@@ -121,6 +124,19 @@ def _stratified_rows(pool: pd.DataFrame, fraction: float, seed: int) -> tuple[pd
     # too few rows for one of each class on both sides (a tiny generated set): a plain seeded split
     stratify = pool["label"] if min(n_val, len(pool) - n_val) >= pool["label"].nunique() else None
     return train_test_split(pool, test_size=n_val, stratify=stratify, random_state=seed)
+
+
+def scarce(fit: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """``fraction`` of the real fit rows (at least one per class), drawn with ``seed`` per class: where real data
+    is scarce (a control). Validation keeps every row it had, so checkpoints are chosen on the same images."""
+    if fraction >= 1.0:
+        return fit
+    rng = np.random.default_rng([seed, 2026])
+    kept = [
+        group.iloc[np.sort(rng.permutation(len(group))[: max(1, int(round(fraction * len(group))))])]
+        for _, group in fit.sort_values(["variant", "key"], kind="stable").groupby("label", sort=True)
+    ]
+    return pd.concat(kept)
 
 
 def capped_synthetic(generated: pd.DataFrame, fit: pd.DataFrame, per_class: int, ratio: float) -> pd.DataFrame:

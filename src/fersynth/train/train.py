@@ -25,7 +25,7 @@ from fersynth.modeling.metrics import mean_interval
 from fersynth.paths import floor_path, trial_name
 from fersynth.tracking import variant_hash
 from fersynth.train.card import write_model_card
-from fersynth.train.mlflow_model import log_trial_model, register_best
+from fersynth.train.mlflow_model import best_trial, log_trial_model, register_best
 from fersynth.train.rows import training_rows
 from fersynth.train.trial import fit_trials
 from fersynth.variant import Variant
@@ -44,6 +44,7 @@ class TrainConfig:
     variants: tuple[str, ...] = ("data/original/fer2013",)  # their train rows are concatenated
     synthetic_per_class: int = -1  # cap on synthetic train rows per class (-1: all of them)
     synthetic_ratio: float = -1.0  # cap per class at this many synthetic rows per real train row (-1: none)
+    real_fraction: float = 1.0  # train on this share of the real train rows per class (a scarce-data control)
     architecture: str = "paper001_cnn"
     width: float = 1.0  # paper001_cnn's filters x width (1.0: the paper's; the CPU demo: 0.25)
     weights: str = ""  # local ImageNet weights for torchvision backbones
@@ -61,11 +62,13 @@ class TrainConfig:
     label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e uniform
     early_stopping: int = 0  # epochs without a better val accuracy before stopping (0: never)
     label_noise: float = 0.0  # a planted harm (a control): this share of train labels flipped to another class
+    log_models: str = "all"  # all: every trial is an MLflow model | best: only the registered one (many trials)
     epochs: int = 50
     batch_size: int = 64
     validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train), by subject where known
-    seed: int = 0  # the validation split's seed, and the first trial's
+    seed: int = 0  # the first trial's seed (and the validation split's, unless split_seed is set)
     trials: int = 1  # models trained with seeds seed, seed+1, ... on the same split (paper 002: 5)
+    split_seed: int = -1  # the validation split's (and real_fraction's) seed; -1: seed. Other trial seeds, same rows
     accumulate: int = 1  # micro-batches per optimiser step and process (fersynth.train.distributed)
     device: str = "auto"
     mixed_precision: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
@@ -77,6 +80,10 @@ class TrainConfig:
             raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule must be one of {SCHEDULES}, not {self.schedule!r}")
+        if self.log_models not in ("all", "best"):
+            raise ValueError(f"train.log_models must be all or best, not {self.log_models!r}")
+        if not 0 < self.real_fraction <= 1:
+            raise ValueError(f"train.real_fraction must be within (0, 1], not {self.real_fraction}")
         if not 0 <= self.label_smoothing < 1 or not 0 <= self.label_noise < 1 or not 0 < self.warmup < 1:
             raise ValueError(
                 f"train.label_smoothing and label_noise must be within [0, 1), warmup within (0, 1): "
@@ -86,6 +93,11 @@ class TrainConfig:
             raise ValueError(f"train.validation_fraction must be within (0, 1), not {self.validation_fraction}")
         if self.trials < 1 or self.accumulate < 1:
             raise ValueError(f"train.trials and train.accumulate must be at least 1: {self.trials}, {self.accumulate}")
+
+    @property
+    def data_seed(self) -> int:
+        """The seed that draws validation (and a scarce subset): ``split_seed``, or ``seed`` when unset."""
+        return self.split_seed if self.split_seed >= 0 else self.seed
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -117,7 +129,7 @@ def train(
     counts = {s: len(r) for s, r in rows.items()} | {"synthetic_train": int(rows["train"]["synthetic"].sum())}
     if config.label_noise:
         images, labels = data["train"]
-        data["train"] = (images, flip_labels(labels, config.label_noise, len(classes), config.seed))
+        data["train"] = (images, flip_labels(labels, config.label_noise, len(classes), config.data_seed))
         counts["flipped_train"] = int((data["train"][1] != labels).sum())
     log.info(
         "train %s: %s on %s x %d process(es), %s, validation %s, seeds %s",
@@ -138,8 +150,11 @@ def train(
         trials = fit_trials(config, data, classes, state, outs, names)
         metrics = _summarise(trials, classes, counts, selected.validation, config) if state.main else {}
         if state.main:
+            best = best_trial(trials)
             for trial in trials:
-                trial |= _log_trial(config, trial, data, counts, classes, state, outs[trial["seed"]], names, run_name)
+                with_model = config.log_models == "all" or trial is best
+                out = outs[trial["seed"]]
+                trial |= _log_trial(config, trial, data, counts, classes, state, out, names, run_name, with_model)
             metrics["floor"] = _fit_floor(data, len(classes), floor_path(tmp))
             hashes = {path: variant_hash(Path(path)) for path in config.variants}
             write_model_card(tmp, run_name, config, metrics, hashes)
@@ -190,10 +205,19 @@ def _summarise(trials: list[dict], classes, counts: dict, validation: dict, conf
 
 
 def _log_trial(
-    config: TrainConfig, trial: dict, data, counts: dict, classes, state: Distributed, out: Path, names, experiment: str
+    config: TrainConfig,
+    trial: dict,
+    data,
+    counts: dict,
+    classes,
+    state: Distributed,
+    out: Path,
+    names,
+    experiment: str,
+    with_model: bool = True,
 ) -> dict:
     """One MLflow run for a trained trial: params, its learning curve and speed per epoch, test metrics and
-    confusion counts, the model. Returns its run id and model URI."""
+    confusion counts, and (``with_model``) the model. Returns its run id and model URI (``None`` without)."""
     import mlflow
     from mlflow.entities import Metric
     from sklearn.metrics import confusion_matrix
@@ -221,7 +245,9 @@ def _log_trial(
         # every trial's test confusion as counts; the registered trial also gets the figure (train())
         confusion = confusion_matrix(data["test"][1], trial["predicted"], labels=list(range(len(classes))))
         mlflow.log_dict({"classes": list(classes), "true_x_predicted": confusion.tolist()}, "confusion_test.json")
-        model_uri = log_trial_model(out, trial["example"], trial["example_probabilities"], classes)
+        model_uri = (
+            log_trial_model(out, trial["example"], trial["example_probabilities"], classes) if with_model else None
+        )
     return {"model_uri": model_uri, "run_id": run.info.run_id}
 
 
