@@ -118,6 +118,7 @@ def _fast_params(path: Path) -> None:
     params["compare"]["min_seeds"] = 2  # the fast params train two trials
     for experiment in params["train"].values():
         experiment["epochs"] = 1
+        experiment["min_steps"] = 0
         experiment["trials"] = min(experiment.get("trials", 1), 2)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 

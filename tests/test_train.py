@@ -173,3 +173,10 @@ def test_log_models_best_logs_every_trials_run_but_only_the_registered_model(wor
     logged = {int(run["tags.fersynth.trial_seed"]): has_model(run) for _, run in runs.iterrows()}
     [registered] = mlflow.MlflowClient().search_model_versions("name = 'fersynth-best_only'")
     assert sum(logged.values()) == 1 and logged[int(registered.tags["fersynth.trial_seed"])]
+
+
+def test_min_steps_gives_a_small_train_set_the_updates_a_large_one_gets():
+    config = TrainConfig(epochs=15, min_steps=300)
+    assert config.epochs_for(14) == 22 and config.epochs_for(4) == 75  # FER2013's 432 rows; a quarter of them
+    assert config.epochs_for(30) == 15  # a large set keeps its epochs
+    assert TrainConfig(epochs=15).epochs_for(4) == 15

@@ -64,6 +64,7 @@ class TrainConfig:
     label_noise: float = 0.0  # a planted harm (a control): this share of train labels flipped to another class
     log_models: str = "all"  # all: every trial is an MLflow model | best: only the registered one (many trials)
     epochs: int = 50
+    min_steps: int = 0  # at least this many optimiser steps: small train sets get more epochs (0: epochs as given)
     batch_size: int = 64
     validation_fraction: float = 0.2  # of the real train rows (paper 001: 20% of train), by subject where known
     seed: int = 0  # the first trial's seed (and the validation split's, unless split_seed is set)
@@ -93,6 +94,11 @@ class TrainConfig:
             raise ValueError(f"train.validation_fraction must be within (0, 1), not {self.validation_fraction}")
         if self.trials < 1 or self.accumulate < 1:
             raise ValueError(f"train.trials and train.accumulate must be at least 1: {self.trials}, {self.accumulate}")
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """``epochs``, or more where ``min_steps`` asks for more: every trial gets the same number of updates
+        whatever its train size (a scarce set is not undertrained beside a larger one)."""
+        return max(self.epochs, -(-self.min_steps // max(steps_per_epoch, 1)))
 
     @property
     def data_seed(self) -> int:

@@ -69,12 +69,12 @@ def fit_trial(config, seed: int, data: dict, classes, state: Distributed, out: P
     frozen = model.freeze(config.freeze) if config.freeze else 0
     model = channels_last(model, device)
     trained = wrap(model, state)  # the DDP wrapper under torchrun, else the model itself
-    optimiser, scheduler = optimisation(
-        config, [p for p in model.parameters() if p.requires_grad], len(loaders["train"])
-    )
+    epochs = config.epochs_for(len(loaders["train"]))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimiser, scheduler = optimisation(config, trainable, len(loaders["train"]), epochs)
     best = {"val_accuracy": -1.0, "epoch": 0, "state": None}
     history, speeds, step = [], [], 0
-    for epoch in progress(range(1, config.epochs + 1), desc=f"train {name}", unit="epoch"):
+    for epoch in progress(range(1, epochs + 1), desc=f"train {name}", unit="epoch"):
         started = time.perf_counter()
         loss, seen, step = _epoch(config, trained, loaders["train"], optimiser, scheduler, state, seed, step)
         sync_buffers(model, state)
@@ -140,9 +140,9 @@ def _epoch(config, trained, loader, optimiser, scheduler, state, seed: int, step
     return total / max(seen, 1), int(seen), step
 
 
-def optimisation(config, parameters: list, steps_per_epoch: int):
-    """The optimiser and learning-rate schedule of ``config``. ``plateau`` steps once per epoch on the
-    validation loss; ``one_cycle`` and ``cosine`` step after every batch."""
+def optimisation(config, parameters: list, steps_per_epoch: int, epochs: int):
+    """The optimiser and learning-rate schedule of ``config`` over ``epochs``. ``plateau`` steps once per epoch
+    on the validation loss; ``one_cycle`` and ``cosine`` step after every batch."""
     lr, decay = config.learning_rate, config.weight_decay
     if config.optimizer == "adam":
         optimiser = torch.optim.Adam(parameters, lr=lr, weight_decay=decay)
@@ -150,7 +150,7 @@ def optimisation(config, parameters: list, steps_per_epoch: int):
         optimiser = torch.optim.AdamW(parameters, lr=lr, weight_decay=decay)
     else:
         optimiser = torch.optim.SGD(parameters, lr=lr, momentum=0.9, weight_decay=decay)
-    total = max(steps_per_epoch, 1) * config.epochs
+    total = max(steps_per_epoch, 1) * epochs
     if config.schedule == "one_cycle":
         return optimiser, torch.optim.lr_scheduler.OneCycleLR(
             optimiser, max_lr=lr, total_steps=total, pct_start=config.warmup
