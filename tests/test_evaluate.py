@@ -30,6 +30,7 @@ def evaluated(tiny_demo, tmp_path_factory):
         fairness_on="nhfi",
         robustness_on=("fer2013",),
         robustness=RobustnessConfig(lighting=(0.5,), resolution=(4,), noise=(25.0,)),
+        ground_truth=str(tiny_demo),
     )
     result = evaluate(evaluation, root / "out")
     yield root, result
@@ -53,7 +54,8 @@ def test_per_class_confusion_and_predictions_agree(evaluated):
     assert result["cross_dataset"]["tiny"]["nhfi"] == pytest.approx(report["accuracy"], abs=1e-4)
     confusion = pd.read_csv(root / "out" / "confusion" / "tiny" / "nhfi.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == len(predictions)
-    assert (root / "out" / "confusion" / "tiny" / "nhfi.png").exists()
+    assert (root / "out" / "confusion" / "tiny" / "fer2013.png").exists()  # a figure for evaluate.figures_on
+    assert not (root / "out" / "confusion" / "tiny" / "nhfi.png").exists()  # a CSV only for the others
 
 
 def test_fairness_groups_and_robustness(evaluated):
@@ -124,3 +126,22 @@ def test_a_test_set_mixing_real_and_generated_faces_is_also_scored_per_part():
         "evaluator_generated": pytest.approx(0.1667, abs=1e-4),
     }
     assert _by_origin("fer2013", rows.assign(synthetic=False), labels, predicted) == {}
+
+
+def test_every_model_is_scored_beside_its_floor_and_against_the_true_labels(evaluated):
+    """The floor (HOG + logistic regression on the model's own train rows) is scored on every comparable test
+    set; a cell below it is listed; accuracy against the demo's hidden labels counts the planted flips."""
+    root, result = evaluated
+    floor = json.loads((root / "out" / "floor.json").read_text())
+    assert set(floor["floor"]) == {"tiny", "trials"} and set(floor["floor"]["tiny"]) == {"fer2013", "nhfi"}
+    below = {(c["model"], c["test_set"]) for c in floor["below_floor"]}
+    for model, tests in floor["floor"].items():
+        for test, value in tests.items():
+            assert ((model, test) in below) == (result["cross_dataset"][model][test] < value)
+    truth = json.loads((root / "out" / "true_labels.json").read_text())
+    fer = truth["tiny"]["fer2013"]
+    predictions = pd.read_csv(root / "out" / "predictions" / "tiny" / "fer2013.csv")
+    assert 0 < fer["images"] <= len(predictions) and 0 <= fer["accuracy"] <= 1
+    given = predictions["correct"].mean()
+    # every flipped label the model gets "wrong" against the given labels may be right against the truth
+    assert abs(fer["accuracy"] - given) <= fer["flipped"] / fer["images"] + 1e-9

@@ -49,7 +49,10 @@ def read_variant(dep: str, suites: dict[str, str]) -> str | None:
 # Reads that need not wait for the variant's suite, and why. calibrate only compares its judges' training
 # pictures with the evaluator's by pixel hash (a leakage refusal), and the evaluator's suite itself checks the
 # evaluator against the calibrated variant: waiting for it would be a cycle.
-HASH_ONLY_READS = {("calibrate@fer2013_sdxl", "data/evaluator/manifest.parquet")}
+HASH_ONLY_READS = {
+    ("calibrate@fer2013_sdxl", "data/evaluator/manifest.parquet"),
+    ("autolabel", "data/evaluator/manifest.parquet"),  # its labeler's pictures against hybrid's test set
+}
 
 
 def test_every_stage_that_reads_a_variant_depends_on_its_suite(stages):
