@@ -161,10 +161,12 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     params["smote"]["target_per_class"] += 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = re.findall(r"Running stage '([^']+)'", run_ok(["dvc", "repro"], repo, env))
-    # smote_balanced is a training variant: its model, the evaluation, comparison and report, and the
-    # evaluator's no-overlap check read it too; nothing else runs
+    # smote_balanced is a training variant: its model, the evaluation, comparison and report, the evaluator's
+    # no-overlap check and autolabel's picture check (its labeler against every compared model's pictures: the
+    # same labels come out, so nothing after autolabel runs) read it too; nothing else runs
     # (compare runs too unless the retrained model's predictions came out identical: then its deps did not change)
     assert sorted(set(ran) - {"compare"}) == [
+        "autolabel",
         "evaluate",
         "report",
         "smote",
