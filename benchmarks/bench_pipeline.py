@@ -172,6 +172,12 @@ def main() -> None:
         repro_log = (logs / "repro.log").read_text()
         skipped = re.findall(r"Stage '([^']+)' didn't change, skipping", repro_log)
         served = re.search(r"fersynth warm: (\d+) command\(s\) ran warm(.*)", repro_log)
+        # the same bytes: a repro that made any output other than the committed lock's rewrites dvc.lock
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+        result["reproduced"] = {
+            "git_status_clean": not dirty.strip(),
+            "changed": dirty.split("\n")[:20] if dirty.strip() else [],
+        }
         noops = [timed([str(dvc), "repro"], repo, env, logs / "noop.log")[0] for _ in range(3)]
         experiments = {k: v for k, v in stages.items() if k.split("@")[0].split("-")[0] in EXPERIMENT_STAGES}
         dvc_repro = repro
