@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fersynth-installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: venv browser repro test test-fast lint bench mlflow-server clean-venv
+.PHONY: venv browser repro test test-fast test-slow test-all lint bench mlflow-server clean-venv
 
 venv: $(STAMP)
 
@@ -34,17 +34,27 @@ browser:
 repro: $(STAMP)
 	$(BIN)/fersynth warm --cold-while-loading -- $(BIN)/dvc repro
 
-# The slow tests (the end-to-end one is mostly DVC and process start-up, about one core) run beside the fast
-# suite; the slow report is printed after the fast one, and either failing fails the target.
-test: $(STAMP) browser
-	@$(BIN)/python -m pytest -m slow -p no:cacheprovider > .pytest-slow.log 2>&1 & slow=$$!; \
-	$(BIN)/python -m pytest -m "not slow"; fast=$$?; \
-	wait $$slow; slow_rc=$$?; cat .pytest-slow.log; \
-	echo "make test: fast suite exit $$fast, slow suite exit $$slow_rc"; \
-	[ $$fast -eq 0 ] && [ $$slow_rc -eq 0 ]
+# `make test` is the default suite (every test not marked slow: under 10 min on 2 cores). The slow ones (the
+# end-to-end repro with push/clone/pull and a queued sweep, the fresh-clone reproducibility checks, the tracking
+# server, torchrun) run with `make test-slow`; `make test-all` runs both side by side (the end-to-end one is mostly
+# DVC and process start-up, about one core), prints the slow report after the fast one and fails if either
+# fails. CI (.ci/run) runs `make test` and `make test-slow`.
+PYTEST := $(BIN)/python -m pytest
 
-test-fast: $(STAMP) browser
-	$(BIN)/python -m pytest -m "not slow"
+test: $(STAMP) browser
+	$(PYTEST) -m "not slow"
+
+test-fast: test
+
+test-slow: $(STAMP) browser
+	$(PYTEST) -m slow -p no:cacheprovider
+
+test-all: $(STAMP) browser
+	@$(MAKE) --no-print-directory test-slow > .pytest-slow.log 2>&1 & slow=$$!; \
+	$(MAKE) --no-print-directory test; fast=$$?; \
+	wait $$slow; slow_rc=$$?; cat .pytest-slow.log; \
+	echo "make test-all: make test exit $$fast, make test-slow exit $$slow_rc"; \
+	[ $$fast -eq 0 ] && [ $$slow_rc -eq 0 ]
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
