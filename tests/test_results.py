@@ -42,11 +42,21 @@ def metrics(tmp_path):
     verdicts["inconclusive"] = {"share": 0.15, "se": 0.08}
     arm = {"true_effect": {"mean": 0.08, "low": 0.06, "high": 0.1}, "replications": 20, "verdicts": verdicts}
     _write(root / "bench" / "power.json", {"arms": {"benefit": arm}})
+    targets = {"make_repro_seconds_max": 600, "dvc_repro_seconds_max": 300, "make_test_seconds_max": 720}
+    _write(
+        root / "bench" / "pipeline.json",
+        {"commit": "abcdef123", "date": "d2", "targets": targets | {"noop_repro_seconds_max": 3},
+         "met": {"make_repro": False, "dvc_repro": True, "make_test": True, "noop_repro": True},
+         "make_repro": {"seconds": 690, "dvc_repro_seconds": 270, "stages": 75, "by_kind_seconds": {"train": 120}},
+         "reproduced": {"git_status_clean": False}, "noop_repro_seconds": 2.04,
+         "repro_measured_at": {"commit": "0123456789", "date": "d1"},
+         "make_test": {"seconds": 540, "pytest": "9 passed"}},
+    )  # fmt: skip
     return root
 
 
-README = "intro\n" + "".join(f"<!-- results:{n} -->\nold {n}\n<!-- /results:{n} -->\n" for n in
-                             ("experiments", "comparisons", "controls", "power")) + "outro 12.5\n"  # fmt: skip
+BLOCKS = ("experiments", "comparisons", "controls", "power", "timings")
+README = "intro\n" + "".join(f"<!-- results:{n} -->\nold {n}\n<!-- /results:{n} -->\n" for n in BLOCKS) + "outro 12.5\n"
 
 
 def test_each_table_is_rendered_from_its_file_and_the_text_around_it_is_kept(metrics):
@@ -57,6 +67,11 @@ def test_each_table_is_rendered_from_its_file_and_the_text_around_it_is_kept(met
     assert "| cand vs base | t | 88 | +5.0 [+1.0, +9.0] | 0.012 | helps | — / 7 / 2 |" in out
     assert "| cand_on_t | hurts | helps | **no** |" in out
     assert "| benefit | +8.0 [+6.0, +10.0] | 20 | 85% (SE 8) | 0% (SE 0) | 15% (SE 8) |" in out
+    assert "`make repro`: **11.5 min** (target 10: **not met**)" in out
+    assert "its `dvc repro` 4.5 min (target 5: met; 75 stages; minutes by kind: train 2.0)" in out
+    assert "`git status` afterwards: **dirty** (fresh clone of 0123456, d1)" in out  # where the repro was measured
+    assert "`make test`: **9.0 min** (target 12: met), the venv included (9 passed; fresh clone of abcdef1, d2)" in out
+    assert "no-op `dvc repro`: 2.0 s (met)" in out
     assert render(out, metrics) == out  # rendering is idempotent
 
 

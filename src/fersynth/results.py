@@ -114,6 +114,41 @@ def power(metrics: Path) -> str:
     return "\n".join(lines)
 
 
+def timings(metrics: Path) -> str:
+    """The newcomer's first run on a fresh clone (``benchmarks/bench_pipeline.py``), against its targets."""
+    bench = _json(metrics / "bench" / "pipeline.json")
+    if not bench or "make_repro" not in bench:
+        return "(not measured yet: `python benchmarks/bench_pipeline.py`)"
+    repro, targets, met = bench["make_repro"], bench["targets"], bench["met"]
+    at = bench.get("repro_measured_at") or {"commit": bench["commit"], "date": bench["date"]}
+
+    def verdict(key: str) -> str:
+        return "met" if met.get(key) else "**not met**"
+
+    kinds = ", ".join(f"{kind} {seconds / 60:.1f}" for kind, seconds in list(repro["by_kind_seconds"].items())[:4])
+    clean = (bench.get("reproduced") or {}).get("git_status_clean")
+    lines = [
+        f"- `make repro`: **{repro['seconds'] / 60:.1f} min** (target {targets['make_repro_seconds_max'] / 60:.0f}: "
+        f"{verdict('make_repro')}), the venv included; its `dvc repro` {repro['dvc_repro_seconds'] / 60:.1f} min "
+        f"(target {targets['dvc_repro_seconds_max'] / 60:.0f}: {verdict('dvc_repro')}; {repro['stages']} stages; "
+        f"minutes by kind: {kinds}); `git status` afterwards: {'clean' if clean else '**dirty**'} "
+        f"(fresh clone of {str(at['commit'])[:7]}, {at['date']})",
+    ]
+    test = bench.get("make_test")
+    if test:
+        at = bench.get("tests_measured_at") or {"commit": bench["commit"], "date": bench["date"]}
+        lines.append(
+            f"- `make test`: **{test['seconds'] / 60:.1f} min** (target {targets['make_test_seconds_max'] / 60:.0f}: "
+            f"{verdict('make_test')}), the venv included ({test.get('pytest', '')}; "
+            f"fresh clone of {str(at['commit'])[:7]}, {at['date']})"
+        )
+    slow = bench.get("make_test_slow")
+    if slow:
+        lines.append(f"- `make test-slow`: {slow['seconds_venv_in_place'] / 60:.1f} min ({slow.get('pytest', '')})")
+    lines.append(f"- no-op `dvc repro`: {bench['noop_repro_seconds']:.1f} s ({verdict('noop_repro')})")
+    return "\n".join(lines)
+
+
 def _rate(rate: dict) -> str:
     return f"{100 * rate['share']:.0f}% (SE {100 * rate['se']:.0f})"
 
@@ -123,6 +158,7 @@ RENDERERS: dict[str, Callable[[Path], str]] = {
     "comparisons": comparisons,
     "controls": controls,
     "power": power,
+    "timings": timings,
 }
 
 
