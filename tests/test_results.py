@@ -38,10 +38,12 @@ def metrics(tmp_path):
              "verdict": "helps", "seeds_needed": {"2": None, "5": 7, "10": 2}}  # fmt: skip
     _write(root / "compare.json", {"cand_vs_base": {"t": entry}})
     _write(root / "compare" / "controls.json", {"cand_on_t": {"expected": "hurts", "verdict": "helps", "found": False}})
-    verdicts = {"helps": {"share": 0.85, "se": 0.08}, "hurts": {"share": 0.0, "se": 0.0}}
+    verdicts = {"helps": {"share": 0.85, "se": 0.08, "ci95": [0.621, 0.968]}, "hurts": {"share": 0.0, "se": 0.0}}
     verdicts["inconclusive"] = {"share": 0.15, "se": 0.08}
     arm = {"true_effect": {"mean": 0.08, "low": 0.06, "high": 0.1}, "replications": 20, "verdicts": verdicts}
-    _write(root / "bench" / "power.json", {"arms": {"benefit": arm}})
+    arm["verdicts_old_df_rule"] = {"helps": {"share": 0.15}, "hurts": {"share": 0.0}}
+    power = {"arms": {"benefit": arm}, "met": {"benefit": True}, "family": {"size": 18}, "test_images": 88}
+    _write(root / "bench" / "power.json", power)
     targets = {"make_repro_seconds_max": 600, "dvc_repro_seconds_max": 300, "make_test_seconds_max": 720}
     _write(
         root / "bench" / "pipeline.json",
@@ -61,12 +63,13 @@ README = "intro\n" + "".join(f"<!-- results:{n} -->\nold {n}\n<!-- /results:{n} 
 
 def test_each_table_is_rendered_from_its_file_and_the_text_around_it_is_kept(metrics):
     out = render(README, metrics)
-    assert out.startswith("intro\n") and out.endswith("outro 12.5\n") and "old " not in out
+    assert out.startswith("intro\n") and out.endswith("outro 12.5\n") and not any(f"old {n}\n" in out for n in BLOCKS)
     assert "| base | 100 (10) | 2 | 80.0 [70.0, 90.0] | 0.0 | 85.0 | **yes** | 90.0 |" in out  # below its floor
     assert "below their floor (1 models x test sets): 1." in out
     assert "| cand vs base | t | 88 | +5.0 [+1.0, +9.0] | 0.012 | helps | — / 7 / 2 |" in out
     assert "| cand_on_t | hurts | helps | **no** |" in out
-    assert "| benefit | +8.0 [+6.0, +10.0] | 20 | 85% (SE 8) | 0% (SE 0) | 15% (SE 8) |" in out
+    assert "| benefit | +8.0 [+6.0, +10.0] | 20 | 85% [62, 97] | 0% (SE 0) | 15% (SE 8) | 15% / 0% | yes |" in out
+    assert "88 test images, 5 seeds a side, every verdict inside the shipped family of 18 tests" in out
     assert "`make repro`: **11.5 min** (target 10: **not met**)" in out
     assert "its `dvc repro` 4.5 min (target 5: met; 75 stages; minutes by kind: train 2.0)" in out
     assert "`git status` afterwards: **dirty** (fresh clone of 0123456, d1)" in out  # where the repro was measured

@@ -100,17 +100,25 @@ def power(metrics: Path) -> str:
     if not bench:
         return "(no power benchmark yet: `python benchmarks/bench_power.py`)"
     lines = [
-        "| arm | true effect, mean [95% CI] | replications | called helps | called hurts | inconclusive |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| arm | true effect, mean [95% CI] | replications | called helps | called hurts | inconclusive "
+        "| old df rule: helps / hurts | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    met = bench.get("met", {})
     for arm, result in bench["arms"].items():
         effect = result["true_effect"]
         rates = result["verdicts"]
         lines.append(
             f"| {arm} | {_pct(effect['mean'], True)} [{_pct(effect['low'], True)}, {_pct(effect['high'], True)}] "
             f"| {result['replications']} | {_rate(rates['helps'])} | {_rate(rates['hurts'])} "
-            f"| {_rate(rates['inconclusive'])} |"
+            f"| {_rate(rates['inconclusive'])} | {_old_rule(result)} | {_met(met.get(arm))} |"
         )
+    family, images = bench.get("family", {}).get("size"), bench.get("test_images")
+    lines.append("")
+    lines.append(
+        f"{images} test images, 5 seeds a side, every verdict inside the shipped family of {family} tests; "
+        "targets: null false verdicts <= 5%, benefit and harm found >= 80% (interval: exact binomial, 95%)."
+    )
     return "\n".join(lines)
 
 
@@ -149,7 +157,20 @@ def timings(metrics: Path) -> str:
     return "\n".join(lines)
 
 
+def _old_rule(result: dict) -> str:
+    old = result.get("verdicts_old_df_rule")
+    return f"{100 * old['helps']['share']:.0f}% / {100 * old['hurts']['share']:.0f}%" if old else "—"
+
+
+def _met(value: bool | None) -> str:
+    return "—" if value is None else ("yes" if value else "**no**")
+
+
 def _rate(rate: dict) -> str:
+    """A verdict's share over the replications, with its exact 95% interval where the benchmark gives one."""
+    if "ci95" in rate:
+        low, high = rate["ci95"]
+        return f"{100 * rate['share']:.0f}% [{100 * low:.0f}, {100 * high:.0f}]"
     return f"{100 * rate['share']:.0f}% (SE {100 * rate['se']:.0f})"
 
 
