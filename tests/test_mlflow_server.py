@@ -323,7 +323,13 @@ def test_a_bad_dir_is_a_one_line_cli_error():
 
 
 def test_postgres_stop_falls_back_to_sigint_where_pg_ctl_refuses(tmp_path, monkeypatch, caplog):
-    postmaster = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # like a real postmaster, it ends on SIGINT whatever it inherited (a job started in the background by a
+    # non-interactive shell, e.g. `make test &`, inherits SIGINT ignored)
+    ends_on_sigint = (
+        "import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); print('up', flush=True); time.sleep(60)"
+    )
+    postmaster = subprocess.Popen([sys.executable, "-c", ends_on_sigint], stdout=subprocess.PIPE, text=True)
+    assert postmaster.stdout.readline() == "up\n"  # its handler is in place before the stop
     (tmp_path / "postmaster.pid").write_text(f"{postmaster.pid}\n{tmp_path}\n")
     refused = subprocess.CompletedProcess([], 1, "", "pg_ctl: cannot be run as root\nPlease log in as the owner\n")
     monkeypatch.setattr(postgres.Postgres, "run", lambda self, tool, *args: refused)
