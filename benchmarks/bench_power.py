@@ -117,7 +117,11 @@ def old_rule_p(result) -> float:
 def judge(arm: str, baseline: np.ndarray, candidate: np.ndarray, family: dict[str, float], alpha: float) -> dict:
     result = crossed_difference((candidate - baseline).T)
     key = f"{SHIPPED[arm]}/fer2013"
-    out = {"difference": result.difference, "mde_at_alpha": minimum_detectable_effect(result.se, result.df, alpha)}
+    out = {
+        "difference": result.difference,
+        "p_value": result.p_value,
+        "mde_at_alpha": minimum_detectable_effect(result.se, result.df, alpha),
+    }
     for rule, p in (("shipped", result.p_value), ("old_df", old_rule_p(result))):
         members = family | {key: p}  # the shipped family, this arm's control replaced by the replication
         adjusted = dict(zip(members, holm(list(members.values())), strict=True))[key]
@@ -144,8 +148,10 @@ def rates(verdicts: list[str]) -> dict:
     return out
 
 
-def summarise(arm: str, judged: list[dict], seeds: int) -> dict:
+def summarise(arm: str, judged: list[dict], seeds: int, alpha: float) -> dict:
     differences = np.array([j["difference"] for j in judged])
+    below = sum(j["p_value"] < alpha for j in judged)
+    interval = scipy_stats.binomtest(below, len(judged)).proportion_ci(confidence_level=0.95, method="exact")
     half = float(scipy_stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / np.sqrt(len(differences)))
     mdes = np.array([j["mde_at_alpha"] for j in judged])
     return {
@@ -158,10 +164,20 @@ def summarise(arm: str, judged: list[dict], seeds: int) -> dict:
         },
         "verdicts": rates([j["shipped"] for j in judged]),
         "each": [
-            {"difference": round(j["difference"], 4), "p_holm": round(j["p_holm"], 4), "verdict": j["shipped"]}
+            {
+                "difference": round(j["difference"], 4),
+                "p_value": round(j["p_value"], 4),
+                "p_holm": round(j["p_holm"], 4),
+                "verdict": j["shipped"],
+            }
             for j in judged
         ],
         "verdicts_old_df_rule": rates([j["old_df"] for j in judged]),
+        # the test alone, before Holm: under the null this share estimates its size (should be about alpha)
+        "unadjusted_p_below_alpha": {
+            "share": round(below / len(judged), 4),
+            "ci95": [round(float(interval.low), 4), round(float(interval.high), 4)],
+        },
         "mde_at_alpha": {
             "min": round(float(mdes.min()), 4),
             "median": round(float(np.median(mdes)), 4),
@@ -225,7 +241,7 @@ def main() -> None:
         },
         "alpha": args.alpha,
         "test_images": int(base[0].shape[0]),
-        "arms": {arm: summarise(arm, judged[arm], args.seeds) for arm in ARMS},
+        "arms": {arm: summarise(arm, judged[arm], args.seeds, args.alpha) for arm in ARMS},
         "targets": TARGETS,
         "seconds": timings,
     }

@@ -42,6 +42,7 @@ def metrics(tmp_path):
     verdicts["inconclusive"] = {"share": 0.15, "se": 0.08}
     arm = {"true_effect": {"mean": 0.08, "low": 0.06, "high": 0.1}, "replications": 20, "verdicts": verdicts}
     arm["verdicts_old_df_rule"] = {"helps": {"share": 0.15}, "hurts": {"share": 0.0}}
+    arm["unadjusted_p_below_alpha"] = {"share": 0.95, "ci95": [0.751, 0.999]}
     power = {"arms": {"benefit": arm}, "met": {"benefit": True}, "family": {"size": 18}, "test_images": 88}
     _write(root / "bench" / "power.json", power)
     targets = {"make_repro_seconds_max": 600, "dvc_repro_seconds_max": 300, "make_test_seconds_max": 720}
@@ -68,7 +69,9 @@ def test_each_table_is_rendered_from_its_file_and_the_text_around_it_is_kept(met
     assert "below their floor (1 models x test sets): 1." in out
     assert "| cand vs base | t | 88 | +5.0 [+1.0, +9.0] | 0.012 | helps | — / 7 / 2 |" in out
     assert "| cand_on_t | hurts | helps | **no** |" in out
-    assert "| benefit | +8.0 [+6.0, +10.0] | 20 | 85% [62, 97] | 0% (SE 0) | 15% (SE 8) | 15% / 0% | yes |" in out
+    power_row = "| benefit | +8.0 [+6.0, +10.0] | 20 | 85% [62, 97] | 0% (SE 0) | 15% (SE 8) "
+    power_row += "| 95% [75, 100] | 15% / 0% | yes |"
+    assert power_row in out
     assert "88 test images, 5 seeds a side, every verdict inside the shipped family of 18 tests" in out
     assert "`make repro`: **11.5 min** (target 10: **not met**)" in out
     assert "its `dvc repro` 4.5 min (target 5: met; 75 stages; minutes by kind: train 2.0)" in out

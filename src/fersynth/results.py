@@ -101,8 +101,8 @@ def power(metrics: Path) -> str:
         return "(no power benchmark yet: `python benchmarks/bench_power.py`)"
     lines = [
         "| arm | true effect, mean [95% CI] | replications | called helps | called hurts | inconclusive "
-        "| old df rule: helps / hurts | met |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| p < alpha before Holm | old df rule: helps / hurts | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     met = bench.get("met", {})
     for arm, result in bench["arms"].items():
@@ -111,7 +111,7 @@ def power(metrics: Path) -> str:
         lines.append(
             f"| {arm} | {_pct(effect['mean'], True)} [{_pct(effect['low'], True)}, {_pct(effect['high'], True)}] "
             f"| {result['replications']} | {_rate(rates['helps'])} | {_rate(rates['hurts'])} "
-            f"| {_rate(rates['inconclusive'])} | {_old_rule(result)} | {_met(met.get(arm))} |"
+            f"| {_rate(rates['inconclusive'])} | {_unadjusted(result)} | {_old_rule(result)} | {_met(met.get(arm))} |"
         )
     family, images = bench.get("family", {}).get("size"), bench.get("test_images")
     lines.append("")
@@ -155,6 +155,10 @@ def timings(metrics: Path) -> str:
         lines.append(f"- `make test-slow`: {slow['seconds_venv_in_place'] / 60:.1f} min ({slow.get('pytest', '')})")
     lines.append(f"- no-op `dvc repro`: {bench['noop_repro_seconds']:.1f} s ({verdict('noop_repro')})")
     return "\n".join(lines)
+
+
+def _unadjusted(result: dict) -> str:
+    return _rate(result["unadjusted_p_below_alpha"]) if "unadjusted_p_below_alpha" in result else "—"
 
 
 def _old_rule(result: dict) -> str:
