@@ -3,6 +3,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pytest
 from openpyxl import load_workbook
 from PIL import Image
 
@@ -133,3 +134,24 @@ def test_expressions_are_learnable(tmp_path):
     accuracy = model.score(pixels[~train], labels[~train])
     majority = np.bincount(labels[~train]).max() / (~train).sum()
     assert accuracy > majority + 0.25, (accuracy, majority)
+
+
+def test_usage_shares_move_fer2013_rows_between_the_splits_and_bad_shares_are_refused(tmp_path):
+    """`demo.fer2013_usage` decides how many rows Kaggle's Usage puts in train, val and test (a larger test
+    split is what gives comparisons power); the default is Kaggle's 80/10/10."""
+    clean = Nuisances(
+        label_noise=0, blur=0, occlusion=0, low_light=0, duplicates=0, unrecognisable=0, corrupt=0, malformed=0
+    )
+    splits = {}
+    for name, usage in (("kaggle", (0.8, 0.1, 0.1)), ("wide_test", (0.5, 0.1, 0.4))):
+        make_demo(
+            DemoConfig(datasets=("fer2013",), fer2013_rows=200, fer2013_usage=usage, nuisances=clean), tmp_path / name
+        )
+        ingest("fer2013", tmp_path / name / "fer2013", tmp_path / name / "out")
+        splits[name] = Variant(tmp_path / name / "out").manifest["split"].value_counts()
+    assert splits["kaggle"].sum() == splits["wide_test"].sum() == 200
+    assert splits["kaggle"]["train"] > 140 and splits["kaggle"]["test"] < 35  # about 160 / 20 / 20
+    assert 50 < splits["wide_test"]["test"] < 110 and splits["wide_test"]["train"] < 125  # about 100 / 20 / 80
+    for bad in ((0.8, 0.1), (0.9, 0.1, 0.1), (0.0, 0.5, 0.5), (1.2, -0.1, -0.1)):
+        with pytest.raises(ValueError, match="fer2013_usage is three shares"):
+            DemoConfig(fer2013_usage=bad)

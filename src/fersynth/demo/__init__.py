@@ -39,6 +39,8 @@ class DemoConfig:
     datasets: tuple[str, ...] = DEMO_DATASETS
     fer2013_rows: int = 700
     fer2013_format: str = "csv"  # csv | folders
+    # shares of Kaggle's Usage (Training, PublicTest, PrivateTest): val and test come from the last two
+    fer2013_usage: tuple[float, float, float] = (0.8, 0.1, 0.1)
     nhfi_images: int = 280
     affectnet_images: int = 350
     affectnet_format: str = "lists"  # lists | folders
@@ -56,6 +58,12 @@ class DemoConfig:
             raise ValueError(f"unknown demo datasets {sorted(unknown)}")
         if self.fer2013_format not in ("csv", "folders") or self.affectnet_format not in ("lists", "folders"):
             raise ValueError("fer2013_format is csv|folders and affectnet_format is lists|folders")
+        shares = self.fer2013_usage
+        if len(shares) != 3 or min(shares) < 0 or abs(sum(shares) - 1) > 1e-9 or shares[0] == 0:
+            raise ValueError(
+                f"fer2013_usage is three shares (Training, PublicTest, PrivateTest) that sum to 1, Training above 0;"
+                f" got {list(shares)}"
+            )
 
 
 def make_demo(config: DemoConfig, out: Path) -> dict[str, int]:
@@ -84,7 +92,7 @@ def make_demo(config: DemoConfig, out: Path) -> dict[str, int]:
 def _write_dataset(dataset: str, out: Path, config: DemoConfig, rng: np.random.Generator) -> list[dict]:
     n = config.nuisances
     if dataset == "fer2013":
-        return write_fer2013(out, config.fer2013_rows, config.fer2013_format, n, rng)
+        return write_fer2013(out, config.fer2013_rows, config.fer2013_format, n, rng, config.fer2013_usage)
     if dataset == "nhfi":
         return write_class_folders(out, "nhfi", config.nhfi_images, 224, "L", "PNG", n, rng, NHFI_FOLDERS)
     if dataset == "affectnet":

@@ -55,9 +55,18 @@ def _duplicate_positions(n: int, rate: float, rng: np.random.Generator) -> set[i
 
 
 # FER2013 --------------------------------------------------------------------------------------
-def write_fer2013(out: Path, rows: int, fmt: str, nuisances: Nuisances, rng: np.random.Generator) -> list[dict]:
+def write_fer2013(
+    out: Path,
+    rows: int,
+    fmt: str,
+    nuisances: Nuisances,
+    rng: np.random.Generator,
+    usage: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> list[dict]:
+    """``rows`` faces in Kaggle's CSV or the folder release; ``usage``: the shares of Training, PublicTest
+    (val) and PrivateTest (test), Kaggle's own 80/10/10 by default."""
     faces = basic7_faces("fer2013", rows, nuisances, rng)
-    usages = rng.choice(["Training", "PublicTest", "PrivateTest"], size=rows, p=[0.8, 0.1, 0.1])
+    usages = rng.choice(["Training", "PublicTest", "PrivateTest"], size=rows, p=list(usage))
     duplicates = _duplicate_positions(rows, nuisances.duplicates, rng)
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
