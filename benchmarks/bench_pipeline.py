@@ -112,6 +112,12 @@ def passed(output: str) -> str:
     return found[-1].strip() if found else ""
 
 
+def pytest_summary(output: str) -> dict:
+    """A pytest run's last summary line and its five slowest tests (``--durations``)."""
+    durations = re.findall(r"^([\d.]+)s call\s+(\S+)", output, re.M)
+    return {"pytest": passed(output), "slowest": {name: float(s) for s, name in durations[:5]}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-tests", action="store_true", help="skip make test")
@@ -154,21 +160,11 @@ def main() -> None:
         }
         if not args.no_tests:
             full, out = timed(["make", "test"], repo, env, logs / "test.log")
-            durations = re.findall(r"^([\d.]+)s call\s+(\S+)", out, re.M)
-            result["make_test"] = {
-                "seconds": round(venv_seconds + full, 1),
-                "seconds_venv_in_place": full,
-                "pytest": passed(out),
-                "slowest": {name: float(s) for s, name in durations[:5]},
-            }
+            result["make_test"] = {"seconds": round(venv_seconds + full, 1), "seconds_venv_in_place": full}
+            result["make_test"] |= pytest_summary(out)
         if args.slow:
             slow, out = timed(["make", "test-slow"], repo, env, logs / "test-slow.log")
-            durations = re.findall(r"^([\d.]+)s call\s+(\S+)", out, re.M)
-            result["make_test_slow"] = {
-                "seconds_venv_in_place": slow,
-                "pytest": passed(out),
-                "slowest": {name: float(s) for s, name in durations[:5]},
-            }
+            result["make_test_slow"] = {"seconds_venv_in_place": slow} | pytest_summary(out)
         # a part not measured this time keeps its last measurement in the file, with its commit and date
         previous = json.loads(OUT.read_text()) if OUT.exists() else {}
         if args.no_tests:
@@ -214,7 +210,7 @@ def measure_repro(repo: Path, env: dict, logs: Path, venv_seconds: float, worktr
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
     result["reproduced"] = {
         "git_status_clean": not dirty.strip(),
-        "changed": dirty.split("\n")[:20] if dirty.strip() else [],
+        "changed": dirty.splitlines()[:20],
     }
     noops = [timed([str(dvc), "repro"], repo, env, logs / "noop.log")[0] for _ in range(3)]
     experiments = {k: v for k, v in stages.items() if k.split("@")[0].split("-")[0] in EXPERIMENT_STAGES}

@@ -139,19 +139,20 @@ def rates(verdicts: list[str]) -> dict:
     for name in ("helps", "hurts", "inconclusive"):
         k = sum(v == name for v in verdicts)
         share = k / n
-        interval = scipy_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
-        out[name] = {
-            "share": round(share, 4),
-            "se": round(float(np.sqrt(share * (1 - share) / n)), 4),
-            "ci95": [round(float(interval.low), 4), round(float(interval.high), 4)],
-        }
+        out[name] = {"share": round(share, 4), "se": round(float(np.sqrt(share * (1 - share) / n)), 4)}
+        out[name]["ci95"] = exact_interval(k, n)
     return out
+
+
+def exact_interval(k: int, n: int) -> list[float]:
+    """The exact (Clopper-Pearson) 95% interval of a share of k in n."""
+    interval = scipy_stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return [round(float(interval.low), 4), round(float(interval.high), 4)]
 
 
 def summarise(arm: str, judged: list[dict], seeds: int, alpha: float) -> dict:
     differences = np.array([j["difference"] for j in judged])
     below = sum(j["p_value"] < alpha for j in judged)
-    interval = scipy_stats.binomtest(below, len(judged)).proportion_ci(confidence_level=0.95, method="exact")
     half = float(scipy_stats.t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / np.sqrt(len(differences)))
     mdes = np.array([j["mde_at_alpha"] for j in judged])
     return {
@@ -176,7 +177,7 @@ def summarise(arm: str, judged: list[dict], seeds: int, alpha: float) -> dict:
         # the test alone, before Holm: under the null this share estimates its size (should be about alpha)
         "unadjusted_p_below_alpha": {
             "share": round(below / len(judged), 4),
-            "ci95": [round(float(interval.low), 4), round(float(interval.high), 4)],
+            "ci95": exact_interval(below, len(judged)),
         },
         "mde_at_alpha": {
             "min": round(float(mdes.min()), 4),

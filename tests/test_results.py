@@ -41,6 +41,7 @@ def metrics(tmp_path):
     verdicts = {"helps": {"share": 0.85, "se": 0.08, "ci95": [0.621, 0.968]}, "hurts": {"share": 0.0, "se": 0.0}}
     verdicts["inconclusive"] = {"share": 0.15, "se": 0.08}
     arm = {"true_effect": {"mean": 0.08, "low": 0.06, "high": 0.1}, "replications": 20, "verdicts": verdicts}
+    arm["seeds_per_side"] = 5
     arm["verdicts_old_df_rule"] = {"helps": {"share": 0.15}, "hurts": {"share": 0.0}}
     arm["unadjusted_p_below_alpha"] = {"share": 0.95, "ci95": [0.751, 0.999]}
     power = {"arms": {"benefit": arm}, "met": {"benefit": True}, "family": {"size": 18}, "test_images": 88}

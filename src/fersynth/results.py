@@ -114,9 +114,11 @@ def power(metrics: Path) -> str:
             f"| {_rate(rates['inconclusive'])} | {_unadjusted(result)} | {_old_rule(result)} | {_met(met.get(arm))} |"
         )
     family, images = bench.get("family", {}).get("size"), bench.get("test_images")
+    seeds = sorted({result.get("seeds_per_side") for result in bench["arms"].values()} - {None})
     lines.append("")
     lines.append(
-        f"{images} test images, 5 seeds a side, every verdict inside the shipped family of {family} tests; "
+        f"{images} test images, {'/'.join(map(str, seeds)) or '?'} seeds a side, every verdict inside the shipped "
+        f"family of {family} tests; "
         "targets: null false verdicts <= 5%, benefit and harm found >= 80% (interval: exact binomial, 95%)."
     )
     return "\n".join(lines)
@@ -128,7 +130,7 @@ def timings(metrics: Path) -> str:
     if not bench or "make_repro" not in bench:
         return "(not measured yet: `python benchmarks/bench_pipeline.py`)"
     repro, targets, met = bench["make_repro"], bench["targets"], bench["met"]
-    at = bench.get("repro_measured_at") or {"commit": bench["commit"], "date": bench["date"]}
+    at = _measured_at(bench, "repro_measured_at")
 
     def verdict(key: str) -> str:
         return "met" if met.get(key) else "**not met**"
@@ -144,7 +146,7 @@ def timings(metrics: Path) -> str:
     ]
     test = bench.get("make_test")
     if test:
-        at = bench.get("tests_measured_at") or {"commit": bench["commit"], "date": bench["date"]}
+        at = _measured_at(bench, "tests_measured_at")
         lines.append(
             f"- `make test`: **{test['seconds'] / 60:.1f} min** (target {targets['make_test_seconds_max'] / 60:.0f}: "
             f"{verdict('make_test')}), the venv included ({test.get('pytest', '')}; "
@@ -155,6 +157,11 @@ def timings(metrics: Path) -> str:
         lines.append(f"- `make test-slow`: {slow['seconds_venv_in_place'] / 60:.1f} min ({slow.get('pytest', '')})")
     lines.append(f"- no-op `dvc repro`: {bench['noop_repro_seconds']:.1f} s ({verdict('noop_repro')})")
     return "\n".join(lines)
+
+
+def _measured_at(bench: dict, key: str) -> dict:
+    """Where a part of pipeline.json kept from an earlier run was measured; else the file's own commit."""
+    return bench.get(key) or {"commit": bench["commit"], "date": bench["date"]}
 
 
 def _unadjusted(result: dict) -> str:
