@@ -4,7 +4,7 @@ Three arms on the demo's FER2013, each trained with the shipped recipe (``params
 
 - ``null``: the baseline against the baseline (same data and validation split, other seeds): the rule must
   say "inconclusive";
-- ``benefit``: 15% of the real train rows (``control_scarce``) against the same rows + 12 correctly labelled
+- ``benefit``: 30% of the real train rows (``control_scarce``) against the same rows + 24 correctly labelled
   rendered faces per class (``control_benefit``, ``data/fer2013_rendered``): it must say "helps";
 - ``harm``: 30% of the train labels flipped (``control_harm``) against the baseline: it must say "hurts".
 

@@ -180,3 +180,26 @@ def test_min_steps_gives_a_small_train_set_the_updates_a_large_one_gets():
     assert config.epochs_for(14) == 22 and config.epochs_for(4) == 75  # FER2013's 432 rows; a quarter of them
     assert config.epochs_for(30) == 15  # a large set keeps its epochs
     assert TrainConfig(epochs=15).epochs_for(4) == 15
+
+
+def test_the_checkpoint_is_the_best_val_accuracy_and_on_a_tie_the_lowest_val_loss(workspace, monkeypatch):
+    """Validation accuracy moves in steps of 1/len(val), so epochs tie; the earliest of them is the least
+    converged (one-cycle: the highest learning rate). The kept checkpoint is the tied epoch with the lowest loss.
+    The validation scores are scripted (a tie at epochs 2 and 4, the lower loss at 4); training and test are real."""
+    import fersynth.train.trial as trial
+
+    scripted = iter([(1.0, 0.5), (0.9, 0.7), (0.95, 0.6), (0.8, 0.7), (0.85, 0.7)])
+    real = trial.evaluate
+
+    def evaluate(model, loader, device):
+        step = next(scripted, None)
+        if step is None:  # the test split, after the last epoch
+            return real(model, loader, device)
+        loss, accuracy = step
+        return loss, accuracy, None
+
+    monkeypatch.setattr(trial, "evaluate", evaluate)
+    metrics = train(small(workspace, epochs=5), workspace / "ties", run_name="ties")
+    assert [h["val_accuracy"] for h in metrics["history"]] == [0.5, 0.7, 0.6, 0.7, 0.7]
+    assert metrics["trials"][0]["best_epoch"] == 4  # the first maximum (epoch 2) was the old rule
+    assert metrics["best_val_accuracy"] == 0.7

@@ -72,7 +72,7 @@ def fit_trial(config, seed: int, data: dict, classes, state: Distributed, out: P
     epochs = config.epochs_for(len(loaders["train"]))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimiser, scheduler = optimisation(config, trainable, len(loaders["train"]), epochs)
-    best = {"val_accuracy": -1.0, "epoch": 0, "state": None}
+    best = {"val_accuracy": -1.0, "val_loss": float("inf"), "epoch": 0, "state": None}
     history, speeds, step = [], [], 0
     for epoch in progress(range(1, epochs + 1), desc=f"train {name}", unit="epoch"):
         started = time.perf_counter()
@@ -91,8 +91,10 @@ def fit_trial(config, seed: int, data: dict, classes, state: Distributed, out: P
             }
         )
         speeds.append(round(seen / (time.perf_counter() - started), 1))
-        if val_accuracy > best["val_accuracy"]:
-            best = {"val_accuracy": val_accuracy, "epoch": epoch, "state": _copy_state(model)}
+        # the checkpoint: the best validation accuracy; on a tie (val accuracy moves in steps of 1/len(val)) the
+        # lower validation loss, so a plateau keeps its later, more converged epoch
+        if (val_accuracy, -val_loss) > (best["val_accuracy"], -best["val_loss"]):
+            best = {"val_accuracy": val_accuracy, "val_loss": val_loss, "epoch": epoch, "state": _copy_state(model)}
         elif config.early_stopping and epoch - best["epoch"] >= config.early_stopping:
             log.info("train %s: early stop at epoch %d (best %d)", name, epoch, best["epoch"])
             break
