@@ -61,10 +61,10 @@ def write_fer2013(
     fmt: str,
     nuisances: Nuisances,
     rng: np.random.Generator,
-    usage: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    usage: tuple[float, float, float],
 ) -> list[dict]:
     """``rows`` faces in Kaggle's CSV or the folder release; ``usage``: the shares of Training, PublicTest
-    (val) and PrivateTest (test), Kaggle's own 80/10/10 by default."""
+    (val) and PrivateTest (test) (``DemoConfig.fer2013_usage``)."""
     faces = basic7_faces("fer2013", rows, nuisances, rng)
     usages = rng.choice(["Training", "PublicTest", "PrivateTest"], size=rows, p=list(usage))
     duplicates = _duplicate_positions(rows, nuisances.duplicates, rng)
