@@ -1,12 +1,25 @@
 # Two entry points for a fresh machine: `make repro` and `make test`. Both create .venv on first use and
 # install the pinned dependencies (requirements.lock, then requirements-nodeps.txt) plus this package.
-# pip byte-compiles what it installs (~30 s of the ~85 s on 2 cores): keep it. Where PYTHONDONTWRITEBYTECODE is
-# set, nothing compiled later is ever cached, and with `--no-compile` every stage recompiled torch, GX and
-# DVC from source (a fresh-clone `dvc repro` took 680 s instead of ~520 s).
+# The installer byte-compiles what it installs (uv with --compile-bytecode, as pip does by default): keep it.
+# Where PYTHONDONTWRITEBYTECODE is set, nothing compiled later is ever cached, and with pip's `--no-compile`
+# every stage recompiled torch, GX and DVC from source (a fresh-clone `dvc repro` took 680 s instead of ~520 s).
 VENV   ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fersynth-installed
+# uv installs the same pinned wheels as pip (the same 222 packages, byte-compiled), downloading and unpacking
+# several at a time; pip took 191 s for a fresh venv on 2 cores (metrics/bench/pipeline.json at 961899f).
+# `make INSTALLER=pip venv` installs with pip.
+# Where uv fails (no wheel for the platform, an index only pip is configured for), pip installs instead.
+UV_VERSION := 0.13.8
+INSTALLER  ?= uv
+PIP_INSTALL = $(BIN)/python -m pip install --quiet $(1)
+UV_INSTALL  = $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode $(1)
+ifeq ($(INSTALLER),pip)
+INSTALL = $(PIP_INSTALL)
+else
+INSTALL = $(UV_INSTALL) || { echo "uv could not install $(1): pip installs it"; $(PIP_INSTALL); }
+endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: venv browser repro test test-fast test-slow test-all lint bench mlflow-server clean-venv
@@ -16,9 +29,10 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock requirements-nodeps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements-nodeps.txt
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(if $(filter uv,$(INSTALLER)),$(BIN)/python -m pip install --quiet uv==$(UV_VERSION) || echo "no uv: pip installs")
+	$(call INSTALL,-r requirements.lock)
+	$(call INSTALL,--no-deps -r requirements-nodeps.txt)
+	$(call INSTALL,--no-deps -e .)
 	touch $(STAMP)
 
 # The report's test opens it in headless Chromium (Debian's package); installed here when missing and we are root.

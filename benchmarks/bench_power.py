@@ -23,7 +23,10 @@ positive).
 Runs the ``fersynth`` CLI in a scratch project on copies of the repository's ``data/original/fer2013`` and
 ``data/fer2013_rendered`` (run ``dvc repro`` or ``dvc pull`` first). Results: ``metrics/bench/power.json``.
 
-    python benchmarks/bench_power.py [--work DIR] [--replications 20] [--seeds 5]
+    python benchmarks/bench_power.py [--work DIR] [--replications 20] [--seeds 5] [--arms null,benefit,harm]
+
+``--arms`` measures some arms only; the others keep their entries from the results file, each arm recording
+the commit and updates (``min_steps``) of the recipe it was measured with.
 """
 
 from __future__ import annotations
@@ -51,22 +54,25 @@ from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, 
 
 VARIANTS = ("data/original/fer2013", "data/fer2013_rendered")
 ARMS = ("null", "benefit", "harm")
+MODELS = {"null": ("base",), "benefit": ("scarce", "benefit"), "harm": ("base", "harm")}  # what each arm trains
 TARGETS = {"null_false_verdicts_at_most": 0.05, "benefit_detected_at_least": 0.8, "harm_detected_at_least": 0.8}
 PAIRS = yaml.safe_load((ROOT / "params.yaml").read_text())["compare"]["pairs"]
 SHIPPED = {arm: f"control_{arm}_vs_{PAIRS[f'control_{arm}']['baseline']}" for arm in ARMS}  # the pipeline's pairs
 
 
-def scratch_params(replications: int, seeds: int) -> dict:
+def scratch_params(replications: int, seeds: int, arms: tuple[str, ...] = ARMS) -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     shipped = params["train"]
     group = replications * seeds
     once = {"split_seed": 0, "log_models": "best"}  # 500 MLflow models would cost ~7 min
-    params["train"] = {
+    models = {
         "base": shipped["fer2013"] | once | {"seed": 1000, "trials": 2 * group},
         "scarce": shipped["control_scarce"] | once | {"seed": 2000, "trials": group},
         "benefit": shipped["control_benefit"] | once | {"seed": 3000, "trials": group},
         "harm": shipped["control_harm"] | once | {"seed": 5000, "trials": group},
     }
+    needed = {name for arm in arms for name in MODELS[arm]}
+    params["train"] = {name: values for name, values in models.items() if name in needed}
     params["evaluate"] |= {
         "models": {name: f"models/{name}" for name in params["train"]},
         "test_sets": {"fer2013": "data/original/fer2013"},
@@ -187,6 +193,11 @@ def summarise(arm: str, judged: list[dict], seeds: int, alpha: float) -> dict:
     }
 
 
+def _head() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return head.stdout.strip()
+
+
 def prepare(work: Path, params: dict) -> None:
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for variant in VARIANTS:
@@ -203,16 +214,21 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=20)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated arms to measure (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "metrics" / "bench" / "power.json")
     args = parser.parse_args()
+    arms = tuple(a for a in ARMS if a in args.arms.split(","))
+    if not arms or set(args.arms.split(",")) - set(ARMS):
+        raise SystemExit(f"--arms takes some of {','.join(ARMS)}, not {args.arms!r}")
     work = args.work or Path(tempfile.mkdtemp(prefix="fersynth-power-"))
     work.mkdir(parents=True, exist_ok=True)
-    params = scratch_params(args.replications, args.seeds)
+    params = scratch_params(args.replications, args.seeds, arms)
     prepare(work, params)
     env = dict(os.environ, DVC_ROOT=str(work), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     # trained models stay in --work: a second run only evaluates and judges again (its training times are
     # the first run's, kept from the last results file)
-    previous = json.loads(args.out.read_text()).get("seconds", {}) if args.out.is_file() else {}
+    before = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    previous = before.get("seconds", {})
     timings = {}
     for name in params["train"]:
         if not (work / "metrics" / "train" / f"{name}.json").exists():
@@ -220,19 +236,21 @@ def main() -> None:
         elif f"train {name}" in previous:
             timings[f"train {name}"] = previous[f"train {name}"]
     timings["evaluate"] = round(run(["fersynth", "evaluate", "--out", "metrics/evaluate"], work, env), 1)
-    base, scarce, benefit, harm = (
-        groups(correctness(work, m), args.seeds) for m in ("base", "scarce", "benefit", "harm")
-    )
+    tables = {m: groups(correctness(work, m), args.seeds) for m in params["train"]}
     family = shipped_family()  # each replication replaces its own control's entry: the family keeps its size
     missing = [key for key in (f"{pair}/fer2013" for pair in SHIPPED.values()) if key not in family]
     if missing:
         raise SystemExit(f"metrics/compare.json has no tested {missing}: run `dvc repro` first")
     replications = range(args.replications)
-    judged = {
-        "null": [judge("null", base[2 * r], base[2 * r + 1], family, args.alpha) for r in replications],
-        "benefit": [judge("benefit", scarce[r], benefit[r], family, args.alpha) for r in replications],
-        "harm": [judge("harm", base[2 * r + 1], harm[r], family, args.alpha) for r in replications],
+    pairs = {  # (baseline, candidate) groups of replication r
+        "null": lambda r: (tables["base"][2 * r], tables["base"][2 * r + 1]),
+        "benefit": lambda r: (tables["scarce"][r], tables["benefit"][r]),
+        "harm": lambda r: (tables["base"][2 * r + 1], tables["harm"][r]),
     }
+    judged = {arm: [judge(arm, *pairs[arm](r), family, args.alpha) for r in replications] for arm in arms}
+    recipe = {"commit": _head(), "min_steps": params["train"][MODELS[arms[0]][0]].get("min_steps", 0)}
+    measured = {arm: summarise(arm, judged[arm], args.seeds, args.alpha) | {"recipe": recipe} for arm in arms}
+    kept = {arm: before["arms"][arm] for arm in ARMS if arm not in arms and arm in before.get("arms", {})}
     result = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "recipe": "params.yaml train.fer2013, control_scarce, control_benefit, control_harm (split_seed 0)",
@@ -241,17 +259,16 @@ def main() -> None:
             "from": "metrics/compare.json (its tested comparisons; the arm's own control replaced by the replication)",
         },
         "alpha": args.alpha,
-        "test_images": int(base[0].shape[0]),
-        "arms": {arm: summarise(arm, judged[arm], args.seeds, args.alpha) for arm in ARMS},
+        "test_images": int(next(iter(tables.values()))[0].shape[0]),
+        "arms": {arm: measured.get(arm) or kept[arm] for arm in ARMS if arm in measured or arm in kept},
         "targets": TARGETS,
-        "seconds": timings,
+        "seconds": previous | timings,
     }
-    arms = result["arms"]
-    null_false = 1 - arms["null"]["verdicts"]["inconclusive"]["share"]
+    found = {"null": "inconclusive", "benefit": "helps", "harm": "hurts"}
+    shares = {arm: entry["verdicts"][found[arm]]["share"] for arm, entry in result["arms"].items()}
     result["met"] = {
-        "null": null_false <= 0.05,
-        "benefit": arms["benefit"]["verdicts"]["helps"]["share"] >= 0.8,
-        "harm": arms["harm"]["verdicts"]["hurts"]["share"] >= 0.8,
+        arm: (1 - share <= TARGETS["null_false_verdicts_at_most"]) if arm == "null" else share >= 0.8
+        for arm, share in shares.items()
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -259,6 +259,11 @@ def test_one_subject_and_weak_test_sets_are_not_testable_and_stay_out_of_the_hol
     weak_tested = _summary(weak, weak_d, 5)
     decide(strong_tested + clip_tested + mixed_tested + [weak_tested], config)
     assert strong["verdict"] == "helps" and clip["verdict"] == "not testable (one subject)"
+    # with too few seeds too, the one subject is the reason (more seeds would not make it testable)
+    few = {s: base[s] for s in range(2)}
+    clip_few, clip_few_tested = compare_predictions(_predictions(few), _predictions(few), config, one, CLASSES)
+    decide(clip_few_tested, config)
+    assert clip_few["seeds"] == 2 and clip_few["verdict"] == "not testable (one subject)"
     assert mixed["verdict"].startswith("descriptive") and mixed["p_holm"] is None
     assert mixed["real"]["verdict"] == mixed["generated"]["verdict"] == "helps"
     assert weak["verdict"].startswith("not testable (detects only +-") and weak["p_holm"] is None

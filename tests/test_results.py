@@ -44,7 +44,10 @@ def metrics(tmp_path):
     arm["seeds_per_side"] = 5
     arm["verdicts_old_df_rule"] = {"helps": {"share": 0.15}, "hurts": {"share": 0.0}}
     arm["unadjusted_p_below_alpha"] = {"share": 0.95, "ci95": [0.751, 0.999]}
-    power = {"arms": {"benefit": arm}, "met": {"benefit": True}, "family": {"size": 18}, "test_images": 88}
+    arm["recipe"] = {"commit": "abc1234", "min_steps": 600}
+    null = arm | {"recipe": {}}  # an arm measured before arms recorded their recipe
+    arms = {"benefit": arm, "null": null}
+    power = {"arms": arms, "met": {"benefit": True}, "family": {"size": 18}, "test_images": 88}
     _write(root / "bench" / "power.json", power)
     targets = {"make_repro_seconds_max": 600, "dvc_repro_seconds_max": 300, "make_test_seconds_max": 720}
     _write(
@@ -71,8 +74,8 @@ def test_each_table_is_rendered_from_its_file_and_the_text_around_it_is_kept(met
     assert "| cand vs base | t | 88 | +5.0 [+1.0, +9.0] | 0.012 | helps | — / 7 / 2 |" in out
     assert "| cand_on_t | hurts | helps | **no** |" in out
     power_row = "| benefit | +8.0 [+6.0, +10.0] | 20 | 85% [62, 97] | 0% (SE 0) | 15% (SE 8) "
-    power_row += "| 95% [75, 100] | 15% / 0% | yes |"
-    assert power_row in out
+    assert power_row + "| 95% [75, 100] | 15% / 0% | 600 updates, abc1234 | yes |" in out
+    assert "| null | +8.0 [+6.0, +10.0] | 20 |" in out and "| 15% / 0% | — | — |" in out
     assert "88 test images, 5 seeds a side, every verdict inside the shipped family of 18 tests" in out
     assert "`make repro`: **11.5 min** (target 10: **not met**)" in out
     assert "its `dvc repro` 4.5 min (target 5: met; 75 stages; minutes by kind: train 2.0)" in out

@@ -101,8 +101,8 @@ def power(metrics: Path) -> str:
         return "(no power benchmark yet: `python benchmarks/bench_power.py`)"
     lines = [
         "| arm | true effect, mean [95% CI] | replications | called helps | called hurts | inconclusive "
-        "| p < alpha before Holm | old df rule: helps / hurts | met |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| p < alpha before Holm | old df rule: helps / hurts | recipe | met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     met = bench.get("met", {})
     for arm, result in bench["arms"].items():
@@ -111,7 +111,8 @@ def power(metrics: Path) -> str:
         lines.append(
             f"| {arm} | {_pct(effect['mean'], True)} [{_pct(effect['low'], True)}, {_pct(effect['high'], True)}] "
             f"| {result['replications']} | {_rate(rates['helps'])} | {_rate(rates['hurts'])} "
-            f"| {_rate(rates['inconclusive'])} | {_unadjusted(result)} | {_old_rule(result)} | {_met(met.get(arm))} |"
+            f"| {_rate(rates['inconclusive'])} | {_unadjusted(result)} | {_old_rule(result)} | {_recipe(result)} "
+            f"| {_met(met.get(arm))} |"
         )
     family, images = bench.get("family", {}).get("size"), bench.get("test_images")
     seeds = sorted({result.get("seeds_per_side") for result in bench["arms"].values()} - {None})
@@ -122,6 +123,12 @@ def power(metrics: Path) -> str:
         "targets: null false verdicts <= 5%, benefit and harm found >= 80% (interval: exact binomial, 95%)."
     )
     return "\n".join(lines)
+
+
+def _recipe(result: dict) -> str:
+    """The recipe an arm was measured with: its training updates (``min_steps``) and commit."""
+    recipe = result.get("recipe") or {}
+    return f"{recipe['min_steps']} updates, {recipe['commit']}" if recipe else "—"
 
 
 def timings(metrics: Path) -> str:

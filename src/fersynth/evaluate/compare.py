@@ -229,6 +229,8 @@ def _summary(target: dict, differences: np.ndarray, seeds: int, untested: str = 
 def decide(family: list[_Tested], config: CompareConfig) -> None:
     """Holm over every comparison with enough seeds that can answer (see :func:`_untestable`); the minimum
     detectable effect and the seeds needed at Holm's strictest level."""
+    # the test set's own reasons (one subject, a mixed set tested by its parts) come first: no seed count helps
+    design = {id(t): t.untested for t in family}
     for tested in family:
         tested.untested = tested.untested or _untestable(tested, config)
     eligible = [t for t in family if t.result is not None and t.seeds >= config.min_seeds and not t.untested]
@@ -259,7 +261,9 @@ def decide(family: list[_Tested], config: CompareConfig) -> None:
         for key in ("p_value", "seed_share", "difference_low_adjusted", "difference_high_adjusted", "p_holm", "mde"):
             tested.target.setdefault(key, None)
         tested.target.setdefault("seeds_needed", {f"{100 * effect:g}": None for effect in config.plan_effects})
-        if tested.seeds < config.min_seeds:
+        if design[id(tested)]:
+            tested.target["verdict"] = design[id(tested)]
+        elif tested.seeds < config.min_seeds:
             tested.target["verdict"] = f"too few seeds ({tested.seeds} < {config.min_seeds})"
         elif tested.result is None:
             tested.target["verdict"] = f"too few images ({tested.target['images']} < {MIN_IMAGES})"
