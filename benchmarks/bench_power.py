@@ -267,7 +267,9 @@ def main() -> None:
     found = {"null": "inconclusive", "benefit": "helps", "harm": "hurts"}
     shares = {arm: entry["verdicts"][found[arm]]["share"] for arm, entry in result["arms"].items()}
     result["met"] = {
-        arm: (1 - share <= TARGETS["null_false_verdicts_at_most"]) if arm == "null" else share >= 0.8
+        arm: (1 - share <= TARGETS["null_false_verdicts_at_most"])
+        if arm == "null"
+        else share >= TARGETS[f"{arm}_detected_at_least"]
         for arm, share in shares.items()
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
