@@ -1,4 +1,5 @@
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -6,7 +7,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fersynth.evaluate.evaluate import EvaluateConfig, RobustnessConfig, evaluate, perturb
+from fersynth.evaluate.evaluate import (
+    EvaluateConfig,
+    RobustnessConfig,
+    evaluate,
+    evaluate_model,
+    perturb,
+    summarize_evaluation,
+)
 from fersynth.ingest import ingest
 from fersynth.modeling.data import InputConfig
 from fersynth.train.train import TrainConfig, train
@@ -24,17 +32,20 @@ def evaluated(tiny_demo, tmp_path_factory):
     config = TrainConfig(variants=(str(root / "fer2013"),), input=InputConfig(size=32), epochs=1, batch_size=16)
     train(config, root / "model", run_name="tiny")
     train(replace(config, trials=2, seed=5), root / "trials", run_name="trials")
-    evaluation = EvaluateConfig(
+    result = evaluate(evaluated_config(root, tiny_demo), root / "out")
+    yield root, result
+    mp.undo()
+
+
+def evaluated_config(root, demo):
+    return EvaluateConfig(
         models={"tiny": str(root / "model"), "trials": str(root / "trials")},
         test_sets={"fer2013": str(root / "fer2013"), "nhfi": str(root / "nhfi"), "casme2": str(root / "casme2")},
         fairness_on="nhfi",
         robustness_on=("fer2013",),
         robustness=RobustnessConfig(lighting=(0.5,), resolution=(4,), noise=(25.0,)),
-        ground_truth=str(tiny_demo),
+        ground_truth=str(demo),
     )
-    result = evaluate(evaluation, root / "out")
-    yield root, result
-    mp.undo()
 
 
 def test_cross_dataset_matrix_covers_comparable_test_sets(evaluated):
@@ -54,8 +65,31 @@ def test_per_class_confusion_and_predictions_agree(evaluated):
     assert result["cross_dataset"]["tiny"]["nhfi"] == pytest.approx(report["accuracy"], abs=1e-4)
     confusion = pd.read_csv(root / "out" / "confusion" / "tiny" / "nhfi.csv")
     assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == len(predictions)
-    assert (root / "out" / "confusion" / "tiny" / "fer2013.png").exists()  # a figure for evaluate.figures_on
-    assert not (root / "out" / "confusion" / "tiny" / "nhfi.png").exists()  # a CSV only for the others
+    assert (root / "out" / "confusion_figures" / "tiny" / "fer2013.png").exists()  # a figure for figures_on
+    assert not (root / "out" / "confusion_figures" / "tiny" / "nhfi.png").exists()  # a CSV only for the others
+    assert not list((root / "out" / "confusion").rglob("*.png"))  # dvc plots draws the CSVs: no matrix twice
+
+
+def test_one_model_is_rescored_alone_and_the_tables_gather_every_model(evaluated, tiny_demo, tmp_path):
+    """DVC runs one evaluate stage per model: re-scoring one model rewrites its files only, and the summary
+    tables come out the same as from the all-in-one run."""
+    root, result = evaluated
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    config = evaluated_config(root, tiny_demo)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "trials" in p.parts}
+    (out / "cross_dataset.json").unlink()
+    evaluate_model(config, "tiny", out)
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "trials" in p.parts}
+    assert after == before  # the other model's files were not touched
+    assert json.loads((out / "scores" / "tiny.json").read_text())["accuracy"] == result["cross_dataset"]["tiny"]
+    assert summarize_evaluation(config, out)["cross_dataset"] == result["cross_dataset"]
+    assert (out / "cross_dataset.json").read_bytes() == (root / "out" / "cross_dataset.json").read_bytes()
+    (out / "scores" / "trials.json").unlink()
+    with pytest.raises(FileNotFoundError, match="trials"):
+        summarize_evaluation(config, out)
+    with pytest.raises(ValueError, match="unknown model 'nosuch'"):
+        evaluate_model(config, "nosuch", out)
 
 
 def test_fairness_groups_and_robustness(evaluated):

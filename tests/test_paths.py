@@ -33,7 +33,9 @@ def test_evaluate_outputs_and_the_array_cache_have_one_layout(tmp_path, monkeypa
     layout = EvaluateLayout(tmp_path / "out")
     assert layout.predictions("m", "t") == tmp_path / "out" / "predictions" / "m" / "t.csv"
     assert layout.per_class("m", "t") == tmp_path / "out" / "per_class" / "m" / "t.json"
-    assert layout.confusion("m", "t").with_suffix(".png") == layout.confusion_png("m", "t")
+    assert layout.confusion_png("m", "t") == tmp_path / "out" / "confusion_figures" / "m" / "t.png"
+    assert not layout.confusion_png("m", "t").is_relative_to(layout.confusion_dir)  # dvc plots draws the CSVs only
+    assert layout.scores("m") == tmp_path / "out" / "scores" / "m.json"
     assert EvaluateLayout.under(tmp_path) == EvaluateLayout(tmp_path / "evaluate")
     assert EvaluateLayout().root == Path("metrics/evaluate")  # dvc.yaml's evaluate outs
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))

@@ -208,9 +208,11 @@ def pid_alive(pid: int) -> bool:
 
 
 # small helpers ---------------------------------------------------------------------------------
-def write_json(path: Path, payload: Any) -> None:
+def write_json(path: Path, payload: Any, sort_keys: bool = True) -> None:
+    """``sort_keys=False`` keeps the payload's own order (a summary whose first key is the answer); the
+    payload must then be built in a deterministic order."""
     with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:

@@ -489,13 +489,100 @@ def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | 
 
 @main.command(name="evaluate")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Score only this model of params evaluate.models (repeatable; one DVC stage per model) and leave the "
+    "summary tables to `fersynth evaluate-summary`. Without it: every model, then the summary tables.",
+)
 @PARAMS_OPTION
-def evaluate_command(out: Path, params_path: Path) -> None:
+def evaluate_command(out: Path, models: tuple[str, ...], params_path: Path) -> None:
     """Every model x every test set of params `evaluate`: accuracy matrix, per-class, confusion, fairness,
     robustness."""
-    from fersynth.evaluate.evaluate import EvaluateConfig, evaluate
+    from fersynth.evaluate.evaluate import EvaluateConfig, evaluate, evaluate_model
 
-    evaluate(build(EvaluateConfig, section(load_params(params_path), "evaluate")), out)
+    config = build(EvaluateConfig, section(load_params(params_path), "evaluate"))
+    unknown = sorted(set(models) - set(config.models))
+    if unknown:
+        raise click.BadParameter(
+            f"{unknown} not in params evaluate.models {sorted(config.models)}", param_hint="--model"
+        )
+    if not models:
+        evaluate(config, out)
+    for model in models:
+        evaluate_model(config, model, out)
+
+
+@main.command(name="evaluate-summary")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
+@PARAMS_OPTION
+def evaluate_summary_command(out: Path, params_path: Path) -> None:
+    """Gather every model's scores (`fersynth evaluate --model`) into the tables: cross_dataset.json (+ heatmap),
+    macro_f1, floor, true_labels, fairness, robustness."""
+    from fersynth.evaluate.evaluate import EvaluateConfig, summarize_evaluation
+
+    summarize_evaluation(build(EvaluateConfig, section(load_params(params_path), "evaluate")), out)
+
+
+@main.command(name="summary")
+@click.option("--compared", type=click.Path(path_type=Path), default=Path("metrics/compare.json"), show_default=True)
+@click.option("--train-metrics", type=click.Path(path_type=Path), default=Path("metrics/train"), show_default=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("metrics/summary"),
+    show_default=True,
+    help="Folder for comparisons.json and experiments.json: the metrics `dvc exp show` lists.",
+)
+def summary_command(compared: Path, train_metrics: Path, out: Path) -> None:
+    """The answer in two small files: per compared pair its verdict, difference, interval, adjusted p and seeds;
+    per experiment its accuracy, macro-F1, floor and seeds."""
+    from fersynth.evaluate.summary import summarize
+
+    summarize(compared, train_metrics, out)
+
+
+@main.command(name="plots-template")
+@click.option("--vega", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="vega.min.js")
+@click.option(
+    "--vega-lite", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True, help="vega-lite.min.js"
+)
+@click.option(
+    "--vega-embed",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="vega-embed.min.js",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".dvc/offline_plots.html"),
+    show_default=True,
+    help="The HTML template `dvc plots show` uses (.dvc/config: plots.html_template).",
+)
+def plots_template_command(vega: Path, vega_lite: Path, vega_embed: Path, out: Path) -> None:
+    """Write the offline `dvc plots show` template with Vega, Vega-Lite and vega-embed inlined (upgrade path; the
+    template is committed)."""
+    from fersynth.offline_plots import write_page_template
+
+    try:
+        write_page_template(vega, vega_lite, vega_embed, out)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {out}")
+
+
+@main.command(name="register-models")
+@click.option("--dry-run", is_flag=True, help="Say what would be tagged; tag nothing.")
+def register_models_command(dry_run: bool) -> None:
+    """Version dvc.yaml's artifacts as Git tags (<name>@vX.Y.Z, GTO's format) at HEAD where their output changed,
+    so that `dvc artifacts get <repo> <name>` finds them; share with `git push --follow-tags` and `dvc push`."""
+    from fersynth.model_versions import register_changed
+    from fersynth.paths import workspace_root
+
+    for result in register_changed(workspace_root(), dry_run=dry_run):
+        click.echo(f"{result.name:28} {result.version or '-':12} {result.reason}")
 
 
 @main.command(name="compare")

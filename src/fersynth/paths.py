@@ -181,8 +181,24 @@ class EvaluateLayout:
         """``actual, predicted`` rows for DVC's confusion template; the figure is :meth:`confusion_png`."""
         return self.confusion_dir / model / f"{test}.csv"
 
+    @property
+    def confusion_figures_dir(self) -> Path:
+        """Confusion-matrix PNGs for the report: outside ``confusion/``, which ``dvc plots`` draws from the CSVs
+        (a PNG there would show every matrix twice)."""
+        return self.root / "confusion_figures"
+
     def confusion_png(self, model: str, test: str) -> Path:
-        return self.confusion_dir / model / f"{test}.png"
+        return self.confusion_figures_dir / model / f"{test}.png"
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "scores"
+
+    def scores(self, model: str) -> Path:
+        """One model's rows of every summary table (accuracy, macro-F1, floor, true labels, fairness,
+        robustness): what ``fersynth evaluate --model`` writes, one DVC stage per model, and what
+        ``fersynth evaluate-summary`` gathers."""
+        return self.scores_dir / f"{model}.json"
 
 
 def quality_metrics_path(suite: str) -> Path:

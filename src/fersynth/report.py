@@ -51,7 +51,7 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
         "calibration": {p.stem: _json(p) for p in sorted((Path(inputs.metrics) / "calibrate").glob("*.json"))},
         "training": _training(Path(inputs.metrics) / "train"),
         "per_class": _per_class(evaluated.per_class_dir),
-        "confusion": _images(evaluated.confusion_dir),
+        "confusion": _images(evaluated.confusion_figures_dir),
         "fairness": _json(evaluated.fairness) or {},
         "robustness": _json(evaluated.robustness) or {},
         "samples": _images(Path(inputs.contact_sheets)),

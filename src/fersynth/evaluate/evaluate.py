@@ -11,6 +11,7 @@ DVC's confusion template) and ``.png``, ``fairness.json``, ``robustness.json``, 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from fersynth.atomic import atomic_path, write_json
 from fersynth.demo.truth import read_ground_truth
 from fersynth.evaluate.origin import real_and_generated
 from fersynth.labels import LABEL_SPACES
-from fersynth.log import get_logger
+from fersynth.log import get_logger, progress
 from fersynth.modeling.data import BatchLoader, decoded
 from fersynth.modeling.floor import Floor, hog_features
 from fersynth.modeling.metrics import classification_report, group_accuracy
@@ -85,79 +86,104 @@ def perturb(images: np.ndarray, kind: str, value: float, seed: int) -> np.ndarra
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
-    """A model trained in several trials (seeds) is scored by all of them: accuracies are means over the
-    trials, confusion matrices and group accuracies pool the trials' predictions (the same images each
-    time), and the predictions CSV keeps one row per (seed, image) for paired comparisons."""
+def evaluate(config: EvaluateConfig, out_dir: Path, models: tuple[str, ...] = ()) -> dict:
+    """Score ``models`` (default: all of ``config.models``), then gather every model's scores into the
+    summary tables. DVC runs the two steps as separate stages (one per model, then the summary) so that a
+    change to one model re-scores only that model."""
+    for model_name in models or tuple(config.models):
+        evaluate_model(config, model_name, out_dir)
+    return summarize_evaluation(config, out_dir)
+
+
+def evaluate_model(config: EvaluateConfig, model_name: str, out_dir: Path) -> dict:
+    """One model on every test set of its label space. A model trained in several trials (seeds) is scored
+    by all of them: accuracies are means over the trials, confusion matrices and group accuracies pool the
+    trials' predictions (the same images each time), and the predictions CSV keeps one row per (seed, image)
+    for paired comparisons. Writes the per-test files and ``scores/<model>.json`` (its rows of the tables)."""
+    if model_name not in config.models:
+        raise ValueError(f"unknown model {model_name!r}: params evaluate.models has {sorted(config.models)}")
     layout = EvaluateLayout(Path(out_dir))
-    matrix: dict[str, dict[str, float | None]] = {}
-    macro_f1: dict[str, dict[str, float | None]] = {}
-    floors: dict[str, dict[str, float]] = {}
-    true_accuracy: dict[str, dict[str, dict]] = {}
+    model_dir = Path(config.models[model_name])
+    dirs = trial_dirs(model_dir)
+    trials = [load_trained(d) for d in dirs]  # (model, spec, classes) per trial
+    models = {_seed(d, spec): model for d, (model, spec, _) in zip(dirs, trials, strict=True)}  # by seed
+    spec, classes = trials[0][1], trials[0][2]
+    floor = Floor.load(floor_path(model_dir))
     truth = _TrueLabels(Path(config.ground_truth)) if config.ground_truth else None
-    hog: dict[tuple, np.ndarray] = {}  # HOG features per test set and input: every model's floor reads the same
-    fairness: dict[str, dict] = {}
-    robustness: dict[str, dict] = {}
-    for model_name, model_dir in config.models.items():
-        dirs = trial_dirs(Path(model_dir))
-        trials = [load_trained(d) for d in dirs]  # (model, spec, classes) per trial
-        models = {_seed(d, spec): model for d, (model, spec, _) in zip(dirs, trials, strict=True)}  # by seed
-        spec, classes = trials[0][1], trials[0][2]
-        matrix[model_name], macro_f1[model_name] = {}, {}
-        floor = Floor.load(floor_path(Path(model_dir)))
-        for test_name, variant_dir in config.test_sets.items():
-            rows = test_rows(Path(variant_dir), classes)
-            if rows is None:
-                matrix[model_name][test_name] = macro_f1[model_name][test_name] = None
-                continue
-            images = decoded(Variant(Path(variant_dir)), rows, spec.input)
-            labels = rows["label"].to_numpy(np.int64)
-            predicted = {seed: predict(model, images, labels) for seed, model in models.items()}
-            reports = [classification_report(labels, p, classes) for p in predicted.values()]
-            report = mean_report(reports) | {"trials": len(reports)}
-            matrix[model_name][test_name] = round(report["accuracy"], 4)
-            matrix[model_name] |= _by_origin(test_name, rows, labels, predicted)
-            macro_f1[model_name][test_name] = round(report["macro avg"]["f1"], 4)
-            if floor is not None:
-                if (test_name, spec.input) not in hog:
-                    hog[test_name, spec.input] = hog_features(images)
-                features = hog[test_name, spec.input]
-                accuracy = float(np.mean(floor.predict(images, features) == labels))
-                floors.setdefault(model_name, {})[test_name] = round(accuracy, 4)
-            if truth is not None:
-                true_accuracy.setdefault(model_name, {})[test_name] = truth.accuracy(rows, predicted, classes)
-            write_json(layout.per_class(model_name, test_name), report)
-            _write_predictions(layout.predictions(model_name, test_name), rows, predicted)
-            pooled_labels = np.tile(labels, len(predicted))
-            pooled = np.concatenate(list(predicted.values()))
-            _write_confusion(layout, model_name, test_name, pooled_labels, pooled, classes, config.figures_on)
-            if test_name == config.fairness_on:
-                fairness[model_name] = {
-                    column: group_accuracy(
-                        pooled_labels,
-                        pooled,
-                        np.tile(rows[column].fillna("unknown").to_numpy(), len(predicted)),
-                        images=len(labels),
-                    )
-                    for column in ("gender", "age_group", "ethnicity")
-                }
-            if test_name in config.robustness_on:
-                per_trial = [
-                    _robustness(model, images, labels, config.robustness, r["accuracy"])
-                    for model, r in zip(models.values(), reports, strict=True)
-                ]
-                robustness.setdefault(model_name, {})[test_name] = {
-                    k: round(float(np.mean([t[k] for t in per_trial])), 4) for k in per_trial[0]
-                }
+    scores: dict[str, dict] = {"accuracy": {}, "macro_f1": {}, "floor": {}, "true_labels": {}, "robustness": {}}
+    scores["fairness"] = None
+    layout.confusion_png(model_name, "").parent.mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty
+    for test_name, variant_dir in progress(
+        config.test_sets.items(), f"evaluate {model_name}", len(config.test_sets), "test set"
+    ):
+        rows = test_rows(Path(variant_dir), classes)
+        if rows is None:
+            scores["accuracy"][test_name] = scores["macro_f1"][test_name] = None
+            continue
+        images = decoded(Variant(Path(variant_dir)), rows, spec.input)
+        labels = rows["label"].to_numpy(np.int64)
+        predicted = {seed: predict(model, images, labels) for seed, model in models.items()}
+        reports = [classification_report(labels, p, classes) for p in predicted.values()]
+        report = mean_report(reports) | {"trials": len(reports)}
+        scores["accuracy"][test_name] = round(report["accuracy"], 4)
+        scores["accuracy"] |= _by_origin(test_name, rows, labels, predicted)
+        scores["macro_f1"][test_name] = round(report["macro avg"]["f1"], 4)
+        if floor is not None:
+            accuracy = float(np.mean(floor.predict(images, hog_features(images)) == labels))
+            scores["floor"][test_name] = round(accuracy, 4)
+        if truth is not None:
+            scores["true_labels"][test_name] = truth.accuracy(rows, predicted, classes)
+        write_json(layout.per_class(model_name, test_name), report)
+        _write_predictions(layout.predictions(model_name, test_name), rows, predicted)
+        pooled_labels = np.tile(labels, len(predicted))
+        pooled = np.concatenate(list(predicted.values()))
+        _write_confusion(layout, model_name, test_name, pooled_labels, pooled, classes, config.figures_on)
+        if test_name == config.fairness_on:
+            scores["fairness"] = {
+                column: group_accuracy(
+                    pooled_labels,
+                    pooled,
+                    np.tile(rows[column].fillna("unknown").to_numpy(), len(predicted)),
+                    images=len(labels),
+                )
+                for column in ("gender", "age_group", "ethnicity")
+            }
+        if test_name in config.robustness_on:
+            per_trial = [
+                _robustness(model, images, labels, config.robustness, r["accuracy"])
+                for model, r in zip(models.values(), reports, strict=True)
+            ]
+            scores["robustness"][test_name] = {
+                k: round(float(np.mean([t[k] for t in per_trial])), 4) for k in per_trial[0]
+            }
+    write_json(layout.scores(model_name), scores)
+    log.info("evaluate %s (%d trials): %s", model_name, len(models), scores["accuracy"])
+    return scores
+
+
+def summarize_evaluation(config: EvaluateConfig, out_dir: Path) -> dict:
+    """Gather ``scores/<model>.json`` of every model of ``config.models`` into the summary tables
+    (``cross_dataset.json`` + heatmap, ``macro_f1.json``, ``floor.json``, ``true_labels.json``,
+    ``fairness.json``, ``robustness.json``). A model not scored yet is an error naming the command to run."""
+    layout = EvaluateLayout(Path(out_dir))
+    missing = [m for m in config.models if not layout.scores(m).is_file()]
+    if missing:
+        raise FileNotFoundError(f"not scored yet: {missing}; run `fersynth evaluate --model NAME` for each")
+    scores = {m: json.loads(layout.scores(m).read_text()) for m in config.models}
+    matrix = {m: s["accuracy"] for m, s in scores.items()}
+    macro_f1 = {m: s["macro_f1"] for m, s in scores.items()}
+    fairness = {m: s["fairness"] for m, s in scores.items() if s["fairness"] is not None}
+    robustness = {m: s["robustness"] for m, s in scores.items() if s["robustness"]}
+    floors = {m: s["floor"] for m, s in scores.items() if s["floor"]}
     write_json(layout.cross_dataset, matrix)
     write_json(layout.macro_f1, macro_f1)
     write_json(layout.fairness, fairness)
     write_json(layout.robustness, robustness)
     write_json(layout.floor, floor_report(matrix, floors))
-    if truth is not None:
-        write_json(layout.true_labels, true_accuracy)
+    if config.ground_truth:
+        write_json(layout.true_labels, {m: s["true_labels"] for m, s in scores.items() if s["true_labels"]})
     save_png(heatmap_figure(matrix, "accuracy: trained on (rows) x tested on (columns)"), layout.cross_dataset_png)
-    log.info("evaluate: %s", matrix)
+    log.info("evaluate-summary: gathered %d models", len(scores))
     return {"cross_dataset": matrix, "macro_f1": macro_f1, "fairness": fairness, "robustness": robustness}
 
 
