@@ -5,8 +5,10 @@ and noise perturbations (paper 003).
 
 Outputs under ``out_dir`` (:class:`fersynth.paths.EvaluateLayout`): ``cross_dataset.json`` (+ ``.png``
 heatmap), ``per_class/<model>/<test>.json``, ``confusion/<model>/<test>.csv`` (rows ``actual,predicted`` for
-DVC's confusion template) and ``.png``, ``fairness.json``, ``robustness.json``, and
-``predictions/<model>/<test>.csv`` (seed, key, label, predicted) for paired comparisons.
+DVC's confusion template) and ``.png``, ``fairness.json``, ``robustness.json``, ``floor.json``,
+``one_class.json`` (the cells where a model answers one class whatever the face, or no better than always
+naming the most frequent class) and ``predictions/<model>/<test>.csv`` (seed, key, label, predicted) for
+paired comparisons.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger
 from fersynth.modeling.data import BatchLoader, decoded
 from fersynth.modeling.floor import Floor, hog_features
-from fersynth.modeling.metrics import classification_report, group_accuracy
+from fersynth.modeling.metrics import classification_report, group_accuracy, one_class_check
 from fersynth.modeling.plots import confusion_figure, heatmap_figure, save_png
 from fersynth.modeling.trained import ClassifierSpec, load_trained
 from fersynth.paths import EvaluateLayout, floor_path, ground_truth_path, trial_dirs, trial_seed
@@ -53,6 +55,11 @@ class EvaluateConfig:
     robustness_on: tuple[str, ...] = ()  # test sets perturbed for robustness
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     ground_truth: str = ""  # the demo's folder (data/demo): accuracy against its hidden true labels too
+    one_class_share: float = 0.9  # a trial naming one class for this share of a test set's images is flagged
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.one_class_share <= 1:
+            raise ValueError(f"evaluate.one_class_share must be in (0.5, 1]: {self.one_class_share}")
 
 
 def test_rows(variant_dir: Path, classes: tuple[str, ...]) -> pd.DataFrame | None:
@@ -93,6 +100,7 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
     matrix: dict[str, dict[str, float | None]] = {}
     macro_f1: dict[str, dict[str, float | None]] = {}
     floors: dict[str, dict[str, float]] = {}
+    one_class: dict[str, dict[str, dict]] = {}
     true_accuracy: dict[str, dict[str, dict]] = {}
     truth = _TrueLabels(Path(config.ground_truth)) if config.ground_truth else None
     hog: dict[tuple, np.ndarray] = {}  # HOG features per test set and input: every model's floor reads the same
@@ -114,6 +122,8 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
             labels = rows["label"].to_numpy(np.int64)
             predicted = {seed: predict(model, images, labels) for seed, model in models.items()}
             reports = [classification_report(labels, p, classes) for p in predicted.values()]
+            check = one_class_check(labels, predicted, classes, config.one_class_share)
+            one_class.setdefault(model_name, {})[test_name] = check
             report = mean_report(reports) | {"trials": len(reports)}
             matrix[model_name][test_name] = round(report["accuracy"], 4)
             matrix[model_name] |= _by_origin(test_name, rows, labels, predicted)
@@ -154,6 +164,7 @@ def evaluate(config: EvaluateConfig, out_dir: Path) -> dict:
     write_json(layout.fairness, fairness)
     write_json(layout.robustness, robustness)
     write_json(layout.floor, floor_report(matrix, floors))
+    write_json(layout.one_class, one_class_report(one_class, config.one_class_share))
     if truth is not None:
         write_json(layout.true_labels, true_accuracy)
     save_png(heatmap_figure(matrix, "accuracy: trained on (rows) x tested on (columns)"), layout.cross_dataset_png)
@@ -176,6 +187,36 @@ def floor_report(matrix: dict, floors: dict) -> dict:
             cell["model"], cell["accuracy"], cell["test_set"], cell["floor"],
         )  # fmt: skip
     return {"floor": floors, "below_floor": below, "models_below_floor": len({c["model"] for c in below})}
+
+
+def one_class_report(checks: dict[str, dict[str, dict]], share: float) -> dict:
+    """:func:`~fersynth.modeling.metrics.one_class_check` of every model x test set: the most-named class's
+    largest share in any trial per cell (``top_share``) and the ``flagged`` cells with their reasons: flagged
+    here, in the log and in the report, because such a model's accuracies describe the test set's class mix
+    (a one-class model scores each group's share of that class), not what it learnt."""
+    flagged = []
+    for model, tests in checks.items():
+        for test, check in tests.items():
+            reasons = []
+            if check["one_class_seeds"]:
+                reasons.append(
+                    f"names {check['top_class']} for {100 * check['top_share']:.0f}% of the images in "
+                    f"{len(check['one_class_seeds'])} of {check['trials']} trials"
+                )
+            if check["accuracy"] <= check["constant_accuracy"]:
+                reasons.append(
+                    f"no better than always naming {check['constant_class']} ({100 * check['accuracy']:.1f}% "
+                    f"vs {100 * check['constant_accuracy']:.1f}%)"
+                )
+            if reasons:
+                flagged.append({"model": model, "test_set": test, "reasons": reasons, **check})
+                log.warning("evaluate: %s on %s %s", model, test, "; ".join(reasons))
+    return {
+        "share": share,
+        "top_share": {model: {test: c["top_share"] for test, c in tests.items()} for model, tests in checks.items()},
+        "flagged": flagged,
+        "models_flagged": len({c["model"] for c in flagged}),
+    }
 
 
 class _TrueLabels:
