@@ -154,7 +154,7 @@ def compare_predictions(
     """``baseline`` and ``candidate``: evaluate's predictions (seed, key, label, predicted, correct);
     ``rows``: the test set's manifest rows by key (synthetic flag, demographics). Returns the entry (verdicts
     still to be decided over the whole family) and the comparisons that get a verdict."""
-    a, b = _correct_by_seed(baseline), _correct_by_seed(candidate)
+    a, b = _by_seed(baseline), _by_seed(candidate)
     if not a.index.equals(b.index):
         raise ValueError("the two models were evaluated on different test images")
     trials = [int(a.shape[1]), int(b.shape[1])]
@@ -168,7 +168,7 @@ def compare_predictions(
     a, b = a[shared_a], b[shared_b]
     seeds = len(shared_a)
     differences = b.to_numpy() - a.to_numpy()  # images x seed pairs
-    same = _predicted_by_seed(candidate)[shared_b].to_numpy() == _predicted_by_seed(baseline)[shared_a].to_numpy()
+    same = _by_seed(candidate, "predicted")[shared_b].to_numpy() == _by_seed(baseline, "predicted")[shared_a].to_numpy()
     entry = {
         "trials": trials,
         "baseline_accuracy": round(float(a.to_numpy().mean()), 4),
@@ -382,18 +382,13 @@ def sweep_records(result: dict, config: CompareConfig, train_metrics: Path | Non
     return records
 
 
-def _correct_by_seed(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One column per seed (sorted), one row per image key (sorted): 1.0 where the prediction was right."""
-    table = predictions.pivot(index="key", columns="seed", values="correct").astype(float)
+def _by_seed(predictions: pd.DataFrame, column: str = "correct") -> pd.DataFrame:
+    """One column per seed (sorted), one row per image key (sorted): 1.0 where the prediction was right
+    (``column="predicted"``: the class predicted)."""
+    table = predictions.pivot(index="key", columns="seed", values=column).astype(float)
     if table.isna().to_numpy().any():
         seeds = sorted(table.columns[table.isna().any()].tolist())
         raise ValueError(f"seeds {seeds} have no prediction for some test images: evaluate them all again")
-    return table.sort_index().reindex(sorted(table.columns), axis=1)
-
-
-def _predicted_by_seed(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The predicted class in the layout of :func:`_correct_by_seed` (one column per seed, one row per key)."""
-    table = predictions.pivot(index="key", columns="seed", values="predicted")
     return table.sort_index().reindex(sorted(table.columns), axis=1)
 
 
