@@ -154,7 +154,8 @@ def _one_class(report: dict) -> dict[str, dict[str, list[str]]]:
     """evaluate's ``one_class.json`` as {model: {test set: reasons}} (the flagged cells only)."""
     out: dict[str, dict[str, list[str]]] = {}
     for cell in report.get("flagged", []):
-        out.setdefault(cell["model"], {})[cell["test_set"]] = list(cell.get("reasons", []))
+        if isinstance(cell, dict) and {"model", "test_set"} <= cell.keys():  # else an older or foreign file
+            out.setdefault(str(cell["model"]), {})[str(cell["test_set"])] = [str(r) for r in cell.get("reasons", [])]
     return out
 
 
