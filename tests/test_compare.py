@@ -9,12 +9,18 @@ from fersynth.evaluate.compare import CompareConfig, compare, compare_prediction
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
 
-def _predictions(correct_by_seed: dict[int, np.ndarray], labels: np.ndarray | None = None) -> pd.DataFrame:
+def _predictions(
+    correct_by_seed: dict[int, np.ndarray], labels: np.ndarray | None = None, answers: dict | None = None
+) -> pd.DataFrame:
+    """evaluate's predictions CSV; ``answers`` (seed -> predicted class) default: the label where correct,
+    the next class where not."""
     frames = []
     for seed, correct in correct_by_seed.items():
         keys = [f"k{i:03d}" for i in range(len(correct))]
         label = labels if labels is not None else np.zeros(len(correct), int)
-        frames.append(pd.DataFrame({"seed": seed, "key": keys, "label": label, "predicted": 0, "correct": correct}))
+        predicted = answers[seed] if answers else np.where(correct, label, (np.asarray(label) + 1) % len(CLASSES))
+        frame = {"seed": seed, "key": keys, "label": label, "predicted": predicted, "correct": correct}
+        frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -62,10 +68,39 @@ def test_seed_pairs_that_disagree_give_no_verdict_and_nothing_in_the_entry_claim
 def test_fewer_seed_pairs_than_min_seeds_get_no_verdict():
     rng = np.random.default_rng(0)
     base = {s: rng.random(100) < 0.5 for s in range(3)}
-    entry = _decided(_predictions(base), _predictions(base), CompareConfig(min_seeds=5))
+    other = {s: rng.random(100) < 0.5 for s in range(3)}
+    entry = _decided(_predictions(base), _predictions(other), CompareConfig(min_seeds=5))
     assert entry["verdict"] == "too few seeds (3 < 5)" and entry["p_holm"] is None and entry["mde"] is None
     with pytest.raises(ValueError, match="min_seeds"):
         CompareConfig(min_seeds=1)
+
+
+def test_identical_models_read_no_difference_to_test_and_stay_out_of_the_holm_family():
+    """Two models that score every image alike in every seed pair (a recipe that changed nothing; two
+    one-class models) used to read "inconclusive (detects +-0.0 pts)": the differences are all 0, their
+    standard error is 0 and so is the minimum detectable effect. Nothing varies, so nothing is tested, and
+    the comparison must not widen the Holm family of the real ones."""
+    rng = np.random.default_rng(5)
+    n, seeds = 200, range(5)
+    labels = rng.integers(0, 7, n)
+    base = {s: rng.random(n) < 0.5 for s in seeds}
+    answers = {s: np.where(base[s], labels, (labels + 1) % 7) for s in seeds}
+    config = CompareConfig()
+    same = _predictions(base, labels, answers)
+    entry, tested = compare_predictions(same, _predictions(base, labels, answers), config, None, CLASSES)
+    # a real gain beside it: its p-value is adjusted over a family of one, not two
+    better = {s: base[s] | (rng.random(n) < 0.3) for s in seeds}
+    gain, gain_tested = compare_predictions(same, _predictions(better, labels), config, None, CLASSES)
+    decide(tested + gain_tested, config)
+    assert entry["verdict"] == "identical predictions: no difference to test"
+    assert entry["difference"] == entry["difference_low"] == entry["difference_high"] == 0.0
+    assert entry["mde"] is None and entry["p_holm"] is None and set(entry["seeds_needed"].values()) == {None}
+    assert gain["verdict"] == "helps" and gain["p_holm"] == pytest.approx(gain["p_value"], abs=1e-4)
+    # the same images right and wrong, but other wrong answers: not "identical predictions", still no test
+    other_wrong = {s: np.where(base[s], labels, (labels + 2) % 7) for s in seeds}
+    alike = _decided(same, _predictions(base, labels, other_wrong), config)
+    assert alike["verdict"] == "same images right and wrong in every seed pair: no difference to test"
+    assert "detects" not in alike["verdict"] and alike["mde"] is None
 
 
 def test_only_paired_seeds_are_used_and_shuffled_prediction_rows_change_nothing():
@@ -94,7 +129,9 @@ def test_real_and_generated_test_rows_are_reported_apart_with_class_and_group_in
     ).sample(frac=1, random_state=0)  # the manifest's order is not the predictions' order
     entry = _decided(_predictions(base, labels), _predictions(candidate, labels), CompareConfig(), rows)
     assert entry["real"]["images"] == 200 and entry["real"]["difference"] == 0.0
-    assert entry["generated"]["verdict"] == "helps" and entry["real"]["verdict"].startswith("inconclusive")
+    assert entry["generated"]["verdict"] == "helps"
+    # the candidate answers exactly as the baseline on the real faces: nothing to test (was "detects +-0.0")
+    assert entry["real"]["verdict"] == "identical predictions: no difference to test"
     assert set(entry["class_difference"]) == set(CLASSES)
     assert set(entry["group_difference"]["gender"]) == {"female", "male"}
     for values in [*entry["class_difference"].values(), *entry["group_difference"]["gender"].values()]:
@@ -165,11 +202,13 @@ def test_dvc_draws_the_differences_and_the_sweep_with_the_project_templates(tmp_
     (tmp_path / "metrics" / "compare" / "sweep.json").write_text(json.dumps(sweep))
     shown = subprocess.run([dvc, "plots", "show", "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
     plots = json.loads(shown.stdout)["data"]
-    differences = next(v for k, v in plots.items() if k.startswith("Synthetic data vs without"))[0]["content"]
+    differences = plots["metrics/compare/differences.json"][0]["content"]
+    assert differences["title"]["text"].startswith("Synthetic data vs without")
     assert [r["scope"] for r in differences["data"]["values"]] == ["all", "class:happy"]
     layers = differences["spec"]["layer"]
     assert layers[1]["encoding"]["x"]["field"] == "low" and layers[1]["encoding"]["x2"]["field"] == "high"
-    curve = next(v for k, v in plots.items() if k.startswith("Sweep"))[0]["content"]
+    curve = plots["metrics/compare/sweep.json"][0]["content"]
+    assert curve["title"]["text"].startswith("Sweep")
     assert curve["spec"]["encoding"]["x"]["field"] == "synthetic_train"
 
 
@@ -229,8 +268,9 @@ def test_small_subsets_get_no_interval_and_no_verdict():
     labels = np.where(np.arange(n) < 5, 1, 0)  # five disgust images
     generated = np.arange(n) >= n - 10  # ten generated rows
     base = {s: rng.random(n) < 0.5 for s in range(5)}
+    other = {s: rng.random(n) < 0.5 for s in range(5)}
     rows = pd.DataFrame({"synthetic": generated}, index=[f"k{i:03d}" for i in range(n)])
-    entry = _decided(_predictions(base, labels), _predictions(base, labels), CompareConfig(), rows)
+    entry = _decided(_predictions(base, labels), _predictions(other, labels), CompareConfig(), rows)
     assert entry["class_difference"]["disgust"]["low"] is None
     assert entry["generated"]["difference_low"] is None and entry["generated"]["verdict"].startswith("too few images")
     assert entry["real"]["difference_low"] is not None
@@ -260,8 +300,8 @@ def test_one_subject_and_weak_test_sets_are_not_testable_and_stay_out_of_the_hol
     decide(strong_tested + clip_tested + mixed_tested + [weak_tested], config)
     assert strong["verdict"] == "helps" and clip["verdict"] == "not testable (one subject)"
     # with too few seeds too, the one subject is the reason (more seeds would not make it testable)
-    few = {s: base[s] for s in range(2)}
-    clip_few, clip_few_tested = compare_predictions(_predictions(few), _predictions(few), config, one, CLASSES)
+    few, few_gain = {s: base[s] for s in range(2)}, {s: gain[s] for s in range(2)}
+    clip_few, clip_few_tested = compare_predictions(_predictions(few), _predictions(few_gain), config, one, CLASSES)
     decide(clip_few_tested, config)
     assert clip_few["seeds"] == 2 and clip_few["verdict"] == "not testable (one subject)"
     assert mixed["verdict"].startswith("descriptive") and mixed["p_holm"] is None

@@ -179,3 +179,32 @@ def test_every_model_is_scored_beside_its_floor_and_against_the_true_labels(eval
     given = predictions["correct"].mean()
     # every flipped label the model gets "wrong" against the given labels may be right against the truth
     assert abs(fer["accuracy"] - given) <= fer["flipped"] / fer["images"] + 1e-9
+
+
+def test_one_class_json_flags_exactly_the_cells_whose_predictions_name_one_class(evaluated):
+    """Recomputed from the predictions CSVs evaluate wrote: a cell is flagged iff a trial names one class for
+    >= 90% of the images (a class under 90% of the labels) or the mean accuracy is at most the most
+    frequent label's share; the reasons say which."""
+    root, result = evaluated
+    report = json.loads((root / "out" / "one_class.json").read_text())
+    flagged = {(c["model"], c["test_set"]): c for c in report["flagged"]}
+    assert report["share"] == 0.9 and set(report["top_share"]) == {"tiny", "trials"}
+    for model, tests in report["top_share"].items():
+        assert set(tests) == {"fer2013", "nhfi"}  # the comparable test sets (casme2: another label space)
+        for test, top_share in tests.items():
+            predictions = pd.read_csv(root / "out" / "predictions" / model / f"{test}.csv")
+            shares = predictions.groupby("seed")["predicted"].agg(lambda p: p.value_counts(normalize=True).iloc[0])
+            label_share = predictions.drop_duplicates("key")["label"].value_counts(normalize=True)
+            one_class = [
+                int(seed)
+                for seed, group in predictions.groupby("seed")
+                if shares[seed] >= 0.9 and label_share.get(group["predicted"].mode().iloc[0], 0) < 0.9
+            ]
+            accuracy = round(float(predictions["correct"].mean()), 4)
+            assert top_share == pytest.approx(shares.max(), abs=1e-4)
+            expected = bool(one_class) or accuracy <= round(float(label_share.max()), 4)
+            assert ((model, test) in flagged) == expected, (model, test, shares.to_dict(), accuracy)
+            if (model, test) in flagged:
+                assert flagged[model, test]["one_class_seeds"] == one_class
+                assert any("names" in r or "no better than always naming" in r for r in flagged[model, test]["reasons"])
+    assert report["models_flagged"] == len({model for model, _ in flagged})

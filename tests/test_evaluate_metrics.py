@@ -9,6 +9,7 @@ from fersynth.modeling.metrics import (
     mcnemar,
     mean_interval,
     normalised_confusion,
+    one_class_check,
     paired_bootstrap,
 )
 
@@ -40,6 +41,31 @@ def test_group_accuracy_and_gap():
     result = group_accuracy([0, 0, 1, 1], [0, 1, 1, 1], ["female", "female", "male", "male"])
     assert result["per_group"] == {"female": 0.5, "male": 1.0}
     assert (result["worst"], result["best"], result["gap"]) == ("female", "male", 0.5)
+
+
+def test_a_model_naming_one_class_is_caught_and_a_good_one_or_a_lopsided_test_set_is_not():
+    """The old nhfi model: 14.3% for every group on a balanced 7-class set, because it named one class for
+    every face; nothing downstream said so."""
+    seven = tuple(f"c{i}" for i in range(7))
+    labels = np.repeat(np.arange(7), 10)
+    rng = np.random.default_rng(0)
+    good = np.where(rng.random(70) < 0.8, labels, (labels + 1) % 7)
+    collapsed = np.r_[np.full(66, 3), labels[66:]]  # names c3 for 66 of 70 faces (94%)
+    check = one_class_check(labels, {0: good, 1: collapsed}, seven)
+    assert check["one_class_seeds"] == [1] and check["top_class"] == "c3" and check["top_share"] == 0.9429
+    assert check["trials"] == 2 and check["constant_accuracy"] == round(1 / 7, 4)
+    gender = np.tile(["female", "male"], 35)  # five faces of each class in each group
+    groups = group_accuracy(labels, np.full(70, 3), gender)  # what the fairness table showed: 1/7 everywhere
+    assert groups["per_group"] == {"female": pytest.approx(1 / 7), "male": pytest.approx(1 / 7)}
+    constant = one_class_check(labels, {0: np.full(70, 3), 1: np.full(70, 3)}, seven)
+    assert constant["one_class_seeds"] == [0, 1] and constant["accuracy"] == constant["constant_accuracy"]
+    assert one_class_check(labels, {0: good}, seven, share=0.9)["one_class_seeds"] == []
+    # a test set that is 95% one class: naming it is what a good model does, not a collapse; but a model
+    # no better than that constant answer still shows (accuracy == constant_accuracy)
+    lopsided = np.r_[np.zeros(95, int), np.ones(5, int)]
+    majority = one_class_check(lopsided, {0: np.zeros(100, int)}, seven)
+    assert majority["one_class_seeds"] == [] and majority["accuracy"] == majority["constant_accuracy"] == 0.95
+    assert one_class_check(lopsided, {0: lopsided}, seven)["accuracy"] > 0.95
 
 
 def test_the_gap_interval_covers_a_real_gap_excludes_zero_and_widens_when_groups_shrink():

@@ -257,3 +257,132 @@ def test_a_model_below_its_floor_is_marked_and_the_controls_and_true_labels_are_
     assert "<td>45.6</td>" in html.split('id="true-labels-table"')[1].split("</table>")[0]
     controls_table = html.split('id="controls-table"')[1].split("</table>")[0]
     assert "<td>control_harm_on_fer2013</td><td>hurts</td>" in controls_table and "<td>NO</td>" in controls_table
+
+
+def _entry(difference: float, verdict: str, mde: float | None = 0.05, **parts: dict) -> dict:
+    """A compare.json entry (one scope) as compare writes it; ``parts``: real= and generated= sub-entries."""
+    tested = mde is not None and not verdict.startswith(("not testable", "identical", "descriptive"))
+    entry = {
+        "images": 338,
+        "seeds": 6,
+        "accuracy": 0.8,
+        "baseline_accuracy": 0.8 - difference,
+        "difference": difference,
+        "difference_low": difference - 0.03,
+        "difference_high": difference + 0.03,
+        "difference_low_adjusted": difference - 0.05 if tested else None,
+        "difference_high_adjusted": difference + 0.05 if tested else None,
+        "p_holm": 0.01 if verdict in ("helps", "hurts") else (0.6 if tested else None),
+        "mde": mde if tested else None,
+        "verdict": verdict,
+    }
+    return entry | parts
+
+
+def _study(metrics) -> None:
+    """What the demo's pipeline writes, in shape and number: six questions (three on a test set mixing real and
+    generated faces), three known-answer controls, one-class models and cells below their floor."""
+    inconclusive = "inconclusive (detects +-7.3 pts)"
+    mixed = "descriptive (mixes real and generated faces: its parts are tested)"
+    evaluator = _entry(0.05, mixed, None, real=_entry(0.045, inconclusive), generated=_entry(0.056, "helps"))
+    compare = {
+        f"{model}_vs_fer2013": {"fer2013": _entry(-0.08, "hurts"), "evaluator": evaluator}
+        for model in ("fer2013_sdxl", "fer2013_smote", "fer2013_smote_only")
+    }
+    compare["fer2013_sdxl_calibrated_vs_fer2013_sdxl"] = {
+        "fer2013": _entry(0.0, "identical predictions: no difference to test", None),
+        "evaluator": evaluator,
+    }
+    compare["generated_casme2_vs_casme2"] = {"casme2": _entry(-0.135, "not testable (one subject)", None)}
+    compare["hybrid_vs_fer2013"] = {"affectnet": _entry(-0.048, "inconclusive (detects +-14.3 pts)", 0.143)}
+    compare["control_benefit_vs_control_scarce"] = {"fer2013": _entry(0.085, "helps")}
+    compare["control_harm_vs_fer2013"] = {"fer2013": _entry(-0.123, "hurts")}
+    compare["control_null_vs_fer2013"] = {"fer2013": _entry(-0.001, "inconclusive (detects +-1.8 pts)", 0.018)}
+    (metrics / "compare.json").write_text(json.dumps(compare))
+    controls = {
+        "control_benefit_on_fer2013": {"expected": "helps", "verdict": "helps", "found": True},
+        "control_harm_on_fer2013": {"expected": "hurts", "verdict": "inconclusive (detects +-9.0 pts)", "found": False},
+        "control_null_on_fer2013": {"expected": "inconclusive", "verdict": "inconclusive (d)", "found": True},
+    }
+    (metrics / "compare").mkdir(exist_ok=True)
+    (metrics / "compare" / "controls.json").write_text(json.dumps(controls))
+    flagged = [
+        {"model": "generated_casme2", "test_set": "casme2", "reasons": ["names surprise for 100% of the images"]},
+        {"model": "casme2", "test_set": "casme2", "reasons": ["no better than always naming repression"]},
+        {"model": "fer2013", "test_set": "fer2013", "reasons": ["names happy for 95% of the images in 1 of 6"]},
+    ]
+    one_class = {"share": 0.9, "top_share": {}, "flagged": flagged, "models_flagged": 3}
+    (metrics / "evaluate" / "one_class.json").write_text(json.dumps(one_class))
+    below = [{"model": "fer2013", "test_set": "evaluator", "accuracy": 0.257, "floor": 0.3}]
+    floor = {"floor": {"fer2013": {"evaluator": 0.3}}, "below_floor": below, "models_below_floor": 1}
+    (metrics / "evaluate" / "floor.json").write_text(json.dumps(floor))
+
+
+def test_the_first_lines_answer_each_question_and_the_controls_and_flag_one_class_models(inputs, tmp_path):
+    _study(inputs.metrics)
+    build_report(inputs, tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    top = html.split('id="answers"')[1].split("</section>")[0]
+    assert top.index("answers-table") < top.index("controls-line") < top.index("flags-line") < top.index("<nav>")
+    rows = [row.split("</tr>")[0] for row in top.split('<tr class="question">')[1:]]
+    assert len(rows) == 6 and not any("control_" in row for row in rows)  # controls have their own line
+    sdxl = next(row for row in rows if "<b>fer2013_sdxl</b> vs fer2013" in row)
+    # per test set: verdict, difference, and the family-adjusted interval that agrees with the verdict
+    assert "<b>hurts</b> -8.0" in sdxl and "[-13.0, -3.0]" in sdxl
+    assert "<b>helps</b> +5.6" in sdxl and "<b>inconclusive</b> +4.5 <small>detects ±7.3 pts</small>" in sdxl
+    assert "descriptive" not in sdxl  # the mixed set as a whole is answered by its real and generated parts
+    assert "train rows ? (? synthetic) vs 432 (0)" in sdxl  # no training metrics for fer2013_sdxl here
+    identical = next(row for row in rows if "<b>fer2013_sdxl_calibrated</b>" in row)
+    assert "<b>identical predictions</b> +0.0 <small>no difference to test</small>" in identical
+    assert "detects ±0.0" not in html and "+-0.0" not in html
+    casme = next(row for row in rows if "generated_casme2" in row)
+    assert "not testable" in casme and "unadjusted" in casme and "one class: generated_casme2, casme2" in casme
+    # the controls: each with what was planted, its verdict and whether it was found
+    controls = top.split('id="controls-line"')[1].split("</p>")[0]
+    assert "planted benefit</a> (control_benefit on fer2013):\n  <b>helps</b> +8.5 [+3.5, +13.5]" in controls
+    assert "NOT found (expected hurts)" in controls and controls.count('class="ok">found') == 2
+    flags = top.split('id="flags-line"')[1].split("</p>")[0]
+    assert "generated_casme2 on casme2; casme2 on casme2; fer2013 on fer2013" in flags
+    assert "1 cell(s) below their HOG floor" in flags
+    # every link down lands on a row of the details (the anchors exist, once each)
+    for anchor in {link.split('"')[0] for link in top.split('href="#cmp-')[1:]}:
+        assert html.count(f'id="cmp-{anchor}"') == 1, anchor
+    # below: the cross-dataset cell is struck through with its reason, the comparison row warns
+    cross = html.split('id="cross-table"')[1].split("</table>")[0]
+    assert '<td class="one-class" title="names happy for 95% of the images in 1 of 6">41.0' in cross
+    assert "fer2013 answers one class here" in html.split('id="compare-table"')[1].split("</table>")[0]
+    assert "answers one class on fer2013: its group accuracies" in html.split('id="fairness"')[1]
+
+
+def test_the_answers_fit_the_first_screen_of_a_laptop(inputs, tmp_path, chromium):
+    """The page's first 768 px at 1366 wide hold every question's answer, the controls and the flags (the
+    old page showed a provenance note and the cross-dataset table there; its answers began 4.5 screens down)."""
+    _study(inputs.metrics)
+    page = tmp_path / "index.html"
+    build_report(inputs, page)
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run(
+        [*command, "--window-size=1366,768", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    body = dom.split("<body")[1].split(">")[0]
+    assert 'data-viewport="1366x' in body  # laid out 1366 px wide
+    bottom = int(body.split('data-answers-bottom="')[1].split('"')[0])
+    height = int(body.split('data-page-height="')[1].split('"')[0])
+    assert 300 < bottom <= 768 < height  # the answers end within the first screen, and the page goes on
+    shot = tmp_path / "first-screen.png"
+    subprocess.run(
+        [*command, "--window-size=1366,768", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.shape[:2] == (768, 1366)
+    # the verdict colours are drawn on the first screen: helps (green) and hurts (red) cells
+    green = (np.abs(pixels - [0xD9, 0xF2, 0xD9]).sum(axis=2) < 6).sum()
+    red = (np.abs(pixels - [0xF7, 0xD6, 0xD6]).sum(axis=2) < 6).sum()
+    assert green > 2000 and red > 2000

@@ -153,6 +153,11 @@ class EvaluateLayout:
         return self.root / "floor.json"
 
     @property
+    def one_class(self) -> Path:
+        """The model x test set cells where a model answers one class, or no better than a constant answer."""
+        return self.root / "one_class.json"
+
+    @property
     def true_labels(self) -> Path:
         """Accuracy against the demo's hidden true labels (the given test labels carry planted flips)."""
         return self.root / "true_labels.json"

@@ -1,7 +1,11 @@
 """``fersynth report``: one self-contained HTML page (images inlined) with what a researcher reads after
-``dvc repro``: the cross-dataset accuracy and macro-F1 tables, the with-vs-without comparisons, training
-summaries with learning curves, per-class reports, confusion matrices, fairness on the evaluator,
-robustness, and the generated-face sample grids. A missing input leaves its section saying so.
+``dvc repro``. Its first screen answers: one line per research question (a compared pair: did the model
+beat its baseline, per test set: verdict, difference, 95% interval), the known-answer controls' verdicts
+and the models whose numbers mean nothing (one-class answers); below, the with-vs-without details, the
+cross-dataset accuracy and macro-F1 tables, training summaries with learning curves, per-class reports,
+confusion matrices, fairness on the evaluator, robustness, and the generated-face sample grids. A missing
+input leaves its section saying so. The page is a function of the metrics alone (same bytes for same
+inputs).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
         "macro_f1": _json(evaluated.macro_f1) or {},
         "floor": _json(evaluated.floor) or {},
         "true_labels": _json(evaluated.true_labels) or {},
+        "one_class": _one_class(_json(evaluated.one_class) or {}),
         "controls": inputs.json("compare/controls.json") or {},
         "heatmap": _png(evaluated.cross_dataset_png),
         "comparisons": _comparisons(inputs.json("compare.json") or {}),
@@ -58,6 +63,8 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
         "demographics": {p.stem: _png(p) for p in sorted((Path(out).parent / "demographics").glob("*.png"))},
     }
     context["test_sets"] = sorted({t for row in context["cross_dataset"].values() for t in row})
+    context["answers"] = answers(inputs.json("compare.json") or {}, context["controls"], context["one_class"])
+    context["train_rows"] = {t["name"]: t["metrics"].get("rows") or {} for t in context["training"]}
     context["provenance"] = provenance(Path(out))
     html = env.get_template("report.html").render(**context)
     with atomic_path(Path(out)) as tmp:
@@ -65,6 +72,91 @@ def build_report(inputs: ReportInputs, out: Path) -> dict:
     summary = {k: len(v) for k, v in context.items() if isinstance(v, dict | list)}
     log.info("report: %s -> %s", summary, out)
     return summary
+
+
+SCOPES = ("all", "real", "generated")  # a test set mixing real and generated faces is answered by its parts
+
+
+def answers(compare: dict, controls: dict, one_class: dict) -> dict:
+    """The first screen: ``questions`` (one row per compared pair that is not a known-answer control, one
+    cell per test set and scope), their ``columns``, the ``controls`` (each with its cell) and ``tested``
+    (the size of the Holm family)."""
+    rows, control_rows, columns = [], [], set()
+    for pair, tests in compare.items():
+        candidate, baseline = pair.split("_vs_", 1)
+        cells = {}
+        for test, entry in tests.items():
+            warn = [m for m in (candidate, baseline) if test in one_class.get(m, {})]
+            control = controls.get(f"{candidate}_on_{test}")
+            if control is not None:
+                control_rows.append(_control(control, candidate, baseline, test, _cell(entry, pair, test, "all", warn)))
+                continue
+            for scope in ("real", "generated") if "real" in entry or "generated" in entry else ("all",):
+                cells[test, scope] = _cell(entry if scope == "all" else entry[scope], pair, test, scope, warn)
+        if cells:
+            rows.append({"pair": pair, "candidate": candidate, "baseline": baseline, "cells": cells})
+            columns |= set(cells)
+    used = {column: sum(column in row["cells"] for row in rows) for column in columns}  # most-asked test sets first
+    order = sorted(columns, key=lambda c: (-used[c], c[0], SCOPES.index(c[1])))
+    tested = sum(
+        1
+        for tests in compare.values()
+        for entry in tests.values()
+        for part in (entry, entry.get("real") or {}, entry.get("generated") or {})
+        if part.get("p_holm") is not None
+    )
+    return {"questions": rows, "columns": order, "controls": control_rows, "tested": tested}
+
+
+def _cell(entry: dict, pair: str, test: str, scope: str, one_class_models: list[str]) -> dict:
+    """One answer: the verdict cut into its word and its note, the difference, and the interval that agrees
+    with the verdict: the family-adjusted one where the comparison was tested (Holm rejects whenever it
+    excludes 0), else the unadjusted one, marked so."""
+    kind, headline, note = verdict_parts(str(entry.get("verdict", "")))
+    adjusted = entry.get("difference_low_adjusted") is not None
+    low, high = (
+        ("difference_low_adjusted", "difference_high_adjusted") if adjusted else ("difference_low", "difference_high")
+    )
+    return {
+        "kind": kind,
+        "headline": headline,
+        "note": note,
+        "verdict": entry.get("verdict"),
+        "difference": entry.get("difference"),
+        "low": entry.get(low),
+        "high": entry.get(high),
+        "adjusted": adjusted,
+        "anchor": f"cmp-{pair}-{test}-{scope}",
+        "one_class": one_class_models,
+    }
+
+
+def verdict_parts(verdict: str) -> tuple[str, str, str]:
+    """``(kind, headline, note)`` of a compare verdict, e.g. ``("inconclusive", "inconclusive", "detects
+    ±3.4 pts")``; kind is helps / hurts / inconclusive / identical / untested (the cell's colour)."""
+    if verdict in ("helps", "hurts"):
+        return verdict, verdict, ""
+    if ": " in verdict:  # "identical predictions: no difference to test", "same images right and wrong ...: ..."
+        head, _, tail = verdict.partition(": ")
+        return "identical", head, tail
+    head, _, tail = verdict.partition(" (")
+    kind = "inconclusive" if head == "inconclusive" else "untested"
+    return kind, head, tail.removesuffix(")").replace("+-", "±")
+
+
+def _control(control: dict, candidate: str, baseline: str, test: str, cell: dict) -> dict:
+    planted = {"helps": "planted benefit", "hurts": "planted harm", "inconclusive": "null (nothing planted)"}
+    label = planted.get(control.get("expected"), str(control.get("expected")))
+    return {"label": label, "candidate": candidate, "baseline": baseline, "test": test, **control, "cell": cell}
+
+
+def _one_class(report: dict) -> dict[str, dict[str, list[str]]]:
+    """evaluate's ``one_class.json`` as {model: {test set: reasons}} (the flagged cells only)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for cell in report.get("flagged", []):
+        if isinstance(cell, dict) and {"model", "test_set"} <= cell.keys():  # else an older or foreign file
+            out.setdefault(str(cell["model"]), {})[str(cell["test_set"])] = [str(r) for r in cell.get("reasons", [])]
+    return out
 
 
 def provenance(out: Path) -> dict:

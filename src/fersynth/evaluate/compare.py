@@ -14,6 +14,9 @@ lists them):
   ``inconclusive at +-X points``; ``too few seeds`` below ``min_seeds`` seed pairs;
 - the same, separately, for the real and the generated rows of a test set that mixes both (the evaluator);
   the mixed set as a whole is then described, not tested (it would count its own parts twice in the family);
+- ``identical predictions: no difference to test`` (or ``same images right and wrong ...``) and no place in
+  the Holm family where the two models score every image alike in every seed pair: the difference is exactly
+  0 with no spread, so there is no variance to test against (a t test would claim it "detects +-0.0 pts");
 - ``not testable (...)`` and no place in the Holm family for a test set that cannot answer: one subject (its
   images are frames of a few clips, not independent draws) or a minimum detectable effect at ``alpha`` above
   ``max_mde``; such a set would only widen the family and weaken every other test;
@@ -49,6 +52,8 @@ log = get_logger(__name__)
 
 GROUP_COLUMNS = ("gender", "age_group", "ethnicity")
 MIN_IMAGES = 20  # fewer test images give no interval or verdict (a t interval on 3 images leaves [-1, 1])
+IDENTICAL = "identical predictions: no difference to test"
+SAME_SCORES = "same images right and wrong in every seed pair: no difference to test"
 
 
 EXPECTED = ("helps", "hurts", "inconclusive")  # what a known-answer control may expect
@@ -149,7 +154,7 @@ def compare_predictions(
     """``baseline`` and ``candidate``: evaluate's predictions (seed, key, label, predicted, correct);
     ``rows``: the test set's manifest rows by key (synthetic flag, demographics). Returns the entry (verdicts
     still to be decided over the whole family) and the comparisons that get a verdict."""
-    a, b = _correct_by_seed(baseline), _correct_by_seed(candidate)
+    a, b = _by_seed(baseline), _by_seed(candidate)
     if not a.index.equals(b.index):
         raise ValueError("the two models were evaluated on different test images")
     trials = [int(a.shape[1]), int(b.shape[1])]
@@ -163,6 +168,7 @@ def compare_predictions(
     a, b = a[shared_a], b[shared_b]
     seeds = len(shared_a)
     differences = b.to_numpy() - a.to_numpy()  # images x seed pairs
+    same = _by_seed(candidate, "predicted")[shared_b].to_numpy() == _by_seed(baseline, "predicted")[shared_a].to_numpy()
     entry = {
         "trials": trials,
         "baseline_accuracy": round(float(a.to_numpy().mean()), 4),
@@ -181,13 +187,14 @@ def compare_predictions(
         rows = rows.reindex(a.index)
     parts = real_and_generated(rows) if rows is not None else {}
     mixed = "descriptive (mixes real and generated faces: its parts are tested)" if parts else ""
-    tested = [_summary(entry, differences, seeds, mixed or _one_subject(rows))]
+    tested = [_summary(entry, differences, seeds, _no_difference(differences, same) or mixed or _one_subject(rows))]
     for scope, mask in parts.items():
         entry[scope] = {
             "baseline_accuracy": round(float(a[mask].to_numpy().mean()), 4),
             "accuracy": round(float(b[mask].to_numpy().mean()), 4),
         }
-        tested.append(_summary(entry[scope], differences[mask.to_numpy()], seeds, _one_subject(rows[mask])))
+        part, part_same = differences[mask.to_numpy()], same[mask.to_numpy()]
+        tested.append(_summary(entry[scope], part, seeds, _no_difference(part, part_same) or _one_subject(rows[mask])))
     labels = baseline.drop_duplicates("key").set_index("key")["label"].reindex(a.index)
     entry["class_difference"] = {
         (classes[int(c)] if int(c) < len(classes) else str(c)): _interval(differences[(labels == c).to_numpy()])
@@ -203,6 +210,15 @@ def compare_predictions(
     return entry, tested
 
 
+def _no_difference(differences: np.ndarray, same_predictions: np.ndarray) -> str:
+    """The verdict of two models that score every image alike in every seed pair: their difference is exactly
+    0 with no spread over seeds or images, so its standard error and minimum detectable effect come out 0 and
+    a t test would read "inconclusive (detects +-0.0 pts)". Nothing varies: there is nothing to test."""
+    if differences.size == 0 or differences.any():
+        return ""
+    return IDENTICAL if same_predictions.all() else SAME_SCORES
+
+
 def _one_subject(rows: pd.DataFrame | None) -> str:
     """The verdict of a test set whose images all show one subject (CASME II's frames): not testable."""
     if rows is None or "subject" not in rows or rows["subject"].isna().all():
@@ -213,6 +229,9 @@ def _one_subject(rows: pd.DataFrame | None) -> str:
 def _summary(target: dict, differences: np.ndarray, seeds: int, untested: str = "") -> _Tested:
     target |= {"images": int(differences.shape[0]), "seeds": int(seeds)}
     target["difference"] = round(float(differences.mean()), 4) if differences.size else 0.0
+    if untested in (IDENTICAL, SAME_SCORES):  # exactly 0, and no interval could be wider
+        target |= {"difference_low": 0.0, "difference_high": 0.0}
+        return _Tested(target, None, seeds, untested)
     if seeds < 2 or differences.shape[0] < MIN_IMAGES:
         target |= {"difference_low": None, "difference_high": None}
         return _Tested(target, None, seeds, untested)
@@ -363,9 +382,10 @@ def sweep_records(result: dict, config: CompareConfig, train_metrics: Path | Non
     return records
 
 
-def _correct_by_seed(predictions: pd.DataFrame) -> pd.DataFrame:
-    """One column per seed (sorted), one row per image key (sorted): 1.0 where the prediction was right."""
-    table = predictions.pivot(index="key", columns="seed", values="correct").astype(float)
+def _by_seed(predictions: pd.DataFrame, column: str = "correct") -> pd.DataFrame:
+    """One column per seed (sorted), one row per image key (sorted): 1.0 where the prediction was right
+    (``column="predicted"``: the class predicted)."""
+    table = predictions.pivot(index="key", columns="seed", values=column).astype(float)
     if table.isna().to_numpy().any():
         seeds = sorted(table.columns[table.isna().any()].tolist())
         raise ValueError(f"seeds {seeds} have no prediction for some test images: evaluate them all again")

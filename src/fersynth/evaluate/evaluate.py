@@ -5,8 +5,10 @@ and noise perturbations (paper 003).
 
 Outputs under ``out_dir`` (:class:`fersynth.paths.EvaluateLayout`): ``cross_dataset.json`` (+ ``.png``
 heatmap), ``per_class/<model>/<test>.json``, ``confusion/<model>/<test>.csv`` (rows ``actual,predicted`` for
-DVC's confusion template) and ``.png``, ``fairness.json``, ``robustness.json``, and
-``predictions/<model>/<test>.csv`` (seed, key, label, predicted) for paired comparisons.
+DVC's confusion template) and ``.png``, ``fairness.json``, ``robustness.json``, ``floor.json``,
+``one_class.json`` (the cells where a model answers one class whatever the face, or no better than always
+naming the most frequent class) and ``predictions/<model>/<test>.csv`` (seed, key, label, predicted) for
+paired comparisons.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger, progress
 from fersynth.modeling.data import BatchLoader, decoded
 from fersynth.modeling.floor import Floor, hog_features
-from fersynth.modeling.metrics import classification_report, group_accuracy
+from fersynth.modeling.metrics import classification_report, group_accuracy, one_class_check
 from fersynth.modeling.plots import confusion_figure, heatmap_figure, save_png
 from fersynth.modeling.trained import ClassifierSpec, load_trained
 from fersynth.paths import EvaluateLayout, floor_path, ground_truth_path, trial_dirs, trial_seed
@@ -54,6 +56,11 @@ class EvaluateConfig:
     robustness_on: tuple[str, ...] = ()  # test sets perturbed for robustness
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     ground_truth: str = ""  # the demo's folder (data/demo): accuracy against its hidden true labels too
+    one_class_share: float = 0.9  # a trial naming one class for this share of a test set's images is flagged
+
+    def __post_init__(self) -> None:
+        if not 0.5 < self.one_class_share <= 1:
+            raise ValueError(f"evaluate.one_class_share must be in (0.5, 1]: {self.one_class_share}")
 
 
 def test_rows(variant_dir: Path, classes: tuple[str, ...]) -> pd.DataFrame | None:
@@ -111,6 +118,7 @@ def evaluate_model(config: EvaluateConfig, model_name: str, out_dir: Path) -> di
     floor = Floor.load(floor_path(model_dir))
     truth = _TrueLabels(Path(config.ground_truth)) if config.ground_truth else None
     scores: dict[str, dict] = {"accuracy": {}, "macro_f1": {}, "floor": {}, "true_labels": {}, "robustness": {}}
+    scores["one_class"] = {}
     scores["fairness"] = None
     layout.confusion_png(model_name, "").parent.mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty
     for test_name, variant_dir in progress(
@@ -124,6 +132,7 @@ def evaluate_model(config: EvaluateConfig, model_name: str, out_dir: Path) -> di
         labels = rows["label"].to_numpy(np.int64)
         predicted = {seed: predict(model, images, labels) for seed, model in models.items()}
         reports = [classification_report(labels, p, classes) for p in predicted.values()]
+        scores["one_class"][test_name] = one_class_check(labels, predicted, classes, config.one_class_share)
         report = mean_report(reports) | {"trials": len(reports)}
         scores["accuracy"][test_name] = round(report["accuracy"], 4)
         scores["accuracy"] |= _by_origin(test_name, rows, labels, predicted)
@@ -180,6 +189,8 @@ def summarize_evaluation(config: EvaluateConfig, out_dir: Path) -> dict:
     write_json(layout.fairness, fairness)
     write_json(layout.robustness, robustness)
     write_json(layout.floor, floor_report(matrix, floors))
+    one_class = {m: s["one_class"] for m, s in scores.items() if s["one_class"]}
+    write_json(layout.one_class, one_class_report(one_class, config.one_class_share))
     if config.ground_truth:
         write_json(layout.true_labels, {m: s["true_labels"] for m, s in scores.items() if s["true_labels"]})
     save_png(heatmap_figure(matrix, "accuracy: trained on (rows) x tested on (columns)"), layout.cross_dataset_png)
@@ -202,6 +213,36 @@ def floor_report(matrix: dict, floors: dict) -> dict:
             cell["model"], cell["accuracy"], cell["test_set"], cell["floor"],
         )  # fmt: skip
     return {"floor": floors, "below_floor": below, "models_below_floor": len({c["model"] for c in below})}
+
+
+def one_class_report(checks: dict[str, dict[str, dict]], share: float) -> dict:
+    """:func:`~fersynth.modeling.metrics.one_class_check` of every model x test set: the most-named class's
+    largest share in any trial per cell (``top_share``) and the ``flagged`` cells with their reasons: flagged
+    here, in the log and in the report, because such a model's accuracies describe the test set's class mix
+    (a one-class model scores each group's share of that class), not what it learnt."""
+    flagged = []
+    for model, tests in checks.items():
+        for test, check in tests.items():
+            reasons = []
+            if check["one_class_seeds"]:
+                reasons.append(
+                    f"names {check['top_class']} for {100 * check['top_share']:.0f}% of the images in "
+                    f"{len(check['one_class_seeds'])} of {check['trials']} trials"
+                )
+            if check["accuracy"] <= check["constant_accuracy"]:
+                reasons.append(
+                    f"no better than always naming {check['constant_class']} ({100 * check['accuracy']:.1f}% "
+                    f"vs {100 * check['constant_accuracy']:.1f}%)"
+                )
+            if reasons:
+                flagged.append({"model": model, "test_set": test, "reasons": reasons, **check})
+                log.warning("evaluate: %s on %s %s", model, test, "; ".join(reasons))
+    return {
+        "share": share,
+        "top_share": {model: {test: c["top_share"] for test, c in tests.items()} for model, tests in checks.items()},
+        "flagged": flagged,
+        "models_flagged": len({c["model"] for c in flagged}),
+    }
 
 
 class _TrueLabels:

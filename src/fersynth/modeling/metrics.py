@@ -4,6 +4,8 @@ and predictions.
 - per-class precision / recall / F1 with macro and weighted averages (paper 000 Tables 3-4, paper 003
   Fig. 8) and the row-normalised confusion matrix, from scikit-learn;
 - accuracy per demographic group and the worst-best gap (fairness on the evaluator);
+- whether a model answers one class whatever the face, or does no better than always naming the test set's
+  most frequent class (its accuracies, group gaps and comparisons then describe the test set, not the model);
 - a paired comparison of two models on the same test images: exact McNemar test on the discordant pairs
   and a paired bootstrap interval of the accuracy difference ("did synthetic data help, and is it real?");
 - the mean and 95% t-interval over seeds.
@@ -33,6 +35,36 @@ def classification_report(y_true, y_pred, classes: tuple[str, ...]) -> dict:
         }
     report["accuracy"] = float(np.mean(np.asarray(y_true) == np.asarray(y_pred))) if len(y_true) else 0.0
     return report
+
+
+def one_class_check(labels, predicted: dict[int, np.ndarray], classes: tuple[str, ...], share: float = 0.9) -> dict:
+    """Does a model (its trials' predictions on the same test images, by seed) answer one class?
+
+    A trial is *one-class* when at least ``share`` of its predictions name one class that is not itself at
+    least ``share`` of the labels (on such a test set answering it is what a good model does). The constant
+    predictor is the best single answer, the test set's most frequent label: a model whose mean accuracy is
+    at or below that one's has learnt nothing these images reward. Both make every accuracy of the model
+    (per class, per group: a one-class model scores each group's share of that class) meaningless."""
+    labels = np.asarray(labels, dtype=np.int64)
+    label_share = np.bincount(labels, minlength=len(classes)) / max(len(labels), 1)
+    constant = int(np.argmax(label_share))
+    tops = {}
+    for seed, answer in predicted.items():
+        counts = np.bincount(np.asarray(answer, dtype=np.int64), minlength=len(classes))
+        tops[seed] = (int(np.argmax(counts)), float(counts.max() / max(len(answer), 1)))
+    top_seed = max(tops, key=lambda seed: tops[seed][1])  # the trial most concentrated on one class
+    accuracy = float(np.mean([np.mean(np.asarray(p) == labels) for p in predicted.values()]))
+    return {
+        "top_class": classes[tops[top_seed][0]],
+        "top_share": round(tops[top_seed][1], 4),
+        "one_class_seeds": sorted(
+            int(seed) for seed, (top, s) in tops.items() if s >= share and label_share[top] < share
+        ),
+        "trials": len(predicted),
+        "accuracy": round(accuracy, 4),
+        "constant_class": classes[constant],
+        "constant_accuracy": round(float(label_share[constant]), 4),
+    }
 
 
 def normalised_confusion(y_true, y_pred, n_classes: int) -> np.ndarray:
