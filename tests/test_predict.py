@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -377,3 +378,20 @@ def test_a_model_name_that_is_neither_fer_nor_a_directory_is_one_line(tmp_path):
     )
     assert done.returncode == 2 and "ferr is neither `fer` nor a `fersynth train` model directory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_an_experiment_of_several_trials_runs_the_one_the_registry_calls_best(model, tmp_path):
+    from fersynth.train.selection import write_trials_record
+
+    for seed in (0, 1, 2):  # three copies of the tiny model as the trials of one experiment
+        shutil.copytree(model, tmp_path / "experiment" / f"seed-{seed}", ignore=shutil.ignore_patterns("*.md", "*.npz"))
+    write_trials_record(
+        tmp_path / "experiment",
+        [{"seed": s, "best_epoch": 1, "best_val_accuracy": a} for s, a in [(0, 0.5), (1, 0.7), (2, 0.7)]],
+    )
+    crop = tmp_path / "crop.png"
+    Image.fromarray(np.full((48, 48), 90, np.uint8)).save(crop)
+    summary = predict(tmp_path / "experiment", [crop], tmp_path / "out", PredictConfig(detect=False))
+    assert summary["model"]["trial_seed"] == 1 and summary["model"]["weights"] == str(
+        tmp_path / "experiment" / "seed-1"
+    )
