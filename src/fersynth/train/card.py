@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from fersynth.train.selection import RULE, best_trial
+
 INTENDED_USE = (
     "Research on whether synthetic faces (Stable Diffusion, SDXL, DDPM) or SMOTE samples help a facial-"
     "expression classifier, compared against models trained without them under the same split and seeds. "
@@ -84,6 +86,9 @@ def model_card(experiment: str, config, metrics: dict, variant_hashes: dict[str,
             f"{100 * t['test_accuracy']:.1f} | {100 * t['test_macro_f1']:.1f} |"
             for t in metrics["trials"]
         ),
+        "",
+        f"The trial registered in MLflow and run by `fersynth predict` / `fersynth serve`: seed "
+        f"{best_trial(metrics['trials'])['seed']} ({RULE}; `trials.json`).",
         "",
         "Every other test set, per-class reports, fairness gaps per gender / age group / ethnicity with their "
         "intervals, robustness and the with-vs-without comparisons: `reports/index.html` (stages `evaluate`, "

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fersynth.train.selection import best_trial
+
 CODE = Path(__file__).with_name("pyfunc_code.py")
 REQUIREMENTS = ("torch", "torchvision", "safetensors", "numpy", "pandas", "mlflow")
 
@@ -45,11 +47,6 @@ def log_trial_model(trial_dir: Path, example: np.ndarray, probabilities: np.ndar
             pip_requirements=_requirements(),
         )
     return info.model_uri
-
-
-def best_trial(trials: list[dict]) -> dict:
-    """The trial with the highest validation accuracy (the lowest seed on a tie): the one registered."""
-    return max(trials, key=lambda t: (t["best_val_accuracy"], -t["seed"]))
 
 
 def register_best(experiment: str, trials: list[dict]) -> dict:

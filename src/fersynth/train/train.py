@@ -25,8 +25,9 @@ from fersynth.modeling.metrics import mean_interval
 from fersynth.paths import floor_path, trial_name
 from fersynth.tracking import variant_hash
 from fersynth.train.card import write_model_card
-from fersynth.train.mlflow_model import best_trial, log_trial_model, register_best
+from fersynth.train.mlflow_model import log_trial_model, register_best
 from fersynth.train.rows import training_rows
+from fersynth.train.selection import best_trial, write_trials_record
 from fersynth.train.trial import fit_trials
 from fersynth.variant import Variant
 
@@ -162,6 +163,7 @@ def train(
                 out = outs[trial["seed"]]
                 trial |= _log_trial(config, trial, data, counts, classes, state, out, names, run_name, with_model)
             metrics["floor"] = _fit_floor(data, len(classes), floor_path(tmp))
+            write_trials_record(tmp, trials)  # predict and serve run the trial registered below
             hashes = {path: variant_hash(Path(path)) for path in config.variants}
             write_model_card(tmp, run_name, config, metrics, hashes)
             registered = register_best(run_name, trials)
