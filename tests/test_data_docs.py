@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from fersynth.cli import main
@@ -21,6 +24,8 @@ from fersynth.data_docs import BrokenDataDocs, build_site, publish_suite, read_e
 from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 from tests.conftest import free_port
 from tests.test_validate import GOOD, _variant
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +43,17 @@ def site(tmp_path_factory) -> Path:
     return site
 
 
+SUITES = [  # the index's validations, by suite
+    "good.integrity",
+    "good.manifest",
+    "good.sha256_splits",
+    "leaky.integrity",
+    "leaky.manifest",
+    "leaky.sha256_splits",
+    "leaky.subject_splits",
+]
+
+
 def test_one_site_lists_every_suite_with_one_copy_of_the_static_files(site):
     assert sorted(p.name for p in site.iterdir()) == ["expectations", "index.html", "static", "validations"]
     assert sorted(read_entries(site)) == ["good", "leaky"]
@@ -47,15 +63,7 @@ def test_one_site_lists_every_suite_with_one_copy_of_the_static_files(site):
         r"'_validation_success_text': '(\w+)'",
         index,
     )  # GX's row data, as bootstrap-table gets it
-    assert sorted(suite for suite, _, _ in rows) == [
-        "good.integrity",
-        "good.manifest",
-        "good.sha256_splits",
-        "leaky.integrity",
-        "leaky.manifest",
-        "leaky.sha256_splits",
-        "leaky.subject_splits",
-    ]
+    assert sorted(suite for suite, _, _ in rows) == SUITES
     assert [suite for suite, _, status in rows if status == "Failed"] == ["leaky.subject_splits"]
     assert all((site / page).is_file() for _, page, _ in rows)
     assert len(list(site.rglob("jquery.min.js"))) == 1  # one copy, not one per suite
@@ -184,9 +192,14 @@ def test_the_site_opens_offline_in_chromium_without_a_console_error(site, tmp_pa
                 assert browser.poll() is None and time.monotonic() < deadline, "chromium did not start"
                 time.sleep(0.3)
         ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        # bootstrap-table drew the index's rows (jQuery, Popper, Bootstrap and the plugin all ran)
-        rows = "document.querySelectorAll('.ge-index-page-validation-results-table tbody tr[data-index]').length"
-        index = asyncio.run(_open_offline(ws_url, (site / "index.html").as_uri(), rows))
+        # bootstrap-table drew the index's rows (jQuery, Popper, Bootstrap and the plugin all ran): every
+        # suite's validations on one page, by suite
+        table = "$('.ge-index-page-validation-results-table')"
+        drawn = (
+            f"{table}.find('tbody tr[data-index]').length && JSON.stringify([{table}.bootstrapTable('getOptions')"
+            f".pagination, {table}.find('tbody tr[data-index] td:last-child').map((i, c) => c.innerText.trim()).get()])"
+        )
+        index = asyncio.run(_open_offline(ws_url, (site / "index.html").as_uri(), drawn))
         # Bootstrap's collapse plugin is there (a validation page's sections fold with it)
         collapse = "typeof jQuery !== 'undefined' && typeof jQuery.fn.collapse === 'function'"
         page = asyncio.run(_open_offline(ws_url, validation.as_uri(), collapse))
@@ -196,5 +209,48 @@ def test_the_site_opens_offline_in_chromium_without_a_console_error(site, tmp_pa
     finally:
         browser.terminate()
         browser.wait(timeout=30)
-    assert index == ([], 7)  # both suites' validations, no console error
+    problems, drawn = index
+    assert problems == [] and json.loads(drawn) == [False, SUITES]
     assert page == ([], True) and suite == ([], True)
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("DVC_ROOT", None)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_dvc_assembles_one_site_and_a_rerun_by_hand_leaves_status_clean(tmp_path):
+    """The real `validate` and `data-docs` stages of dvc.yaml (source deps dropped) in a tiny project: each
+    suite's stage writes its own pages, `data-docs` the index of both; then `fersynth validate` and
+    `fersynth data-docs` by hand (the README's advice after a pull) change no byte DVC tracks."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    validate, site = stages["validate"], stages["data-docs"]
+    for stage in (validate["do"], site):
+        stage["deps"] = [d for d in stage["deps"] if not d.startswith("src/")]
+    suites = {
+        "toy": {"variant": "data/original/toy", "min_per_class": 0, "max_class_ratio": 1},
+        "filtered_toy": {"variant": "data/filtered/toy", "min_per_class": 0, "max_class_ratio": 1.5},
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"validate": validate, "data-docs": site}}))
+    params = {"runtime": {"threads": 2, "cpu_isa": "avx2"}, "validate": {"suites": suites}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    _variant(tmp_path / "data" / "original" / "toy", GOOD)
+    _variant(tmp_path / "data" / "filtered" / "toy", GOOD[:-1])  # one happy face filtered out: 6 vs 5
+    assert _dvc(tmp_path, "init", "--no-scm", "-q").returncode == 0
+    done = _dvc(tmp_path, "repro")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(read_entries(tmp_path / "reports" / "data_docs")) == ["filtered_toy", "toy"]
+    index = (tmp_path / "reports" / "data_docs" / "index.html").read_text()
+    assert "toy.class_balance" in index and "filtered_toy.class_balance" in index
+    # by hand, as the README advises after a pull: the filtered variant is checked as its own suite, not as
+    # `toy` (its directory's name), and every output keeps its bytes
+    for command in (["validate", "data/filtered/toy"], ["data-docs"]):
+        by_hand = subprocess.run(
+            [sys.executable, "-m", "fersynth.cli", *command], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert by_hand.returncode == 0, by_hand.stderr
+    status = _dvc(tmp_path, "status")
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout

@@ -206,7 +206,10 @@ def test_class_balance_is_bounded_by_the_stated_ratio(tmp_path):
         validate_variant(
             variant, _suite(max_class_ratio=2.9, class_ratio_note=note), tmp_path / "q.json", tmp_path / "docs"
         )
-    described = "Class balance: the largest class has at most 2.9 times the rows of the smallest present class."
+    described = (
+        "Class balance: the largest class has at most 2.9 times the rows of the smallest present class"
+        " (here happy 9 vs sad 3 rows)."
+    )
     assert _failed_checks(tmp_path / "q.json") == [f"{described} {note}"]
     [result] = json.loads((tmp_path / "q.json").read_text())["batches"]["class_balance"]
     assert result["observed"] == 3.0
