@@ -95,6 +95,25 @@ def test_a_missing_suite_page_fails_the_site_build_in_one_line(site, tmp_path):
     assert done.output.startswith("fersynth data-docs: error: ") and len(done.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    "rows",
+    ["{not json", "{}", '[{"filepath": "x.html"}]', "\xff\xfe", None],
+    ids=["json", "dict", "keys", "bytes", "time"],
+)
+def test_a_damaged_rows_file_is_one_line_naming_the_suite(site, tmp_path, rows):
+    import shutil
+
+    damaged = tmp_path / "site"
+    shutil.copytree(site, damaged)
+    target = damaged / "validations" / "good" / "index-entries.json"
+    if rows is None:  # the right shape, a run time that is no time
+        rows = json.dumps([e | {"run_time": 946684800} for e in json.loads(target.read_text())])
+    target.write_bytes(rows.encode("latin-1"))
+    done = CliRunner().invoke(main, ["data-docs", "--site", str(damaged)])
+    assert done.exit_code == 1 and "Traceback" not in done.output and len(done.output.strip().splitlines()) == 1
+    assert "rerun `fersynth validate` for suite good" in done.output
+
+
 def test_a_page_gx_did_not_write_is_refused_before_publishing(tmp_path):
     (tmp_path / "built" / "validations" / "toy").mkdir(parents=True)
     (tmp_path / "built" / "expectations" / "toy").mkdir(parents=True)

@@ -79,13 +79,33 @@ def publish_suite(built: Path, site: Path, suite: str, entries: list[dict]) -> N
         shutil.copytree(source.expectations(suite), staged)
 
 
+ENTRY_FIELDS = frozenset(
+    {"expectation_suite_name", "filepath", "expectation_suite_filepath", "batch_identifier", "run_name", "run_time"}
+    | {"validation_success", "asset_name"}
+)
+
+
 def read_entries(site: Path) -> dict[str, list[dict]]:
-    """Suite -> its index rows, for every suite whose pages are in ``site``, by suite name."""
+    """Suite -> its index rows, for every suite whose pages are in ``site``, by suite name; a rows file that
+    `fersynth validate` did not write (unreadable, another shape) is a :class:`BrokenDataDocs`."""
     layout = DataDocsLayout(Path(site))
     if not layout.validations_dir.is_dir():
         return {}
     suites = sorted(p.name for p in layout.validations_dir.iterdir() if layout.entries(p.name).is_file())
-    return {suite: json.loads(layout.entries(suite).read_text()) for suite in suites}
+    return {suite: _rows(layout.entries(suite), suite) for suite in suites}
+
+
+def _rows(path: Path, suite: str) -> list[dict]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and ENTRY_FIELDS <= r.keys() for r in rows):
+            raise ValueError(f"not a list of rows with {sorted(ENTRY_FIELDS)}")
+        for row in rows:
+            datetime.fromisoformat(row["run_time"])
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as error:
+        reason = str(error).splitlines()[0]
+        raise BrokenDataDocs(f"{path}: {reason}; rerun `fersynth validate` for suite {suite}") from error
+    return rows
 
 
 def build_site(site: Path) -> dict:
@@ -93,6 +113,8 @@ def build_site(site: Path) -> dict:
     when a page of the site links to a file that is not there. Returns what the index lists."""
     layout = DataDocsLayout(Path(site))
     suites = read_entries(site)
+    if not suites:
+        log.warning("data docs: no suite's pages in %s (run `fersynth validate` first); the index lists none", site)
     with atomic_path(layout.static, kind="docs") as staged:
         copy_static(staged)
     html = render_index([entry for rows in suites.values() for entry in rows])
