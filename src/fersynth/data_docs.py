@@ -110,7 +110,8 @@ def _rows(path: Path, suite: str) -> list[dict]:
 
 def build_site(site: Path) -> dict:
     """Write ``site``'s index of every published suite and its static files; raise :class:`BrokenDataDocs`
-    when a page of the site links to a file that is not there. Returns what the index lists."""
+    when the index or a suite's page links to a file that is not there (folders the index does not list,
+    such as the per-suite sites of fersynth before issue 21, are not looked at). Returns what the index lists."""
     layout = DataDocsLayout(Path(site))
     suites = read_entries(site)
     if not suites:
@@ -121,12 +122,16 @@ def build_site(site: Path) -> dict:
     html, _ = reproducible_page(offline_page(html, Path(".")), layout.index.name)
     with atomic_path(layout.index) as staged:
         staged.write_text(html, encoding="utf-8")
-    broken = missing_references(Path(site))
+    pages = [layout.index] + [
+        page
+        for suite in suites
+        for folder in (layout.validations(suite), layout.expectations(suite))
+        for page in sorted(folder.rglob("*.html"))
+    ]
+    broken = missing_references(Path(site), pages)
     if broken:
         raise BrokenDataDocs(f"{len(broken)} broken link(s) in {site}: {'; '.join(broken[:5])}")
-    failed = sorted(
-        {e["expectation_suite_name"].split(".")[0] for r in suites.values() for e in r if not e["validation_success"]}
-    )
+    failed = [suite for suite, rows in suites.items() if not all(row["validation_success"] for row in rows)]
     log.info(
         "data docs: %d suites, %d validations (%d suites failing) -> %s",
         len(suites),
@@ -166,13 +171,14 @@ def _index_renderer():
         @classmethod
         def _generate_validation_results_link_table(cls, index_links_dict):
             table = super()._generate_validation_results_link_table(index_links_dict)
-            table.table_options |= {"sortName": "expectation_suite_name", "sortOrder": "asc", "pagination": "false"}
+            table.table_options |= {"sortName": "expectation_suite_name", "sortOrder": "asc"}
+            table.table_options.pop("pagination", None)  # GX writes options as text: "false" would be truthy JS
             return table
 
         @classmethod
         def _generate_expectation_suites_link_table(cls, index_links_dict):
             table = super()._generate_expectation_suites_link_table(index_links_dict)
-            table.table_options |= {"pagination": "false"}
+            table.table_options.pop("pagination", None)
             return table
 
     return SuiteOrderedIndex

@@ -102,12 +102,13 @@ def copy_static(static: Path) -> None:
         shutil.copyfile(Path(gx_view.__file__).parent / "static" / "images" / name, static / "images" / name)
 
 
-def missing_references(site: Path) -> list[str]:
-    """``page -> target`` for every relative src, href or url() of a page under ``site`` that names no file
-    (links that open a directory or carry a query are not expected in Data Docs and count as missing)."""
+def missing_references(site: Path, pages: Iterable[Path] | None = None) -> list[str]:
+    """``page -> target`` for every relative src, href or url() of ``pages`` (default: every page under
+    ``site``) that names no file (links that open a directory or carry a query are not expected in Data Docs
+    and count as missing)."""
     site = Path(site)
     missing = []
-    for page in sorted(site.rglob("*.html")):
+    for page in sorted(site.rglob("*.html")) if pages is None else pages:
         for target in sorted(set(_LOCAL_REFERENCE.findall(page.read_text(encoding="utf-8")))):
             if "${" in target or "{{" in target or target.startswith(("javascript:", "//")):
                 continue  # template strings of GX's own scripts, not files

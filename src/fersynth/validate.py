@@ -222,18 +222,24 @@ def class_balance(manifest: pd.DataFrame, config: SuiteConfig) -> dict:
 def class_balance_batch(manifest: pd.DataFrame, config: SuiteConfig) -> tuple[pd.DataFrame, list]:
     """The largest class holds at most ``max_class_ratio`` times the rows of the smallest present one. GX
     has no ratio-of-value-counts expectation, so it checks the maximum of the per-class table's
-    ``ratio_to_smallest``: the Data Docs show the ratio as the observed value, the table names the classes."""
+    ``ratio_to_smallest``: the Data Docs show the ratio as the observed value, and the description names
+    the two classes it compares and the note that explains the bound."""
     import great_expectations.expectations as gxe
 
+    counts = class_counts(manifest, config)
     where = f" in {', '.join(config.class_ratio_splits)}" if config.class_ratio_splits else ""
+    extremes = ""
+    if len(counts):
+        largest, smallest = counts.iloc[0], counts.iloc[-1]
+        extremes = f" (here {largest['emotion']} {largest['count']} vs {smallest['emotion']} {smallest['count']} rows)"
     description = (
         f"Class balance{where}: the largest class has at most {config.max_class_ratio:g} times the rows of the"
-        f" smallest present class.{' ' + config.class_ratio_note if config.class_ratio_note else ''}"
+        f" smallest present class{extremes}.{' ' + config.class_ratio_note if config.class_ratio_note else ''}"
     )
     check = gxe.ExpectColumnMaxToBeBetween(
         column="ratio_to_smallest", min_value=1, max_value=config.max_class_ratio, description=description
     )
-    return class_counts(manifest, config), [check]
+    return counts, [check]
 
 
 def integrity_batch(checked: pd.DataFrame) -> tuple[pd.DataFrame, list]:
