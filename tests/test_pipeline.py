@@ -167,6 +167,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     # (compare runs too unless the retrained model's predictions came out identical: then its deps did not change)
     assert sorted(set(ran) - {"compare"}) == [
         "autolabel",
+        "data-docs",  # the two suites' new pages: the site's index lists their new runs
         "evaluate",
         "report",
         "smote",
@@ -192,7 +193,8 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         for name in ("manifest.parquet", "quarantine.csv", "ingest.json"):
             original = (repo / "data" / "original" / dataset / name).read_bytes()
             assert (clone / "data" / "original" / dataset / name).read_bytes() == original
-    assert (clone / "reports" / "data_docs" / "fer2013" / "index.html").exists()
+    assert (clone / "reports" / "data_docs" / "index.html").exists()
+    assert (clone / "reports" / "data_docs" / "validations" / "fer2013" / "index-entries.json").exists()
     step("push, clone, pull, status")
     # 5. a queued sweep: both experiments run in DVC's temp workspaces, show up in `dvc exp show` with
     # their param and comparison columns, and log their trainings to the main repository's MLflow store

@@ -170,10 +170,12 @@ def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
 
 
 def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes_from(inputs, tmp_path, monkeypatch):
-    site = tmp_path / "report" / "data_docs" / "fer2013"
-    site.mkdir(parents=True)
+    site = tmp_path / "report" / "data_docs"
+    (site / "validations" / "fer2013").mkdir(parents=True)
     (site / "index.html").write_text("<html></html>")
-    (tmp_path / "report" / "data_docs" / "not_a_site").mkdir()
+    page = "validations/fer2013/manifest/manifest-0123/20000101T000000.000000Z/fer2013_source-manifest.html"
+    (site / "validations" / "fer2013" / "index-entries.json").write_text(json.dumps([{"filepath": page}]))
+    (site / "validations" / "not_a_suite").mkdir()  # no index rows: not listed
     _png(tmp_path / "report" / "demographics" / "merged.png", 40)
     monkeypatch.setenv("DVC_EXP_NAME", "brisk-lynx")
     build_report(inputs, tmp_path / "report" / "index.html")
@@ -187,7 +189,8 @@ def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes
     monkeypatch.setenv("DVC_EXP_NAME", "other-name")
     build_report(inputs, tmp_path / "report" / "again.html")
     assert (tmp_path / "report" / "again.html").read_bytes() == html.encode()  # same bytes in any run
-    assert '<a href="data_docs/fer2013/index.html">fer2013</a>' in stamp and "not_a_site" not in stamp
+    assert '<a href="data_docs/index.html">all suites</a>' in stamp
+    assert f'<a href="data_docs/{page}">fer2013</a>' in stamp and "not_a_suite" not in stamp
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in stamp
     assert 'alt="demographics of merged"' in html and "No demographics plots" not in html
     # fairness: every group with its interval and size, the gap with its interval (older metrics: dashes)

@@ -1,7 +1,6 @@
 import io
 import json
 import re
-import subprocess
 
 import pytest
 from PIL import Image
@@ -44,45 +43,17 @@ def _suite(**overrides):
     return SuiteConfig(**({"min_per_class": 0} | overrides))
 
 
-def test_good_variant_passes_and_writes_metrics_and_docs(tmp_path):
+def test_good_variant_passes_and_writes_metrics_and_its_pages_of_the_site(tmp_path):
     variant = _variant(tmp_path / "toy", GOOD)
     summary = validate_variant(variant, _suite(subjects_disjoint=True), tmp_path / "q.json", tmp_path / "docs")
     assert summary["success"] and summary["failed"] == 0
     assert json.loads((tmp_path / "q.json").read_text())["evaluated"] == summary["evaluated"]
-    assert (tmp_path / "docs" / "index.html").exists()
-
-
-def test_data_docs_render_in_a_browser_without_internet(tmp_path, chromium):
-    """GX links jQuery, Bootstrap and bootstrap-table from CDNs: offline, the index page was blank. The
-    pages now fetch nothing from the internet, and bootstrap-table draws the index in a browser that
-    cannot resolve any host name."""
-    variant = _variant(tmp_path / "toy", GOOD)
-    validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
-    pages = sorted((tmp_path / "docs").rglob("*.html"))
-    assert len(pages) > 3
-    for page in pages:
-        text = page.read_text()
-        assert not re.search(r'<(?:script|img)[^>]*\ssrc="https?://|<link[^>]*\shref="https?://', text), page
-        for local in re.findall(r'(?:src|href)="((?:\.\./)*static/vendor/[^"]+)"', text):
-            assert (page.parent / local).is_file(), (page, local)
-    dom = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name resolves: as offline as it gets
-            "--dump-dom",
-            (tmp_path / "docs" / "index.html").as_uri(),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    assert 'class="bootstrap-table' in dom  # the table plugin ran (jQuery, Bootstrap and it loaded)
-    assert dom.count("toy.manifest") >= 1 and "fa-check-circle" in dom  # rows drawn, with status icons
+    entries = json.loads((tmp_path / "docs" / "validations" / "toy" / "index-entries.json").read_text())
+    assert [e["asset_name"] for e in entries] == ["manifest", "sha256_splits", "subject_splits", "integrity"]
+    assert all((tmp_path / "docs" / e["filepath"]).is_file() for e in entries)
+    assert all((tmp_path / "docs" / e["expectation_suite_filepath"]).is_file() for e in entries)
+    # the index and the static files are the data-docs stage's: a validate stage writes only its suite
+    assert sorted(p.name for p in (tmp_path / "docs").iterdir()) == ["expectations", "validations"]
 
 
 def test_subject_on_two_sides_fails(tmp_path):
@@ -208,3 +179,137 @@ def test_a_missing_or_garbled_shard_fails_without_a_traceback(tmp_path):
     with pytest.raises(ValidationFailed):
         validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
     assert _integrity(tmp_path)["problems"] == {"missing shard": 12}
+
+
+def _rows(counts: dict[tuple[str, str], int]) -> list[tuple]:
+    """Variant rows with ``counts[(split, emotion)]`` pictures each (emotion in angry / happy / sad)."""
+    labels = {"angry": 0, "happy": 3, "sad": 5}
+    rows, identity = [], 0
+    for (split, emotion), n in counts.items():
+        for _ in range(n):
+            rows.append((f"k{identity}", split, emotion, labels[emotion], f"s{identity}", identity))
+            identity += 1
+    return rows
+
+
+def _failed_checks(metrics) -> list[str]:
+    batches = json.loads(metrics.read_text())["batches"]
+    return [r.get("check", r["expectation"]) for results in batches.values() for r in results if not r["success"]]
+
+
+def test_class_balance_is_bounded_by_the_stated_ratio(tmp_path):
+    """9 happy, 3 sad, 4 angry: the largest class is 3x the smallest; every class is above a min count,
+    so only the ratio can catch it."""
+    variant = _variant(tmp_path / "toy", _rows({("train", "happy"): 9, ("train", "sad"): 3, ("test", "angry"): 4}))
+    note = "Imbalanced by nature: sad is rare."
+    with pytest.raises(ValidationFailed):
+        validate_variant(
+            variant, _suite(max_class_ratio=2.9, class_ratio_note=note), tmp_path / "q.json", tmp_path / "docs"
+        )
+    described = (
+        "Class balance: the largest class has at most 2.9 times the rows of the smallest present class"
+        " (here happy 9 vs sad 3 rows)."
+    )
+    assert _failed_checks(tmp_path / "q.json") == [f"{described} {note}"]
+    [result] = json.loads((tmp_path / "q.json").read_text())["batches"]["class_balance"]
+    assert result["observed"] == 3.0
+    assert json.loads((tmp_path / "q.json").read_text())["class_balance"] == {
+        "ratio": 3.0,
+        "largest": "happy",
+        "smallest": "sad",
+        "max_ratio": 2.9,
+        "splits": ["train", "val", "test"],
+    }
+    pages = "".join(p.read_text() for p in (tmp_path / "docs" / "validations" / "toy").rglob("*.html"))
+    assert note in pages and "ratio_to_smallest" in pages  # the Data Docs state the bound and why
+    summary = validate_variant(variant, _suite(max_class_ratio=3), tmp_path / "q.json", tmp_path / "docs")
+    assert summary["success"] and summary["class_balance"]["ratio"] == 3.0
+
+
+def test_class_balance_over_the_named_splits_only(tmp_path):
+    """SMOTE balances train only: its natural val / test splits must not fail a train-balance bound."""
+    counts = {("train", "happy"): 5, ("train", "sad"): 5, ("test", "happy"): 8, ("test", "sad"): 1}
+    variant = _variant(tmp_path / "toy", _rows(counts))
+    whole = _suite(max_class_ratio=1)
+    with pytest.raises(ValidationFailed):
+        validate_variant(variant, whole, tmp_path / "q.json", tmp_path / "docs")
+    assert json.loads((tmp_path / "q.json").read_text())["class_balance"]["ratio"] == round(13 / 6, 4)
+    train = _suite(max_class_ratio=1, class_ratio_splits=("train",))
+    summary = validate_variant(variant, train, tmp_path / "q.json", tmp_path / "docs")
+    assert summary["success"] and summary["class_balance"]["ratio"] == 1.0
+
+
+def test_class_balance_without_a_bound_is_reported_not_checked(tmp_path):
+    variant = _variant(tmp_path / "toy", _rows({("train", "happy"): 9, ("train", "sad"): 1}))
+    summary = validate_variant(variant, _suite(), tmp_path / "q.json", tmp_path / "docs")
+    assert summary["success"] and "class_balance" not in summary["batches"]
+    assert summary["class_balance"]["ratio"] == 9.0 and summary["class_balance"]["max_ratio"] is None
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"max_class_ratio": 0.5}, "at least 1"),
+        ({"max_class_ratio": float("inf")}, "at least 1"),
+        ({"max_class_ratio": "10"}, "must be a number"),
+        ({"max_class_ratio": 2, "label_space": "none"}, "needs emotion labels"),
+        ({"class_ratio_splits": ("train", "holdout")}, "['holdout'] are not among splits"),
+    ],
+)
+def test_a_balance_bound_that_cannot_be_right_is_refused(values, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SuiteConfig(**values)
+
+
+def test_by_hand_validate_finds_the_suite_of_its_variant(tmp_path, monkeypatch):
+    """`fersynth validate data/filtered/fer2013` once checked and wrote suite `fer2013` (the directory's name):
+    another suite's outputs, rewritten with other numbers, and `dvc status` dirty."""
+    from click.testing import CliRunner
+
+    from fersynth.cli import main
+
+    for folder in ("data/original/fer2013", "data/filtered/fer2013"):
+        _variant(tmp_path / folder, GOOD)
+    suites = {
+        "fer2013": {"variant": "data/original/fer2013", "min_per_class": 0, "max_class_ratio": 1},
+        "filtered_fer2013": {"variant": "data/filtered/fer2013", "min_per_class": 0, "subjects_disjoint": True},
+    }
+    (tmp_path / "params.yaml").write_text(json.dumps({"validate": {"suites": suites}}))
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["validate", "data/filtered/fer2013"])
+    assert done.exit_code == 0, done.output
+    assert sorted(p.name for p in (tmp_path / "metrics" / "quality").iterdir()) == ["filtered_fer2013.json"]
+    assert "subject_splits" in json.loads((tmp_path / "metrics/quality/filtered_fer2013.json").read_text())["batches"]
+    assert sorted(p.name for p in (tmp_path / "reports/data_docs/validations").iterdir()) == ["filtered_fer2013"]
+
+
+def _tree(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_validating_twice_writes_the_same_bytes(tmp_path, monkeypatch):
+    """The site and the metrics are DVC outputs: a second run (by hand, after a pull) must leave them as
+    they were, byte for byte, wherever the project sits, so `dvc status` stays clean."""
+    from click.testing import CliRunner
+
+    from fersynth.cli import main
+
+    trees = []
+    for clone in ("a", "b"):
+        root = tmp_path / clone
+        _variant(root / "data" / "toy", GOOD)
+        (root / "params.yaml").write_text(
+            json.dumps(
+                {"validate": {"suites": {"toy": {"variant": "data/toy", "min_per_class": 0, "max_class_ratio": 2}}}}
+            )
+        )
+        monkeypatch.chdir(root)
+        for _ in range(2 if clone == "a" else 1):
+            for command in (["validate", "data/toy"], ["data-docs"]):
+                done = CliRunner().invoke(main, command)
+                assert done.exit_code == 0, done.output
+            trees.append(_tree(root / "reports") | _tree(root / "metrics"))
+    assert trees[0] == trees[1] == trees[2]
+    assert "data_docs/index.html" in trees[0] and "data_docs/static/vendor/js/jquery.min.js" in trees[0]
+    text = b"".join(trees[0].values()).decode("utf-8", "replace")
+    assert str(tmp_path) not in text  # no absolute path of the checkout in any output

@@ -86,7 +86,11 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
 
 @main.command()
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--suite", help="Suite name under params validate.suites (default: the variant's directory name).")
+@click.option(
+    "--suite",
+    help="Suite name under params validate.suites [default: the suite whose `variant` is VARIANT, else the "
+    "variant's directory name].",
+)
 @click.option(
     "--metrics",
     "metrics_path",
@@ -97,7 +101,8 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
     "--docs",
     "docs_dir",
     type=click.Path(path_type=Path),
-    help="Data Docs directory [default: reports/data_docs/<suite>].",
+    help="Data Docs site to write the suite's pages into [default: reports/data_docs]; `fersynth data-docs` "
+    "then lists them in the site's index.",
 )
 @click.option(
     "--section",
@@ -118,10 +123,14 @@ def validate(
 
     from fersynth.leakage import evaluator_not_in
     from fersynth.paths import data_docs_dir, quality_metrics_path
-    from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
+    from fersynth.paths import params_path as project_params
+    from fersynth.validate import SuiteConfig, ValidationFailed, suite_for_variant, validate_variant
 
-    suite = suite or variant.name
     params = load_params(params_path)
+    if suite is None and section_name is None:
+        suites = section(params, "validate.suites", required=False)
+        suite = suite_for_variant(suites, variant, (params_path or project_params()).resolve().parent)
+    suite = suite or variant.name
     values = section(params, section_name or f"validate.suites.{suite}")
     values.pop("variant", None)  # where dvc.yaml finds the variant; the suite itself does not need it
     config = build(SuiteConfig, values)
@@ -132,12 +141,28 @@ def validate(
             variant,
             config,
             metrics_path or quality_metrics_path(suite),
-            docs_dir or data_docs_dir(suite),
+            docs_dir or data_docs_dir(),
             name=suite,
         )
     except ValidationFailed as failure:
         click.echo(f"validation failed: {failure}", err=True)
         sys.exit(1)
+
+
+@main.command("data-docs")
+@click.option(
+    "--site",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data Docs site [default: reports/data_docs].",
+)
+def data_docs(site: Path | None) -> None:
+    """Write the Data Docs index of every suite `fersynth validate` published into SITE, and the site's one
+    copy of the static files; exits non-zero when a page links to a file the site does not hold."""
+    from fersynth.data_docs import build_site
+    from fersynth.paths import data_docs_dir
+
+    build_site(site or data_docs_dir())
 
 
 @main.command()

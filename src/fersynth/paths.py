@@ -218,9 +218,41 @@ def quality_metrics_path(suite: str) -> Path:
     return workspace_root() / "metrics" / "quality" / f"{suite}.json"
 
 
-def data_docs_dir(suite: str) -> Path:
-    """``reports/data_docs/<suite>/`` (Great Expectations Data Docs site of one suite)."""
-    return workspace_root() / "reports" / "data_docs" / suite
+def data_docs_dir() -> Path:
+    """``reports/data_docs/``: the one Great Expectations Data Docs site of every suite (:class:`DataDocsLayout`)."""
+    return workspace_root() / "reports" / "data_docs"
+
+
+@dataclass(frozen=True)
+class DataDocsLayout:
+    """The Data Docs site: each ``validate`` stage owns its suite's two page folders, the ``data-docs``
+    stage the index and the static files. ``validations/<suite>`` and ``expectations/<suite>`` are Great
+    Expectations' own layout (a page's links to the index and ``static/`` are relative to the site root),
+    so they are named here, not chosen."""
+
+    root: Path
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.html"
+
+    @property
+    def static(self) -> Path:
+        return self.root / "static"
+
+    @property
+    def validations_dir(self) -> Path:
+        return self.root / "validations"
+
+    def validations(self, suite: str) -> Path:
+        return self.validations_dir / suite
+
+    def expectations(self, suite: str) -> Path:
+        return self.root / "expectations" / suite
+
+    def entries(self, suite: str) -> Path:
+        """The suite's rows of the site index (JSON), written beside its validation pages."""
+        return self.validations(suite) / "index-entries.json"
 
 
 def ground_truth_path(demo_root: Path, dataset: str) -> Path:

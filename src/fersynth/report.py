@@ -20,7 +20,7 @@ import pandas as pd
 
 from fersynth.atomic import atomic_path
 from fersynth.log import get_logger
-from fersynth.paths import EvaluateLayout
+from fersynth.paths import DataDocsLayout, EvaluateLayout
 
 log = get_logger(__name__)
 
@@ -160,16 +160,22 @@ def _one_class(report: dict) -> dict[str, dict[str, list[str]]]:
 
 
 def provenance(out: Path) -> dict:
-    """Where the numbers come from: links to each suite's Data Docs beside the page
-    (``reports/data_docs/<suite>``). No commit, time or experiment name: the page is a DVC output, and a
-    fresh clone that reproduces the pipeline must write the same bytes (the commit of the build is not known
-    before the build is committed; ``dvc status`` says whether the page matches ``dvc.lock``)."""
-    docs = out.parent / "data_docs"
-    suites = sorted(p.name for p in docs.iterdir() if (p / "index.html").is_file()) if docs.is_dir() else []
-    return {"data_docs": {suite: f"data_docs/{suite}/index.html" for suite in suites}}
+    """Where the numbers come from: links to the Data Docs site beside the page (``reports/data_docs``),
+    its index of every suite first, then each suite's first validation page (its manifest checks). No
+    commit, time or experiment name: the page is a DVC output, and a fresh clone that reproduces the
+    pipeline must write the same bytes (the commit of the build is not known before the build is committed;
+    ``dvc status`` says whether the page matches ``dvc.lock``)."""
+    site = DataDocsLayout(out.parent / "data_docs")
+    links = {"all suites": "data_docs/index.html"} if site.index.is_file() else {}
+    suites = sorted(p.name for p in site.validations_dir.iterdir()) if site.validations_dir.is_dir() else []
+    for suite in suites:
+        entries = _json(site.entries(suite)) or []
+        if entries:
+            links[suite] = f"data_docs/{entries[0]['filepath']}"  # already URL-quoted, relative to the site
+    return {"data_docs": links}
 
 
-def _json(path: Path) -> dict | None:
+def _json(path: Path) -> dict | list | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 

@@ -2,22 +2,25 @@
 
 Checks that every image decodes to the pixels its manifest hash names (a corrupted object pulled from a
 remote fails here), label and split domains, unique pixel hashes, that no hash or subject sits in two
-splits, and per-class count bounds; writes ``metrics/quality/<variant>.json`` and Data Docs HTML. A failing
-suite raises :class:`ValidationFailed`, which fails the DVC stage.
+splits, per-class count bounds and a stated bound on class imbalance (largest / smallest class); writes
+``metrics/quality/<suite>.json`` and the suite's pages of the one Data Docs site (:mod:`fersynth.data_docs`).
+A failing suite raises :class:`ValidationFailed`, which fails the DVC stage.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
-from fersynth.atomic import atomic_path, write_json
+from fersynth.atomic import write_json
+from fersynth.data_docs import index_entry, publish_suite, run_identity
+from fersynth.errors import UsageError
 from fersynth.integrity import check_images
 from fersynth.integrity import summarize as summarize_integrity
 from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS, LABEL_SPACES
@@ -47,26 +50,47 @@ class SuiteConfig:
     not_in: tuple[str, ...] = ()  # variant directories: none of our pictures may be in their train or val split
     derive_not_in: bool = False  # the evaluator's: `fersynth validate` adds fersynth.leakage.evaluator_not_in
     require_demographics: bool = True  # label_space none: gender / ethnicity / age group must be there (UTKFace)
+    # Class balance: rows of the largest class / rows of the smallest present class (absent classes are
+    # min_per_class's concern), over the rows of class_ratio_splits (empty: every split), at most
+    # max_class_ratio (None: reported in the metrics, not checked); class_ratio_note says why the bound
+    # is what it is (a source imbalanced by nature) and shows in the Data Docs beside the check.
+    max_class_ratio: float | None = None
+    class_ratio_splits: tuple[str, ...] = ()
+    class_ratio_note: str = ""
 
     def __post_init__(self) -> None:
         if self.label_space not in (*LABEL_SPACES, "none"):
             raise ValueError(f"label_space must be one of {[*LABEL_SPACES, 'none']}, got {self.label_space!r}")
+        if self.max_class_ratio is not None:
+            if isinstance(self.max_class_ratio, bool) or not isinstance(self.max_class_ratio, int | float):
+                raise ValueError(f"max_class_ratio must be a number, got {self.max_class_ratio!r}")
+            if not (math.isfinite(self.max_class_ratio) and self.max_class_ratio >= 1):
+                raise ValueError(f"max_class_ratio is largest / smallest class, at least 1; got {self.max_class_ratio}")
+            if self.label_space == "none":
+                raise ValueError("max_class_ratio needs emotion labels; label_space none has none")
+        unknown = sorted(set(self.class_ratio_splits) - set(self.splits))
+        if unknown:
+            raise ValueError(f"class_ratio_splits {unknown} are not among splits {list(self.splits)}")
 
 
 class ValidationFailed(RuntimeError):
     pass
 
 
-DOCS_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-def _run_id(position: int):
-    """A fixed run identity per batch. The Data Docs are a DVC output: GX's default (the wall clock) changed
-    their bytes on every run, and equal times would leave their order to the file system. So batch k's run is
-    dated DOCS_EPOCH + k seconds: the page lists batches in the order they were checked."""
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    return RunIdentifier(run_name="fersynth-validate", run_time=DOCS_EPOCH + timedelta(seconds=position))
+def suite_for_variant(suites: dict, variant: Path, root: Path) -> str | None:
+    """The suite of ``params.yaml: validate.suites`` whose ``variant`` (relative to the project ``root``) is
+    ``variant``; None when none is. ``fersynth validate data/filtered/fer2013`` by hand must check and
+    write ``filtered_fer2013``, not the suite named like the directory (``fer2013``): that overwrote
+    another suite's outputs and left ``dvc status`` dirty."""
+    target = Path(variant).resolve()
+    found = sorted(
+        name
+        for name, spec in (suites or {}).items()
+        if isinstance(spec, dict) and spec.get("variant") and (root / spec["variant"]).resolve() == target
+    )
+    if len(found) > 1:
+        raise UsageError(f"{variant} is the variant of suites {found}; pick one with --suite")
+    return found[0] if found else None
 
 
 def _crosses(manifest: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -153,6 +177,8 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
         )
     if config.balanced_cells:
         batches["balanced_cells"] = _cell_counts(manifest, config)
+    if config.max_class_ratio is not None:
+        batches["class_balance"] = class_balance_batch(manifest, config)
     if config.not_in:
         seen: set[str] = set()
         for other in config.not_in:
@@ -168,6 +194,52 @@ def build_batches(manifest: pd.DataFrame, config: SuiteConfig) -> dict[str, tupl
             ],
         )
     return batches
+
+
+def class_counts(manifest: pd.DataFrame, config: SuiteConfig) -> pd.DataFrame:
+    """Rows per present class over ``class_ratio_splits`` (every split when empty), largest first, and each
+    class's multiple of the smallest (``ratio_to_smallest``; its maximum is the suite's imbalance ratio)."""
+    scope = manifest[manifest["split"].isin(config.class_ratio_splits)] if config.class_ratio_splits else manifest
+    counts = scope.dropna(subset=["emotion"]).groupby("emotion").size().rename("count").reset_index()
+    counts = counts.sort_values(["count", "emotion"], ascending=[False, True], ignore_index=True)
+    counts["ratio_to_smallest"] = counts["count"] / counts["count"].min() if len(counts) else []
+    return counts.astype({"emotion": "object"})
+
+
+def class_balance(manifest: pd.DataFrame, config: SuiteConfig) -> dict:
+    """The suite's imbalance for the metrics: ratio, its largest and smallest class, and the bound."""
+    counts = class_counts(manifest, config)
+    ratio = float(counts["ratio_to_smallest"].max()) if len(counts) else None
+    return {
+        "ratio": None if ratio is None else round(ratio, 4),
+        "largest": counts["emotion"].iloc[0] if len(counts) else None,
+        "smallest": counts["emotion"].iloc[-1] if len(counts) else None,
+        "max_ratio": config.max_class_ratio,
+        "splits": list(config.class_ratio_splits or config.splits),
+    }
+
+
+def class_balance_batch(manifest: pd.DataFrame, config: SuiteConfig) -> tuple[pd.DataFrame, list]:
+    """The largest class holds at most ``max_class_ratio`` times the rows of the smallest present one. GX
+    has no ratio-of-value-counts expectation, so it checks the maximum of the per-class table's
+    ``ratio_to_smallest``: the Data Docs show the ratio as the observed value, and the description names
+    the two classes it compares and the note that explains the bound."""
+    import great_expectations.expectations as gxe
+
+    counts = class_counts(manifest, config)
+    where = f" in {', '.join(config.class_ratio_splits)}" if config.class_ratio_splits else ""
+    extremes = ""
+    if len(counts):
+        largest, smallest = counts.iloc[0], counts.iloc[-1]
+        extremes = f" (here {largest['emotion']} {largest['count']} vs {smallest['emotion']} {smallest['count']} rows)"
+    description = (
+        f"Class balance{where}: the largest class has at most {config.max_class_ratio:g} times the rows of the"
+        f" smallest present class{extremes}.{' ' + config.class_ratio_note if config.class_ratio_note else ''}"
+    )
+    check = gxe.ExpectColumnMaxToBeBetween(
+        column="ratio_to_smallest", min_value=1, max_value=config.max_class_ratio, description=description
+    )
+    return counts, [check]
 
 
 def integrity_batch(checked: pd.DataFrame) -> tuple[pd.DataFrame, list]:
@@ -203,33 +275,69 @@ def _cell_counts(manifest: pd.DataFrame, config: SuiteConfig) -> tuple[pd.DataFr
 
 
 def validate_variant(
-    variant_dir: Path, config: SuiteConfig, metrics_path: Path, docs_dir: Path, name: str | None = None
+    variant_dir: Path, config: SuiteConfig, metrics_path: Path, site: Path, name: str | None = None
 ) -> dict:
-    """Run the suite; write metrics and Data Docs; raise :class:`ValidationFailed` on any failure."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # offline machines: no usage pings
-    import great_expectations as gx
-
+    """Run the suite; write its metrics and its pages of the Data Docs ``site`` (``fersynth data-docs`` then
+    lists them in the site's index); raise :class:`ValidationFailed` on any failure."""
     variant = Variant(variant_dir)
     name = name or variant.name
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False}
-    source = context.data_sources.add_pandas(f"{name}_source")
-    scratch = Path(tempfile.mkdtemp(prefix="gx-docs-"))
-    context.add_data_docs_site(
-        site_name="fersynth",
-        site_config={
-            "class_name": "SiteBuilder",
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(scratch)},
-        },
-    )
     summary: dict = {"variant": name, "rows": len(variant.manifest), "batches": {}}
     if config.not_in:
         summary["not_in"] = list(config.not_in)
+    if config.label_space != "none":
+        summary["class_balance"] = class_balance(variant.manifest, config)
     batches = build_batches(variant.manifest, config)
     checked = check_images(variant)
     batches["integrity"] = integrity_batch(checked)
     summary["integrity"] = summarize_integrity(checked)
+    scratch = Path(tempfile.mkdtemp(prefix="gx-docs-"))
+    try:
+        summary["batches"], entries = _run_batches(name, batches, variant.layout.manifest, scratch)
+        publish_suite(scratch, site, name, entries)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    failures = [r for results in summary["batches"].values() for r in results if not r["success"]]
+    summary |= {
+        "success": not failures,
+        "evaluated": sum(len(v) for v in summary["batches"].values()),
+        "failed": len(failures),
+    }
+    write_json(metrics_path, summary)
+    log.info(
+        "validate %s: %d expectations, %d failed; Data Docs pages in %s",
+        name,
+        summary["evaluated"],
+        len(failures),
+        site,
+    )
+    if failures:
+        for failure in failures:
+            check = f"{failure['check']} [{failure['expectation']}]" if "check" in failure else failure["expectation"]
+            log.error("validate %s: FAILED %s; observed %s", name, check, failure["observed"])
+        raise ValidationFailed(f"{name}: {len(failures)} expectation(s) failed; see {metrics_path}")
+    return summary
+
+
+def _run_batches(
+    name: str, batches: dict[str, tuple[pd.DataFrame, list]], manifest: Path, scratch: Path
+) -> tuple[dict[str, list[dict]], list[dict]]:
+    """Validate every batch as suite ``<name>.<batch>`` in an in-memory GX context and build its Data Docs
+    pages into ``scratch`` (offline, reproducible). Returns each batch's described results and the suite's
+    rows of the site index."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # offline machines: no usage pings
+    import great_expectations as gx
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas(f"{name}_source")
+    context.add_data_docs_site(
+        site_name="fersynth",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(scratch)},
+        },
+    )
+    described, entries = {}, []
     for position, (batch_name, (frame, expectations)) in enumerate(batches.items()):
         suite = context.suites.add(gx.ExpectationSuite(name=f"{name}.{batch_name}"))
         for expectation in expectations:
@@ -244,36 +352,15 @@ def validate_variant(
         checkpoint = context.checkpoints.add(
             gx.Checkpoint(name=f"{name}.{batch_name}", validation_definitions=[definition], result_format="BASIC")
         )
-        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=_run_id(position))
-        summary["batches"][batch_name] = [_describe(r) for run in result.run_results.values() for r in run.results]
-    context.build_data_docs(site_names=["fersynth"])  # once, from every checkpoint's stored results
+        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_identity(manifest, position))
+        described[batch_name] = [_describe(r) for run in result.run_results.values() for r in run.results]
+        entries += [index_entry(key, run) for key, run in result.run_results.items()]
+    context.build_data_docs(site_names=["fersynth"], build_index=False)  # the site's index: `fersynth data-docs`
     external = make_offline(scratch)  # vendored jQuery / Bootstrap / icons: the docs render without internet
     make_reproducible(scratch)  # the same bytes every run: random element ids and load times pinned
     if external:
         log.warning("validate %s: Data Docs still fetch %s (a newer GX?)", name, ", ".join(external))
-    failures = [r for results in summary["batches"].values() for r in results if not r["success"]]
-    summary |= {
-        "success": not failures,
-        "evaluated": sum(len(v) for v in summary["batches"].values()),
-        "failed": len(failures),
-    }
-    write_json(metrics_path, summary)
-    with atomic_path(docs_dir, kind="docs") as tmp:
-        shutil.copytree(scratch, tmp)
-    shutil.rmtree(scratch, ignore_errors=True)
-    log.info(
-        "validate %s: %d expectations, %d failed; Data Docs in %s",
-        name,
-        summary["evaluated"],
-        len(failures),
-        docs_dir / "index.html",
-    )
-    if failures:
-        for failure in failures:
-            check = f"{failure['check']} [{failure['expectation']}]" if "check" in failure else failure["expectation"]
-            log.error("validate %s: FAILED %s; observed %s", name, check, failure["observed"])
-        raise ValidationFailed(f"{name}: {len(failures)} expectation(s) failed; see {metrics_path}")
-    return summary
+    return described, entries
 
 
 def _describe(result) -> dict:
