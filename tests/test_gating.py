@@ -35,7 +35,7 @@ def suite_metrics(params: dict, stages: dict) -> dict[str, str]:
     for stage in stages.values():
         words = stage["cmd"].split()
         if words[:2] == ["fersynth", "validate"]:
-            [metrics] = stage["metrics"]
+            [metrics] = [o for o in stage["outs"] if o.startswith("metrics/quality/")]
             assert suites.setdefault(words[2], metrics) == metrics, words[2]
     return suites
 
@@ -65,7 +65,7 @@ def test_every_stage_that_reads_a_variant_depends_on_its_suite(stages):
         for dep in stage["deps"]
         if (variant := read_variant(dep, suites))
         and suites[variant] not in stage["deps"]
-        and suites[variant] not in stage["metrics"]  # the suite's own stage
+        and suites[variant] not in stage["outs"]  # the suite's own stage
         and (name, dep) not in HASH_ONLY_READS
     ]
     assert not missing, "\n".join(missing)

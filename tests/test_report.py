@@ -37,7 +37,7 @@ def inputs(tmp_path):
     }
     (metrics / "evaluate" / "per_class" / "fer2013").mkdir(parents=True)
     (metrics / "evaluate" / "per_class" / "fer2013" / "evaluator.json").write_text(json.dumps(report))
-    _png(metrics / "evaluate" / "confusion" / "fer2013" / "evaluator.png", 30)
+    _png(metrics / "evaluate" / "confusion_figures" / "fer2013" / "evaluator.png", 30)
     gender = {
         "per_group": {"female": 0.2, "male": 0.3},
         "per_group_ci95": {"female": [0.1, 0.3], "male": [0.2, 0.4]},
