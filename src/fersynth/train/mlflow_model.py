@@ -1,12 +1,19 @@
-"""Trained classifiers as MLflow models: every trial is logged in its run as a pyfunc model (from code:
-:mod:`fersynth.train.pyfunc_code`, with the trial's safetensors weights and config as its artifact, a signature
-and an input example), and the best trial of an experiment (highest validation accuracy, never the test split)
-is registered as ``fersynth-<experiment>``. The first log in a process costs ~2 s of imports (``fersynth warm``
-preloads them); each after that ~0.05 s."""
+"""Trained classifiers as MLflow models that load and serve with MLflow and their declared requirements alone
+(fersynth need not be installed): every trial is logged in its run as a pyfunc model from code
+(:mod:`fersynth.train.pyfunc_code`), with the fersynth modules that code runs copied in as its ``code_paths``
+(:func:`stage_code`), the trial's safetensors weights and ``config.json`` as its artifacts, an output signature
+and an input example. The best trial of a training (highest validation accuracy, never the test split) is
+registered as ``fersynth-<experiment>`` with its model card as the version's description; ``@champion`` names
+the version the repository's workspace holds (a training in a DVC temp workspace, ``dvc exp run --queue`` /
+``--temp``, registers its version but leaves the alias). The first log in a process costs ~2 s of imports
+(``fersynth warm`` preloads them); each after that ~0.1 s."""
 
 from __future__ import annotations
 
-import shutil
+import ast
+import hashlib
+import importlib
+import os
 import tempfile
 import warnings
 from importlib.metadata import PackageNotFoundError, version
@@ -14,37 +21,98 @@ from pathlib import Path
 
 import numpy as np
 
+from fersynth.paths import CheckpointLayout
+
 CODE = Path(__file__).with_name("pyfunc_code.py")
-REQUIREMENTS = ("torch", "torchvision", "safetensors", "numpy", "pandas", "mlflow")
+CODE_PACKAGE = "fersynth_pyfunc"  # not "fersynth": a process that has fersynth must not see it shadowed
+# fersynth modules the model's code runs, copied into CODE_PACKAGE; each may import third-party packages only
+SHIPPED_MODULES = {
+    "architectures": "fersynth.modeling.architectures",
+    "preprocess": "fersynth.preprocess",
+    "images": "fersynth.images",
+}
+REQUIREMENTS = ("mlflow", "torch", "torchvision", "safetensors", "numpy", "pandas", "pillow", "opencv-python-headless")
+CHAMPION = "champion"
+DESCRIPTION_LIMIT = 5000  # characters MLflow's registry keeps for a version's description
 
 
 def registered_name(experiment: str) -> str:
     return f"fersynth-{experiment}"
 
 
+def stage_code(directory: Path) -> Path:
+    """Write the package :data:`CODE_PACKAGE` (copies of :data:`SHIPPED_MODULES`) under ``directory``; returns
+    its folder, for ``code_paths``. Raises ``RuntimeError`` if a module to ship imports fersynth: the copy would
+    fail where fersynth is not installed."""
+    package = Path(directory) / CODE_PACKAGE
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        '"""Copies of the fersynth modules this MLflow model runs, made when it was logged."""\n'
+    )
+    for name, module in SHIPPED_MODULES.items():
+        source = Path(importlib.import_module(module).__file__).read_text()
+        if fersynth_imports(source):
+            raise RuntimeError(f"{module} imports {sorted(fersynth_imports(source))}: it cannot ship in a model")
+        (package / f"{name}.py").write_text(source)
+    return package
+
+
+def fersynth_imports(source: str) -> set[str]:
+    """fersynth (or relative) modules that ``source`` imports anywhere, lazily inside functions too."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "fersynth"}
+        elif isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").split(".")[0] == "fersynth"):
+            found.add("." * node.level + (node.module or ""))
+    return found
+
+
 def log_trial_model(trial_dir: Path, example: np.ndarray, probabilities: np.ndarray, classes) -> str:
     """Log ``trial_dir`` (a saved ``fersynth train`` trial) as the active run's ``model``; returns its URI.
-    ``example``: a few of the trial's own input images (uint8 N x C x H x W); ``probabilities``: the trial's
-    output for them (the signature's output schema)."""
+    ``example``: a few of the trial's own input images (uint8 N x C x H x W, the input example);
+    ``probabilities``: the trial's output for them, which the logged model must reproduce."""
     import mlflow
-    import pandas as pd
-    from mlflow.models import infer_signature
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
 
-    signature = infer_signature(example, pd.DataFrame(probabilities.astype(np.float32), columns=list(classes)))
+    # No input schema: MLflow would cast served JSON to it (floats in [0, 1] to uint8 zeros, silently) and
+    # could not also take pictures; the model checks its input itself and refuses with a message.
+    outputs = Schema([ColSpec("float", name) for name in classes])
+    layout = CheckpointLayout(Path(trial_dir))
     with tempfile.TemporaryDirectory() as staging, warnings.catch_warnings():
-        # MLflow names an artifact after its directory: the same name for every trial (not "seed-3" or a temp name)
-        weights = Path(staging) / "weights"
-        shutil.copytree(trial_dir, weights)
-        warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": the signature validates input
+        warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": it checks its input itself
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(CODE),
-            artifacts={"model": str(weights)},
-            signature=signature,
-            input_example=example,
+            artifacts={"weights": str(layout.weights), "config": str(layout.config)},
+            code_paths=[str(stage_code(Path(staging)))],
+            signature=ModelSignature(outputs=outputs),
+            input_example=np.ascontiguousarray(example),
             pip_requirements=_requirements(),
+            metadata={"classes": list(classes), "input": _input_note(example)},
         )
+    _check_reproduces(info.model_uri, example, probabilities)
     return info.model_uri
+
+
+def _check_reproduces(model_uri: str, example: np.ndarray, probabilities: np.ndarray) -> None:
+    """Load the logged model as a user would and raise ``RuntimeError`` unless it gives the trial's own
+    probabilities for ``example`` (a missing shipped module or a preparation that differs shows up here, at
+    training, rather than at serving). The tolerance allows a GPU-trained trial computed on a CPU."""
+    import mlflow
+
+    served = mlflow.pyfunc.load_model(model_uri).predict(example).to_numpy()
+    if served.shape != probabilities.shape or not np.allclose(served, probabilities, atol=1e-3):
+        raise RuntimeError(f"the MLflow model {model_uri} does not reproduce its trial's probabilities")
+
+
+def _input_note(example: np.ndarray) -> str:
+    _, channels, height, width = example.shape
+    return (
+        f"uint8 pixels 0-255, N x {channels} x {height} x {width} (JSON: {{'inputs': [...]}}); or encoded pictures, "
+        "one face each, in an 'image' column (JSON: base64 strings in dataframe_split or {'inputs': {'image': [...]}})"
+    )
 
 
 def best_trial(trials: list[dict]) -> dict:
@@ -52,15 +120,45 @@ def best_trial(trials: list[dict]) -> dict:
     return max(trials, key=lambda t: (t["best_val_accuracy"], -t["seed"]))
 
 
-def register_best(experiment: str, trials: list[dict]) -> dict:
-    """Register :func:`best_trial` under :func:`registered_name`; ``trials``: ``seed``, ``best_val_accuracy`` and
-    ``model_uri`` each."""
+def register_best(experiment: str, trials: list[dict], card: str, weights: Path, champion: bool) -> dict:
+    """Register :func:`best_trial` under :func:`registered_name` with the model ``card`` as its description and
+    the sha256 of its ``weights`` file as a tag (which version a model directory holds); ``champion``: point
+    ``@champion`` at it. ``trials``: ``seed``, ``best_val_accuracy`` and ``model_uri`` each."""
     import mlflow
 
     best = best_trial(trials)
-    tags = {"fersynth.experiment": experiment, "fersynth.trial_seed": str(best["seed"])}
-    version_ = mlflow.register_model(best["model_uri"], registered_name(experiment), tags=tags)
-    return {"name": version_.name, "version": version_.version, "seed": best["seed"], "model_uri": best["model_uri"]}
+    name = registered_name(experiment)
+    tags = {
+        "fersynth.experiment": experiment,
+        "fersynth.trial_seed": str(best["seed"]),
+        "fersynth.best_val_accuracy": str(best["best_val_accuracy"]),
+        "fersynth.weights_sha256": hashlib.sha256(Path(weights).read_bytes()).hexdigest(),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    registered = mlflow.register_model(best["model_uri"], name, tags=tags)
+    client = mlflow.MlflowClient()
+    client.update_registered_model(name, description=_model_description(experiment))
+    client.update_model_version(name, registered.version, description=_card_description(card))
+    if champion:
+        client.set_registered_model_alias(name, CHAMPION, registered.version)
+    return {"name": name, "version": registered.version, "seed": best["seed"], "model_uri": best["model_uri"]}
+
+
+def _model_description(experiment: str) -> str:
+    return (
+        f"The best-validation trial of each `fersynth train {experiment}` training (params.yaml: train.{experiment}), "
+        f"one version per training. `@{CHAMPION}`: the version the repository's workspace holds. A version's "
+        "description is its model card; it loads and serves with MLflow alone (see its pyfunc code)."
+    )
+
+
+def _card_description(card: str) -> str:
+    """The card, cut to what the registry keeps (the full card is MODEL_CARD.md beside the weights)."""
+    if len(card) <= DESCRIPTION_LIMIT:
+        return card
+    note = "\n\n[cut: the full card is MODEL_CARD.md in the model directory and in the parent run's artifacts]\n"
+    return card[: DESCRIPTION_LIMIT - len(note)] + note
 
 
 def _requirements() -> list[str]:
