@@ -10,8 +10,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from click.testing import CliRunner
 
 from fersynth import tracking
+from fersynth.cli import main
 from tests.test_validate import GOOD, _variant
 
 # A training stage in a child process: imports first, then (optionally) waits for a start file so that
@@ -220,7 +222,8 @@ def test_the_tracking_database_and_its_artifacts_move_with_the_repository(store,
     provenance = {("tags", "fersynth.dvc_root"), ("tags", "mlflow.source.name"), ("logged_model_tags", "tag_value")}
     assert _values_naming(moved / "mlflow.db", str(repo)) <= provenance
     assert client.get_run(run.info.run_id).info.artifact_uri.startswith((moved / "mlartifacts").as_uri())
-    assert tracking.relocate_store() == 0  # in place: nothing rewritten again
+    relocated = CliRunner().invoke(main, ["mlflow-relocate"])  # in place: nothing rewritten again
+    assert relocated.exit_code == 0 and relocated.output == "0 artifact location(s) rewritten\n", relocated.output
     # any MLflow client now reads artifacts and models, from any working directory, without fersynth
     monkeypatch.delenv("DVC_ROOT")
     (tmp_path / "got").mkdir()
@@ -261,6 +264,10 @@ def test_locations_written_by_the_old_fersynth_repo_scheme_become_file_uris(stor
 
 def test_relocating_needs_a_sqlite_database(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    result = CliRunner().invoke(main, ["mlflow-relocate"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.startswith("fersynth mlflow-relocate: error: no sqlite tracking database at sqlite:///")
+    assert len(result.output.strip().splitlines()) == 1
     with pytest.raises(tracking.FersynthError, match="no sqlite tracking database"):
         tracking.relocate_store()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
