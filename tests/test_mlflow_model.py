@@ -334,3 +334,17 @@ def test_mlflow_models_serve_answers_json_pixels_and_base64_pictures_without_fer
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=60)
+
+
+def test_only_a_dvc_stage_in_the_workspace_is_the_current_experiment(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    monkeypatch.chdir(repo)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    assert not mlflow_model.is_current(repo / "models" / "fer2013")  # a side run by hand, outside DVC
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    assert mlflow_model.is_current(Path("models/fer2013"))  # dvc repro / dvc exp run in the workspace
+    temp = repo / ".dvc" / "tmp" / "exps" / "run" / "x1"
+    temp.mkdir(parents=True)
+    monkeypatch.chdir(temp)
+    assert not mlflow_model.is_current(Path("models/fer2013"))  # dvc exp run --queue / --temp

@@ -4,9 +4,9 @@
 (:func:`stage_code`), the trial's safetensors weights and ``config.json`` as its artifacts, an output signature
 and an input example. The best trial of a training (highest validation accuracy, never the test split) is
 registered as ``fersynth-<experiment>`` with its model card as the version's description; ``@champion`` names
-the version the repository's workspace holds (a training in a DVC temp workspace, ``dvc exp run --queue`` /
-``--temp``, registers its version but leaves the alias). The first log in a process costs ~2 s of imports
-(``fersynth warm`` preloads them); each after that ~0.1 s."""
+the version of the current DVC experiment (:func:`is_current`). The first log in a process costs ~2 s of imports
+(``fersynth warm`` preloads them); each after that ~0.2 s (0.1 s of it: loading the logged model back to check it
+reproduces the trial)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fersynth.paths import CheckpointLayout
+from fersynth.paths import CheckpointLayout, in_workspace
 
 CODE = Path(__file__).with_name("pyfunc_code.py")
 CODE_PACKAGE = "fersynth_pyfunc"  # not "fersynth": a process that has fersynth must not see it shadowed
@@ -113,6 +113,14 @@ def _input_note(example: np.ndarray) -> str:
         f"uint8 pixels 0-255, N x {channels} x {height} x {width} (JSON: {{'inputs': [...]}}); or encoded pictures, "
         "one face each, in an 'image' column (JSON: base64 strings in dataframe_split or {'inputs': {'image': [...]}})"
     )
+
+
+def is_current(model_dir: Path) -> bool:
+    """Whether a training writing ``model_dir`` is the repository's current DVC experiment, whose best trial
+    becomes ``@champion``: a DVC stage (``dvc repro``, ``dvc exp run``) writing into the workspace itself. A queued
+    or temp experiment (its own copy under ``.dvc/tmp``) or a side run outside DVC (``torchrun`` by hand)
+    registers its version, tagged, and leaves the alias where it was."""
+    return bool(os.environ.get("DVC_ROOT")) and in_workspace(Path(model_dir))
 
 
 def best_trial(trials: list[dict]) -> dict:

@@ -22,10 +22,10 @@ from fersynth.log import get_logger
 from fersynth.modeling.data import PRESETS, InputConfig, decoded
 from fersynth.modeling.floor import fit_floor
 from fersynth.modeling.metrics import mean_interval
-from fersynth.paths import CheckpointLayout, floor_path, in_workspace, trial_name
+from fersynth.paths import CheckpointLayout, floor_path, trial_name
 from fersynth.tracking import start_run, variant_hash
 from fersynth.train.card import write_model_card
-from fersynth.train.mlflow_model import best_trial, log_trial_model, register_best
+from fersynth.train.mlflow_model import best_trial, is_current, log_trial_model, register_best
 from fersynth.train.rows import training_rows
 from fersynth.train.trial import fit_trials
 from fersynth.variant import Variant
@@ -173,7 +173,7 @@ def train(
                 hashes = {path: variant_hash(Path(path)) for path in config.variants}
                 card = write_model_card(tmp, run_name, config, metrics, hashes)
                 weights = CheckpointLayout(outs[best["seed"]]).weights
-                registered = register_best(run_name, trials, card, weights, champion=in_workspace(Path(model_dir)))
+                registered = register_best(run_name, trials, card, weights, champion=is_current(model_dir))
                 _log_confusion_figure(best, data, classes, run_name)
                 _log_seed_summary(metrics, registered, tmp)
             log.info(
