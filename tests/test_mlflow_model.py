@@ -314,12 +314,20 @@ def test_mlflow_models_serve_answers_json_pixels_and_base64_pictures_without_fer
         assert status == 200, body
         got = pd.DataFrame(json.loads(body)["predictions"])[list(CLASSES)].to_numpy()
         assert got == pytest.approx(class_probabilities(model, pixels, 7), abs=1e-5)
-        # pictures: MLflow's server takes JSON, CSV or Parquet only, so bytes travel base64 in a JSON table
+        # pictures: MLflow's server takes JSON, CSV or Parquet bodies only; in JSON, bytes travel as base64
         picture = png(face("L", (48, 48)))
         table = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(picture).decode()]]}}
         status, body = post(f"{url}/invocations", json.dumps(table).encode(), "application/json")
         assert status == 200, body
         expected = class_probabilities(model, model_input(Image.open(io.BytesIO(picture)), GREY)[None], 7)
+        assert pd.DataFrame(json.loads(body)["predictions"])[list(CLASSES)].to_numpy() == pytest.approx(
+            expected, abs=1e-5
+        )
+        # the same picture as raw bytes: a Parquet body with a binary 'image' column (no base64)
+        buffer = io.BytesIO()
+        pd.DataFrame({"image": [picture]}).to_parquet(buffer)
+        status, body = post(f"{url}/invocations", buffer.getvalue(), "application/vnd.apache.parquet")
+        assert status == 200, body
         assert pd.DataFrame(json.loads(body)["predictions"])[list(CLASSES)].to_numpy() == pytest.approx(
             expected, abs=1e-5
         )
