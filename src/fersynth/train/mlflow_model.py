@@ -68,10 +68,9 @@ def fersynth_imports(source: str) -> set[str]:
     return found
 
 
-def log_trial_model(trial_dir: Path, example: np.ndarray, probabilities: np.ndarray, classes) -> str:
+def log_trial_model(trial_dir: Path, example: np.ndarray, classes) -> str:
     """Log ``trial_dir`` (a saved ``fersynth train`` trial) as the active run's ``model``; returns its URI.
-    ``example``: a few of the trial's own input images (uint8 N x C x H x W, the input example);
-    ``probabilities``: the trial's output for them, which the logged model must reproduce."""
+    ``example``: a few of the trial's own input images (uint8 N x C x H x W), the input example."""
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
@@ -92,18 +91,31 @@ def log_trial_model(trial_dir: Path, example: np.ndarray, probabilities: np.ndar
             pip_requirements=_requirements(),
             metadata={"classes": list(classes), "input": _input_note(example)},
         )
-    _check_reproduces(info.model_uri, example, probabilities)
+    _check_reproduces(info.model_uri, trial_dir, example)
     return info.model_uri
 
 
-def _check_reproduces(model_uri: str, example: np.ndarray, probabilities: np.ndarray) -> None:
-    """Load the logged model as a user would and raise ``RuntimeError`` unless it gives the trial's own
-    probabilities for ``example`` (a missing shipped module or a preparation that differs shows up here, at
-    training, rather than at serving). The tolerance allows a GPU-trained trial computed on a CPU."""
+def _check_reproduces(model_uri: str, trial_dir: Path, example: np.ndarray) -> None:
+    """Load the logged model as a user would and raise ``RuntimeError`` unless it gives the probabilities of the
+    saved trial for ``example``, both computed on the CPU (a shipped module missing or differing, or weights that
+    do not load, shows up here at training rather than at serving)."""
     import mlflow
+    import torch
 
+    from fersynth.modeling.architectures import build_model, channels_last
+    from fersynth.modeling.checkpoint import load_checkpoint
+
+    state, config = load_checkpoint(Path(trial_dir))
+    shape = config["input"]
+    network = build_model(
+        config["architecture"], len(config["classes"]), shape["channels"], shape["size"], width=config["width"]
+    )
+    network.load_state_dict(state)
+    with torch.no_grad():  # the scaling of training's batches (BatchLoader: uint8 / 255)
+        logits = channels_last(network).eval()(torch.from_numpy(example.astype(np.float32) / 255.0))
+    expected = torch.softmax(logits.float(), 1).numpy()
     served = mlflow.pyfunc.load_model(model_uri).predict(example).to_numpy()
-    if served.shape != probabilities.shape or not np.allclose(served, probabilities, atol=1e-3):
+    if served.shape != expected.shape or not np.allclose(served, expected, atol=1e-5):
         raise RuntimeError(f"the MLflow model {model_uri} does not reproduce its trial's probabilities")
 
 

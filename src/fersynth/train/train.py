@@ -261,9 +261,7 @@ def _log_trial(
         # every trial's test confusion as counts; the registered trial also gets the figure (train())
         confusion = confusion_matrix(data["test"][1], trial["predicted"], labels=list(range(len(classes))))
         mlflow.log_dict({"classes": list(classes), "true_x_predicted": confusion.tolist()}, "confusion_test.json")
-        model_uri = (
-            log_trial_model(out, trial["example"], trial["example_probabilities"], classes) if with_model else None
-        )
+        model_uri = log_trial_model(out, trial["example"], classes) if with_model else None
     return {"model_uri": model_uri, "run_id": run.info.run_id}
 
 
@@ -327,7 +325,6 @@ UNVERSIONED = (
     "run_id",
     "predicted",
     "example",
-    "example_probabilities",
 )
 
 
