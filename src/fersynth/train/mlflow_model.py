@@ -18,6 +18,8 @@ import tempfile
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import numpy as np
 
@@ -91,8 +93,17 @@ def log_trial_model(trial_dir: Path, example: np.ndarray, classes) -> str:
             pip_requirements=_requirements(),
             metadata={"classes": list(classes), "input": _input_note(example)},
         )
-    _check_reproduces(info.model_uri, trial_dir, example)
+    _check_reproduces(_readable_in_place(info), trial_dir, example)
     return info.model_uri
+
+
+def _readable_in_place(info) -> str:
+    """The logged model's folder when the store keeps it on this machine (loading from there copies nothing: a
+    VGG's weights are 0.5 GB), else its URI."""
+    import mlflow
+
+    location = urlparse(mlflow.get_logged_model(info.model_id).artifact_location)
+    return url2pathname(location.path) if location.scheme == "file" else info.model_uri
 
 
 def _check_reproduces(model_uri: str, trial_dir: Path, example: np.ndarray) -> None:
