@@ -134,8 +134,12 @@ def test_a_registered_version_is_described_by_its_card_and_champion_follows_the_
 
 def test_the_model_prepares_pictures_byte_for_byte_as_training_does(registry):
     pictures = [face("L"), face("RGB", (33, 47)), face("L").convert("I;16"), face("RGB").convert("P"), face("LA")]
+    # both loaded in one process first: each keeps its own shipped modules
+    loaded = {
+        name: mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}") for name in ("fersynth-tiny", "fersynth-tiny_rgb")
+    }
     for name, config in (("fersynth-tiny", GREY), ("fersynth-tiny_rgb", RGB)):
-        served = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}").unwrap_python_model()
+        served = loaded[name].unwrap_python_model()
         preprocess = Preprocess(config.preprocess)
         for picture in pictures:
             assert np.array_equal(served.prepare(picture), model_input(picture, config, preprocess)), (

@@ -42,9 +42,9 @@ BATCH = 256
 
 def shipped_modules() -> tuple:
     """This model's copies of fersynth's architectures, images and preprocess modules. MLflow puts the model's
-    ``code/`` first on sys.path just before loading it; copies another model imported earlier (another fersynth
-    version, or a temporary folder since deleted) are dropped from the module cache first, and the model keeps
-    references to its own."""
+    ``code/`` first on sys.path just before loading it, but a package of the same name that another model
+    imported earlier (another fersynth version, or a temporary folder since deleted) would win from the module
+    cache: it is dropped first, and each model keeps references to its own modules."""
     for name in [m for m in sys.modules if m == CODE_PACKAGE or m.startswith(f"{CODE_PACKAGE}.")]:
         del sys.modules[name]
     return tuple(
