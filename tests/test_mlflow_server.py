@@ -130,14 +130,20 @@ def test_two_queued_experiments_log_runs_params_metrics_and_models_to_the_server
     client = mlflow.MlflowClient(server.uri)
     experiment = client.get_experiment_by_name("fersynth")
     assert experiment.artifact_location.startswith("mlflow-artifacts:")  # the server stores them
-    runs = {run.data.tags["dvc.exp_name"]: run for run in client.search_runs([experiment.experiment_id])}
-    assert sorted(runs) == sorted(EXPERIMENTS)
+    logged = client.search_runs([experiment.experiment_id])
+    runs = {run.data.tags["dvc.exp_name"]: run for run in logged if "fersynth.trial_seed" in run.data.tags}
+    parents = {run.data.tags["dvc.exp_name"]: run for run in logged if "fersynth.trial_seed" not in run.data.tags}
+    assert sorted(runs) == sorted(parents) == sorted(EXPERIMENTS) and len(logged) == 4
     first, second = (run.info for run in runs.values())
     # both ran at once (the parallel path, two clients of the server), not one after the other
     assert first.start_time < second.end_time and second.start_time < first.end_time, (first, second)
     for name, values in EXPERIMENTS.items():
         run = runs[name]
-        assert run.info.run_name == f"{name}:tiny" and run.info.status == "FINISHED"
+        assert run.info.run_name == f"{name}:tiny/seed-{values['seed']}" and run.info.status == "FINISHED"
+        # each experiment's trial nests under its parent run, which carries the summary over its seeds
+        parent = parents[name]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.run_name == f"{name}:tiny"
+        assert parent.data.metrics["test_accuracy"] == pytest.approx(shown[name]["test_accuracy"], abs=1e-4)
         assert run.data.tags["fersynth.stage"] == "train"
         assert {key: run.data.params[key] for key in values} == {key: str(value) for key, value in values.items()}
         assert run.data.params["epochs"] == "1" and run.data.params["input.size"] == "32"
@@ -152,6 +158,9 @@ def test_two_queued_experiments_log_runs_params_metrics_and_models_to_the_server
     # the best trial of each experiment is registered: one version per queued experiment
     versions = client.search_model_versions("name = 'fersynth-tiny'")
     assert sorted(v.run_id for v in versions) == sorted(run.info.run_id for run in runs.values())
+    # queued experiments ran in DVC temp workspaces: none is the workspace's model, so none is @champion
+    assert client.get_registered_model("fersynth-tiny").aliases == {}
+    assert {v.tags["dvc.exp_name"] for v in versions} == set(EXPERIMENTS)
     assert not (repo / "mlflow.db").exists() and not (repo / "mlartifacts").exists()  # nothing went local
 
     # a registered version loads back from the server, which keeps its weights in its own folder, and predicts
@@ -161,7 +170,7 @@ def test_two_queued_experiments_log_runs_params_metrics_and_models_to_the_server
         registered.artifact_location, dst_path=str(tmp_path / "got"), tracking_uri=server.uri
     )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": the signature validates input
+        warnings.simplefilter("ignore", UserWarning)  # "add type hints to predict": the model checks its input
         probabilities = mlflow.pyfunc.load_model(local).predict(np.zeros((2, 1, 32, 32), dtype=np.uint8))
     assert np.asarray(probabilities).shape == (2, 7)
     assert len(list(MlflowServerLayout(server_root).artifacts.rglob("model.safetensors"))) == 2

@@ -6,6 +6,8 @@ from fersynth.paths import (
     CheckpointLayout,
     EvaluateLayout,
     array_cache_dir,
+    in_workspace,
+    mlflow_artifacts_dir,
     trial_dirs,
     trial_name,
     trial_seed,
@@ -40,3 +42,14 @@ def test_evaluate_outputs_and_the_array_cache_have_one_layout(tmp_path, monkeypa
     assert EvaluateLayout().root == Path("metrics/evaluate")  # dvc.yaml's evaluate outs
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     assert array_cache_dir() == tmp_path / ".cache" / "arrays"
+
+
+def test_the_workspace_excludes_dvc_temp_experiments_and_other_places(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    assert in_workspace(repo / "models" / "fer2013") and in_workspace(repo)
+    # `dvc exp run --temp` / queued runs: DVC_ROOT is the main repository, the outputs a copy under .dvc/tmp/exps
+    monkeypatch.chdir(tmp_path)
+    assert not in_workspace(repo / ".dvc" / "tmp" / "exps" / "run" / "abc" / "models" / "fer2013")
+    assert not in_workspace(Path("repo-side-run/models/fer2013")) and not in_workspace(repo / ".." / "elsewhere")
+    assert mlflow_artifacts_dir() == repo / "mlartifacts" and mlflow_artifacts_dir(tmp_path) == tmp_path / "mlartifacts"

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from click.testing import CliRunner
 
 from fersynth import tracking
+from fersynth.cli import main
 from tests.test_validate import GOOD, _variant
 
 # A training stage in a child process: imports first, then (optionally) waits for a start file so that
@@ -85,7 +87,10 @@ def test_runs_log_to_the_main_repo_with_tags(repo, tmp_path):
     assert logged.data.tags["fersynth.input.train.sha256"] == tracking.variant_hash(variant)
     assert logged.data.params == {"lr": "0.01"}
     experiment = client.get_experiment(logged.info.experiment_id)
-    assert experiment.artifact_location == "fersynth-repo:/mlartifacts/fersynth"  # relative: the repo can move
+    assert experiment.artifact_location == (repo / "mlartifacts" / "fersynth").as_uri()  # any MLflow client reads it
+    # the MLflow 3 UI opens a "Machine learning" experiment on its runs, not on the GenAI overview
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert experiment.tags[tracking.ARTIFACT_ROOT_TAG] == (repo / "mlartifacts").as_uri()
 
 
 def test_mlflow_tracking_uri_overrides_the_repository_database(repo, tmp_path, monkeypatch):
@@ -153,8 +158,7 @@ def test_a_tracking_server_decides_where_artifacts_go():
     # the server proxies them to its --artifacts-destination (mlflow-artifacts:/<experiment id>)
     assert tracking.experiment_artifact_location("http://127.0.0.1:5000", "fersynth") is None
     assert (
-        tracking.experiment_artifact_location("sqlite:////r/mlflow.db", "fersynth")
-        == "fersynth-repo:/mlartifacts/fersynth"
+        tracking.experiment_artifact_location("sqlite:////r/mlflow.db", "fersynth") == "file:///r/mlartifacts/fersynth"
     )
     # any other store decides too: only the repository's own kind of database keeps them in the repository
     for uri in ("postgresql://u@127.0.0.1/mlflow", "mysql://u@db/mlflow", "file:///tmp/mlruns"):
@@ -179,32 +183,97 @@ def test_a_dead_tracking_server_is_a_one_line_error_within_seconds(repo, monkeyp
     assert "fersynth mlflow-server start" in message and "unset MLFLOW_TRACKING_URI" in message
 
 
+# A model from code that any MLflow client loads: the move test logs and registers one.
+ECHO_MODEL = """
+import mlflow
+from mlflow.pyfunc import PythonModel
+
+
+class Echo(PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+mlflow.models.set_model(Echo())
+"""
+
+
 def test_the_tracking_database_and_its_artifacts_move_with_the_repository(store, tmp_path, monkeypatch):
     repo = tmp_path / "origin"
     shutil.copytree(store, repo)  # a project of its own, with an already migrated database
     monkeypatch.setenv("DVC_ROOT", str(repo))
     variant = _variant(tmp_path / "v", GOOD[:4])
+    (tmp_path / "echo.py").write_text(ECHO_MODEL)
     with tracking.start_run("train", {"train": variant}) as run:
         (tmp_path / "note.txt").write_text("kept")
         mlflow.log_artifact(str(tmp_path / "note.txt"), "files")
+        model = mlflow.pyfunc.log_model(name="model", python_model=str(tmp_path / "echo.py"), pip_requirements=[])
+    mlflow.register_model(model.model_uri, "echo")
     assert (repo / "mlartifacts" / "fersynth" / run.info.run_id / "artifacts" / "files" / "note.txt").is_file()
-    moved = tmp_path / "elsewhere" / "repo"
+    moved = tmp_path / "elsewhere" / "a repo_with spaces"  # `_`: a SQL LIKE wildcard; a space: %20 in a URI
     shutil.copytree(repo, moved)
     shutil.rmtree(repo)  # the old place is gone: nothing may still point there
-    # the old place survives only as provenance (the tag saying where the run was made), never as a location
-    assert _values_naming(moved / "mlflow.db", str(repo)) == {("tags", "fersynth.dvc_root")}
-    monkeypatch.setenv("DVC_ROOT", str(moved))
     client = client_of(moved)
-    assert client.get_run(run.info.run_id).info.artifact_uri.startswith("fersynth-repo:/mlartifacts/")
+    with pytest.raises(mlflow.exceptions.MlflowException, match="Failed to download"):  # still names the old place
+        client.download_artifacts(run.info.run_id, "files", str(tmp_path))
+    monkeypatch.setenv("DVC_ROOT", str(moved))
+    tracking.ensure_experiment()  # what every fersynth stage does first: relocates
+    # the old place survives only as provenance (where the run and model were made), never as a location
+    provenance = {("tags", "fersynth.dvc_root"), ("tags", "mlflow.source.name"), ("logged_model_tags", "tag_value")}
+    assert _values_naming(moved / "mlflow.db", str(repo)) <= provenance
+    assert client.get_run(run.info.run_id).info.artifact_uri.startswith((moved / "mlartifacts").as_uri())
+    relocated = CliRunner().invoke(main, ["mlflow-relocate"])  # in place: nothing rewritten again
+    assert relocated.exit_code == 0 and relocated.output == "0 artifact location(s) rewritten\n", relocated.output
+    # any MLflow client now reads artifacts and models, from any working directory, without fersynth
+    monkeypatch.delenv("DVC_ROOT")
     (tmp_path / "got").mkdir()
+    monkeypatch.chdir(tmp_path / "got")
     fetched = client.download_artifacts(run.info.run_id, "files", str(tmp_path / "got"))
     assert (Path(fetched) / "note.txt").read_text() == "kept"
-    # from outside any repository, without DVC_ROOT: the locations are relative to the database's folder
-    monkeypatch.delenv("DVC_ROOT")
-    monkeypatch.chdir(tmp_path / "got")
-    (tmp_path / "got2").mkdir()
-    fetched = client_of(moved).download_artifacts(run.info.run_id, "files", str(tmp_path / "got2"))
-    assert (Path(fetched) / "note.txt").read_text() == "kept"
+    mlflow.set_tracking_uri(f"sqlite:///{moved / 'mlflow.db'}")
+    assert mlflow.pyfunc.load_model("models:/echo/1").predict(["same"]) == ["same"]
+
+
+def test_locations_written_by_the_old_fersynth_repo_scheme_become_file_uris(store, tmp_path, monkeypatch):
+    repo = tmp_path / "legacy"
+    shutil.copytree(store, repo)
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    with tracking.start_run("train") as run:
+        (tmp_path / "note.txt").write_text("old")
+        mlflow.log_artifact(str(tmp_path / "note.txt"))
+    here = (repo / "mlartifacts").as_uri()
+    with sqlite3.connect(repo / "mlflow.db") as db:  # as fersynth wrote them before plain file:// locations
+        db.execute("update runs set artifact_uri = replace(artifact_uri, ?, 'fersynth-repo:/mlartifacts')", (here,))
+        db.execute(
+            "update experiments set artifact_location = 'fersynth-repo:/mlartifacts/fersynth' where name = 'fersynth'"
+        )
+        db.execute("delete from experiment_tags where key = ?", (tracking.ARTIFACT_ROOT_TAG,))
+        db.execute("delete from experiment_tags where key = ?", (tracking.EXPERIMENT_KIND_TAG,))
+        (runs,) = db.execute("select count(*) from runs where artifact_uri like 'fersynth-repo:%'").fetchone()
+    assert runs >= 1 and tracking.relocate_store() == runs + 1  # and the experiment's own location
+    client = client_of(repo)
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    assert experiment.artifact_location == f"{here}/fersynth" and experiment.tags[tracking.ARTIFACT_ROOT_TAG] == here
+    assert client.get_run(run.info.run_id).info.artifact_uri == f"{here}/fersynth/{run.info.run_id}/artifacts"
+    (tmp_path / "got").mkdir()
+    assert Path(client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path / "got"))).read_text() == "old"
+    tracking.ensure_experiment()  # an experiment made before the kind tag gets it
+    experiment = client.get_experiment_by_name(tracking.DEFAULT_EXPERIMENT)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+
+def test_relocating_needs_a_sqlite_database(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    result = CliRunner().invoke(main, ["mlflow-relocate"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.startswith("fersynth mlflow-relocate: error: no sqlite tracking database at sqlite:///")
+    assert len(result.output.strip().splitlines()) == 1
+    with pytest.raises(tracking.FersynthError, match="no sqlite tracking database"):
+        tracking.relocate_store()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    with pytest.raises(tracking.FersynthError, match="http://127.0.0.1:5000"):
+        tracking.relocate_store()
+    assert tracking.relocate_artifacts(tmp_path / "missing.db") == 0
 
 
 def _values_naming(database, text: str) -> set[tuple[str, str]]:
@@ -273,14 +342,3 @@ def test_the_next_start_marks_a_run_of_a_dead_process_killed_and_leaves_live_one
     assert client.get_run(run_id).info.status == "KILLED"
     assert [client.get_run(run.info.run_id).info.status for run in untouched] == ["RUNNING"] * 3
     assert f"marked 1 run(s) of stage {stage} KILLED" in caplog.text
-
-
-def test_the_artifact_scheme_is_registered_whatever_is_imported_first():
-    # `import fersynth.artifact_store` imports MLflow, whose registry loads fersynth's entry point meanwhile
-    code = (
-        "import fersynth.artifact_store\n"
-        "from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository\n"
-        "print(type(get_artifact_repository('fersynth-repo:/mlartifacts/x', 'sqlite:////tmp/m/mlflow.db')).__name__)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip() == "RepoArtifactRepository", out.stderr[-2000:]

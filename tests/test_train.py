@@ -36,14 +36,18 @@ def small(root, **overrides):
     return TrainConfig(**(values | overrides))
 
 
-def test_training_logs_one_mlflow_run_and_saves_a_reloadable_best_checkpoint(workspace):
+def test_training_logs_a_parent_run_with_its_trial_and_saves_a_reloadable_best_checkpoint(workspace):
     metrics = train(small(workspace), workspace / "model", workspace / "metrics.json", run_name="baseline")
     assert json.loads((workspace / "metrics.json").read_text()) == metrics
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
     assert metrics["best_val_accuracy"] == max(h["val_accuracy"] for h in metrics["history"])
-    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="attributes.run_name = 'baseline'")
-    assert len(runs) == 1 and runs.iloc[0]["metrics.test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
-    history = mlflow.tracking.MlflowClient().get_metric_history(runs.iloc[0]["run_id"], "val_accuracy")
+    # one parent run for the training, its one trial nested under it
+    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="tags.`fersynth.experiment` = 'baseline'")
+    parent, trial = (runs[runs["tags.mlflow.runName"] == name].iloc[0] for name in ("baseline", "baseline/seed-0"))
+    assert len(runs) == 2 and trial["tags.mlflow.parentRunId"] == parent["run_id"]
+    assert trial["metrics.test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    assert parent["metrics.test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    history = mlflow.tracking.MlflowClient().get_metric_history(trial["run_id"], "val_accuracy")
     assert [m.step for m in history] == [1, 2, 3]
     assert metrics["validation"]["grouped_by"] == "row"  # FER2013 rows carry no subject
     model, spec, classes = load_trained(workspace / "model")
@@ -85,6 +89,20 @@ def test_trials_train_one_model_per_seed_and_report_their_mean(workspace):
     assert low <= min(accuracies) and high >= max(accuracies)
     runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="attributes.run_name LIKE 'trials/%'")
     assert sorted(runs["tags.mlflow.runName"]) == ["trials/seed-3", "trials/seed-4"]
+    # both nest under one parent run carrying the summary over seeds, the card and the registered version
+    client = mlflow.tracking.MlflowClient()
+    (parent_id,) = set(runs["tags.mlflow.parentRunId"])
+    parent = client.get_run(parent_id)
+    assert parent.info.run_name == "trials" and parent.data.tags["fersynth.seeds"] == "3,4"
+    summary = parent.data.metrics
+    assert summary["test_accuracy"] == pytest.approx(metrics["test_accuracy"]) and summary["trials"] == 2
+    assert (summary["test_accuracy_ci95_low"], summary["test_accuracy_ci95_high"]) == pytest.approx(
+        tuple(metrics["test_accuracy_ci95"])
+    )
+    assert summary["test_accuracy_seed_sd"] == pytest.approx(abs(accuracies[0] - accuracies[1]) / 2**0.5, abs=1e-6)
+    assert parent.data.tags["fersynth.registered"].startswith("fersynth-trials/")
+    artifacts = {a.path for a in client.list_artifacts(parent_id)}
+    assert {"MODEL_CARD.md", "seed_summary.json"} <= artifacts
     # each trial's run names its experiment and seed, and logs the variant it trained on as an MLflow dataset
     assert set(runs["tags.fersynth.experiment"]) == {"trials"}
     assert sorted(runs["tags.fersynth.trial_seed"]) == ["3", "4"]
@@ -129,11 +147,17 @@ def test_every_trial_is_an_mlflow_model_and_the_best_by_validation_is_registered
     assert list(served.columns) == list(classes)
     expected = torch.softmax(model(images.float() / 255.0), 1).detach().numpy()
     assert served.to_numpy() == pytest.approx(expected, abs=1e-5)
-    inputs = loaded.metadata.get_input_schema().inputs[0]
-    assert inputs.type.name == "uint8" and inputs.shape == (-1, 1, 32, 32)
+    # the model checks its own input (MLflow's schema would cast floats to uint8 when served); the output is typed
+    assert loaded.metadata.get_input_schema() is None
+    assert loaded.metadata.get_output_schema().input_names() == list(classes)
+    # the best by validation is @champion (trained in the workspace), described by the experiment's model card
+    assert client.get_model_version_by_alias("fersynth-registered", "champion").version == version.version
+    assert version.description == (workspace / "registered" / "MODEL_CARD.md").read_text()
     files = Path(mlflow.artifacts.download_artifacts(version.source, dst_path=str(workspace / "download")))
     names = {p.relative_to(files).as_posix() for p in files.rglob("*") if p.is_file()}
-    assert {"artifacts/weights/model.safetensors", "artifacts/weights/config.json", "MLmodel"} <= names
+    assert {"artifacts/model.safetensors", "artifacts/config.json", "MLmodel"} <= names
+    assert {"code/fersynth_pyfunc/architectures.py", "code/fersynth_pyfunc/preprocess.py"} <= names
+    assert "fersynth" not in (files / "requirements.txt").read_text().replace("fersynth_pyfunc", "")
     assert not [n for n in names if n.endswith((".pkl", ".pt", ".pth", ".pickle"))]  # weights as safetensors only
     assert all("model_uri" not in t and "run_id" not in t for t in metrics["trials"])  # never in versioned metrics
     # every trial logs its test confusion counts; the registered one also the figure
@@ -164,6 +188,7 @@ def test_log_models_best_logs_every_trials_run_but_only_the_registered_model(wor
     config = small(workspace, epochs=1, trials=2, seed=7, log_models="best")
     train(config, workspace / "best_only", run_name="best_only")
     runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="tags.`fersynth.experiment` = 'best_only'")
+    runs = runs[runs["tags.fersynth.trial_seed"].notna()]  # the trials, not their parent run
     assert len(runs) == 2
 
     def has_model(run) -> bool:

@@ -776,6 +776,15 @@ def mlflow_server_stop(root: Path | None) -> None:
     click.echo("stopped" if stop(root) else "no server was running")
 
 
+@main.command(name="mlflow-relocate")
+def mlflow_relocate_command() -> None:
+    """Point mlflow.db's artifact locations at the mlartifacts/ beside it, after the repository was moved or
+    copied (fersynth's own stages do this whenever they open the store; plain `mlflow ui` does not)."""
+    from fersynth.tracking import relocate_store
+
+    click.echo(f"{relocate_store()} artifact location(s) rewritten")
+
+
 @main.command(name="results")
 @click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"), show_default=True)
 @click.option(

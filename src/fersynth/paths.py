@@ -264,18 +264,17 @@ def mlflow_db_path() -> Path:
     return project_root() / "mlflow.db"
 
 
-def mlflow_artifacts_dir() -> Path:
-    return project_root() / "mlartifacts"
+def mlflow_artifacts_dir(root: Path | None = None) -> Path:
+    """``mlartifacts/`` beside a tracking database: under ``root`` (the folder of ``mlflow.db``), default the
+    project root. Experiments of a repository's database keep their artifacts here."""
+    return (root or project_root()) / "mlartifacts"
 
 
-MLFLOW_ARTIFACT_SCHEME = "fersynth-repo"
-
-
-def mlflow_artifacts_uri(experiment: str) -> str:
-    """An experiment's artifact location as ``mlflow.db`` stores it: relative to the project root
-    (``fersynth-repo:/mlartifacts/<experiment>``; :mod:`fersynth.artifact_store` resolves it), so the database
-    and ``mlartifacts/`` move with the repository."""
-    return f"{MLFLOW_ARTIFACT_SCHEME}:/{mlflow_artifacts_dir().relative_to(project_root()).as_posix()}/{experiment}"
+def in_workspace(path: Path) -> bool:
+    """Whether ``path`` lies in the repository's own workspace: under the project root, and not in a DVC temp
+    experiment workspace (``.dvc/tmp/exps/...``: ``dvc exp run --temp`` and queued runs) nor elsewhere."""
+    root, resolved = project_root(), Path(path).resolve()
+    return resolved.is_relative_to(root) and not resolved.is_relative_to(root / ".dvc")
 
 
 def original_variant(dataset: str) -> Path:

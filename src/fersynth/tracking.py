@@ -6,10 +6,14 @@ the root from ``DVC_ROOT``, so runs made in ``dvc exp run --temp`` / ``--queue``
 repo's store. Every fersynth read and write of runs goes through :func:`tracking_uri`. The run is named after
 ``DVC_EXP_NAME`` and tagged with stage, git commit, host, pid and the hashes of its input variants.
 
-Artifacts: with a local sqlite database an experiment's artifacts live under the repository (``fersynth-repo:``
-locations, :mod:`fersynth.artifact_store`); any other store decides, e.g. a tracking server (``http(s)://``,
-``mlflow-artifacts:`` locations it proxies to its ``--artifacts-destination``). A tracking server that does not
-answer is a one-line error before the first run, not minutes of MLflow's retries.
+Artifacts: with a sqlite database an experiment's artifacts live in ``mlartifacts/`` beside it, under plain
+``file://`` locations that any MLflow client reads; when the database has moved with its repository (a clone
+elsewhere, another machine), :func:`relocate_artifacts` rewrites the stored locations to the new place the next
+time fersynth opens it (``fersynth mlflow-relocate`` does it alone, e.g. before ``mlflow ui``). Any other store
+decides itself, e.g. a tracking server (``http(s)://``, ``mlflow-artifacts:`` locations it proxies to its
+``--artifacts-destination``). A tracking server that does not answer is a one-line error before the first run,
+not minutes of MLflow's retries. Experiments are tagged as classic machine-learning ones, so the MLflow 3 UI opens
+them on their runs rather than on its GenAI overview.
 
 Safe with parallel workers (``dvc queue start -j N``): a sqlite database and the experiment are created under
 a file lock (a server serialises its own writes), and a run whose process dies does not stay RUNNING (see
@@ -24,13 +28,14 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from contextlib import closing, contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -39,7 +44,7 @@ from filelock import FileLock
 from fersynth.atomic import pid_alive
 from fersynth.errors import FersynthError
 from fersynth.log import get_logger
-from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_artifacts_uri, mlflow_db_path, project_root
+from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_db_path, project_root
 
 DEFAULT_EXPERIMENT = "fersynth"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -49,6 +54,23 @@ DATASET_RETRIES = 3
 SERVER_PROBE_TIMEOUT_S = 2
 # a dataset another run inserted meanwhile: PostgreSQL's and sqlite's words for it
 DUPLICATE_DATASET = re.compile(r"\bdataset_pk\b|UNIQUE constraint failed: datasets\.")
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview; "custom_model_development" is its
+# "Machine learning" kind, which opens on the runs (mlflow/mlflow#20744 sets the tag the same way for GenAI)
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MACHINE_LEARNING = "custom_model_development"
+# the artifact root (a file:// URI) an experiment's stored locations were written for: relocation's anchor
+ARTIFACT_ROOT_TAG = "fersynth.artifact_root"
+# locations written by fersynth before plain file:// ones: read by its own MLflow plugin, now rewritten
+LEGACY_ARTIFACT_ROOT = "fersynth-repo:/mlartifacts"
+# every column of MLflow's schema that holds an artifact location (test_tracking checks none is missed)
+LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "source"),
+    ("model_versions", "storage_location"),
+    ("trace_tags", "value"),
+)
 
 logger = get_logger(__name__)
 
@@ -67,12 +89,84 @@ def is_tracking_server(uri: str) -> bool:
     return urlparse(uri).scheme in ("http", "https")
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (absolute, or relative to the working directory); else None."""
+    return Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+
+
 def experiment_artifact_location(uri: str, name: str) -> str | None:
-    """Where a new experiment ``name`` keeps its artifacts: with the repository's kind of store, a sqlite
-    database, ``fersynth-repo:/mlartifacts/<name>`` under the repository (the default would be relative to
-    whatever cwd first created it, e.g. a temp experiment workspace); any other store (a tracking server,
-    ``postgresql://``, ``mysql://``) decides itself (None)."""
-    return mlflow_artifacts_uri(name) if urlparse(uri).scheme == "sqlite" else None
+    """Where a new experiment ``name`` keeps its artifacts: with a sqlite database, ``mlartifacts/<name>`` beside
+    it as a ``file://`` URI (MLflow's default would be relative to whatever cwd first created it, e.g. a temp
+    experiment workspace); any other store (a tracking server, ``postgresql://``, ``mysql://``) decides (None)."""
+    database = sqlite_path(uri)
+    return None if database is None else (mlflow_artifacts_dir(database.parent) / name).as_uri()
+
+
+def relocate_artifacts(database: Path) -> int:
+    """Point the artifact locations stored in the sqlite ``database`` at ``mlartifacts/`` beside it, wherever
+    they were written (the repository was moved or copied; or fersynth's older ``fersynth-repo:`` locations).
+    Only locations under an artifact root recorded on an experiment (:data:`ARTIFACT_ROOT_TAG`) are touched.
+    Returns how many values changed; nothing is written when all are in place. The caller holds the store lock."""
+    if not database.is_file():
+        return 0
+    here = mlflow_artifacts_dir(database.parent).as_uri()
+    with closing(sqlite3.connect(database)) as db, db:
+        if not _has_column(db, "experiment_tags", "value"):
+            return 0  # a database MLflow has not migrated yet: nothing stored
+        tagged = db.execute("select value from experiment_tags where key = ?", (ARTIFACT_ROOT_TAG,)).fetchall()
+        olds = sorted(({value for (value,) in tagged} | {LEGACY_ARTIFACT_ROOT}) - {here})
+        changed = sum(
+            _replace_prefix(db, table, column, old, here)
+            for table, column in LOCATION_COLUMNS
+            if _has_column(db, table, column)
+            for old in olds
+        )
+        _tag_artifact_root(db, here)
+    if changed:
+        logger.info("artifact locations in %s now point to %s (%d values rewritten)", database, here, changed)
+    return changed
+
+
+def relocate_store() -> int:
+    """:func:`relocate_artifacts` on the tracking database (under its lock), for MLflow clients that do not go
+    through fersynth (``mlflow ui`` in a moved clone). Raises :class:`FersynthError` when the store is not a
+    sqlite file that exists."""
+    uri = tracking_uri()
+    database = sqlite_path(uri)
+    if database is None or not database.is_file():
+        raise FersynthError(f"no sqlite tracking database at {uri}: only a moved mlflow.db needs relocating")
+    with _store_lock(uri):
+        return relocate_artifacts(database)
+
+
+def _has_column(db: sqlite3.Connection, table: str, column: str) -> bool:
+    return column in {row[1] for row in db.execute(f"pragma table_info({table})")}
+
+
+def _replace_prefix(db: sqlite3.Connection, table: str, column: str, old: str, new: str) -> int:
+    """Rewrite ``old`` to ``new`` at the start of ``column``'s values that are ``old`` or lie under it (compared
+    with substr: LIKE would read ``%`` and ``_`` in a path as wildcards). Reads first: the usual answer is none,
+    and a write would wait for (or block) every other client of the database."""
+    where = f"{column} = ? or substr({column}, 1, ?) = ?"
+    arguments = (old, len(old) + 1, f"{old}/")
+    if db.execute(f"select 1 from {table} where {where} limit 1", arguments).fetchone() is None:
+        return 0
+    return db.execute(
+        f"update {table} set {column} = ? || substr({column}, ?) where {where}", (new, len(old) + 1, *arguments)
+    ).rowcount
+
+
+def _tag_artifact_root(db: sqlite3.Connection, here: str) -> None:
+    """Record ``here`` as the artifact root of the experiments whose location lies under it (and lacks it)."""
+    untagged = db.execute(
+        "select experiment_id from experiments where substr(artifact_location, 1, ?) = ? and experiment_id not in "
+        "(select experiment_id from experiment_tags where key = ? and value = ?)",
+        (len(here) + 1, f"{here}/", ARTIFACT_ROOT_TAG, here),
+    ).fetchall()
+    db.executemany(
+        "insert or replace into experiment_tags (key, value, experiment_id) values (?, ?, ?)",
+        [(ARTIFACT_ROOT_TAG, here, experiment_id) for (experiment_id,) in untagged],
+    )
 
 
 class TrackingServerUnreachable(FersynthError):
@@ -189,8 +283,8 @@ def _dataset(name: str, path: str, digest: str):
 
 
 def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
-    """Create the store if needed and the experiment, with its artifact location from
-    :func:`experiment_artifact_location`. Returns the experiment id."""
+    """Create the store if needed and the experiment (artifact location from :func:`experiment_artifact_location`,
+    tagged as a machine-learning experiment); a sqlite store that moved is relocated first. Returns the id."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # offline machines: no usage pings
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -204,15 +298,22 @@ def ensure_experiment(name: str = DEFAULT_EXPERIMENT) -> str:
     # two processes migrating at once break it. MLflow caches the store per process, so after the first
     # call the lock only serialises the experiment look-up (milliseconds).
     with _store_lock(uri):
+        database = sqlite_path(uri)
+        if database is not None:
+            relocate_artifacts(database)
         client = mlflow.MlflowClient(uri)
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag was set
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MACHINE_LEARNING)
             return experiment.experiment_id
         location = experiment_artifact_location(uri, name)
+        tags = {EXPERIMENT_KIND_TAG: MACHINE_LEARNING}
         if location is not None:
-            (mlflow_artifacts_dir() / name).mkdir(parents=True, exist_ok=True)
+            (mlflow_artifacts_dir(database.parent) / name).mkdir(parents=True, exist_ok=True)
+            tags[ARTIFACT_ROOT_TAG] = mlflow_artifacts_dir(database.parent).as_uri()
         try:
-            return client.create_experiment(name, artifact_location=location)
+            return client.create_experiment(name, artifact_location=location, tags=tags)
         except MlflowException as error:
             # a process that does not take our lock (`mlflow ui`, an older checkout, another client of the
             # same server) created it first
@@ -273,8 +374,10 @@ def start_run(
     experiment: str = DEFAULT_EXPERIMENT,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
+    nested: bool = False,
 ) -> Iterator:
     """Open an MLflow run for ``stage``; ``inputs`` are variant directories whose hashes become tags.
+    ``nested``: a child of the run open in this process (one trial under its experiment's parent run).
 
     The run ends FINISHED, KILLED on SIGTERM or Ctrl-C (the exception still propagates, so the process
     exits non-zero) or FAILED on any other exception. Runs of the same stage left RUNNING by a dead
@@ -295,7 +398,7 @@ def start_run(
     run, status = None, "FAILED"
     try:
         with _sigterm_raises():
-            run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=all_tags)
+            run = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=all_tags, nested=nested)
             if params:
                 mlflow.log_params(dict(params))
             log_inputs(inputs or {}, context=stage)

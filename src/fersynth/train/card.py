@@ -116,8 +116,11 @@ def _interval(low: float, high: float, trials: int) -> str:
     return f"95% interval over {trials} seeds {100 * low:.1f}-{100 * high:.1f}%"
 
 
-def write_model_card(directory: Path, experiment: str, config, metrics: dict, variant_hashes: dict[str, str]) -> None:
-    (Path(directory) / "MODEL_CARD.md").write_text(model_card(experiment, config, metrics, variant_hashes))
+def write_model_card(directory: Path, experiment: str, config, metrics: dict, variant_hashes: dict[str, str]) -> str:
+    """Write ``MODEL_CARD.md`` into ``directory``; returns its text (also the registered version's description)."""
+    card = model_card(experiment, config, metrics, variant_hashes)
+    (Path(directory) / "MODEL_CARD.md").write_text(card)
+    return card
 
 
 def _schedule(settings: dict) -> str:

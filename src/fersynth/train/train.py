@@ -22,10 +22,10 @@ from fersynth.log import get_logger
 from fersynth.modeling.data import PRESETS, InputConfig, decoded
 from fersynth.modeling.floor import fit_floor
 from fersynth.modeling.metrics import mean_interval
-from fersynth.paths import floor_path, trial_name
-from fersynth.tracking import variant_hash
+from fersynth.paths import CheckpointLayout, floor_path, trial_name
+from fersynth.tracking import start_run, variant_hash
 from fersynth.train.card import write_model_card
-from fersynth.train.mlflow_model import log_trial_model, register_best
+from fersynth.train.mlflow_model import is_current, log_trial_model, register_best
 from fersynth.train.rows import training_rows
 from fersynth.train.selection import best_trial, write_trials_record
 from fersynth.train.trial import fit_trials
@@ -158,16 +158,26 @@ def train(
         metrics = _summarise(trials, classes, counts, selected.validation, config) if state.main else {}
         if state.main:
             best = best_trial(trials)
-            for trial in trials:
-                with_model = config.log_models == "all" or trial is best
-                out = outs[trial["seed"]]
-                trial |= _log_trial(config, trial, data, counts, classes, state, out, names, run_name, with_model)
-            metrics["floor"] = _fit_floor(data, len(classes), floor_path(tmp))
-            write_trials_record(tmp, trials)  # predict and serve run the trial registered below
-            hashes = {path: variant_hash(Path(path)) for path in config.variants}
-            write_model_card(tmp, run_name, config, metrics, hashes)
-            registered = register_best(run_name, trials)
-            _log_confusion_figure(next(t for t in trials if t["seed"] == registered["seed"]), data, classes, run_name)
+            # one parent run per training: its trials' runs nest under it, and it carries the seed summary
+            with start_run(
+                "train",
+                _inputs(config),
+                params=_flat(asdict(config)),
+                run_name=run_name,
+                tags={"fersynth.experiment": run_name},
+            ):
+                for trial in trials:
+                    with_model = config.log_models == "all" or trial is best
+                    out = outs[trial["seed"]]
+                    trial |= _log_trial(config, trial, data, counts, classes, state, out, run_name, with_model)
+                metrics["floor"] = _fit_floor(data, len(classes), floor_path(tmp))
+                write_trials_record(tmp, trials)  # predict and serve run the trial registered below
+                hashes = {path: variant_hash(Path(path)) for path in config.variants}
+                card = write_model_card(tmp, run_name, config, metrics, hashes)
+                weights = CheckpointLayout(outs[best["seed"]]).weights
+                registered = register_best(run_name, trials, card, weights, champion=is_current(model_dir))
+                _log_confusion_figure(best, data, classes, run_name)
+                _log_seed_summary(metrics, registered, tmp)
             log.info(
                 "train %s: MLflow model %s version %s (seed %d)",
                 run_name,
@@ -212,6 +222,10 @@ def _summarise(trials: list[dict], classes, counts: dict, validation: dict, conf
     }
 
 
+def _inputs(config: TrainConfig) -> dict[str, Path]:
+    return {Path(v).name: Path(v) for v in config.variants}
+
+
 def _log_trial(
     config: TrainConfig,
     trial: dict,
@@ -220,23 +234,21 @@ def _log_trial(
     classes,
     state: Distributed,
     out: Path,
-    names,
     experiment: str,
     with_model: bool = True,
 ) -> dict:
-    """One MLflow run for a trained trial: params, its learning curve and speed per epoch, test metrics and
-    confusion counts, and (``with_model``) the model. Returns its run id and model URI (``None`` without)."""
+    """One MLflow run for a trained trial, nested under its training's parent run: params, its learning curve
+    and speed per epoch, test metrics and confusion counts, and (``with_model``) the model. Returns its run id
+    and model URI (``None`` without)."""
     import mlflow
     from mlflow.entities import Metric
     from sklearn.metrics import confusion_matrix
 
-    from fersynth.tracking import start_run
-
     seed = trial["seed"]
-    inputs = {Path(v).name: Path(v) for v in config.variants}
     params = _flat(asdict(config)) | {"trial_seed": seed, "frozen_layers": trial["frozen_layers"]}
     tags = {"fersynth.experiment": experiment, "fersynth.trial_seed": str(seed)}
-    with start_run("train", inputs, params=params, run_name=names[seed], tags=tags) as run:
+    name = f"{experiment}/{trial_name(seed)}"
+    with start_run("train", _inputs(config), params=params, run_name=name, tags=tags, nested=True) as run:
         mlflow.log_params({f"rows_{k}": v for k, v in counts.items()} | {"processes": state.world_size})
         # the learning curve in one write (a call per epoch cost ~15 ms each); the speed goes to MLflow only:
         # a timing in a DVC-tracked file differs every run
@@ -247,16 +259,48 @@ def _log_trial(
             for key, value in ({k: v for k, v in record.items() if k != "epoch"} | {"images_per_second": speed}).items()
         ]
         final = [Metric(k, float(trial[k]), now, 0) for k in ("best_val_accuracy", "test_accuracy", "test_macro_f1")]
-        metrics = curve + final
-        for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
-            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
+        _log_metrics(run.info.run_id, curve + final)
         # every trial's test confusion as counts; the registered trial also gets the figure (train())
         confusion = confusion_matrix(data["test"][1], trial["predicted"], labels=list(range(len(classes))))
         mlflow.log_dict({"classes": list(classes), "true_x_predicted": confusion.tolist()}, "confusion_test.json")
-        model_uri = (
-            log_trial_model(out, trial["example"], trial["example_probabilities"], classes) if with_model else None
-        )
+        model_uri = log_trial_model(out, trial["example"], classes) if with_model else None
     return {"model_uri": model_uri, "run_id": run.info.run_id}
+
+
+def _log_metrics(run_id: str, metrics: list) -> None:
+    import mlflow
+
+    for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
+        mlflow.MlflowClient().log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def _log_seed_summary(metrics: dict, registered: dict, model_dir: Path) -> None:
+    """The active (parent) run's summary over seeds: the mean metrics with the test interval and seed sd, the
+    registered version, the model card and the metrics as train writes them."""
+    import mlflow
+
+    accuracies = [t["test_accuracy"] for t in metrics["trials"]]
+    low, high = metrics["test_accuracy_ci95"]
+    mlflow.log_metrics(
+        {
+            "best_val_accuracy": metrics["best_val_accuracy"],
+            "test_accuracy": metrics["test_accuracy"],
+            "test_accuracy_ci95_low": low,
+            "test_accuracy_ci95_high": high,
+            "test_accuracy_seed_sd": float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else 0.0,
+            "test_macro_f1": metrics["test_macro_f1"],
+            "trials": len(accuracies),
+        }
+    )
+    mlflow.set_tags(
+        {
+            "fersynth.seeds": ",".join(str(s) for s in metrics["seeds"]),
+            "fersynth.registered": f"{registered['name']}/{registered['version']}",
+            "fersynth.registered_seed": str(registered["seed"]),
+        }
+    )
+    mlflow.log_artifact(str(Path(model_dir) / "MODEL_CARD.md"))
+    mlflow.log_dict({k: v for k, v in metrics.items() if k != "history"}, "seed_summary.json")
 
 
 def flip_labels(labels: np.ndarray, share: float, n_classes: int, seed: int) -> np.ndarray:
@@ -283,7 +327,6 @@ UNVERSIONED = (
     "run_id",
     "predicted",
     "example",
-    "example_probabilities",
 )
 
 

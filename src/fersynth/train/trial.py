@@ -55,7 +55,7 @@ def fit_trials(config, data: dict, classes, state: Distributed, outs: dict[int, 
 
 def fit_trial(config, seed: int, data: dict, classes, state: Distributed, out: Path, name: str) -> dict:
     """Train one seed; save its best checkpoint to ``out``. Returns its metrics, learning curve, per-epoch
-    speed (for MLflow only), test predictions and an input example with its probabilities."""
+    speed (for MLflow only), test predictions and an input example for its MLflow model."""
     device = state.device
     torch.manual_seed(seed)
     loaders = {
@@ -103,7 +103,6 @@ def fit_trial(config, seed: int, data: dict, classes, state: Distributed, out: P
     report = classification_report(data["test"][1], predicted, classes)
     save_checkpoint(out, model, asdict(config) | {"classes": list(classes)})
     log.info("train %s: best val %.3f (epoch %d), test %.3f", name, best["val_accuracy"], best["epoch"], test_accuracy)
-    example, probabilities = _example(model, data, device)
     return {
         "seed": seed,
         "best_epoch": best["epoch"],
@@ -115,8 +114,7 @@ def fit_trial(config, seed: int, data: dict, classes, state: Distributed, out: P
         "images_per_second": speeds,
         "frozen_layers": frozen,
         "predicted": predicted,
-        "example": example,
-        "example_probabilities": probabilities,
+        "example": _example(data),
     }
 
 
@@ -178,15 +176,10 @@ def evaluate(model: nn.Module, loader: BatchLoader, device: str) -> tuple[float,
     return sum(losses) / max(len(truth), 1), float((predicted == truth).mean()) if len(truth) else 0.0, predicted
 
 
-@torch.no_grad()
-def _example(model: nn.Module, data: dict, device: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two of the trial's own val images (train when val is empty) and its probabilities for them: the MLflow
-    model's input example and signature."""
+def _example(data: dict) -> np.ndarray:
+    """Two of the trial's own val images (train when val is empty): the MLflow model's input example."""
     images = data["val"][0] if len(data["val"][0]) else data["train"][0]
-    example = np.ascontiguousarray(images[:2])
-    model.eval()
-    logits = model(torch.from_numpy(example.astype(np.float32) / 255.0).to(device))
-    return example, torch.softmax(logits.float(), 1).cpu().numpy()
+    return np.ascontiguousarray(images[:2])
 
 
 def _copy_state(model: nn.Module) -> dict:
