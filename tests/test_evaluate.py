@@ -68,6 +68,8 @@ def test_per_class_confusion_and_predictions_agree(evaluated):
     assert (root / "out" / "confusion_figures" / "tiny" / "fer2013.png").exists()  # a figure for figures_on
     assert not (root / "out" / "confusion_figures" / "tiny" / "nhfi.png").exists()  # a CSV only for the others
     assert not list((root / "out" / "confusion").rglob("*.png"))  # dvc plots draws the CSVs: no matrix twice
+    listed = json.loads((root / "out" / "confusion_figures" / "tiny" / "figures.json").read_text())
+    assert listed == {"confusion_png": ["fer2013"]}  # never an empty folder (Git would drop a DVC output)
 
 
 def test_one_model_is_rescored_alone_and_the_tables_gather_every_model(evaluated, tiny_demo, tmp_path):

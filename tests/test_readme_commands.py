@@ -36,6 +36,7 @@ CLASSIFIED: list[tuple[str, str]] = [
     (r"dvc plots show.*", "run"),
     (r"dvc (push|pull|status)\b.*", "run after repro"),
     (r"git clone <repo> \.\./other .*", "run after repro"),
+    (r"dvc artifacts get <repo> .*", "run after repro"),
     (r"fersynth predict fer .*", "run"),
     (r"fersynth predict models/.*", "run after repro"),
     (r"fersynth serve .*", "a server until stopped: tests/test_predict.py serves fer and a model over HTTP"),
@@ -166,6 +167,8 @@ def test_the_readme_commands_run_as_written_on_a_fresh_clone(tmp_path):
     print(f"ran {len(ran)} README commands; not run ({no_outputs}): {not_run}")
     assert failed == [] and len(ran) >= 5
     assert "happy" in (clone / "predictions" / "predictions.csv").read_text()  # fer on the astronaut
+    if not no_outputs:
+        assert (clone / "merged-model" / "model.safetensors").is_file()  # dvc artifacts get, through the tags
     if not no_outputs:
         assert (tmp_path / "fersynth-dvc-remote").is_dir()  # `dvc push` went to the default remote beside the clone
         assert (tmp_path / "other" / "models" / "merged").is_dir()  # and the sibling clone pulled from it

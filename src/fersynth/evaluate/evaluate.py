@@ -120,7 +120,6 @@ def evaluate_model(config: EvaluateConfig, model_name: str, out_dir: Path) -> di
     scores: dict[str, dict] = {"accuracy": {}, "macro_f1": {}, "floor": {}, "true_labels": {}, "robustness": {}}
     scores["one_class"] = {}
     scores["fairness"] = None
-    layout.confusion_png(model_name, "").parent.mkdir(parents=True, exist_ok=True)  # a DVC out, even when empty
     for test_name, variant_dir in progress(
         config.test_sets.items(), f"evaluate {model_name}", len(config.test_sets), "test set"
     ):
@@ -166,6 +165,10 @@ def evaluate_model(config: EvaluateConfig, model_name: str, out_dir: Path) -> di
                 k: round(float(np.mean([t[k] for t in per_trial])), 4) for k in per_trial[0]
             }
     write_json(layout.scores(model_name), scores)
+    # the figures' folder is a DVC output; Git keeps no empty folder, so it always holds this list (a model with
+    # no test set of figures_on, e.g. CASME II's, would otherwise look deleted in a fresh clone)
+    drawn = sorted(t for t in config.test_sets if t in config.figures_on and scores["accuracy"].get(t) is not None)
+    write_json(layout.confusion_png(model_name, "figures").with_suffix(".json"), {"confusion_png": drawn})
     log.info("evaluate %s (%d trials): %s", model_name, len(models), scores["accuracy"])
     return scores
 
