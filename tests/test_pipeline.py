@@ -42,7 +42,7 @@ def env():
 
 def _wait_for_experiments(repo: Path, env, count: int, timeout: float = 1800) -> list[dict]:
     """Poll `dvc queue status` until nothing is queued or running, then read `dvc exp show --json`:
-    one dict per experiment with its name, flattened params and the compare.json metrics."""
+    one dict per experiment with its name, flattened params and the summary's comparisons (its metrics)."""
     import json
 
     wait_for_dvc_queue(repo, env, timeout=timeout, poll=10)
@@ -53,7 +53,7 @@ def _wait_for_experiments(repo: Path, env, count: int, timeout: float = 1800) ->
             for revision in experiment.get("revs") or []:
                 data = revision.get("data") or {}
                 params = _flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))
-                metrics = data.get("metrics", {}).get("metrics/compare.json", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("metrics/summary/comparisons.json", {}).get("data", {})
                 experiments.append({"name": revision.get("name"), "params": params, "compare": metrics})
     assert len(experiments) == count, json.dumps(shown)[:3000]
     return experiments
@@ -116,6 +116,11 @@ def _fast_params(path: Path) -> None:
     params["smote"]["target_per_class"] = 30
     params["fer2013_rendered"]["per_class"] = 5
     params["compare"]["min_seeds"] = 2  # the fast params train two trials
+    # the imbalance bounds were stated for the demo's sizes and a trained relabeller: this one has 3 epochs and
+    # consensus 1 (it moves most labels, 197 of 290, into few classes); exact-balance bounds (1) still hold
+    for suite in params["validate"]["suites"].values():
+        if (suite.get("max_class_ratio") or 1) > 1:
+            suite["max_class_ratio"] = None
     for experiment in params["train"].values():
         experiment["epochs"] = 1
         experiment["min_steps"] = 0
@@ -161,20 +166,22 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     params["smote"]["target_per_class"] += 4
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = re.findall(r"Running stage '([^']+)'", run_ok(["dvc", "repro"], repo, env))
-    # smote_balanced is a training variant: its model, the evaluation, comparison and report, the evaluator's
+    # smote_balanced is a training variant: its model, its evaluation, comparison, summary and report, the evaluator's
     # no-overlap check and autolabel's picture check (its labeler against every compared model's pictures: the
     # same labels come out, so nothing after autolabel runs) read it too; nothing else runs
     # (compare runs too unless the retrained model's predictions came out identical: then its deps did not change)
     assert sorted(set(ran) - {"compare"}) == [
         "autolabel",
         "data-docs",  # the two suites' new pages: the site's index lists their new runs
-        "evaluate",
+        "evaluate-summary",
+        "evaluate@fer2013_smote",  # the retrained model only: no other model is scored again
         "report",
         "smote",
+        "summary",
         "train-fer2013_smote",
         "validate-evaluator",
         "validate@smote_balanced",
-    ]
+    ], ran
     smote = pd.read_parquet(repo / "data" / "smote_balanced" / "manifest.parquet").query("split == 'train'")
     assert set(smote["label"].value_counts()) == {params["smote"]["target_per_class"]}
     step("one-param repro")
@@ -207,23 +214,22 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     assert sorted(e["params"]["train.fer2013_sdxl.synthetic_per_class"] for e in experiments) == list(values)
     for experiment in experiments:
         assert experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]["verdict"]
-        runs = _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl%")
-        assert len(runs) == 2, runs  # the demo's two trials (fast params), named after the DVC experiment
+        trials = _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl/%")
+        assert len(trials) == 2, trials  # the demo's two trials (fast params), named after the DVC experiment
+        assert _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl") == [f"{experiment['name']}:fer2013_sdxl"]
         entry = experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]
-        assert entry["difference_low"] <= entry["difference"] <= entry["difference_high"]
+        assert entry["low"] <= entry["difference"] <= entry["high"]
     # the README's `dvc exp show` line: its regular expressions keep exactly the columns it names
-    keep = (
-        r"Experiment|.*synthetic_per_class|fer2013_sdxl_vs_fer2013\.fer2013\."
-        r"(difference|difference_low|difference_high|verdict)"
-    )
+    keep = r"Experiment|.*synthetic_per_class|fer2013_sdxl_vs_fer2013\.fer2013\.(verdict|difference|low|high)"
     shown = run_ok(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], repo, env)
     header = shown.splitlines()[0].split(",")
-    assert {
+    assert set(header) - {h for h in header if h.endswith("synthetic_per_class")} == {
         "Experiment",
-        "fer2013_sdxl_vs_fer2013.fer2013.difference",
-        "fer2013_sdxl_vs_fer2013.fer2013.difference_low",
         "fer2013_sdxl_vs_fer2013.fer2013.verdict",
-    } <= set(header), header
+        "fer2013_sdxl_vs_fer2013.fer2013.difference",
+        "fer2013_sdxl_vs_fer2013.fer2013.low",
+        "fer2013_sdxl_vs_fer2013.fer2013.high",
+    }, header  # exactly what it names (an adjusted interval or p-value no longer slips in)
     assert any(h.endswith("synthetic_per_class") for h in header), header
     step("exp show")
     # 6. a team: the experiments go to a shared bare git repository (`dvc exp push` also pushes their outputs to
