@@ -16,12 +16,13 @@ from tests.conftest import free_port
 
 
 class Page:
-    """One tab: :meth:`call` a DevTools method, :meth:`evaluate` JavaScript, :meth:`until` a condition holds;
-    ``errors`` collects uncaught exceptions, ``console.error`` calls and failed loads (log entries of level
-    error) seen so far."""
+    """One tab: :meth:`call` a DevTools method, :meth:`evaluate` JavaScript, :meth:`until` a condition holds,
+    :meth:`open` a page and let it settle. ``errors`` collects uncaught exceptions, ``console.error`` /
+    ``console.assert`` calls, log entries of level error and failed loads seen so far; ``warnings`` the
+    ``console.warn`` calls and log entries of level warning."""
 
     def __init__(self, ws):
-        self.ws, self.ids, self.errors = ws, itertools.count(1), []
+        self.ws, self.ids, self.errors, self.warnings = ws, itertools.count(1), [], []
 
     async def call(self, method: str, **params):
         number = next(self.ids)
@@ -42,24 +43,40 @@ class Page:
     async def until(self, expression: str, seconds: float = 90):
         deadline = time.monotonic() + seconds
         while not (value := await self.evaluate(expression)):
-            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}; {self.errors}"
             await asyncio.sleep(0.25)
+        return value
+
+    async def open(self, url: str, ready: str = "true", settle: float = 1.0, seconds: float = 90):
+        """Navigate to ``url`` with fresh ``errors`` and ``warnings``, wait until the page is loaded and ``ready``
+        (a JS expression) is truthy, give late events (a favicon, deferred scripts) ``settle`` seconds to
+        arrive, and return the value of ``ready``."""
+        self.errors, self.warnings = [], []
+        await self.call("Page.navigate", url=url)
+        value = await self.until(f"document.readyState === 'complete' && ({ready})", seconds)
+        await asyncio.sleep(settle)
+        await self.evaluate("0")  # reads the events that arrived meanwhile
         return value
 
     def _record(self, event: dict) -> None:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.exceptionThrown":
             details = params["exceptionDetails"]
-            self.errors.append(details.get("exception", {}).get("description") or details.get("text"))
-        elif method == "Runtime.consoleAPICalled" and params.get("type") == "error":
-            self.errors.append(" ".join(str(a.get("value", a.get("description"))) for a in params.get("args", [])))
-        elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
-            self.errors.append(f"{params['entry'].get('text')} {params['entry'].get('url', '')}".strip())
+            self.errors.append(f"uncaught: {details.get('exception', {}).get('description') or details.get('text')}")
+        elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert", "warning"):
+            text = " ".join(str(a.get("value", a.get("description"))) for a in params.get("args", []))
+            (self.warnings if params["type"] == "warning" else self.errors).append(f"console: {text}")
+        elif method == "Log.entryAdded" and params["entry"].get("level") in ("error", "warning"):
+            text = f"{params['entry'].get('text')} {params['entry'].get('url', '')}".strip()
+            (self.warnings if params["entry"]["level"] == "warning" else self.errors).append(text)
+        elif method == "Network.loadingFailed":
+            self.errors.append(f"load failed: {params.get('errorText')}")
 
 
 @asynccontextmanager
-async def chromium_page(chromium: str, profile: Path, width: int = 1366, height: int = 768):
-    """A fresh headless Chromium (no network needed) and a DevTools session on its one tab; closed after."""
+async def chromium_page(chromium: str, profile: Path, width: int = 1366, height: int = 768, offline: bool = False):
+    """A fresh headless Chromium and a DevTools session on its one tab (console, log, network and page events
+    recorded); closed after. ``offline``: no host name resolves, as offline as it gets."""
     import aiohttp
 
     debug_port = free_port()
@@ -71,6 +88,7 @@ async def chromium_page(chromium: str, profile: Path, width: int = 1366, height:
             "--disable-gpu",
             f"--user-data-dir={profile}",
             f"--remote-debugging-port={debug_port}",
+            *(["--host-resolver-rules=MAP * ~NOTFOUND"] if offline else []),
             "about:blank",
         ],
         stdout=subprocess.DEVNULL,
@@ -80,8 +98,8 @@ async def chromium_page(chromium: str, profile: Path, width: int = 1366, height:
         ws_url = _page_socket(debug_port, browser)
         async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
             page = Page(ws)
-            for domain in ("Runtime.enable", "Log.enable", "Page.enable"):
-                await page.call(domain)
+            for domain in ("Runtime", "Log", "Network", "Page"):
+                await page.call(f"{domain}.enable")
             await page.call(
                 "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
             )

@@ -5,14 +5,11 @@ site with one index and one copy of the static files, every link resolving, and 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,7 +19,7 @@ from click.testing import CliRunner
 from fersynth.cli import main
 from fersynth.data_docs import BrokenDataDocs, build_site, publish_suite, read_entries
 from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
-from tests.conftest import free_port
+from tests.browser import chromium_page
 from tests.test_validate import GOOD, _variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,99 +132,39 @@ def test_revalidating_a_suite_replaces_its_pages(tmp_path):
     assert all((site / e["filepath"]).is_file() for e in read_entries(site)["toy"])
 
 
-async def _open_offline(ws_url: str, page: str, ready: str) -> tuple[list[str], object]:
-    """Open ``page`` over the DevTools protocol, wait until ``ready`` (a JS expression) is truthy, and return
-    every console error or warning, uncaught exception and failed load, and the value of ``ready``."""
-    import aiohttp
-
-    problems: list[str] = []
-
-    def note(event: dict) -> None:
-        method, params = event.get("method"), event.get("params", {})
-        if method == "Log.entryAdded" and params["entry"]["level"] in ("error", "warning"):
-            problems.append(f"{params['entry']['text']} ({params['entry'].get('url', '')})")
-        elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "warning", "assert"):
-            problems.append("console: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
-        elif method == "Runtime.exceptionThrown":
-            details = params["exceptionDetails"]
-            problems.append(f"uncaught: {details.get('exception', {}).get('description', details['text'])}")
-        elif method == "Network.loadingFailed":
-            problems.append(f"load failed: {params['errorText']}")
-
-    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
-        ids = itertools.count(1)
-
-        async def call(method: str, **params):
-            number = next(ids)
-            await ws.send_json({"id": number, "method": method, "params": params})
-            async for message in ws:
-                data = message.json()
-                if data.get("id") == number:
-                    assert "error" not in data, data
-                    return data.get("result", {})
-                note(data)
-            raise AssertionError("the browser closed the connection")
-
-        for domain in ("Log", "Runtime", "Network", "Page"):
-            await call(f"{domain}.enable")
-        await call("Page.navigate", url=page)
-        deadline = time.monotonic() + 60
-        expression = f"document.readyState === 'complete' && ({ready})"
-        while not (
-            value := (await call("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
-        ):
-            assert time.monotonic() < deadline, f"{page}: timed out waiting for {ready}; {problems}"
-            await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # late errors: the favicon, deferred scripts
-        await call("Runtime.evaluate", expression="0")
-    return problems, value
+async def _open_offline(chromium: str, profile: Path, pages: list[tuple[str, str]]) -> list[tuple[list[str], object]]:
+    """Open each (url, ready) in one offline Chromium; per page every console error or warning, uncaught
+    exception and failed load, and the value of ``ready`` (a JS expression waited for)."""
+    opened = []
+    async with chromium_page(chromium, profile, offline=True) as page:
+        for url, ready in pages:
+            value = await page.open(url, ready, seconds=60)
+            opened.append((page.errors + page.warnings, value))
+    return opened
 
 
 def test_the_site_opens_offline_in_chromium_without_a_console_error(site, tmp_path, chromium):
-    debug_port = free_port()
-    browser = subprocess.Popen(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name resolves: as offline as it gets
-            f"--remote-debugging-port={debug_port}",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     validation = next((site / "validations" / "leaky" / "subject_splits").rglob("*.html"))
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{debug_port}/json/list", timeout=5) as reply:
-                    targets = json.loads(reply.read())
-                break
-            except OSError:
-                assert browser.poll() is None and time.monotonic() < deadline, "chromium did not start"
-                time.sleep(0.3)
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        # bootstrap-table drew the index's rows (jQuery, Popper, Bootstrap and the plugin all ran): every
-        # suite's validations on one page, by suite
-        table = "$('.ge-index-page-validation-results-table')"
-        drawn = (
-            f"{table}.find('tbody tr[data-index]').length && JSON.stringify([{table}.bootstrapTable('getOptions')"
-            f".pagination, {table}.find('tbody tr[data-index] td:last-child').map((i, c) => c.innerText.trim()).get()])"
+    # bootstrap-table drew the index's rows (jQuery, Popper, Bootstrap and the plugin all ran): every
+    # suite's validations on one page, by suite
+    table = "$('.ge-index-page-validation-results-table')"
+    drawn = (
+        f"{table}.find('tbody tr[data-index]').length && JSON.stringify([{table}.bootstrapTable('getOptions')"
+        f".pagination, {table}.find('tbody tr[data-index] td:last-child').map((i, c) => c.innerText.trim()).get()])"
+    )
+    # Bootstrap's collapse plugin is there (a validation page's sections fold with it)
+    collapse = "typeof jQuery !== 'undefined' && typeof jQuery.fn.collapse === 'function'"
+    index, page, suite = asyncio.run(
+        _open_offline(
+            chromium,
+            tmp_path / "profile",
+            [
+                ((site / "index.html").as_uri(), drawn),
+                (validation.as_uri(), collapse),
+                ((site / "expectations" / "good" / "manifest.html").as_uri(), collapse),
+            ],
         )
-        index = asyncio.run(_open_offline(ws_url, (site / "index.html").as_uri(), drawn))
-        # Bootstrap's collapse plugin is there (a validation page's sections fold with it)
-        collapse = "typeof jQuery !== 'undefined' && typeof jQuery.fn.collapse === 'function'"
-        page = asyncio.run(_open_offline(ws_url, validation.as_uri(), collapse))
-        suite = asyncio.run(
-            _open_offline(ws_url, (site / "expectations" / "good" / "manifest.html").as_uri(), collapse)
-        )
-    finally:
-        browser.terminate()
-        browser.wait(timeout=30)
+    )
     problems, drawn = index
     assert problems == [] and json.loads(drawn) == [False, SUITES]
     assert page == ([], True) and suite == ([], True)
