@@ -34,7 +34,14 @@ def register_changed(repo: Path, dry_run: bool = False) -> list[Registered]:
 
     repo = Path(repo)
     _require_committed_lock(repo)
-    head_lock = _lock_hashes(_git(repo, "show", "HEAD:dvc.lock"))
+    locks: dict[str, dict[str, str]] = {}  # commit -> its dvc.lock's output hashes: read once per commit
+
+    def hashes_at(commit: str) -> dict[str, str]:
+        if commit not in locks:
+            locks[commit] = _lock_hashes(_git(repo, "show", f"{commit}:dvc.lock"))
+        return locks[commit]
+
+    head_lock = hashes_at("HEAD")
     declared = (yaml.safe_load((repo / "dvc.yaml").read_text()) or {}).get("artifacts") or {}
     results = []
     for name, artifact in declared.items():
@@ -43,11 +50,7 @@ def register_changed(repo: Path, dry_run: bool = False) -> list[Registered]:
             results.append(Registered(name, None, f"{artifact['path']} is no output in HEAD's dvc.lock"))
             continue
         latest = _latest(repo, name)
-        if (
-            latest is not None
-            and _lock_hashes(_git(repo, "show", f"{latest.commit_hexsha}:dvc.lock")).get(_normal(artifact["path"]))
-            == current
-        ):
+        if latest is not None and hashes_at(latest.commit_hexsha).get(_normal(artifact["path"])) == current:
             results.append(Registered(name, latest.version, "unchanged"))
             continue
         version = "v1.0.0" if latest is None else None
