@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import itertools
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
 from fersynth.predict import Face, PredictConfig, draw_labels, label_font, predict
 from fersynth.train.train import TrainConfig, train
+from tests.browser import chromium_page
 from tests.conftest import free_port
 
 GRACE_HOPPER = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))  # 512 x 600, one face
@@ -186,35 +186,11 @@ def _wait_for(url: str, process: subprocess.Popen, seconds: float = 90) -> bytes
             time.sleep(0.3)
 
 
-async def _upload_in_browser(ws_url: str, page: str, photo: Path, shot: Path) -> dict:
+async def _upload_in_browser(chromium: str, profile: Path, page: str, photo: Path, shot: Path) -> dict:
     """Drive the page over the DevTools protocol: choose the photo in the file input, click Predict,
     wait for the answer, read what the page shows, take a screenshot."""
-    import aiohttp
-
-    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url, max_msg_size=0) as ws:
-        ids = itertools.count(1)
-
-        async def call(method: str, **params):
-            number = next(ids)
-            await ws.send_json({"id": number, "method": method, "params": params})
-            async for message in ws:
-                data = message.json()
-                if data.get("id") == number:
-                    assert "error" not in data, data
-                    return data.get("result", {})
-            raise AssertionError("the browser closed the connection")
-
-        async def evaluate(expression: str):
-            return (await call("Runtime.evaluate", expression=expression, returnByValue=True))["result"].get("value")
-
-        async def until(expression: str, seconds: float = 90):
-            deadline = time.monotonic() + seconds
-            while not (value := await evaluate(expression)):
-                assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-                await asyncio.sleep(0.2)
-            return value
-
-        await call("Emulation.setDeviceMetricsOverride", width=1000, height=1500, deviceScaleFactor=1, mobile=False)
+    async with chromium_page(chromium, profile, width=1000, height=1500) as tab:
+        call, evaluate, until = tab.call, tab.evaluate, tab.until
         await call("Page.navigate", url=page)
         await until("document.readyState === 'complete' && !!document.getElementById('file')")
         document = await call("DOM.getDocument")
@@ -243,41 +219,27 @@ async def _upload_in_browser(ws_url: str, page: str, photo: Path, shot: Path) ->
 
 
 def test_the_app_shows_the_faces_of_a_photo_uploaded_in_a_real_browser(model, tmp_path, chromium):
-    port, debug_port = free_port(), free_port()
+    port = free_port()
     app = subprocess.Popen(
         [sys.executable, "-m", "fersynth.cli", "serve", str(model), "--port", str(port)],
         cwd=model.parent,  # the project: its params say where the training faces came from
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    chrome = subprocess.Popen(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--remote-debugging-port={debug_port}",
-            "about:blank",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     try:
         page = f"http://127.0.0.1:{port}/"
         assert b"Which emotion" in _wait_for(page, app)
-        targets = json.loads(_wait_for(f"http://127.0.0.1:{debug_port}/json/list", chrome))
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        shown = asyncio.run(_upload_in_browser(ws_url, page, GRACE_HOPPER, tmp_path / "app.png"))
+        shown = asyncio.run(
+            _upload_in_browser(chromium, tmp_path / "profile", page, GRACE_HOPPER, tmp_path / "app.png")
+        )
         # a broken upload is a message from the server, not a crash
         request = urllib.request.Request(f"{page}predict", data=b"not a picture", method="POST")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 400 and "not a picture" in json.loads(refused.value.read())["error"]
     finally:
-        for process in (chrome, app):
-            process.terminate()
-            process.wait(timeout=30)
+        app.terminate()
+        app.wait(timeout=30)
     assert shown["state"] == "done" and shown["status"] == "1 face(s)", shown
     # the page says, above the picker, what the model learned from and that it means nothing on a photo
     assert f"Caveat: {DEMO_CAVEAT}." in shown["about"] and "rendered by fersynth demo" in shown["about"], shown
