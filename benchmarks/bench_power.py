@@ -50,18 +50,19 @@ from scipy import stats as scipy_stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from fersynth.config import load_params  # noqa: E402
 from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, verdict  # noqa: E402
 
 VARIANTS = ("data/original/fer2013", "data/fer2013_rendered")
 ARMS = ("null", "benefit", "harm")
 MODELS = {"null": ("base",), "benefit": ("scarce", "benefit"), "harm": ("base", "harm")}  # what each arm trains
 TARGETS = {"null_false_verdicts_at_most": 0.05, "benefit_detected_at_least": 0.8, "harm_detected_at_least": 0.8}
-PAIRS = yaml.safe_load((ROOT / "params.yaml").read_text())["compare"]["pairs"]
+PAIRS = load_params(ROOT / "params.yaml")["compare"]["pairs"]
 SHIPPED = {arm: f"control_{arm}_vs_{PAIRS[f'control_{arm}']['baseline']}" for arm in ARMS}  # the pipeline's pairs
 
 
 def scratch_params(replications: int, seeds: int, arms: tuple[str, ...] = ARMS) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
     shipped = params["train"]
     group = replications * seeds
     once = {"split_seed": 0, "log_models": "best"}  # 500 MLflow models would cost ~7 min

@@ -22,6 +22,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from fersynth.config import load_params  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"seconds_max": 900, "peak_rss_mib_max": 4096}
 
@@ -29,7 +32,7 @@ TARGETS = {"seconds_max": 900, "peak_rss_mib_max": 4096}
 def bench_params(fer_rows: int) -> dict:
     """The repository's params with real-size counts where the stage has one, and the issue's
     CPU settings for relabelling (one method, 8 epochs)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
     params["demo"] |= {
         "fer2013_rows": fer_rows,
         "nhfi_images": 5_558,  # NHFI's size

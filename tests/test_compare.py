@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fersynth.config import load_params
 from fersynth.evaluate.compare import CompareConfig, compare, compare_predictions, decide, plot_records
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -191,6 +192,7 @@ def test_dvc_draws_the_differences_and_the_sweep_with_the_project_templates(tmp_
     root = Path(__file__).resolve().parents[1]
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(root / name, tmp_path / name)
+    shutil.copytree(root / "configs", tmp_path / "configs")  # dvc.yaml's vars read configs/validate.yaml
     dvc = str(Path(sys.executable).parent / "dvc")
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
     shutil.copytree(root / ".dvc" / "plots", tmp_path / ".dvc" / "plots")
@@ -217,7 +219,7 @@ def test_every_compared_experiment_trains_enough_seeds_for_a_verdict_by_default(
 
     import yaml
 
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     needed = params["compare"]["min_seeds"]
     assert needed >= 5
     for candidate, pair in params["compare"]["pairs"].items():

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from fersynth.config import load_params
 from fersynth.labels import BASIC7
 from fersynth.variant import VariantWriter
 from tests.conftest import dvc_stages, image_bytes
@@ -50,13 +51,13 @@ def read_variant(dep: str, suites: dict[str, str]) -> str | None:
 # pictures with the evaluator's by pixel hash (a leakage refusal), and the evaluator's suite itself checks the
 # evaluator against the calibrated variant: waiting for it would be a cycle.
 HASH_ONLY_READS = {
-    ("calibrate@fer2013_sdxl", "data/evaluator/manifest.parquet"),
-    ("autolabel", "data/evaluator/manifest.parquet"),  # its labeler's pictures against hybrid's test set
+    ("calibrate@fer2013_sdxl", "data/evaluator"),
+    ("autolabel", "data/evaluator"),  # its labeler's pictures against hybrid's test set
 }
 
 
 def test_every_stage_that_reads_a_variant_depends_on_its_suite(stages):
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_params(ROOT / "params.yaml")
     suites = suite_metrics(params, stages)
     assert "data/evaluator" in suites and len(suites) == len(params["validate"]["suites"]) + 1
     missing = [
@@ -95,9 +96,13 @@ def _mini_project(root: Path) -> None:
         "outs": ["reports/sheets"],
     }
     suite = {"variant": "data/toy", "label_space": "basic7", "min_per_class": 1, "balanced_splits": ["train"]}
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"validate": validate, "contact-sheet": consumer}}))
+    vars_ = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"]  # the suites, from configs/validate.yaml
+    pipeline = {"vars": vars_, "stages": {"validate": validate, "contact-sheet": consumer}}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     runtime = {"threads": 2, "cpu_isa": "avx2"}  # every stage depends on the runtime pin (fersynth.runtime)
-    (root / "params.yaml").write_text(yaml.safe_dump({"runtime": runtime, "validate": {"suites": {"toy": suite}}}))
+    (root / "params.yaml").write_text(yaml.safe_dump({"runtime": runtime}))
+    (root / "configs").mkdir()
+    (root / "configs" / "validate.yaml").write_text(yaml.safe_dump({"suites": {"toy": suite}}))
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:

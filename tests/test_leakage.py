@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fersynth.config import load_params
 from fersynth.errors import ParamsError
 from fersynth.leakage import evaluator_not_in, labeler_conflicts
 from tests.conftest import dvc_stages
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PARAMS = load_params(ROOT / "params.yaml")
 LABELED = "data/sfhq_labeled"  # autolabel's output in dvc.yaml
 
 
@@ -96,10 +97,12 @@ def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sourc
 def test_validate_evaluator_depends_on_exactly_the_derived_variants(stages):
     stage = stages["validate-evaluator"]
     assert stage["cmd"].split()[2] == "data/evaluator"
-    manifests = {d.removesuffix("/manifest.parquet") for d in stage["deps"] if d.endswith("/manifest.parquet")}
-    assert manifests - {"data/evaluator"} == set(evaluator_not_in(PARAMS, "data/evaluator"))
-    variants = [f"train.{name}.variants" for name in PARAMS["train"]]
-    assert set(stage["params"]) >= {"evaluator_suite", "evaluator.datasets", "evaluate.test_sets", *variants}
+    variants = {d for d in stage["deps"] if d.startswith("data/")}
+    assert variants - {"data/evaluator"} == set(evaluator_not_in(PARAMS, "data/evaluator"))
+    # the suite and the evaluator's datasets are configs files; the training variants and test sets are params
+    assert {"configs/evaluator_suite.yaml", "configs/evaluator.yaml"} <= set(stage["deps"])
+    experiments = [f"train.{name}.variants" for name in PARAMS["train"]]
+    assert set(stage["params"]) >= {"evaluate.test_sets", *experiments}
 
 
 def test_autolabel_depends_on_its_labeler_and_the_params_its_check_reads(stages):
@@ -107,7 +110,8 @@ def test_autolabel_depends_on_its_labeler_and_the_params_its_check_reads(stages)
     assert PARAMS["autolabel"]["model"] in stage["deps"] and "models/fer2013" not in stage["deps"]
     assert stage["cmd"].split()[stage["cmd"].split().index("--out") + 1] == LABELED
     variants = [f"train.{name}.variants" for name in PARAMS["train"]]
-    assert set(stage["params"]) >= {"autolabel", "compare.pairs", "evaluate.models", "evaluate.test_sets", *variants}
+    assert "configs/autolabel.yaml" in stage["deps"]
+    assert set(stage["params"]) >= {"compare.pairs", "evaluate.models", "evaluate.test_sets", *variants}
     assert stages["train-labeler"]["outs"][0] == PARAMS["autolabel"]["model"]
 
 

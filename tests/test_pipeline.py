@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from fersynth.config import raw_sections, write_sections
 from tests.conftest import run_ok, wait_for_dvc_queue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,7 @@ def _copy_repository(target: Path, env) -> None:
 def _fast_params(path: Path) -> None:
     """A smaller demo with fewer epochs than the README's: this test is about every stage running and the
     DVC plumbing, not accuracy (benchmarks/bench_pipeline.py times the real `make repro`)."""
-    params = yaml.safe_load(path.read_text())
+    params = raw_sections(path)
     params["demo"] |= {
         "fer2013_rows": 420,
         "nhfi_images": 170,
@@ -121,11 +122,8 @@ def _fast_params(path: Path) -> None:
     for suite in params["validate"]["suites"].values():
         if (suite.get("max_class_ratio") or 1) > 1:
             suite["max_class_ratio"] = None
-    for experiment in params["train"].values():
-        experiment["epochs"] = 1
-        experiment["min_steps"] = 0
-        experiment["trials"] = min(experiment.get("trials", 1), 2)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    params["train"]["defaults"] |= {"epochs": 1, "min_steps": 0, "trials": 2}
+    write_sections(path, params)
 
 
 class _Steps:
@@ -162,9 +160,9 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     assert "Data and pipelines are up to date" in run_ok(["dvc", "repro"], repo, env)
     step("no-op dvc repro")
     # 3. one param changed: only the stage reading it, and what consumes that stage's output, re-run
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params = raw_sections(repo / "params.yaml")
     params["smote"]["target_per_class"] += 4
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_sections(repo / "params.yaml", params)
     ran = re.findall(r"Running stage '([^']+)'", run_ok(["dvc", "repro"], repo, env))
     # smote_balanced is a training variant: its model, its evaluation, comparison, summary and report, the evaluator's
     # no-overlap check and autolabel's picture check (its labeler against every compared model's pictures: the

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fersynth.config import build
+from fersynth.config import build, load_params
 from fersynth.errors import ParamsError
 from fersynth.runtime import ISA_SETTINGS, THREAD_SETTINGS, RuntimeConfig, pinned_environment, runtime_config
 from tests.conftest import run_ok, tree_bytes
@@ -65,7 +65,7 @@ def test_the_command_line_overrides_what_the_environment_says(tmp_path):
 
 def _project(root: Path, runtime: dict) -> dict[str, str]:
     """A scratch project: the demo's FER2013 (240 rows), and a 2-epoch experiment of the demo's recipe."""
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     recipe = params["train"]["fer2013"] | {"epochs": 2, "trials": 1}
     scratch = {
         "runtime": runtime,

@@ -1,9 +1,17 @@
-"""Typed stage configs built from ``params.yaml`` sections; unknown keys, missing sections and bad values
-fail before any work, as one-line :class:`~fersynth.errors.ParamsError`."""
+"""Typed stage configs built from params sections; unknown keys, missing sections and bad values fail before
+any work, as one-line :class:`~fersynth.errors.ParamsError`.
+
+A section lives in one of two places. ``params.yaml`` holds what ``dvc exp show`` lists and ``dvc exp run -S``
+varies: the training experiments (``train.defaults`` merged under each), the statistics, the test sets, the
+ingest sources and the CPU pin. Every other stage's section is ``configs/<section>.yaml`` beside it, the
+section's body at the file's top level, and a file dependency of the stages that read it: DVC re-runs them when
+it changes, and ``dvc exp show`` gives it one column instead of one per leaf (DVC's pager is 1024 characters
+wide and every column costs one; see docs/params.md)."""
 
 from __future__ import annotations
 
 import dataclasses
+import stat
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,24 +23,108 @@ from fersynth.errors import ParamsError
 
 T = TypeVar("T")
 
+CONFIGS = "configs"  # beside params.yaml: one file per section, configs/<section>.yaml
+MAX_BYTES = 4 << 20  # a params or config file larger than this is refused before it is read
+
 
 def load_params(path: Path | None = None) -> dict:
-    """The whole ``params.yaml``: ``path``, or the project's (:func:`fersynth.paths.params_path`).
-    A missing or unreadable file is a :class:`ParamsError`: defaults are never applied silently."""
+    """Every section: ``path`` (or the project's ``params.yaml``, :func:`fersynth.paths.params_path`) and the
+    ``configs/*.yaml`` beside it, with ``train.defaults`` merged under each training experiment.
+    A missing or unreadable file, or a section defined twice, is a :class:`ParamsError`: defaults are never
+    applied silently.
+
+    >>> with_train_defaults({"train": {"defaults": {"epochs": 15, "input": {"size": 48, "channels": 1}},
+    ...                                "nhfi": {"input": {"channels": 3}}}})["train"]
+    {'nhfi': {'epochs': 15, 'input': {'size': 48, 'channels': 3}}}
+    """
     from fersynth.paths import params_path
 
     path = Path(path) if path is not None else params_path()
     if not path.is_file():
         raise ParamsError(f"no params file at {path}; run from the project or pass --params FILE")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ParamsError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    params = _read_sections(path)
+    configs = path.parent / CONFIGS
+    if configs.is_dir():
+        for file in sorted(configs.glob("*.yaml")):
+            if file.stem in params:
+                raise ParamsError(f"section '{file.stem}' is in both {path.name} and {CONFIGS}/{file.name}; keep one")
+            params[file.stem] = _read_yaml(file) or {}
+    return with_train_defaults(params)
+
+
+def raw_sections(path: Path) -> dict:
+    """Every section as written, ``train.defaults`` not merged: ``params.yaml`` at ``path`` and the
+    ``configs/*.yaml`` beside it. With :func:`write_sections`, how a test or benchmark edits the params."""
+    params = _read_sections(Path(path))
+    for file in sorted((Path(path).parent / CONFIGS).glob("*.yaml")):
+        params[file.stem] = _read_yaml(file) or {}
+    return params
+
+
+def write_sections(path: Path, params: Mapping) -> None:
+    """Write ``params`` back: a section that has a ``configs/<section>.yaml`` beside ``path`` goes there,
+    every other one into ``path`` (YAML comments are not kept)."""
+    from fersynth.atomic import write_text
+
+    configs = Path(path).parent / CONFIGS
+    top = {}
+    for name, body in params.items():
+        if (configs / f"{name}.yaml").is_file():
+            write_text(configs / f"{name}.yaml", yaml.safe_dump(body, sort_keys=False))
+        else:
+            top[name] = body
+    write_text(Path(path), yaml.safe_dump(top, sort_keys=False))
+
+
+def with_train_defaults(params: dict) -> dict:
+    """``params`` with ``train.defaults`` merged (dicts key by key) under every other ``train.<experiment>``,
+    and the ``defaults`` entry itself gone: every consumer sees whole experiments."""
+    train = params.get("train")
+    if not isinstance(train, Mapping) or "defaults" not in train:
+        return params
+    defaults = train["defaults"] or {}
+    if not isinstance(defaults, Mapping):
+        raise ParamsError(f"params.yaml: train.defaults must be a mapping, got {defaults!r}")
+    experiments = {}
+    for name, spec in train.items():
+        if name == "defaults":
+            continue
+        if spec is not None and not isinstance(spec, Mapping):
+            raise ParamsError(f"params.yaml: train.{name} must be a mapping, got {spec!r}")
+        experiments[name] = _merged(defaults, spec or {})
+    return {**params, "train": experiments}
+
+
+def _merged(base: Mapping, override: Mapping) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(base[key], value) if isinstance(value, Mapping) and isinstance(base.get(key), Mapping) else value
+    return out
+
+
+def _read_sections(path: Path) -> dict:
+    params = _read_yaml(path)
     if params is None:
         return {}
     if not isinstance(params, Mapping):
         raise ParamsError(f"{path} must hold a mapping of sections, got {type(params).__name__}")
     return dict(params)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML in ``path``, a regular file of at most :data:`MAX_BYTES` (checked before reading)."""
+    try:
+        info = path.stat()
+    except OSError as error:
+        raise ParamsError(f"cannot read {path}: {error.strerror}") from error
+    if not stat.S_ISREG(info.st_mode):
+        raise ParamsError(f"{path} is not a regular file")
+    if info.st_size > MAX_BYTES:
+        raise ParamsError(f"{path} is {info.st_size:,} bytes; params files are at most {MAX_BYTES:,}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ParamsError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from error
 
 
 def section(params: Mapping, dotted: str, required: bool = True) -> dict:
@@ -43,7 +135,7 @@ def section(params: Mapping, dotted: str, required: bool = True) -> dict:
     >>> section({"train": {"fer2013": {"epochs": 2}}}, "train.fer2031")
     Traceback (most recent call last):
     ...
-    fersynth.errors.ParamsError: params.yaml has no section 'train.fer2031'; 'train' has: fer2013
+    fersynth.errors.ParamsError: no params section 'train.fer2031' (params.yaml or configs/); 'train' has: fer2013
     """
     node: Any = params
     parts = dotted.split(".")
@@ -57,7 +149,7 @@ def section(params: Mapping, dotted: str, required: bool = True) -> dict:
                 return {}
             where = f"'{'.'.join(parts[:depth])}' has" if depth else "sections are"
             names = ", ".join(sorted(map(str, node))) or "(none)"
-            raise ParamsError(f"params.yaml has no section '{dotted}'; {where}: {names}")
+            raise ParamsError(f"no params section '{dotted}' (params.yaml or {CONFIGS}/); {where}: {names}")
         node = node[part]
     if node is not None and not isinstance(node, Mapping):
         raise ParamsError(f"params.yaml: {dotted} must be a mapping, got {node!r}")
