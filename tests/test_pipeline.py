@@ -43,7 +43,8 @@ def env():
 
 def _wait_for_experiments(repo: Path, env, count: int, timeout: float = 1800) -> list[dict]:
     """Poll `dvc queue status` until nothing is queued or running, then read `dvc exp show --json`:
-    one dict per experiment with its name, flattened params and the summary's comparisons (its metrics)."""
+    one dict per experiment with its name, flattened params and the summary's answers and comparisons (its
+    metrics)."""
     import json
 
     wait_for_dvc_queue(repo, env, timeout=timeout, poll=10)
@@ -54,8 +55,12 @@ def _wait_for_experiments(repo: Path, env, count: int, timeout: float = 1800) ->
             for revision in experiment.get("revs") or []:
                 data = revision.get("data") or {}
                 params = _flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))
-                metrics = data.get("metrics", {}).get("metrics/summary/comparisons.json", {}).get("data", {})
-                experiments.append({"name": revision.get("name"), "params": params, "compare": metrics})
+                metrics = data.get("metrics", {})
+                answers = metrics.get("metrics/summary/answers.json", {}).get("data", {})
+                compared = metrics.get("metrics/summary/comparisons.json", {}).get("data", {})
+                experiments.append(
+                    {"name": revision.get("name"), "params": params, "answers": answers, "compare": compared}
+                )
     assert len(experiments) == count, json.dumps(shown)[:3000]
     return experiments
 
@@ -211,19 +216,19 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     step("queued sweep of two experiments")
     assert sorted(e["params"]["train.fer2013_sdxl.synthetic_per_class"] for e in experiments) == list(values)
     for experiment in experiments:
-        assert experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]["verdict"]
+        assert experiment["answers"]["fer2013_sdxl_vs_fer2013"]["fer2013"]  # the short verdict
         trials = _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl/%")
         assert len(trials) == 2, trials  # the demo's two trials (fast params), named after the DVC experiment
         assert _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl") == [f"{experiment['name']}:fer2013_sdxl"]
         entry = experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]
         assert entry["low"] <= entry["difference"] <= entry["high"]
     # the README's `dvc exp show` line: its regular expressions keep exactly the columns it names
-    keep = r"Experiment|.*synthetic_per_class|fer2013_sdxl_vs_fer2013\.fer2013\.(verdict|difference|low|high)"
+    keep = r"Experiment|.*synthetic_per_class|fer2013_sdxl_vs_fer2013\.fer2013(\.difference|\.low|\.high)?$"
     shown = run_ok(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], repo, env)
     header = shown.splitlines()[0].split(",")
     assert set(header) - {h for h in header if h.endswith("synthetic_per_class")} == {
         "Experiment",
-        "fer2013_sdxl_vs_fer2013.fer2013.verdict",
+        "fer2013_sdxl_vs_fer2013.fer2013",  # the verdict, from answers.json
         "fer2013_sdxl_vs_fer2013.fer2013.difference",
         "fer2013_sdxl_vs_fer2013.fer2013.low",
         "fer2013_sdxl_vs_fer2013.fer2013.high",

@@ -1,11 +1,19 @@
 import json
+import re
 from pathlib import Path
 
 import yaml
 
-from fersynth.evaluate.summary import comparison_summary, experiment_summary, summarize
+from fersynth.evaluate.summary import (
+    answer_summary,
+    comparison_summary,
+    experiment_summary,
+    short_verdict,
+    summarize,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+DECLARED = ["metrics/summary/answers.json", "metrics/summary/comparisons.json", "metrics/summary/experiments.json"]
 
 
 def _entry(difference, verdict, **extra):
@@ -22,27 +30,65 @@ def _entry(difference, verdict, **extra):
 
 
 COMPARED = {
-    "b_vs_a": {
-        "fer2013": _entry(0.05, "helps"),
+    "fer2013_sdxl_vs_fer2013": {
+        "fer2013": _entry(0.05, "helps", mde=0.03),
         "evaluator": _entry(
             0.03,
             "descriptive (mixes real and generated faces: its parts are tested)",
-            real=_entry(0.01, "inconclusive (detects +-7.3 pts)"),
-            generated=_entry(0.06, "helps"),
+            real=_entry(0.01, "inconclusive (detects +-7.3 pts)", mde=0.073),
+            generated=_entry(0.06, "helps", mde=0.04),
         ),
     },
-    "c_vs_a": {"casme2": _entry(0.0, "not testable (one subject)")},
+    "generated_casme2_vs_casme2": {"casme2": _entry(0.0, "not testable (one subject)")},  # no mde: not tested
+    "hybrid_vs_fer2013": {
+        "affectnet": _entry(0.0, "too few seeds (3 < 5)", seeds=3),
+        "fer2013": _entry(0.0, "identical predictions: no difference to test"),
+        "sfhq": _entry(-0.04, "hurts", mde=0.02),
+    },
+}
+CONTROLS = {
+    "control_benefit_on_fer2013": {"expected": "helps", "found": True, "verdict": "helps"},
+    "control_null_on_fer2013": {"expected": "inconclusive", "found": False, "verdict": "hurts"},
 }
 
 
-def test_a_mixed_test_set_is_summarised_by_the_parts_that_carry_verdicts():
+def test_answers_hold_every_judged_scope_with_its_short_verdict_in_the_order_of_comparisons():
+    answers, comparisons = answer_summary(COMPARED, CONTROLS), comparison_summary(COMPARED)
+    assert answers == {
+        "fer2013_sdxl_vs_fer2013": {
+            "evaluator_real": "inconclusive",
+            "evaluator_generated": "helps",
+            "fer2013": "helps",
+        },
+        "generated_casme2_vs_casme2": {"casme2": "not testable"},
+        "hybrid_vs_fer2013": {"affectnet": "too few seeds", "fer2013": "no difference to test", "sfhq": "hurts"},
+        "controls": {"control_benefit_on_fer2013": "found", "control_null_on_fer2013": "NOT found"},
+    }
+    assert list(answers) == [*comparisons, "controls"]  # the controls after the pairs
+    assert all(list(answers[pair]) == list(scopes) for pair, scopes in comparisons.items())
+
+
+def test_a_verdict_of_an_unknown_kind_passes_through_unchanged():
+    assert short_verdict("inconclusive (detects +-14.3 pts)") == "inconclusive"
+    assert short_verdict("not testable (detects only +-25.0 pts > 20)") == "not testable"
+    assert short_verdict("same images right and wrong in every seed pair: no difference to test") == (
+        "no difference to test"
+    )
+    for unknown in ("helps a little (maybe)", "descriptive (unadjusted)", "", None):
+        assert short_verdict(unknown) == unknown
+    compared = {"b_vs_a": {"t": _entry(0.0, "a new kind (with detail)")}}
+    assert answer_summary(compared, {})["b_vs_a"] == {"t": "a new kind (with detail)"}
+
+
+def test_comparisons_keep_the_numbers_and_the_detectable_effect_but_not_the_verdict():
     summary = comparison_summary(COMPARED)
-    assert list(summary["b_vs_a"]) == ["evaluator_real", "evaluator_generated", "fer2013"]
-    assert summary["b_vs_a"]["evaluator_generated"] == {
-        "verdict": "helps", "difference": 0.06, "low": 0.04, "high": 0.08, "p_holm": 0.01, "seeds": 6,
+    assert list(summary["fer2013_sdxl_vs_fer2013"]) == ["evaluator_real", "evaluator_generated", "fer2013"]
+    assert summary["fer2013_sdxl_vs_fer2013"]["evaluator_real"] == {
+        "difference": 0.01, "low": -0.01, "high": 0.03, "p_holm": 0.01, "detectable": 0.073,
     }  # fmt: skip
-    assert summary["c_vs_a"]["casme2"]["verdict"] == "not testable (one subject)"  # said, not hidden
-    assert all("class_difference" not in line for scopes in summary.values() for line in scopes.values())
+    assert summary["generated_casme2_vs_casme2"]["casme2"]["detectable"] is None  # never tested: nothing quoted
+    lines = [line for scopes in summary.values() for line in scopes.values()]
+    assert all("verdict" not in line and "class_difference" not in line for line in lines)
 
 
 def test_experiments_carry_accuracy_macro_f1_floor_and_seeds():
@@ -54,35 +100,91 @@ def test_experiments_carry_accuracy_macro_f1_floor_and_seeds():
     }
 
 
-def test_the_files_list_the_verdict_first_for_dvc_exp_show(tmp_path):
+def _summarized(tmp_path) -> Path:
     (tmp_path / "compare.json").write_text(json.dumps(COMPARED))
-    (tmp_path / "train").mkdir()
-    (tmp_path / "train" / "a.json").write_text(json.dumps({"test_accuracy": 0.8, "test_macro_f1": 0.7}))
-    summarize(tmp_path / "compare.json", tmp_path / "train", tmp_path / "summary")
-    text = (tmp_path / "summary" / "comparisons.json").read_text()
-    first = json.loads(text)["b_vs_a"]["fer2013"]
-    assert list(first)[0] == "verdict"  # exp show lists columns in file order: the answer comes first
-    before = text
-    summarize(tmp_path / "compare.json", tmp_path / "train", tmp_path / "summary")
-    assert (tmp_path / "summary" / "comparisons.json").read_text() == before  # deterministic bytes
+    (tmp_path / "controls.json").write_text(json.dumps(CONTROLS))
+    (tmp_path / "train").mkdir(exist_ok=True)
+    for name in ("fer2013", "fer2013_sdxl"):
+        (tmp_path / "train" / f"{name}.json").write_text(json.dumps({"test_accuracy": 0.8, "test_macro_f1": 0.7}))
+    summarize(tmp_path / "compare.json", tmp_path / "controls.json", tmp_path / "train", tmp_path / "summary")
+    return tmp_path / "summary"
+
+
+def test_the_three_files_are_written_deterministically(tmp_path):
+    out = _summarized(tmp_path)
+    assert json.loads((out / "answers.json").read_text()) == answer_summary(COMPARED, CONTROLS)
+    before = {name: (out / name).read_bytes() for name in ("answers.json", "comparisons.json", "experiments.json")}
+    _summarized(tmp_path)
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def _flatten(value: dict, prefix: str = "") -> list[str]:
+    names = []
+    for key, item in value.items():
+        names += _flatten(item, f"{prefix}{key}.") if isinstance(item, dict) else [f"{prefix}{key}"]
+    return names
+
+
+def exp_show_columns(metrics: dict[str, dict], params: dict) -> list[str]:
+    """The column names `dvc exp show` gives (DVC 3, dvc/repo/experiments/show.py): "Experiment", then every
+    metrics file's leaves by file path, keys in file order, joined with "."; then the params' leaves; a name
+    that two files share is prefixed with "<path>:"."""
+    files = {path: _flatten(data) for path, data in sorted(metrics.items())} | {"params.yaml": _flatten(params)}
+    counts: dict[str, int] = {"Experiment": 1}
+    for names in files.values():
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    headers = [name if counts[name] == 1 else f"{path}:{name}" for path, names in files.items() for name in names]
+    return ["Experiment", *headers]
+
+
+def _kept(keep: str, columns: list[str]) -> list[str]:
+    # `--drop '.*' --keep RE`: DVC keeps the columns RE matches from their start (re.match, not fullmatch)
+    return [column for column in columns if re.compile(keep).match(column)]
+
+
+def test_the_readmes_keep_filters_keep_exactly_the_columns_they_name(tmp_path):
+    out = _summarized(tmp_path)
+    metrics = {f"metrics/summary/{p.name}": json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    columns = exp_show_columns(metrics, yaml.safe_load((ROOT / "params.yaml").read_text()))
+    assert "fer2013_sdxl_vs_fer2013.fer2013.difference" in columns and "fer2013.accuracy" in columns
+    verdicts = [f"{pair}.{scope}" for pair, scopes in comparison_summary(COMPARED).items() for scope in scopes]
+    controls = [f"controls.{name}" for name in CONTROLS]
+    swept = [column for column in columns if column.endswith(".synthetic_per_class")]  # params.yaml's, e.g. train.*
+    assert "train.fer2013_sdxl.synthetic_per_class" in swept
+    expected = {  # what each filter of the README keeps, by what it is for
+        "answers": ["Experiment", *verdicts, *controls],
+        "sweep": ["Experiment", *(f"fer2013_sdxl_vs_fer2013.fer2013{f}" for f in ("", ".difference", ".low", ".high"))],
+        "team": ["Experiment", "fer2013_sdxl_vs_fer2013.fer2013", "fer2013_sdxl_vs_fer2013.fer2013.difference"],
+    }
+    readme = re.sub(r"\\\n\s*", "", (ROOT / "README.md").read_text())  # continuation lines joined
+    filters = re.findall(r"dvc exp show --drop '\.\*' --keep '([^']+)'", readme)
+    assert len(filters) == 3, filters
+    for keep in filters:
+        kind = "answers" if "synthetic_per_class" not in keep else ("sweep" if ".low" in keep else "team")
+        assert _kept(keep, columns) == expected[kind] + (swept if kind != "answers" else []), keep
+
+
+def test_dvc_exp_show_lists_the_answers_first(tmp_path):
+    metrics = {name: json.loads((ROOT / name).read_text()) for name in DECLARED}
+    columns = exp_show_columns(metrics, {})[1:]
+    answers = len(_flatten(metrics["metrics/summary/answers.json"]))
+    assert all(re.fullmatch(r"[^.]+\.[^.]+", column) for column in columns[:answers])  # <pair>.<scope>
+    assert columns[answers].endswith(".difference")  # then the numbers
 
 
 def _leaves(value) -> int:
     return sum(_leaves(v) for v in value.values()) if isinstance(value, dict) else 1
 
 
-def test_dvc_declares_only_the_small_summaries_as_metrics():
-    """`dvc exp show` and `dvc metrics show` list every leaf of every declared metrics file: keep that to the
-    answer (the detail stays in ordinary outputs)."""
+def test_dvc_declares_only_the_small_summaries_as_metrics_answers_first():
+    """`dvc exp show` and `dvc metrics show` list every leaf of every declared metrics file, ordered by path: keep
+    that to the answer (the detail stays in ordinary outputs), the short verdicts first."""
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    declared = set()
+    declared = [next(iter(item)) if isinstance(item, dict) else item for item in pipeline.get("metrics", [])]
     for stage in pipeline["stages"].values():
         for item in stage.get("do", stage).get("metrics", []):
-            declared.add(next(iter(item)) if isinstance(item, dict) else item)
-    assert declared == {
-        "metrics/summary/comparisons.json",
-        "metrics/summary/experiments.json",
-        "metrics/compare/controls.json",
-    }
-    leaves = sum(_leaves(json.loads((ROOT / path).read_text())) for path in declared if (ROOT / path).exists())
+            declared.append(next(iter(item)) if isinstance(item, dict) else item)
+    assert declared == DECLARED == sorted(DECLARED)
+    leaves = sum(_leaves(json.loads((ROOT / path).read_text())) for path in declared)  # each must exist
     assert leaves <= 200, f"{leaves} metric columns in dvc exp show"

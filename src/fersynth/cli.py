@@ -551,21 +551,41 @@ def evaluate_summary_command(out: Path, params_path: Path) -> None:
 
 
 @main.command(name="summary")
-@click.option("--compared", type=click.Path(path_type=Path), default=Path("metrics/compare.json"), show_default=True)
-@click.option("--train-metrics", type=click.Path(path_type=Path), default=Path("metrics/train"), show_default=True)
+@click.option(
+    "--compared",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("metrics/compare.json"),
+    show_default=True,
+    help="`fersynth compare`'s detail: the verdicts and numbers per pair and scope.",
+)
+@click.option(
+    "--controls",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("metrics/compare/controls.json"),
+    show_default=True,
+    help="`fersynth compare`'s known-answer controls: did the rule find what was planted?",
+)
+@click.option(
+    "--train-metrics",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("metrics/train"),
+    show_default=True,
+    help="Folder of `fersynth train`'s <experiment>.json.",
+)
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
     default=Path("metrics/summary"),
     show_default=True,
-    help="Folder for comparisons.json and experiments.json: the metrics `dvc exp show` lists.",
+    help="Folder for answers.json, comparisons.json and experiments.json: the metrics `dvc exp show` lists.",
 )
-def summary_command(compared: Path, train_metrics: Path, out: Path) -> None:
-    """The answer in two small files: per compared pair its verdict, difference, interval, adjusted p and seeds;
-    per experiment its accuracy, macro-F1, floor and seeds."""
+def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Path) -> None:
+    """The answer in three small files: per compared pair and scope its short verdict and per control found or
+    not; per pair and scope its difference, interval, adjusted p and detectable effect; per experiment its
+    accuracy, macro-F1, floor and seeds."""
     from fersynth.evaluate.summary import summarize
 
-    summarize(compared, train_metrics, out)
+    summarize(compared, controls, train_metrics, out)
 
 
 @main.command(name="plots-template")

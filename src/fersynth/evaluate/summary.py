@@ -1,14 +1,21 @@
 """``fersynth summary``: the few numbers a reader of ``dvc exp show`` (or the VS Code extension, or Studio) needs
-to answer the question, in two small files that ``dvc.yaml`` declares as its only ``metrics``:
+to answer the question, in three small files that ``dvc.yaml`` declares as its only ``metrics``:
 
-- ``comparisons.json``: per compared pair and tested scope (a test set, or the real / generated part of one
-  that mixes both) the verdict first, then the difference, its 95% interval, the Holm-adjusted p-value and
-  the seed pairs; the detail (per class, per group, per seed, power) stays in ``metrics/compare.json``;
+- ``answers.json``: per compared pair and tested scope (a test set, or the real / generated part of one that
+  mixes both) its short verdict (``helps``, ``hurts``, ``inconclusive``, ...), then per known-answer control
+  ``found`` or ``NOT found``;
+- ``comparisons.json``: per pair and scope the numbers behind the verdict: the difference, its 95% interval,
+  the Holm-adjusted p-value and the smallest difference the design could detect (``detectable``, the ``+-X
+  pts`` of an inconclusive verdict); the detail (per class, per group, per seed, power) stays in
+  ``metrics/compare.json``;
 - ``experiments.json``: per trained experiment its test accuracy and macro-F1 (means over seeds), its HOG +
   logistic-regression floor on the same test rows, and the number of seeds; the per-epoch history and the
   per-trial rows stay in ``metrics/train/<experiment>.json``.
 
-Both are pure functions of the detailed files, so they cannot disagree with them.
+The verdicts have a file of their own because ``dvc exp show`` orders metric columns by file path, then by key
+order in the file, and its terminal pager fits them into 1024 characters by collapsing columns from the right:
+``answers.json`` sorts first, so its short verdicts are the columns a reader sees. All three are pure functions
+of the detailed files, so they cannot disagree with them.
 """
 
 from __future__ import annotations
@@ -21,25 +28,65 @@ from fersynth.log import get_logger
 
 log = get_logger(__name__)
 
+ANSWERS, COMPARISONS, EXPERIMENTS = "answers.json", "comparisons.json", "experiments.json"
 UNTESTED = ("descriptive",)  # a mixed test set whose parts carry the verdicts
+# the verdict kinds of fersynth.evaluate.compare whose detail follows in parentheses ("inconclusive (detects
+# +-3.4 pts)", "too few seeds (3 < 5)"); a verdict of any other kind is kept whole, never dropped
+VERDICT_KINDS = ("helps", "hurts", "inconclusive", "not testable", "too few seeds", "too few images")
+# compare's two ways of saying the models score every image alike ("identical predictions: ...")
+NO_DIFFERENCE = ": no difference to test"
 
 
-def comparison_summary(compared: dict) -> dict:
-    """``{pair: {scope: {verdict, difference, low, high, p_holm, seeds}}}`` for every scope that was judged;
-    a mixed test set contributes its ``<test>_real`` and ``<test>_generated`` parts instead of itself."""
-    summary: dict[str, dict] = {}
+def short_verdict(verdict: str | None) -> str | None:
+    """The verdict's kind without its detail: ``"inconclusive (detects +-3.4 pts)"`` -> ``"inconclusive"``,
+    ``"identical predictions: no difference to test"`` -> ``"no difference to test"``; a verdict of an unknown
+    kind (or ``None``) is returned unchanged."""
+    if not isinstance(verdict, str):
+        return verdict
+    head = verdict.split(" (", 1)[0]
+    if head in VERDICT_KINDS:
+        return head
+    if verdict.endswith(NO_DIFFERENCE):
+        return NO_DIFFERENCE.removeprefix(": ")
+    return verdict
+
+
+def judged_scopes(compared: dict) -> dict[str, dict[str, dict]]:
+    """``{pair: {scope: compare entry}}`` for every scope that was judged, pairs and test sets sorted; a mixed
+    test set contributes its ``<test>_real`` and ``<test>_generated`` parts instead of itself."""
+    judged: dict[str, dict] = {}
     for pair, tests in sorted(compared.items()):
         if not isinstance(tests, dict):
             continue
         scopes = {}
         for test, entry in sorted(tests.items()):
             if not str(entry.get("verdict", "")).startswith(UNTESTED):
-                scopes[test] = _line(entry)
+                scopes[test] = entry
             for part in ("real", "generated"):
                 if isinstance(entry.get(part), dict):
-                    scopes[f"{test}_{part}"] = _line(entry[part])
-        summary[pair] = scopes
-    return summary
+                    scopes[f"{test}_{part}"] = entry[part]
+        judged[pair] = scopes
+    return judged
+
+
+def answer_summary(compared: dict, controls: dict) -> dict:
+    """``{pair: {scope: short verdict}, ..., "controls": {control: "found" | "NOT found"}}``: the pairs and
+    scopes of :func:`comparison_summary`, in its order; ``controls`` is ``metrics/compare/controls.json``."""
+    answers: dict[str, dict] = {
+        pair: {scope: short_verdict(entry.get("verdict")) for scope, entry in scopes.items()}
+        for pair, scopes in judged_scopes(compared).items()
+    }
+    answers["controls"] = {name: "found" if check["found"] else "NOT found" for name, check in controls.items()}
+    return answers
+
+
+def comparison_summary(compared: dict) -> dict:
+    """``{pair: {scope: {difference, low, high, p_holm, detectable}}}`` for every judged scope (see
+    :func:`judged_scopes`); the verdict is in :func:`answer_summary`."""
+    return {
+        pair: {scope: _numbers(entry) for scope, entry in scopes.items()}
+        for pair, scopes in judged_scopes(compared).items()
+    }
 
 
 def experiment_summary(train_metrics: dict[str, dict]) -> dict:
@@ -55,30 +102,34 @@ def experiment_summary(train_metrics: dict[str, dict]) -> dict:
     }
 
 
-def summarize(compare_path: Path, train_dir: Path, out_dir: Path) -> dict:
-    """Read ``compare.json`` and ``<train_dir>/*.json``; write ``comparisons.json`` and ``experiments.json``
-    under ``out_dir``."""
+def summarize(compare_path: Path, controls_path: Path, train_dir: Path, out_dir: Path) -> dict:
+    """Read ``compare.json``, the controls' ``controls.json`` and ``<train_dir>/*.json``; write
+    ``answers.json``, ``comparisons.json`` and ``experiments.json`` under ``out_dir``."""
     compared = json.loads(Path(compare_path).read_text())
+    controls = json.loads(Path(controls_path).read_text())
     trained = {p.stem: json.loads(p.read_text()) for p in sorted(Path(train_dir).glob("*.json"))}
+    answers = answer_summary(compared, controls)
     comparisons, experiments = comparison_summary(compared), experiment_summary(trained)
-    write_json(Path(out_dir) / "comparisons.json", comparisons, sort_keys=False)
-    write_json(Path(out_dir) / "experiments.json", experiments, sort_keys=False)
-    verdicts = [s["verdict"] for scopes in comparisons.values() for s in scopes.values()]
+    write_json(Path(out_dir) / ANSWERS, answers, sort_keys=False)
+    write_json(Path(out_dir) / COMPARISONS, comparisons, sort_keys=False)
+    write_json(Path(out_dir) / EXPERIMENTS, experiments, sort_keys=False)
+    verdicts = [v for pair, scopes in answers.items() if pair != "controls" for v in scopes.values()]
     log.info(
-        "summary: read %d comparisons and %d experiments; wrote %d verdicts (%d helps, %d hurts)",
-        len(comparisons), len(experiments), len(verdicts),
-        sum(v == "helps" for v in verdicts), sum(v == "hurts" for v in verdicts),
+        "summary: read %d comparisons and %d experiments; wrote %d verdicts (%d helps, %d hurts), %d of %d "
+        "controls found",
+        len(comparisons), len(experiments), len(verdicts), verdicts.count("helps"), verdicts.count("hurts"),
+        list(answers["controls"].values()).count("found"), len(controls),
     )  # fmt: skip
-    return {"comparisons": comparisons, "experiments": experiments}
+    return {"answers": answers, "comparisons": comparisons, "experiments": experiments}
 
 
-def _line(entry: dict) -> dict:
-    # the verdict first: `dvc exp show` lists columns in file order
+def _numbers(entry: dict) -> dict:
+    # the seed pairs are the pair's, the same in each of its scopes: experiments.json and compare.json say them
+    # once, and here they would cost a `dvc exp show` column per scope
     return {
-        "verdict": entry.get("verdict"),
         "difference": entry.get("difference"),
         "low": entry.get("difference_low"),
         "high": entry.get("difference_high"),
         "p_holm": entry.get("p_holm"),
-        "seeds": entry.get("seeds"),
+        "detectable": entry.get("mde"),  # compare's minimum detectable effect; None where nothing was tested
     }
