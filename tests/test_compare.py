@@ -217,8 +217,6 @@ def test_dvc_draws_the_differences_and_the_sweep_with_the_project_templates(tmp_
 def test_every_compared_experiment_trains_enough_seeds_for_a_verdict_by_default():
     from pathlib import Path
 
-    import yaml
-
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     needed = params["compare"]["min_seeds"]
     assert needed >= 5

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fersynth.config import load_params
 from fersynth.errors import ParamsError

@@ -16,7 +16,7 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class ImageGeneratorConfig:
-    """``params.yaml: smote.augment``; the defaults are paper 004's."""
+    """``configs/smote.yaml`` ``augment``; the defaults are paper 004's."""
 
     rotation: float = 30.0  # degrees, either way
     shift: float = 0.2  # fraction of width / height

@@ -37,7 +37,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class AutolabelConfig:
-    """``params.yaml: autolabel``."""
+    """``configs/autolabel.yaml``."""
 
     model: str = "models/labeler"  # a `fersynth train` output (the first trial when there are several)
     min_confidence: float = 0.0  # softmax probability below which a face is set aside

@@ -581,8 +581,8 @@ def evaluate_summary_command(out: Path, params_path: Path) -> None:
 )
 def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Path) -> None:
     """The answer in three small files: per compared pair and scope its short verdict and per control found or
-    not; per pair and scope its difference, interval, adjusted p and detectable effect; per experiment its
-    accuracy, macro-F1, floor and seeds."""
+    not; per pair and scope its difference, interval, adjusted p, detectable effect and seed pairs; per
+    experiment its accuracy, macro-F1 and floor."""
     from fersynth.evaluate.summary import summarize
 
     summarize(compared, controls, train_metrics, out)

@@ -98,7 +98,9 @@ def with_train_defaults(params: dict) -> dict:
 def _merged(base: Mapping, override: Mapping) -> dict:
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merged(base[key], value) if isinstance(value, Mapping) and isinstance(base.get(key), Mapping) else value
+        out[key] = (
+            _merged(base[key], value) if isinstance(value, Mapping) and isinstance(base.get(key), Mapping) else value
+        )
     return out
 
 

@@ -52,7 +52,7 @@ SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm_solver": "DPM
 
 @dataclass(frozen=True)
 class DdpmTrainConfig:
-    """``params.yaml: ddpm_train``."""
+    """``configs/ddpm_train.yaml``."""
 
     size: int = 48
     channels: tuple[int, ...] = (32, 64, 64)
@@ -74,7 +74,7 @@ class DdpmTrainConfig:
 
 @dataclass(frozen=True)
 class DdpmSampleConfig:
-    """``params.yaml: ddpm_sample``."""
+    """``configs/ddpm_sample.yaml``."""
 
     total: int = 15464  # images; split over classes in paper 002's Table 2 proportions
     proportions: dict = field(default_factory=lambda: dict(TABLE2))

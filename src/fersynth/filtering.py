@@ -23,7 +23,7 @@ FLAGGED_COLUMNS = ["key", "source", "split", "entropy", "reason", "removed"]
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """``params.yaml: filter``. Entropies are in bits (0-8 for 8-bit grey). ``scope`` ``train`` removes
+    """``configs/filter.yaml``. Entropies are in bits (0-8 for 8-bit grey). ``scope`` ``train`` removes
     flagged train images only (val and test stay as published); ``all`` removes them everywhere."""
 
     entropy_min: float = 3.0

@@ -22,7 +22,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class MergeConfig:
-    """``params.yaml: merge``. ``per_class_cap`` maps a dataset to the count per class it is
+    """``configs/merge.yaml``. ``per_class_cap`` maps a dataset to the count per class it is
     downsampled to before merging (paper 001: affectnet 4300)."""
 
     seed: int = 42

@@ -4,7 +4,7 @@
 2. SMOTE (imbalanced-learn) oversamples every class below the target on flattened pixels;
 3. random undersampling trims every class above it.
 
-The SMOTE-only arm (``params.yaml: smote_only``: no augmentation, target = the largest class) skips 1 and 3,
+The SMOTE-only arm (``configs/smote_only.yaml``: no augmentation, target = the largest class) skips 1 and 3,
 so a comparison with the baseline measures SMOTE, not paper 004's whole pipeline (whose undersampling alone
 removes a fifth of the demo's FER2013 train rows).
 Val and test rows are copied byte for byte from the source variant, so no synthetic row and no
@@ -34,7 +34,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class SmoteConfig:
-    """``params.yaml: smote`` (or ``smote_only``). ``target_per_class`` is the train count every class ends
+    """``configs/smote.yaml`` (or ``smote_only``). ``target_per_class`` is the train count every class ends
     with (0: the largest class's count, so nothing is undersampled: SMOTE alone when ``augment_copies`` is 0
     too); ``augment_copies`` is how many image-generator copies each minority image may get (before SMOTE
     fills the rest); ``size`` is the (square) side images are resized to for SMOTE."""

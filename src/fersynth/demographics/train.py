@@ -26,7 +26,7 @@ LOSS_WEIGHTS = {"age": 2.0, "race": 1.5, "gender": 1.0}
 
 @dataclass(frozen=True)
 class AgrConfig:
-    """``params.yaml: agr``. The paper: 198 px input, batch 64, 10 epochs, RMSprop."""
+    """``configs/agr.yaml``. The paper: 198 px input, batch 64, 10 epochs, RMSprop."""
 
     input_size: int = 198
     widths: tuple[int, ...] = (32, 64, 96, 128, 160, 192)

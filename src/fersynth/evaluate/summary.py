@@ -6,10 +6,10 @@ to answer the question, in three small files that ``dvc.yaml`` declares as its o
   ``found`` or ``NOT found``;
 - ``comparisons.json``: per pair and scope the numbers behind the verdict: the difference, its 95% interval,
   the Holm-adjusted p-value and the smallest difference the design could detect (``detectable``, the ``+-X
-  pts`` of an inconclusive verdict); the detail (per class, per group, per seed, power) stays in
+  pts`` of an inconclusive verdict) and the seed pairs; the detail (per class, per group, per seed, power) stays in
   ``metrics/compare.json``;
 - ``experiments.json``: per trained experiment its test accuracy and macro-F1 (means over seeds), its HOG +
-  logistic-regression floor on the same test rows, and the number of seeds; the per-epoch history and the
+  logistic-regression floor on the same test rows; the per-epoch history and the
   per-trial rows stay in ``metrics/train/<experiment>.json``.
 
 The verdicts have a file of their own because ``dvc exp show`` orders metric columns by file path, then by key
@@ -90,13 +90,13 @@ def comparison_summary(compared: dict) -> dict:
 
 
 def experiment_summary(train_metrics: dict[str, dict]) -> dict:
-    """``{experiment: {accuracy, macro_f1, floor, seeds}}`` from each ``metrics/train/<experiment>.json``."""
+    """``{experiment: {accuracy, macro_f1, floor}}`` from each ``metrics/train/<experiment>.json`` (its trials
+    are ``train.<experiment>.trials``, a param column already)."""
     return {
         name: {
             "accuracy": metrics.get("test_accuracy"),
             "macro_f1": metrics.get("test_macro_f1"),
             "floor": (metrics.get("floor") or {}).get("test_accuracy"),
-            "seeds": len(metrics.get("seeds") or metrics.get("trials") or ()) or 1,
         }
         for name, metrics in sorted(train_metrics.items())
     }
@@ -124,12 +124,11 @@ def summarize(compare_path: Path, controls_path: Path, train_dir: Path, out_dir:
 
 
 def _numbers(entry: dict) -> dict:
-    # the seed pairs are the pair's, the same in each of its scopes: experiments.json and compare.json say them
-    # once, and here they would cost a `dvc exp show` column per scope
     return {
         "difference": entry.get("difference"),
         "low": entry.get("difference_low"),
         "high": entry.get("difference_high"),
         "p_holm": entry.get("p_holm"),
         "detectable": entry.get("mde"),  # compare's minimum detectable effect; None where nothing was tested
+        "seeds": entry.get("seeds"),  # the seed pairs the verdict rests on
     }

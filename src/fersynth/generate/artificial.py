@@ -23,7 +23,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class ArtificialConfig(GenerationConfig):
-    """``params.yaml: sd_artificial``. ``per_cell``: images per cell and split (paper 001 Table 7: test
+    """``configs/sd_artificial.yaml``. ``per_cell``: images per cell and split (paper 001 Table 7: test
     240 per emotion = 6 per cell of 40; train 550-1,492 per emotion)."""
 
     per_cell: dict = field(default_factory=lambda: {"train": 2, "test": 1})

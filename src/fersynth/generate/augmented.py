@@ -33,7 +33,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class AugmentedConfig(GenerationConfig):
-    """``params.yaml: fer2013_sdxl``. ``per_class`` generated train images per emotion, spread evenly
+    """``configs/fer2013_sdxl.yaml``. ``per_class`` generated train images per emotion, spread evenly
     (in a seeded order) over the 40 gender x age group x ethnicity cells."""
 
     per_class: int = 300

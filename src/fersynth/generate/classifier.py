@@ -23,7 +23,7 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class GateTrainConfig:
-    """``params.yaml: gate_train``."""
+    """``configs/gate_train.yaml``."""
 
     seed: int = 42
     class_weighted: bool = True  # inverse-frequency loss weights: FER2013's rare disgust must still be recognised

@@ -37,7 +37,7 @@ CELL_COLUMNS = ["emotion", "gender", "age_group", "ethnicity"]
 
 @dataclass(frozen=True)
 class EvaluatorConfig(GenerationConfig):
-    """``params.yaml: evaluator``. ``per_cell``: images per cell per source (paper 001: 2, so 560 per
+    """``configs/evaluator.yaml``. ``per_cell``: images per cell per source (paper 001: 2, so 560 per
     source and 1,680 in all)."""
 
     per_cell: int = 2

@@ -40,7 +40,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 @dataclass(frozen=True)
 class GateConfig:
-    """``params.yaml: gate``."""
+    """``configs/gate.yaml``."""
 
     detector: str = "mtcnn"  # mtcnn | none (skip the face check)
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)  # P-, R-, O-net (facenet-pytorch's defaults)

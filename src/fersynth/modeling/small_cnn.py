@@ -18,7 +18,7 @@ from fersynth.modeling.architectures import SmallCNN, channels_last
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``params.yaml: reclassify.model`` and ``gate_train.model``: input side, channel widths, epochs,
+    """``model`` of ``configs/reclassify.yaml`` and ``configs/gate_train.yaml``: input side, channel widths, epochs,
     batch size, learning rate, horizontal flips."""
 
     size: int = 48

@@ -27,7 +27,7 @@ METHODS = ("self_filter", "confident_learning")
 
 @dataclass(frozen=True)
 class ReclassifyConfig:
-    """``params.yaml: reclassify``. ``method`` decides the variant; with ``compare_methods`` the other
+    """``configs/reclassify.yaml``. ``method`` decides the variant; with ``compare_methods`` the other
     method also runs and is scored in the metrics (not used for the variant)."""
 
     method: str = "self_filter"
