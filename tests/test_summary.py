@@ -188,3 +188,24 @@ def test_dvc_declares_only_the_small_summaries_as_metrics_answers_first():
     assert declared == DECLARED == sorted(DECLARED)
     leaves = sum(_leaves(json.loads((ROOT / path).read_text())) for path in declared)  # each must exist
     assert leaves <= 200, f"{leaves} metric columns in dvc exp show"
+
+
+def test_answers_follow_the_study_order_and_a_controls_pair_is_its_found_line():
+    pairs = {  # params.yaml compare.pairs: the study's order, not the alphabet's
+        "hybrid": {"baseline": "fer2013", "test_sets": ["sfhq", "fer2013", "affectnet"]},
+        "fer2013_sdxl": {"baseline": "fer2013", "test_sets": ["fer2013", "evaluator"]},
+        "control_benefit": {"baseline": "control_scarce", "test_sets": ["fer2013"]},
+    }
+    compared = COMPARED | {"control_benefit_vs_control_scarce": {"fer2013": _entry(0.08, "helps", mde=0.02)}}
+    answers = answer_summary(compared, CONTROLS, pairs)
+    # pairs in compare.pairs order, then any pair it does not name (sorted); scopes in the pair's test_sets order
+    assert list(answers) == ["hybrid_vs_fer2013", "fer2013_sdxl_vs_fer2013", "generated_casme2_vs_casme2", "controls"]
+    assert list(answers["hybrid_vs_fer2013"]) == ["sfhq", "fer2013", "affectnet"]
+    assert list(answers["fer2013_sdxl_vs_fer2013"]) == ["fer2013", "evaluator_real", "evaluator_generated"]
+    # the planted control's own pair is not a second answer: its line is controls.<control>
+    assert "control_benefit_vs_control_scarce" not in answers
+    assert answers["controls"]["control_benefit_on_fer2013"] == "found"
+    # its numbers stay in comparisons.json, in the same order as the answers
+    comparisons = comparison_summary(compared, pairs)
+    assert list(comparisons)[:2] == ["hybrid_vs_fer2013", "fer2013_sdxl_vs_fer2013"]
+    assert comparisons["control_benefit_vs_control_scarce"]["fer2013"]["difference"] == 0.08

@@ -579,13 +579,14 @@ def evaluate_summary_command(out: Path, params_path: Path) -> None:
     show_default=True,
     help="Folder for answers.json, comparisons.json and experiments.json: the metrics `dvc exp show` lists.",
 )
-def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Path) -> None:
+@PARAMS_OPTION
+def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Path, params_path: Path) -> None:
     """The answer in three small files: per compared pair and scope its short verdict and per control found or
     not; per pair and scope its difference, interval, adjusted p, detectable effect and seed pairs; per
     experiment its accuracy, macro-F1 and floor."""
     from fersynth.evaluate.summary import summarize
 
-    summarize(compared, controls, train_metrics, out)
+    summarize(compared, controls, train_metrics, out, section(load_params(params_path), "compare.pairs"))
 
 
 @main.command(name="plots-template")

@@ -51,15 +51,18 @@ def short_verdict(verdict: str | None) -> str | None:
     return verdict
 
 
-def judged_scopes(compared: dict) -> dict[str, dict[str, dict]]:
-    """``{pair: {scope: compare entry}}`` for every scope that was judged, pairs and test sets sorted; a mixed
-    test set contributes its ``<test>_real`` and ``<test>_generated`` parts instead of itself."""
+def judged_scopes(compared: dict, pairs: dict | None = None) -> dict[str, dict[str, dict]]:
+    """``{pair: {scope: compare entry}}`` for every scope that was judged; a mixed test set contributes its
+    ``<test>_real`` and ``<test>_generated`` parts instead of itself. Pairs and test sets come in the study's
+    order, ``pairs`` (``params.yaml: compare.pairs``: candidate -> baseline and test sets); any other after it,
+    sorted."""
+    order = study_order(pairs or {})
     judged: dict[str, dict] = {}
-    for pair, tests in sorted(compared.items()):
+    for pair, tests in sorted(compared.items(), key=lambda item: _rank(order, item[0])):
         if not isinstance(tests, dict):
             continue
         scopes = {}
-        for test, entry in sorted(tests.items()):
+        for test, entry in sorted(tests.items(), key=lambda item: _rank(order.get(pair, {}), item[0])):
             if not str(entry.get("verdict", "")).startswith(UNTESTED):
                 scopes[test] = entry
             for part in ("real", "generated"):
@@ -69,23 +72,44 @@ def judged_scopes(compared: dict) -> dict[str, dict[str, dict]]:
     return judged
 
 
-def answer_summary(compared: dict, controls: dict) -> dict:
-    """``{pair: {scope: short verdict}, ..., "controls": {control: "found" | "NOT found"}}``: the pairs and
-    scopes of :func:`comparison_summary`, in its order; ``controls`` is ``metrics/compare/controls.json``."""
+def study_order(pairs: dict) -> dict[str, dict[str, int]]:
+    """``{"<candidate>_vs_<baseline>": {test set: position}}`` in ``compare.pairs`` order (a dict keeps it).
+
+    >>> study_order({"sdxl": {"baseline": "fer2013", "test_sets": ["fer2013", "evaluator"]}})
+    {'sdxl_vs_fer2013': {'fer2013': 0, 'evaluator': 1}}
+    """
+    return {
+        f"{candidate}_vs_{spec['baseline']}": {test: i for i, test in enumerate(spec.get("test_sets") or ())}
+        for candidate, spec in pairs.items()
+    }
+
+
+def _rank(order: dict, name: str) -> tuple[int, int, str]:
+    position = list(order).index(name) if name in order else len(order)
+    return (position, 0, name)
+
+
+def answer_summary(compared: dict, controls: dict, pairs: dict | None = None) -> dict:
+    """``{pair: {scope: short verdict}, ..., "controls": {control: "found" | "NOT found"}}``: the study's
+    pairs and scopes (:func:`judged_scopes`), then whether each known-answer control
+    (``metrics/compare/controls.json``) found what was planted; a control's own pair is that line, not a
+    verdict of its own (the verdict is in ``metrics/compare/controls.json``)."""
+    planted = {name.rsplit("_on_", 1)[0] for name in controls}
     answers: dict[str, dict] = {
         pair: {scope: short_verdict(entry.get("verdict")) for scope, entry in scopes.items()}
-        for pair, scopes in judged_scopes(compared).items()
+        for pair, scopes in judged_scopes(compared, pairs).items()
+        if pair.split("_vs_", 1)[0] not in planted
     }
     answers["controls"] = {name: "found" if check["found"] else "NOT found" for name, check in controls.items()}
     return answers
 
 
-def comparison_summary(compared: dict) -> dict:
+def comparison_summary(compared: dict, pairs: dict | None = None) -> dict:
     """``{pair: {scope: {difference, low, high, p_holm, detectable}}}`` for every judged scope (see
     :func:`judged_scopes`); the verdict is in :func:`answer_summary`."""
     return {
         pair: {scope: _numbers(entry) for scope, entry in scopes.items()}
-        for pair, scopes in judged_scopes(compared).items()
+        for pair, scopes in judged_scopes(compared, pairs).items()
     }
 
 
@@ -102,14 +126,17 @@ def experiment_summary(train_metrics: dict[str, dict]) -> dict:
     }
 
 
-def summarize(compare_path: Path, controls_path: Path, train_dir: Path, out_dir: Path) -> dict:
+def summarize(
+    compare_path: Path, controls_path: Path, train_dir: Path, out_dir: Path, pairs: dict | None = None
+) -> dict:
     """Read ``compare.json``, the controls' ``controls.json`` and ``<train_dir>/*.json``; write
-    ``answers.json``, ``comparisons.json`` and ``experiments.json`` under ``out_dir``."""
+    ``answers.json``, ``comparisons.json`` and ``experiments.json`` under ``out_dir``, the pairs in the
+    order of ``pairs`` (``compare.pairs``)."""
     compared = json.loads(Path(compare_path).read_text())
     controls = json.loads(Path(controls_path).read_text())
     trained = {p.stem: json.loads(p.read_text()) for p in sorted(Path(train_dir).glob("*.json"))}
-    answers = answer_summary(compared, controls)
-    comparisons, experiments = comparison_summary(compared), experiment_summary(trained)
+    answers = answer_summary(compared, controls, pairs)
+    comparisons, experiments = comparison_summary(compared, pairs), experiment_summary(trained)
     write_json(Path(out_dir) / ANSWERS, answers, sort_keys=False)
     write_json(Path(out_dir) / COMPARISONS, comparisons, sort_keys=False)
     write_json(Path(out_dir) / EXPERIMENTS, experiments, sort_keys=False)
