@@ -1,0 +1,102 @@
+"""Where a section lives (params.yaml or configs/<section>.yaml), train.defaults, and the refusals."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fersynth.config import load_params, raw_sections, section, write_sections
+from fersynth.errors import ParamsError
+from tests.conftest import dvc_stages
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _project(root: Path, params: dict, configs: dict[str, object]) -> Path:
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "configs").mkdir()
+    for name, body in configs.items():
+        (root / "configs" / f"{name}.yaml").write_text(yaml.safe_dump(body))
+    return root / "params.yaml"
+
+
+def test_a_configs_file_is_its_section_and_train_defaults_merge_under_every_experiment(tmp_path):
+    path = _project(
+        tmp_path,
+        {
+            "train": {
+                "defaults": {"epochs": 15, "seed": 0, "input": {"size": 48, "channels": 1}},
+                "fer2013": {"variants": ["data/original/fer2013"]},
+                "nhfi": {"variants": ["data/reclassified/nhfi"], "input": {"channels": 3}, "epochs": 30},
+            }
+        },
+        {"gate": {"blur_below": 15.0}, "smote": None},  # an empty file is an empty section (its defaults)
+    )
+    params = load_params(path)
+    assert section(params, "gate") == {"blur_below": 15.0} and section(params, "smote") == {}
+    assert set(params["train"]) == {"fer2013", "nhfi"}  # `defaults` is no experiment
+    assert params["train"]["fer2013"] == {
+        "epochs": 15, "seed": 0, "input": {"size": 48, "channels": 1}, "variants": ["data/original/fer2013"],
+    }  # fmt: skip
+    # the experiment wins, key by key inside a mapping
+    assert params["train"]["nhfi"]["input"] == {"size": 48, "channels": 3} and params["train"]["nhfi"]["epochs"] == 30
+
+
+def test_raw_sections_and_write_sections_keep_each_section_where_it_lives(tmp_path):
+    path = _project(tmp_path, {"train": {"defaults": {"epochs": 15}, "a": {}}}, {"gate": {"blur_below": 15.0}})
+    raw = raw_sections(path)
+    assert raw["train"]["defaults"] == {"epochs": 15}  # not merged: what a test or benchmark edits
+    raw["train"]["defaults"]["epochs"] = 1
+    raw["gate"]["blur_below"] = 0.0
+    write_sections(path, raw)
+    assert yaml.safe_load((tmp_path / "configs" / "gate.yaml").read_text()) == {"blur_below": 0.0}
+    assert "gate" not in yaml.safe_load(path.read_text())
+    assert load_params(path)["train"]["a"] == {"epochs": 1}
+
+
+def test_a_section_in_both_places_a_bad_file_or_a_bad_default_is_a_one_line_error(tmp_path):
+    path = _project(tmp_path, {"gate": {"blur_below": 1.0}}, {"gate": {"blur_below": 2.0}})
+    with pytest.raises(ParamsError, match=r"'gate' is in both params.yaml and configs/gate.yaml"):
+        load_params(path)
+    (tmp_path / "configs" / "gate.yaml").unlink()
+    os.mkfifo(tmp_path / "configs" / "fifo.yaml")  # would block a plain read forever
+    with pytest.raises(ParamsError, match="not a regular file"):
+        load_params(path)
+    (tmp_path / "configs" / "fifo.yaml").unlink()
+    with open(tmp_path / "configs" / "huge.yaml", "wb") as sparse:  # 1 GB, no disk: refused before reading
+        sparse.truncate(1 << 30)
+    with pytest.raises(ParamsError, match="params files are at most"):
+        load_params(path)
+    (tmp_path / "configs" / "huge.yaml").unlink()
+    path.write_text(yaml.safe_dump({"train": {"defaults": [1, 2], "a": {}}}))
+    with pytest.raises(ParamsError, match="train.defaults must be a mapping"):
+        load_params(path)
+    path.write_text(yaml.safe_dump({"train": {"defaults": {}, "a": 3}}))
+    with pytest.raises(ParamsError, match="train.a must be a mapping"):
+        load_params(path)
+    with pytest.raises(ParamsError, match=r"no params section 'nosuch' \(params.yaml or configs/\)"):
+        section({"gate": {}}, "nosuch")
+
+
+def test_the_project_keeps_each_section_in_one_place_and_every_configs_file_is_a_stage_dependency():
+    raw, params = raw_sections(ROOT / "params.yaml"), load_params(ROOT / "params.yaml")
+    assert set(yaml.safe_load((ROOT / "params.yaml").read_text())) == {
+        "runtime",
+        "ingest",
+        "train",
+        "evaluate",
+        "compare",
+    }
+    configs = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml"))
+    assert set(configs) | {"runtime", "ingest", "train", "evaluate", "compare"} == set(raw) == set(params)
+    stages = dvc_stages(ROOT)
+    deps = {d for stage in stages.values() for d in stage["deps"]}
+    assert {f"configs/{name}.yaml" for name in configs} <= deps  # a configs file nothing depends on checks nothing
+    declared = {p.split(".")[0] for stage in stages.values() for p in stage.get("params", [])}
+    assert not declared & set(configs), "a configs section declared as a params.yaml param"
+    # every training stage depends on the recipe and on its own experiment
+    for name in params["train"]:
+        assert {"train.defaults", f"train.{name}"} <= set(stages[f"train-{name}"]["params"]), name
