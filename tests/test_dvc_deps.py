@@ -146,9 +146,9 @@ def test_source_deps_exist():
 
 def test_the_import_walk_follows_lazy_imports_packages_and_from_imports():
     # the walk itself: train's lazy `from fersynth.tracking import start_run` inside a function, the package
-    # __init__ of fersynth.relabel run by `from fersynth.relabel import ...`, and a submodule named in a from-import
+    # __init__ of fersynth.annotate.relabel run by `from fersynth.annotate.relabel import ...`, and a submodule named in a from-import
     assert "fersynth.tracking" in closure({"fersynth.train.train"})
-    assert {"fersynth.relabel", "fersynth.relabel.methods"} <= closure(command_modules("reclassify"))
+    assert {"fersynth.annotate.relabel", "fersynth.annotate.relabel.methods"} <= closure(command_modules("reclassify"))
     assert "fersynth.modeling.data" in imports_in("from fersynth.modeling import data", "fersynth")
 
 
