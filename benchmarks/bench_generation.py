@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fersynth.ddpm import DdpmSampleConfig, DdpmTrainConfig, build_unet, make_sampler, sample
+from fersynth.generate.ddpm import DdpmSampleConfig, DdpmTrainConfig, build_unet, make_sampler, sample
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.gate import Gate
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
-from fersynth.generate.random_pipeline import save_random_pipeline
-from fersynth.labels import CASME2
+from fersynth.testing.random_pipeline import save_random_pipeline
+from fersynth.variants.labels import CASME2
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def bench_ddpm(args) -> dict:
     is given), with the DDPM stage's gate."""
     torch.manual_seed(0)
     if args.ddpm_model:
-        from fersynth.ddpm import load_ddpm
+        from fersynth.generate.ddpm import load_ddpm
 
         unet, trained, _ = load_ddpm(Path(args.ddpm_model))
     else:
@@ -134,11 +134,11 @@ def bench_ddpm(args) -> dict:
 
 
 def bench_ddpm_train(args) -> dict:
-    """Images per second through ``fersynth.ddpm.train_step`` (noise, UNet forward, backward, AdamW) on random
+    """Images per second through ``fersynth.generate.ddpm.train_step`` (noise, UNet forward, backward, AdamW) on random
     48x48 frames: the demo's UNet and the GPU-size one params.yaml suggests."""
     from diffusers import DDPMScheduler
 
-    from fersynth.ddpm import train_step
+    from fersynth.generate.ddpm import train_step
 
     out = {}
     for name, channels in (("demo_unet", (16, 32, 32)), ("gpu_unet", (64, 128, 256))):

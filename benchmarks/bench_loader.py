@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 from fersynth.demo import DemoConfig, make_demo
-from fersynth.export import export_variant
 from fersynth.ingest import ingest
+from fersynth.ingest.export import export_variant
 from fersynth.modeling.architectures import build_model, channels_last
 from fersynth.modeling.data import PRESETS, BatchLoader, InputConfig, decoded
-from fersynth.variant import Variant
+from fersynth.variants.variant import Variant
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64

@@ -16,7 +16,7 @@ standard error is the binomial one.
 
 Every verdict is decided inside the shipped family: the replication's p-value replaces the matching
 control's in the committed ``metrics/compare.json``, Holm runs over that family, and the verdict and the
-minimum detectable effect come from :mod:`fersynth.stats` as in ``fersynth compare``. For contrast, the
+minimum detectable effect come from :mod:`fersynth.compare.stats` as in ``fersynth compare``. For contrast, the
 same replications are judged with the old degrees-of-freedom rule (S - 1 whenever the seed component is
 positive).
 
@@ -50,8 +50,8 @@ from scipy import stats as scipy_stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from fersynth.compare.stats import crossed_difference, holm, minimum_detectable_effect, verdict  # noqa: E402
 from fersynth.config import load_params  # noqa: E402
-from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, verdict  # noqa: E402
 
 VARIANTS = ("data/original/fer2013", "data/fer2013_rendered")
 ARMS = ("null", "benefit", "harm")

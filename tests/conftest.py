@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fersynth.demo.faces import FaceSpec, render_face
 from fersynth.demo.truth import read_ground_truth
-from fersynth.faces import FaceSpec, render_face
-from fersynth.variant import MANIFEST_SCHEMA, Variant
+from fersynth.variants.variant import MANIFEST_SCHEMA, Variant
 
 
 def image_bytes(
@@ -102,8 +102,8 @@ def opinionated_classifier(directory: Path, favourite: str = "neutral") -> Path:
     import torch
 
     from fersynth.generate.classifier import EmotionClassifier
-    from fersynth.labels import BASIC7
     from fersynth.modeling.architectures import SmallCNN
+    from fersynth.variants.labels import BASIC7
 
     model = SmallCNN(len(BASIC7), 1, (4,))
     with torch.no_grad():

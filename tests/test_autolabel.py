@@ -5,14 +5,15 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fersynth.autolabel import AutolabelConfig, autolabel, check_labeler
+from fersynth.annotate.autolabel import AutolabelConfig, autolabel, check_labeler
 from fersynth.cli import main
 from fersynth.errors import UsageError
 from fersynth.ingest import ingest
-from fersynth.labels import BASIC7
 from fersynth.modeling.data import InputConfig
-from fersynth.train.train import TrainConfig, train
-from fersynth.variant import Variant
+from fersynth.train.recipe import TrainConfig
+from fersynth.train.train import train
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import Variant
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,15 @@ from PIL import Image
 from skimage import data
 from torch import nn
 
-from fersynth.calibrate import CalibrateConfig, calibrate, check_judges, load_judges
-from fersynth.calibrate.calibrate import decide, vote
-from fersynth.calibrate.judges import FER_CLASSES, FerJudge, JudgeInfo, TrainedJudge, judge_conflicts
+from fersynth.annotate.calibrate import CalibrateConfig, calibrate, check_judges, load_judges
+from fersynth.annotate.calibrate.calibrate import decide, vote
+from fersynth.annotate.calibrate.judges import FER_CLASSES, FerJudge, JudgeInfo, TrainedJudge, judge_conflicts
 from fersynth.cli import main
 from fersynth.errors import UsageError
-from fersynth.labels import BASIC7
 from fersynth.modeling.architectures import build_model
 from fersynth.modeling.checkpoint import save_checkpoint
-from fersynth.variant import Variant, VariantWriter
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import Variant, VariantWriter
 
 # Eileen Collins (scikit-image's astronaut), smiling: the face box MTCNN finds in the picture
 ASTRONAUT_FACE = (181, 62, 268, 172)

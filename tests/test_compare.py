@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fersynth.compare.compare import CompareConfig, compare, compare_predictions, decide, plot_records
 from fersynth.config import load_params
-from fersynth.evaluate.compare import CompareConfig, compare, compare_predictions, decide, plot_records
 
 CLASSES = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -145,7 +145,7 @@ def test_real_and_generated_test_rows_are_reported_apart_with_class_and_group_in
 
 def test_holm_is_applied_over_every_comparison_in_the_file(tmp_path):
     """Two pairs x one test set: each p_holm is the Holm adjustment of the two raw p-values."""
-    from fersynth.stats import holm
+    from fersynth.compare.stats import holm
 
     rng = np.random.default_rng(6)
     n = 200
@@ -282,7 +282,7 @@ def test_small_subsets_get_no_interval_and_no_verdict():
 def test_one_subject_and_weak_test_sets_are_not_testable_and_stay_out_of_the_holm_family():
     """Only the answerable comparisons share the family: a one-subject set (CASME II's frames), a set whose
     detectable effect is above max_mde and a mixed set's whole (tested by its parts) add no test."""
-    from fersynth.evaluate.compare import _summary
+    from fersynth.compare.compare import _summary
 
     rng = np.random.default_rng(14)
     n = 200
@@ -308,7 +308,7 @@ def test_one_subject_and_weak_test_sets_are_not_testable_and_stay_out_of_the_hol
     assert mixed["real"]["verdict"] == mixed["generated"]["verdict"] == "helps"
     assert weak["verdict"].startswith("not testable (detects only +-") and weak["p_holm"] is None
     # the family is the strong set and the mixed set's two parts, nothing else
-    from fersynth.stats import holm
+    from fersynth.compare.stats import holm
 
     p_values = [strong["p_value"], mixed["real"]["p_value"], mixed["generated"]["p_value"]]
     assert [strong["p_holm"], mixed["real"]["p_holm"], mixed["generated"]["p_holm"]] == pytest.approx(

@@ -1,4 +1,4 @@
-"""The one Data Docs site (`fersynth.data_docs`, `fersynth.offline_docs`): several suites' pages in one
+"""The one Data Docs site (`fersynth.checks.data_docs`, `fersynth.checks.offline_docs`): several suites' pages in one
 site with one index and one copy of the static files, every link resolving, and pages that open from
 ``file://`` in a Chromium that resolves no host name without a single console error."""
 
@@ -16,9 +16,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from fersynth.checks.data_docs import BrokenDataDocs, build_site, publish_suite, read_entries
+from fersynth.checks.validate import SuiteConfig, ValidationFailed, validate_variant
 from fersynth.cli import main
-from fersynth.data_docs import BrokenDataDocs, build_site, publish_suite, read_entries
-from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
 from tests.browser import chromium_page
 from tests.test_validate import GOOD, _variant
 

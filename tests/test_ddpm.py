@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fersynth.ddpm import (
+from fersynth.generate.ddpm import (
     TABLE2,
     DdpmSampleConfig,
     DdpmTrainConfig,
@@ -18,8 +18,8 @@ from fersynth.ddpm import (
 )
 from fersynth.generate.gate import GateConfig
 from fersynth.ingest import ingest
-from fersynth.labels import CASME2
-from fersynth.variant import Variant
+from fersynth.variants.labels import CASME2
+from fersynth.variants.variant import Variant
 from tests.conftest import run_alone_and_with_torchrun, tree_bytes
 
 TINY = DdpmTrainConfig(size=16, channels=(8, 16), steps=30, batch_size=8, timesteps=100, log_every=10)
@@ -88,8 +88,8 @@ def test_ddpm_train_device_must_be_a_torch_device_name(device):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_asking_for_a_gpu_that_is_not_there_is_one_line_before_any_work(tmp_path):
-    from fersynth.ddpm import ddpm_train
     from fersynth.errors import ParamsError
+    from fersynth.generate.ddpm import ddpm_train
 
     with pytest.raises(ParamsError, match="no CUDA GPU"):
         ddpm_train(tmp_path / "no-variant-needed", tmp_path / "model", DdpmTrainConfig(device="cuda"))

@@ -11,7 +11,7 @@ from fersynth.demo import DemoConfig, make_demo
 from fersynth.demo.sampling import Nuisances
 from fersynth.ingest import ingest
 from fersynth.ingest.utkface import parse_name
-from fersynth.variant import Variant
+from fersynth.variants.variant import Variant
 
 
 def _tree_digest(root):

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fersynth.demographics.predict import agr_predict
-from fersynth.demographics.train import AgrConfig, agr_train, load_agr, predict
+from fersynth.annotate.demographics.predict import agr_predict
+from fersynth.annotate.demographics.train import AgrConfig, agr_train, load_agr, predict
 from fersynth.ingest import ingest
-from fersynth.labels import AGE_GROUPS, ETHNICITIES, GENDERS
-from fersynth.variant import Variant
+from fersynth.variants.labels import AGE_GROUPS, ETHNICITIES, GENDERS
+from fersynth.variants.variant import Variant
 
 TINY = AgrConfig(input_size=64, widths=(4, 4, 8, 8, 8, 8), epochs=2, batch_size=16, compare_pretrained=False)
 

@@ -14,7 +14,8 @@ from safetensors.torch import load_file
 
 from fersynth.ingest import ingest
 from fersynth.modeling.data import InputConfig
-from fersynth.train.train import TrainConfig, train
+from fersynth.train.recipe import TrainConfig
+from fersynth.train.train import train
 
 
 def _parameters(model_dir: Path, model_type=None) -> dict[str, torch.Tensor]:

@@ -1,11 +1,16 @@
 """dvc.yaml's deps are honest: every stage lists the fersynth source its command runs, so a change to that
-code makes DVC rerun the stage, and every source path it lists exists.
+code makes DVC rerun the stage, no more than that source, and every source path it lists exists.
 
 A stage's source is found from the code itself: the ``fersynth <subcommand>`` of its ``cmd`` names a click
 command in ``cli.py``, whose body imports the stage's worker; from there every ``import fersynth...`` and
 ``from fersynth... import`` (lazy imports in function bodies included, and the packages whose
 ``__init__.py`` an import runs) is followed through ``src/``. Stages come from DVC's own parser, so
 ``foreach`` stages are expanded exactly as ``dvc repro`` expands them.
+
+Source is listed by room: ``src/fersynth/`` holds one folder per phase of the pipeline (``variants``, ``ingest``,
+``train``, ...) beside top-level plumbing (COMMON, ``cli.py``), and a stage lists the folders of the modules it
+runs (each folder is one ``dvc exp show`` column, where each file was one). The rooms import one another without
+a circle, so a drawing of their imports reads as the stage graph.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ SRC = ROOT / "src"
 COMMON = frozenset(
     {"fersynth", "fersynth.config", "fersynth.errors", "fersynth.log", "fersynth.atomic", "fersynth.paths"}
 )
+PLUMBING = COMMON | {"fersynth.cli"}  # the top level of src/fersynth/: every other module lives in a room
+# `fersynth warm` runs a command in a fork of a server instead of a new process, with the same outputs
+# (tests/test_warm.py): how a command starts, not what it computes. The console script imports it in every process.
+WARM = frozenset({"fersynth.ops", "fersynth.ops.warm"})
 
 
 def module_file(name: str) -> Path | None:
@@ -97,6 +106,35 @@ def command_modules(subcommand: str) -> set[str]:
     return imports_in(source, "fersynth")
 
 
+def entry_modules() -> set[str]:
+    """What the console script (``cli.run``) imports in every process before any command: the CPU pin
+    (``fersynth.runtime``), and the warm server's caller, which is plumbing (:data:`WARM`)."""
+    from fersynth.cli import run
+
+    return imports_in(textwrap.dedent(inspect.getsource(run)), "fersynth")
+
+
+def stage_modules(subcommand: str) -> set[str]:
+    """Every fersynth module a ``fersynth <subcommand>`` process runs that decides what it computes."""
+    return closure(command_modules(subcommand) | (entry_modules() - WARM)) - COMMON
+
+
+def room(name: str) -> str | None:
+    """``fersynth.<room>`` of module ``name``; None for top-level plumbing."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 and name not in PLUMBING else None
+
+
+def room_dir(name: str) -> str:
+    """The dvc.yaml dep that covers room ``fersynth.<room>``: its folder."""
+    return f"src/{name.replace('.', '/')}"
+
+
+def stage_source_deps(subcommand: str) -> list[str]:
+    """The ``src/`` deps a stage running ``fersynth <subcommand>`` lists: its rooms' folders, sorted."""
+    return sorted({room_dir(room(m)) for m in stage_modules(subcommand)})
+
+
 def dvc_stages() -> list[tuple[str, str, list[str]]]:
     """(name, cmd, dep paths) of every stage of dvc.yaml, foreach expanded, as DVC resolves them."""
     from dvc.repo import Repo
@@ -127,14 +165,40 @@ def test_common_modules_import_only_each_other():
     assert {m for m in top_level if m.startswith("fersynth")} <= COMMON, "cli.py imports a stage at module level"
 
 
-@pytest.mark.parametrize("name,cmd,deps", STAGES, ids=[name for name, _, _ in STAGES])
-def test_stage_deps_cover_the_source_its_command_imports(name, cmd, deps):
+def test_warm_is_plumbing_and_imports_no_command():
+    # what lets WARM stay out of every stage's deps, and keeps cli -> warm one-way (no circle)
+    assert closure({"fersynth.ops.warm"}) <= WARM | COMMON
+    assert "fersynth.runtime" in entry_modules(), "cli.run no longer pins fersynth.runtime: update stage_modules"
+
+
+def test_the_top_level_holds_plumbing_only():
+    top = {f"fersynth.{path.stem}" for path in (SRC / "fersynth").glob("*.py")} - {"fersynth.__init__"}
+    assert top | {"fersynth"} == PLUMBING, "a module outside the plumbing belongs in a room (a folder)"
+
+
+def subcommand_of(name: str, cmd: str) -> str:
     program, subcommand = shlex.split(cmd)[:2]
     assert program == "fersynth", f"{name}: every stage runs a fersynth subcommand, not {program!r}"
-    used = closure(command_modules(subcommand)) - COMMON
-    source = sorted(module_file(m).relative_to(ROOT).as_posix() for m in used)
+    return subcommand
+
+
+@pytest.mark.parametrize("name,cmd,deps", STAGES, ids=[name for name, _, _ in STAGES])
+def test_stage_deps_cover_the_source_its_command_imports(name, cmd, deps):
+    subcommand = subcommand_of(name, cmd)
+    source = sorted(module_file(m).relative_to(ROOT).as_posix() for m in stage_modules(subcommand))
     missing = [path for path in source if not covered(path, deps)]
     assert not missing, f"dvc.yaml stage {name!r} (fersynth {subcommand}) imports, but does not list: {missing}"
+
+
+@pytest.mark.parametrize("name,cmd,deps", STAGES, ids=[name for name, _, _ in STAGES])
+def test_stage_source_deps_are_its_rooms_sorted(name, cmd, deps):
+    # no room it does not run (a change there would rerun it for nothing), no file inside a listed folder
+    # (one more column), in sorted order
+    listed = [dep for dep in deps if dep.startswith("src/")]
+    expected = stage_source_deps(subcommand_of(name, cmd))
+    inside = [dep for dep in listed if any(dep != other and covered(dep, [other]) for other in listed)]
+    assert not inside, f"dvc.yaml stage {name!r} lists files inside a folder it also lists: {inside}"
+    assert listed == expected, f"dvc.yaml stage {name!r}: list its source as {expected}, not {listed}"
 
 
 def test_source_deps_exist():
@@ -145,11 +209,86 @@ def test_source_deps_exist():
 
 
 def test_the_import_walk_follows_lazy_imports_packages_and_from_imports():
-    # the walk itself: train's lazy `from fersynth.tracking import start_run` inside a function, the package
-    # __init__ of fersynth.relabel run by `from fersynth.relabel import ...`, and a submodule named in a from-import
-    assert "fersynth.tracking" in closure({"fersynth.train.train"})
-    assert {"fersynth.relabel", "fersynth.relabel.methods"} <= closure(command_modules("reclassify"))
+    # the walk itself: ddpm's lazy `from fersynth.tracking import start_run` inside a function, the package
+    # __init__ of fersynth.annotate.relabel run by `from fersynth.annotate.relabel import ...`, and a submodule
+    # named in a from-import
+    assert "fersynth.tracking" in closure({"fersynth.generate.ddpm"})
+    relabel = {"fersynth.annotate", "fersynth.annotate.relabel", "fersynth.annotate.relabel.methods"}
+    assert relabel <= closure(command_modules("reclassify"))
     assert "fersynth.modeling.data" in imports_in("from fersynth.modeling import data", "fersynth")
+
+
+def all_modules() -> list[str]:
+    """Every fersynth module and package under ``src/``."""
+    names = []
+    for path in sorted((SRC / "fersynth").rglob("*.py")):
+        parts = path.relative_to(SRC).with_suffix("").parts
+        names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return names
+
+
+def direct_imports(name: str) -> set[str]:
+    """fersynth modules that ``name``'s source names in an import (TYPE_CHECKING ones too), without the packages
+    an import runs: a module's own package runs before it, which is no circle."""
+    path = module_file(name)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    return {m for m in imports_in(path.read_text(), package) if not name.startswith(m + ".") and m != name}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of ``graph`` with more than one node (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    work.append((successor, iter(sorted(graph.get(successor, ())))))
+                    break
+                if successor in stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while not component or component[-1] != node:
+                        component.append(stack.pop())
+                    if len(component) > 1:
+                        found.append(sorted(component))
+    return found
+
+
+def test_no_module_imports_itself_through_others():
+    graph = {name: direct_imports(name) for name in all_modules()}
+    assert not circles(graph), f"import circles between modules: {circles(graph)}"
+
+
+def test_rooms_import_each_other_without_a_circle():
+    # the drawing of the rooms' imports reads as the stage graph: no circle, so no arrow runs back up
+    graph: dict[str, set[str]] = {}
+    for name in all_modules():
+        if room(name) is not None:
+            targets = {room(m) for m in direct_imports(name) if room(m) is not None}
+            graph.setdefault(room(name), set()).update(targets - {room(name)})
+    assert set(graph) >= {"fersynth.variants", "fersynth.train", "fersynth.evaluate"}
+    assert not circles(graph), f"rooms importing each other in a circle: {circles(graph)}"
+
+
+def test_circles_finds_a_circle():
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
 
 
 def test_every_trained_model_is_a_registered_artifact():

@@ -17,7 +17,8 @@ from fersynth.evaluate.evaluate import (
 )
 from fersynth.ingest import ingest
 from fersynth.modeling.data import InputConfig
-from fersynth.train.train import TrainConfig, train
+from fersynth.train.recipe import TrainConfig
+from fersynth.train.train import train
 from tests.conftest import with_true_demographics
 
 
@@ -118,7 +119,7 @@ def test_a_model_trained_in_trials_is_scored_by_every_trial(evaluated):
 
 
 def test_compare_pairs_the_two_models_on_the_same_images(evaluated):
-    from fersynth.evaluate.compare import CompareConfig, compare
+    from fersynth.compare.compare import CompareConfig, compare
 
     root, _ = evaluated
     config = CompareConfig(pairs={"trials": {"baseline": "tiny", "test_sets": ["fer2013", "nhfi"]}}, min_seeds=2)

@@ -8,13 +8,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from fersynth.checks.validate import SuiteConfig, ValidationFailed, validate_variant
 from fersynth.cli import main
 from fersynth.generate.backends import BackendConfig, DemoBackendConfig
 from fersynth.generate.evaluator import EvaluatorConfig, build_evaluator
 from fersynth.generate.gate import GateConfig
 from fersynth.ingest import ingest
-from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
-from fersynth.variant import Variant, VariantWriter
+from fersynth.variants.variant import Variant, VariantWriter
 from tests.conftest import opinionated_classifier, with_true_demographics
 
 SOURCES = ("fer2013", "nhfi", "affectnet")

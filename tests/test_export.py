@@ -3,9 +3,9 @@ from collections import Counter
 import pytest
 
 from fersynth.errors import InputError
-from fersynth.export import export_variant
 from fersynth.ingest import ingest
-from fersynth.variant import Variant
+from fersynth.ingest.export import export_variant
+from fersynth.variants.variant import Variant
 
 
 def test_export_writes_one_file_per_image_in_class_folders(tiny_demo, tmp_path):
@@ -30,7 +30,7 @@ def _variant_with_keys(path, keys, **fields):
     import pyarrow.parquet as pq
     from PIL import Image
 
-    from fersynth.variant import MANIFEST_SCHEMA, VariantWriter
+    from fersynth.variants.variant import MANIFEST_SCHEMA, VariantWriter
 
     with VariantWriter(path) as writer:
         for i, key in enumerate(keys):

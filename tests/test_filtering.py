@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fersynth.faces import FaceSpec, render_face
-from fersynth.filtering import FilterConfig, filter_variant, grey_entropy
-from fersynth.variant import Variant, VariantWriter
+from fersynth.annotate.filtering import FilterConfig, filter_variant, grey_entropy
+from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.variants.variant import Variant, VariantWriter
 
 
 def _face(identity):

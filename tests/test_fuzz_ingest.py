@@ -27,8 +27,8 @@ from fersynth.errors import FersynthError, InputError
 from fersynth.ingest import ingest
 from fersynth.ingest.common import IngestConfig
 from fersynth.ingest.fer2013 import N_PIXELS
-from fersynth.labels import CASME2, UTK_GENDERS, UTK_RACES
-from fersynth.variant import Variant
+from fersynth.variants.labels import CASME2, UTK_GENDERS, UTK_RACES
+from fersynth.variants.variant import Variant
 from tests.conftest import image_bytes, pixel_string, write_file
 
 # database=None: no example database in the checkout. Every example builds its files in a temporary folder

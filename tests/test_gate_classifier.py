@@ -2,15 +2,15 @@ import json
 
 import pytest
 
-from fersynth.contact_sheet import contact_sheets
 from fersynth.generate.artificial import ArtificialConfig, all_cells, generate_artificial
 from fersynth.generate.backends import DemoBackend, DemoBackendConfig
 from fersynth.generate.classifier import EmotionClassifier, GateTrainConfig, gate_train
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
 from fersynth.ingest import ingest
-from fersynth.labels import BASIC7
 from fersynth.modeling.small_cnn import ModelConfig
+from fersynth.report.contact_sheet import contact_sheets
+from fersynth.variants.labels import BASIC7
 
 FAST = GateTrainConfig(model=ModelConfig(epochs=15))
 

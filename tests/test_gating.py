@@ -17,8 +17,8 @@ import yaml
 from PIL import Image
 
 from fersynth.config import load_params
-from fersynth.labels import BASIC7
-from fersynth.variant import VariantWriter
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import VariantWriter
 from tests.conftest import dvc_stages, image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

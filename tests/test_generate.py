@@ -19,11 +19,11 @@ from fersynth.generate.prompts import (
     with_action_units,
 )
 from fersynth.generate.quota import fill_quotas, shortfall
-from fersynth.generate.random_pipeline import save_random_pipeline
 from fersynth.generate.run import ImageFormat
 from fersynth.ingest import ingest
-from fersynth.labels import BASIC7
-from fersynth.variant import Variant
+from fersynth.testing.random_pipeline import save_random_pipeline
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import Variant
 from tests.conftest import opinionated_classifier
 
 NO_FACE_CHECK = GateConfig(detector="none")

@@ -9,16 +9,16 @@ import threading
 import pytest
 import yaml
 
-from fersynth.distributed import Distributed
 from fersynth.generate import quota
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import DemoBackend, DemoBackendConfig
 from fersynth.generate.gate import GateResult
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
 from fersynth.generate.quota import fill_quotas, share
-from fersynth.generate.random_pipeline import save_random_pipeline
 from fersynth.ingest import ingest
-from fersynth.variant import Variant
+from fersynth.modeling.distributed import Distributed
+from fersynth.testing.random_pipeline import save_random_pipeline
+from fersynth.variants.variant import Variant
 from tests.conftest import run_alone_and_with_torchrun, tree_bytes
 
 

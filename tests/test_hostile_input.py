@@ -18,7 +18,7 @@ from fersynth.cli import main
 from fersynth.errors import InputError
 from fersynth.ingest import ingest
 from fersynth.ingest.common import IngestConfig
-from fersynth.variant import Variant
+from fersynth.variants.variant import Variant
 from tests.conftest import image_bytes, pixel_string, write_file
 
 AFFECTNET_HEADER = (
@@ -122,7 +122,7 @@ def test_a_16_bit_png_keeps_its_picture(tmp_path):
 def test_training_reads_a_16_bit_variant_by_value_range(tmp_path):
     """A variant written elsewhere (not through ingest) that stores a 16-bit PNG trains as its picture."""
     from fersynth.modeling.data import InputConfig, decoded
-    from fersynth.variant import VariantWriter
+    from fersynth.variants.variant import VariantWriter
 
     ramp = (np.arange(48 * 48, dtype=np.uint32).reshape(48, 48) * 28).astype(np.uint16)  # 0 .. 64484
     with VariantWriter(tmp_path / "v") as writer:

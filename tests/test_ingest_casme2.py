@@ -4,8 +4,8 @@ from openpyxl import Workbook
 
 from fersynth.ingest import ingest
 from fersynth.ingest.common import IngestConfig
-from fersynth.labels import CASME2
-from fersynth.variant import Variant
+from fersynth.variants.labels import CASME2
+from fersynth.variants.variant import Variant
 from tests.conftest import image_bytes, write_file
 
 HEADER = ["Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Action Units", "Estimated Emotion"]

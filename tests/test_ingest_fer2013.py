@@ -7,8 +7,8 @@ from PIL import Image
 
 from fersynth.errors import InputError
 from fersynth.ingest import ingest
-from fersynth.labels import BASIC7
-from fersynth.variant import Variant
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import Variant
 from tests.conftest import image_bytes, pixel_string, write_file
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 from fersynth.ingest import ingest
 from fersynth.ingest.common import BadInput
 from fersynth.ingest.utkface import parse_name
-from fersynth.variant import Variant
+from fersynth.variants.variant import Variant
 from tests.conftest import image_bytes, write_file
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from fersynth.checks.leakage import evaluator_not_in, labeler_conflicts
 from fersynth.config import load_params
 from fersynth.errors import ParamsError
-from fersynth.leakage import evaluator_not_in, labeler_conflicts
 from tests.conftest import dvc_stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def _manifest(root: Path, variant: str, rows: list[tuple[str, str]]) -> None:
 def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path, monkeypatch):
     """A relabelled copy of the baseline's data, or a merge holding the test domain, passes the path rules;
     their pixel hashes do not."""
-    from fersynth.leakage import labeler_picture_conflicts
+    from fersynth.checks.leakage import labeler_picture_conflicts
 
     monkeypatch.chdir(tmp_path)
     params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/sfhq_labeled"])
@@ -151,7 +151,7 @@ def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path,
 
 
 def test_autolabel_depends_on_every_manifest_its_picture_check_reads(stages):
-    from fersynth.leakage import model_variants
+    from fersynth.checks.leakage import model_variants
 
     deps = set(stages["autolabel"]["deps"])
     pairs = PARAMS["compare"]["pairs"]

@@ -3,8 +3,8 @@ import io
 import pytest
 from PIL import Image
 
-from fersynth.merge import LabelConflict, MergeConfig, merge_variants
-from fersynth.variant import Variant, VariantWriter
+from fersynth.ingest.merge import LabelConflict, MergeConfig, merge_variants
+from fersynth.variants.variant import Variant, VariantWriter
 from tests.conftest import image_bytes
 
 

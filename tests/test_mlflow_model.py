@@ -26,8 +26,8 @@ from fersynth import tracking
 from fersynth.modeling.architectures import build_model
 from fersynth.modeling.checkpoint import save_checkpoint
 from fersynth.modeling.data import InputConfig, model_input
+from fersynth.modeling.preprocess import Preprocess, PreprocessConfig
 from fersynth.modeling.trained import class_probabilities
-from fersynth.preprocess import Preprocess, PreprocessConfig
 from fersynth.train import mlflow_model
 from fersynth.train.mlflow_model import CHAMPION, DESCRIPTION_LIMIT, register_best
 from tests.conftest import free_port, image_bytes

@@ -1,4 +1,4 @@
-"""The local tracking server (fersynth.mlflow_server): PostgreSQL where it can be had, else sqlite behind the
+"""The local tracking server (fersynth.ops.mlflow_server): PostgreSQL where it can be had, else sqlite behind the
 same server; two queued DVC experiments run in parallel (`dvc queue start -j 2`) and log their runs, params,
 metrics and models to it."""
 
@@ -25,9 +25,10 @@ import yaml
 from click.testing import CliRunner
 from filelock import FileLock
 
-from fersynth import mlflow_server, postgres, tracking
+from fersynth import tracking
 from fersynth.cli import main
 from fersynth.ingest import ingest
+from fersynth.ops import mlflow_server, postgres
 from fersynth.paths import MlflowServerLayout, original_variant
 from tests.conftest import run_ok, wait_for_dvc_queue
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fersynth.errors import UsageError
-from fersynth.model_versions import register_changed
+from fersynth.ops.model_versions import register_changed
 
 PIPELINE = """stages:
   make:

@@ -4,7 +4,7 @@ import torch
 
 from fersynth.ingest import ingest
 from fersynth.modeling.data import PRESETS, AugmentConfig, BatchAugment, BatchLoader, InputConfig, cache_path, decoded
-from fersynth.variant import Variant
+from fersynth.variants.variant import Variant
 
 
 @pytest.fixture(scope="module")

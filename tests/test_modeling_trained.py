@@ -9,7 +9,7 @@ from fersynth.modeling.checkpoint import save_checkpoint
 from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
 from fersynth.paths import trial_name
-from fersynth.train.train import TrainConfig
+from fersynth.train.recipe import TrainConfig
 
 
 def test_a_train_checkpoint_loads_with_its_input_settings_classes_and_first_trial(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fersynth.offline_plots import page_template
+from fersynth.report.offline_plots import page_template
 from tests.browser import chromium_page
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fersynth.png import encode_gray8
-from fersynth.variant import pixel_sha256, raw_sha256
+from fersynth.variants.png import encode_gray8
+from fersynth.variants.variant import pixel_sha256, raw_sha256
 
 
 @pytest.mark.parametrize("shape", [(48, 48), (1, 1), (3, 17), (224, 224)])

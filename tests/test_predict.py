@@ -24,12 +24,13 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
-from fersynth.face_models import DEMO_CAVEAT
 from fersynth.ingest import ingest
 from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
-from fersynth.predict import Face, PredictConfig, draw_labels, label_font, predict
-from fersynth.train.train import TrainConfig, train
+from fersynth.predict.face_models import DEMO_CAVEAT
+from fersynth.predict.predict import Face, PredictConfig, draw_labels, label_font, predict
+from fersynth.train.recipe import TrainConfig
+from fersynth.train.train import train
 from tests.browser import chromium_page
 from tests.conftest import free_port
 

@@ -1,8 +1,8 @@
 import numpy as np
 from PIL import Image
 
-from fersynth.faces import FaceSpec, render_face
-from fersynth.preprocess import Preprocess, PreprocessConfig, clahe, equalize, gaussian_blur
+from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.modeling.preprocess import Preprocess, PreprocessConfig, clahe, equalize, gaussian_blur
 
 
 def _dark_face(mode="L"):

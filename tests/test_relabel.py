@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fersynth.faces import FaceSpec, render_face
-from fersynth.labels import BASIC7
+from fersynth.annotate.relabel import ReclassifyConfig, reclassify
+from fersynth.demo.faces import FaceSpec, render_face
 from fersynth.modeling.small_cnn import ModelConfig
-from fersynth.relabel import ReclassifyConfig, reclassify
-from fersynth.variant import Variant, VariantWriter
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import Variant, VariantWriter
 
 FAST = ModelConfig(size=32, channels=(8, 16), epochs=12, batch_size=16, learning_rate=3e-3)
 CLASSES = ("happy", "surprise")  # clearly different faces: a tiny model learns them in seconds
@@ -95,7 +95,7 @@ def test_bad_method_fails_fast():
 
 
 def test_consensus_changes_only_what_every_model_agrees_on():
-    from fersynth.relabel.methods import _unanimous
+    from fersynth.annotate.relabel.methods import _unanimous
 
     labels = np.array([0, 0, 1, 1])
     one = np.array([[0.1, 0.9], [0.9, 0.1], [0.8, 0.2], [0.2, 0.8]])  # says: 1, 0, 0, 1

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fersynth.calibrate import CalibrateConfig
-from fersynth.calibrate.agreement import calibration_metrics
-from fersynth.calibrate.judges import JudgeInfo
-from fersynth.report import ReportInputs, build_report
+from fersynth.annotate.calibrate import CalibrateConfig
+from fersynth.annotate.calibrate.agreement import calibration_metrics
+from fersynth.annotate.calibrate.judges import JudgeInfo
+from fersynth.report.report import ReportInputs, build_report
 
 
 def _png(path, value=128):

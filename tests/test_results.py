@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from fersynth.cli import main
-from fersynth.results import render
+from fersynth.report.results import render
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from fersynth.atomic import MARKER, atomic_path, clean_stale_staging, write_json
 from fersynth.cli import main
 from fersynth.errors import UnsafeOutput
-from fersynth.variant import Variant, VariantWriter
+from fersynth.variants.variant import Variant, VariantWriter
 from tests.conftest import image_bytes, write_file
 
 

@@ -14,8 +14,8 @@ from fersynth.generate import single_file
 from fersynth.generate.backends import BackendConfig
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
-from fersynth.generate.random_pipeline import build_pipeline
 from fersynth.generate.single_file import write_sdxl_single_file
+from fersynth.testing.random_pipeline import build_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fersynth.smote import ParentTrackingSMOTE, SmoteConfig, build_smote_variant
-from fersynth.variant import Variant, VariantWriter
+from fersynth.generate.smote import ParentTrackingSMOTE, SmoteConfig, build_smote_variant
+from fersynth.variants.variant import Variant, VariantWriter
 from tests.conftest import image_bytes
 
 EMOTIONS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -126,7 +126,7 @@ def test_report_accounting(source, tmp_path):
 
 
 def test_validation_proves_no_leak_and_balance(source, tmp_path):
-    from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
+    from fersynth.checks.validate import SuiteConfig, ValidationFailed, validate_variant
 
     build_smote_variant(source, tmp_path / "out", SmoteConfig(target_per_class=10, k_neighbors=3))
     suite = SuiteConfig(min_per_class=0, synthetic_splits=("train",), balanced_splits=("train",))

@@ -3,8 +3,8 @@ from collections import Counter
 
 from PIL import Image
 
-from fersynth.splits import drop_duplicates, stratified_split, subject_split
-from fersynth.variant import VariantWriter
+from fersynth.ingest.splits import drop_duplicates, stratified_split, subject_split
+from fersynth.variants.variant import VariantWriter
 from tests.conftest import image_bytes
 
 

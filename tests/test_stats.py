@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from fersynth.stats import crossed_difference, holm, minimum_detectable_effect, verdict
+from fersynth.compare.stats import crossed_difference, holm, minimum_detectable_effect, verdict
 
 
 def _trained_model(difficulty, quality_sd, rng, shift=0.0):
@@ -31,7 +31,7 @@ def test_variance_of_the_mean_is_the_crossed_anova_formula_on_a_hand_case():
 
 
 def test_without_seed_variance_the_degrees_of_freedom_are_satterthwaites():
-    from fersynth.stats import satterthwaite_df
+    from fersynth.compare.stats import satterthwaite_df
 
     rng = np.random.default_rng(0)
     image_effect = rng.normal(0, 1, 50)
@@ -154,7 +154,7 @@ def _crossed(rng, seeds, images, seed_sd, image_sd, residual_sd, shift=0.0):
 
 
 def test_the_plan_at_the_observed_seed_count_is_the_observed_standard_error():
-    from fersynth.stats import planned_se_df
+    from fersynth.compare.stats import planned_se_df
 
     rng = np.random.default_rng(11)
     for seed_sd in (0.0, 0.05, 0.2):
@@ -166,7 +166,7 @@ def test_the_plan_at_the_observed_seed_count_is_the_observed_standard_error():
 
 def test_seeds_needed_reach_the_stated_power_and_one_seed_fewer_does_not():
     """Plan from one pilot, then simulate designs with the planned seed count from the same components."""
-    from fersynth.stats import seeds_needed
+    from fersynth.compare.stats import seeds_needed
 
     rng = np.random.default_rng(12)
     seed_sd, image_sd, residual_sd, images = 0.04, 0.15, 0.4, 150
@@ -187,7 +187,7 @@ def test_seeds_needed_reach_the_stated_power_and_one_seed_fewer_does_not():
 
 
 def test_a_test_set_too_small_for_the_effect_needs_no_finite_number_of_seeds():
-    from fersynth.stats import seeds_needed
+    from fersynth.compare.stats import seeds_needed
 
     rng = np.random.default_rng(13)
     result = crossed_difference(_crossed(rng, 5, 25, 0.02, 0.5, 0.5))  # 25 very different images

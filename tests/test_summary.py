@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from fersynth.evaluate.summary import (
+from fersynth.compare.summary import (
     answer_summary,
     comparison_summary,
     experiment_summary,

@@ -10,9 +10,10 @@ from fersynth.ingest import ingest
 from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
 from fersynth.paths import array_cache_dir, trial_dirs
+from fersynth.train.recipe import TrainConfig
 from fersynth.train.rows import training_rows
 from fersynth.train.selection import best_trial_dir
-from fersynth.train.train import TrainConfig, train
+from fersynth.train.train import train
 
 
 @pytest.fixture(scope="module")

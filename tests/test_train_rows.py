@@ -9,11 +9,12 @@ from PIL import Image
 from fersynth.generate.augmented import AugmentedConfig, generate_augmented
 from fersynth.generate.gate import GateConfig
 from fersynth.ingest import ingest
-from fersynth.labels import CASME2
 from fersynth.modeling.data import InputConfig
+from fersynth.train.recipe import TrainConfig
 from fersynth.train.rows import training_rows
-from fersynth.train.train import TrainConfig, arrays
-from fersynth.variant import MANIFEST_SCHEMA, Variant, VariantWriter
+from fersynth.train.train import arrays
+from fersynth.variants.labels import CASME2
+from fersynth.variants.variant import MANIFEST_SCHEMA, Variant, VariantWriter
 
 
 @pytest.fixture(scope="module")

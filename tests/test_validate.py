@@ -5,8 +5,8 @@ import re
 import pytest
 from PIL import Image
 
-from fersynth.validate import SuiteConfig, ValidationFailed, validate_variant
-from fersynth.variant import VariantWriter
+from fersynth.checks.validate import SuiteConfig, ValidationFailed, validate_variant
+from fersynth.variants.variant import VariantWriter
 from tests.conftest import image_bytes
 
 

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from fersynth.variant import MANIFEST_COLUMNS, Variant, VariantWriter, pixel_sha256
+from fersynth.variants.variant import MANIFEST_COLUMNS, Variant, VariantWriter, pixel_sha256
 from tests.conftest import image_bytes
 
 

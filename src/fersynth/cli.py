@@ -21,6 +21,12 @@ PARAMS_OPTION = click.option(
 )
 
 
+WARM_ENTRY = "fersynth.cli:main"
+"""The command group a ``fersynth warm`` server's workers run (:func:`fersynth.ops.warm.entry_point`), named here so
+that the warm server never imports this module (no import circle). By name, not ``__name__``: under
+``python -m fersynth.cli`` this module is ``__main__``."""
+
+
 class Commands(click.Group):
     """The command group; a user error (:class:`~fersynth.errors.FersynthError`) becomes one line on
     stderr and its exit code (2: usage, 1: input), never a traceback."""
@@ -121,10 +127,10 @@ def validate(
     """Run the Great Expectations suite for VARIANT; exits non-zero when an expectation fails."""
     from dataclasses import replace
 
-    from fersynth.leakage import evaluator_not_in
+    from fersynth.checks.leakage import evaluator_not_in
+    from fersynth.checks.validate import SuiteConfig, ValidationFailed, suite_for_variant, validate_variant
     from fersynth.paths import data_docs_dir, quality_metrics_path
     from fersynth.paths import params_path as project_params
-    from fersynth.validate import SuiteConfig, ValidationFailed, suite_for_variant, validate_variant
 
     params = load_params(params_path)
     if suite is None and section_name is None:
@@ -159,7 +165,7 @@ def validate(
 def data_docs(site: Path | None) -> None:
     """Write the Data Docs index of every suite `fersynth validate` published into SITE, and the site's one
     copy of the static files; exits non-zero when a page links to a file the site does not hold."""
-    from fersynth.data_docs import build_site
+    from fersynth.checks.data_docs import build_site
     from fersynth.paths import data_docs_dir
 
     build_site(site or data_docs_dir())
@@ -179,7 +185,7 @@ def data_docs(site: Path | None) -> None:
 def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None:
     """Balance SOURCE's train split (image-generator augmentation + SMOTE + undersampling, paper 004; or SMOTE
     alone up to the largest class); val and test are copied unchanged."""
-    from fersynth.smote import SmoteConfig, build_smote_variant
+    from fersynth.generate.smote import SmoteConfig, build_smote_variant
 
     build_smote_variant(source, out, build(SmoteConfig, section(load_params(params_path), section_name)))
 
@@ -198,8 +204,8 @@ def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None
 @PARAMS_OPTION
 def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
     """Relabel SOURCE's noisy labels (self_filter or confident_learning); images and splits unchanged."""
-    from fersynth.relabel import ReclassifyConfig
-    from fersynth.relabel import reclassify as run_reclassify
+    from fersynth.annotate.relabel import ReclassifyConfig
+    from fersynth.annotate.relabel import reclassify as run_reclassify
 
     config = build(ReclassifyConfig, section(load_params(params_path), "reclassify"))
     run_reclassify(source, out, config, metrics_path, truth)
@@ -218,7 +224,7 @@ def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path |
 @PARAMS_OPTION
 def merge(sources: tuple[str, ...], out: Path, params_path: Path) -> None:
     """Merge variants into one (paper 001's merged dataset), keeping provenance and native formats."""
-    from fersynth.merge import MergeConfig, merge_variants
+    from fersynth.ingest.merge import MergeConfig, merge_variants
 
     merge_variants(_named_dirs(sources), out, build(MergeConfig, section(load_params(params_path), "merge")))
 
@@ -243,7 +249,7 @@ def merge(sources: tuple[str, ...], out: Path, params_path: Path) -> None:
 @PARAMS_OPTION
 def agr_train_command(variant: Path, model_dir: Path, metrics_path: Path, params_path: Path) -> None:
     """Train the age / gender / race predictor on the UTKFace VARIANT; logged to MLflow."""
-    from fersynth.demographics.train import AgrConfig, agr_train
+    from fersynth.annotate.demographics.train import AgrConfig, agr_train
 
     agr_train(variant, model_dir, build(AgrConfig, section(load_params(params_path), "agr")), metrics_path)
 
@@ -269,7 +275,7 @@ def agr_predict_command(
     variant: Path, model_dir: Path, out: Path, plot: Path | None, truth: Path | None, params_path: Path
 ) -> None:
     """Add predicted gender, age, age group and ethnicity (with confidences) to a copy of VARIANT."""
-    from fersynth.demographics.predict import AgrPredictConfig, agr_predict
+    from fersynth.annotate.demographics.predict import AgrPredictConfig, agr_predict
 
     config = build(AgrPredictConfig, section(load_params(params_path), "agr_predict"))
     agr_predict(variant, model_dir, out, plot, truth, config.batch_size, config.backend)
@@ -287,7 +293,7 @@ def agr_predict_command(
 @PARAMS_OPTION
 def filter_command(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
     """Flag excessively noisy or unrecognisable images of SOURCE by grey-level entropy (paper 000)."""
-    from fersynth.filtering import FilterConfig, filter_variant
+    from fersynth.annotate.filtering import FilterConfig, filter_variant
 
     config = build(FilterConfig, section(load_params(params_path), "filter"))
     filter_variant(source, out, config, metrics_path, truth)
@@ -309,7 +315,7 @@ def autolabel_command(
     """Label the unlabeled faces of SOURCE with a trained FER model and downsample them to a reference
     variant's class counts (paper 003's SFHQ protocol). Refuses a model trained on a compared model's data
     or on a test set OUT's models are compared on."""
-    from fersynth.autolabel import AutolabelConfig, autolabel, check_labeler
+    from fersynth.annotate.autolabel import AutolabelConfig, autolabel, check_labeler
 
     params = load_params(params_path)
     config = build(AutolabelConfig, section(params, "autolabel"))
@@ -326,7 +332,7 @@ def calibrate_command(source: Path, out: Path, metrics_path: Path | None, params
     """Let the judges of params `calibrate.judges` vote on every generated face of SOURCE; faces whose vote is
     not the emotion they were generated for are relabelled or dropped (`calibrate.action`). Refuses a judge
     that is a compared model, learned from synthetic rows, or would carry a compared model's data into OUT."""
-    from fersynth.calibrate import CalibrateConfig, calibrate, check_judges, load_judges
+    from fersynth.annotate.calibrate import CalibrateConfig, calibrate, check_judges, load_judges
 
     params = load_params(params_path)
     config = build(CalibrateConfig, section(params, "calibrate"))
@@ -341,7 +347,7 @@ def calibrate_command(source: Path, out: Path, metrics_path: Path | None, params
 @click.option("--flat", is_flag=True, help="One folder per class, without split folders.")
 def export(variant: Path, out: Path, flat: bool) -> None:
     """Write a browsable folder-per-class copy of VARIANT under OUT (e.g. train/0_angry/...)."""
-    from fersynth.export import export_variant
+    from fersynth.ingest.export import export_variant
 
     export_variant(variant, out, by_split=not flat)
 
@@ -418,7 +424,7 @@ def generate_augmented_command(
 @click.option("--all-rows", is_flag=True, help="Real rows too (default: synthetic rows only).")
 def contact_sheet(variant: Path, out: Path, per_class: int, all_rows: bool) -> None:
     """One PNG grid of faces per class of VARIANT."""
-    from fersynth.contact_sheet import contact_sheets
+    from fersynth.report.contact_sheet import contact_sheets
 
     contact_sheets(variant, out, per_class=per_class, synthetic_only=not all_rows)
 
@@ -430,7 +436,7 @@ def contact_sheet(variant: Path, out: Path, per_class: int, all_rows: bool) -> N
 @PARAMS_OPTION
 def ddpm_train_command(variant: Path, model_dir: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Train paper 002's class-conditional DDPM on the train subjects of the CASME II VARIANT."""
-    from fersynth.ddpm import DdpmTrainConfig, ddpm_train
+    from fersynth.generate.ddpm import DdpmTrainConfig, ddpm_train
 
     ddpm_train(
         variant, model_dir, build(DdpmTrainConfig, section(load_params(params_path), "ddpm_train")), metrics_path
@@ -449,7 +455,7 @@ def ddpm_train_command(variant: Path, model_dir: Path, metrics_path: Path | None
 @PARAMS_OPTION
 def ddpm_sample_command(model_dir: Path, out: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Sample the trained DDPM per class (paper 002 Table 2 proportions) into a gated variant."""
-    from fersynth.ddpm import DdpmSampleConfig, ddpm_sample
+    from fersynth.generate.ddpm import DdpmSampleConfig, ddpm_sample
 
     ddpm_sample(model_dir, out, build(DdpmSampleConfig, section(load_params(params_path), "ddpm_sample")), metrics_path)
 
@@ -500,7 +506,8 @@ def _named_dirs(items: tuple[str, ...]) -> dict[str, Path]:
 @PARAMS_OPTION
 def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | None, params_path: Path) -> None:
     """Train the classifier configured in params `train.EXPERIMENT`; logged to MLflow."""
-    from fersynth.train.train import TrainConfig, train
+    from fersynth.train.recipe import TrainConfig
+    from fersynth.train.train import train
 
     config = build(TrainConfig, section(load_params(params_path), f"train.{experiment}"))
     train(
@@ -584,7 +591,7 @@ def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Pa
     """The answer in three small files: per compared pair and scope its short verdict and per control found or
     not; per pair and scope its difference, interval, adjusted p, detectable effect and seed pairs; per
     experiment its accuracy, macro-F1 and floor."""
-    from fersynth.evaluate.summary import summarize
+    from fersynth.compare.summary import summarize
 
     summarize(compared, controls, train_metrics, out, section(load_params(params_path), "compare.pairs"))
 
@@ -610,7 +617,7 @@ def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Pa
 def plots_template_command(vega: Path, vega_lite: Path, vega_embed: Path, out: Path) -> None:
     """Write the offline `dvc plots show` template with Vega, Vega-Lite and vega-embed inlined (upgrade path; the
     template is committed)."""
-    from fersynth.offline_plots import write_page_template
+    from fersynth.report.offline_plots import write_page_template
 
     try:
         write_page_template(vega, vega_lite, vega_embed, out)
@@ -624,7 +631,7 @@ def plots_template_command(vega: Path, vega_lite: Path, vega_embed: Path, out: P
 def register_models_command(dry_run: bool) -> None:
     """Version dvc.yaml's artifacts as Git tags (<name>@vX.Y.Z, GTO's format) at HEAD where their output changed,
     so that `dvc artifacts get <repo> <name>` finds them; share with `git push --follow-tags` and `dvc push`."""
-    from fersynth.model_versions import register_changed
+    from fersynth.ops.model_versions import register_changed
     from fersynth.paths import workspace_root
 
     for result in register_changed(workspace_root(), dry_run=dry_run):
@@ -653,7 +660,7 @@ def compare_command(evaluated: Path, out: Path, plots_dir: Path, train_metrics: 
     """With synthetic data vs without (params `compare`): accuracy difference with a 95% interval over seeds
     and test images together, Holm-corrected verdicts with the minimum detectable effect, real and generated
     test rows apart, per-class and per-group differences."""
-    from fersynth.evaluate.compare import CompareConfig, compare
+    from fersynth.compare.compare import CompareConfig, compare
 
     params = load_params(params_path)
     config = build(CompareConfig, section(params, "compare"))
@@ -679,7 +686,7 @@ def compare_command(evaluated: Path, out: Path, plots_dir: Path, train_metrics: 
 def report_command(metrics: Path, samples: Path, out: Path) -> None:
     """One self-contained HTML page: tables, comparisons, per-class reports, confusion matrices, fairness,
     robustness and sample grids."""
-    from fersynth.report import ReportInputs, build_report
+    from fersynth.report.report import ReportInputs, build_report
 
     build_report(ReportInputs(metrics=metrics, contact_sheets=samples), out)
 
@@ -715,7 +722,7 @@ def predict_command(
     package's FER2013 network, for real photos) or a `fersynth train` model directory (its best trial by
     validation accuracy, or a seed-<s> trial; a folder named fer: ./fer): predictions.csv, annotated pictures /
     videos, quarantine.csv, summary.json (with what the model was trained on and its caveat)."""
-    from fersynth.predict import PredictConfig, predict
+    from fersynth.predict.predict import PredictConfig, predict
 
     config = PredictConfig(
         detect=not no_detect,
@@ -733,7 +740,7 @@ def predict_command(
 def serve_command(model: str, host: str, port: int) -> None:
     """A small web page to upload a photo and see the faces MODEL (`fer` for real photos, or a `fersynth
     train` model directory) finds and their emotions, with what MODEL was trained on and its caveat."""
-    from fersynth.serve import serve
+    from fersynth.predict.serve import serve
 
     serve(model, host, port)
 
@@ -772,7 +779,7 @@ def mlflow_server_start(
 ) -> None:
     """Start the server and print the `export MLFLOW_TRACKING_URI=...` line for its clients; it runs until
     Ctrl-C or `fersynth mlflow-server stop`, which stop it and its database."""
-    from fersynth.mlflow_server import start, wait_then_stop
+    from fersynth.ops.mlflow_server import start, wait_then_stop
 
     if install_postgres and backend == "sqlite":
         raise click.UsageError("--install-postgres installs PostgreSQL, which --backend sqlite does not use")
@@ -792,7 +799,7 @@ def mlflow_server_start(
 )
 def mlflow_server_stop(root: Path | None) -> None:
     """Stop the server started from this project (or --dir) and its database."""
-    from fersynth.mlflow_server import stop
+    from fersynth.ops.mlflow_server import stop
 
     click.echo("stopped" if stop(root) else "no server was running")
 
@@ -820,7 +827,7 @@ def mlflow_relocate_command() -> None:
 def results_command(readme: Path, metrics_dir: Path, write: bool) -> None:
     """The README's result tables (between `<!-- results:NAME -->` markers), rendered from the metrics files
     after a `dvc repro`: every number there comes from a metrics file."""
-    from fersynth.results import render
+    from fersynth.report.results import render
 
     if not readme.is_file():
         raise UsageError(f"no README at {readme}")
@@ -851,16 +858,16 @@ def warm_command(cold_while_loading: bool, command: tuple[str, ...]) -> None:
     """Run COMMAND (e.g. `fersynth warm -- dvc repro`) with a warm fersynth: one server imports PyTorch,
     MLflow, scikit-learn and Great Expectations once, and each `fersynth` stage COMMAND starts runs in a
     fresh fork of it instead of a new Python: the same code, outputs and exit codes, 1-4 s less per stage."""
-    from fersynth.warm import run_warm
+    from fersynth.ops.warm import run_warm
 
-    sys.exit(run_warm(list(command), cold_while_loading))
+    sys.exit(run_warm(list(command), WARM_ENTRY, cold_while_loading))
 
 
 def run() -> None:
     """The console script: pins the CPU arithmetic (:mod:`fersynth.runtime`) before anything loads PyTorch;
     inside `fersynth warm`, a command then runs in the warm server (pinned alike); otherwise here."""
+    from fersynth.ops.warm import forward
     from fersynth.runtime import pin, runtime_config
-    from fersynth.warm import forward
 
     try:
         pin(runtime_config(_params_argument(sys.argv[1:])))

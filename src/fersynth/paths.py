@@ -289,7 +289,7 @@ def mlflow_server_dir() -> Path:
 
 @dataclass(frozen=True)
 class MlflowServerLayout:
-    """Files of a local tracking server (:mod:`fersynth.mlflow_server`) under its folder."""
+    """Files of a local tracking server (:mod:`fersynth.ops.mlflow_server`) under its folder."""
 
     root: Path
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from fersynth.demo.faces import FaceSpec, render_face
 from fersynth.demo.sampling import Face, Nuisances, basic7_faces, draw_faces, ground_truth_row
-from fersynth.faces import FaceSpec, render_face
-from fersynth.labels import AFFECTNET_CODES, CASME2, FER2013_CODES, UTK_GENDERS, UTK_RACES
 from fersynth.log import progress
+from fersynth.variants.labels import AFFECTNET_CODES, CASME2, FER2013_CODES, UTK_GENDERS, UTK_RACES
 
 FER2013_CODE_OF = {name: code for code, name in FER2013_CODES.items()}
 AFFECTNET_CODE_OF = {name: code for code, name in AFFECTNET_CODES.items()}

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fersynth.faces import FaceSpec
-from fersynth.labels import AGE_GROUPS, BASIC7, CASME2, ETHNICITIES, GENDERS
+from fersynth.demo.faces import FaceSpec
+from fersynth.variants.labels import AGE_GROUPS, BASIC7, CASME2, ETHNICITIES, GENDERS
 
 # Class mixes follow the sources' own imbalance (paper 001 Table 1, paper 002 Table 1), in BASIC7 order.
 CLASS_MIX = {

@@ -24,7 +24,6 @@ import torch
 from fersynth.atomic import atomic_path, write_json
 from fersynth.demo.truth import read_ground_truth
 from fersynth.evaluate.origin import real_and_generated
-from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger, progress
 from fersynth.modeling.data import BatchLoader, decoded
 from fersynth.modeling.floor import Floor, hog_features
@@ -32,7 +31,8 @@ from fersynth.modeling.metrics import classification_report, group_accuracy, one
 from fersynth.modeling.plots import confusion_figure, heatmap_figure, save_png
 from fersynth.modeling.trained import ClassifierSpec, load_trained
 from fersynth.paths import EvaluateLayout, floor_path, ground_truth_path, trial_dirs, trial_seed
-from fersynth.variant import Variant
+from fersynth.variants.labels import LABEL_SPACES
+from fersynth.variants.variant import Variant
 
 log = get_logger(__name__)
 

@@ -9,14 +9,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fersynth.atomic import write_json
-from fersynth.distributed import setup, teardown, variant_writer
 from fersynth.generate.backends import make_backend
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
 from fersynth.generate.run import GenerationConfig, accept_into, generation_metrics, write_attempts
-from fersynth.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 from fersynth.log import get_logger
+from fersynth.modeling.distributed import setup, teardown, variant_writer
+from fersynth.variants.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 
 log = get_logger(__name__)
 

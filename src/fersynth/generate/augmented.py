@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from fersynth.atomic import write_json
-from fersynth.distributed import setup, teardown, variant_writer
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
@@ -24,9 +23,10 @@ from fersynth.generate.run import (
     generation_metrics,
     write_attempts,
 )
-from fersynth.labels import BASIC7
 from fersynth.log import get_logger, progress
-from fersynth.variant import Variant
+from fersynth.modeling.distributed import setup, teardown, variant_writer
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import Variant
 
 log = get_logger(__name__)
 

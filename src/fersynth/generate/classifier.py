@@ -11,12 +11,12 @@ import numpy as np
 from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
-from fersynth.labels import LABEL_SPACES
 from fersynth.log import get_logger
 from fersynth.modeling.architectures import SmallCNN
 from fersynth.modeling.checkpoint import load_checkpoint, save_checkpoint
 from fersynth.modeling.small_cnn import ModelConfig, predict_proba, train_model
-from fersynth.variant import Variant
+from fersynth.variants.labels import LABEL_SPACES
+from fersynth.variants.variant import Variant
 
 log = get_logger(__name__)
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 
 from fersynth.atomic import write_json
-from fersynth.distributed import setup, teardown, variant_writer
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.convert import FORMATS
@@ -27,9 +26,10 @@ from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
 from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, write_attempts
-from fersynth.labels import BASIC7
 from fersynth.log import get_logger
-from fersynth.variant import Variant
+from fersynth.modeling.distributed import setup, teardown, variant_writer
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import Variant
 
 log = get_logger(__name__)
 CELL_COLUMNS = ["emotion", "gender", "age_group", "ethnicity"]

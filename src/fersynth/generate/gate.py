@@ -30,8 +30,8 @@ import numpy as np
 from PIL import Image
 
 from fersynth.atomic import atomic_path
-from fersynth.images import to_8bit
 from fersynth.log import get_logger, progress
+from fersynth.variants.images import to_8bit
 
 log = get_logger(__name__)
 GATE_COLUMNS = ("file", "accepted", "reason", "faces", "score")
@@ -164,7 +164,7 @@ def gate_directory(in_dir: Path, out_csv: Path, config: GateConfig, emotion_from
     """Gate every image under ``in_dir``; write ``file, accepted, reason, faces, score`` per image.
     With ``emotion_from_name``, the intended emotion is the file name's first ``-`` field (the
     generators' ``{emotion}-{ethnicity}-{age}-{gender}-...`` names) or the parent folder's name."""
-    from fersynth.labels import BASIC7
+    from fersynth.variants.labels import BASIC7
 
     gate = Gate(config)
     files = sorted(p for p in Path(in_dir).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

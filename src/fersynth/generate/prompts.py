@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from fersynth.labels import BASIC7
+from fersynth.variants.labels import BASIC7
 
 TABLE11 = {
     "angry": "A detailed photographic portrait of a perfect face of a {person}, feeling an extreme rage, expressing a "

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from fersynth.distributed import Distributed, all_gather, gather_to_main
 from fersynth.generate.backends import Backend
 from fersynth.generate.gate import Gate, GateResult
 from fersynth.generate.prompts import TABLE11_EFFECTIVENESS, FaceRequest, PromptBuilder
-from fersynth.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 from fersynth.log import get_logger
+from fersynth.modeling.distributed import Distributed, all_gather, gather_to_main
+from fersynth.variants.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 
 log = get_logger(__name__)
 Cell = tuple[str, str, str, str]

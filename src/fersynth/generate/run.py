@@ -15,8 +15,8 @@ from fersynth.generate.convert import convert
 from fersynth.generate.gate import GateResult
 from fersynth.generate.prompts import FaceRequest, PromptConfig
 from fersynth.generate.quota import Attempt
-from fersynth.labels import BASIC7
-from fersynth.variant import VariantWriter
+from fersynth.variants.labels import BASIC7
+from fersynth.variants.variant import VariantWriter
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from fersynth.ingest.common import IngestConfig
 from fersynth.ingest.fer2013 import ingest_fer2013
 from fersynth.ingest.folder import ingest_unlabeled_folder
 from fersynth.ingest.nhfi import ingest_nhfi
+from fersynth.ingest.splits import drop_duplicates, stratified_split, subject_split
 from fersynth.ingest.utkface import ingest_utkface
 from fersynth.log import get_logger, summarize
-from fersynth.splits import drop_duplicates, stratified_split, subject_split
-from fersynth.variant import VariantWriter
+from fersynth.variants.variant import VariantWriter
 
 DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface", "sfhq", "folder")
 log = get_logger(__name__)

@@ -21,9 +21,9 @@ from fersynth.ingest.common import (
     scan_files,
     worker_count,
 )
-from fersynth.labels import AFFECTNET_CODES, AFFECTNET_DROPPED
 from fersynth.log import progress
-from fersynth.variant import VariantWriter
+from fersynth.variants.labels import AFFECTNET_CODES, AFFECTNET_DROPPED
+from fersynth.variants.variant import VariantWriter
 
 LISTS_DIR = "Manually_Annotated_file_lists"
 IMAGES_DIR = "Manually_Annotated_Images"

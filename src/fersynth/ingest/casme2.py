@@ -24,9 +24,9 @@ from fersynth.ingest.common import (
     printable,
     read_image_file,
 )
-from fersynth.labels import CASME2, CASME2_NAMES
 from fersynth.log import progress
-from fersynth.variant import VariantWriter
+from fersynth.variants.labels import CASME2, CASME2_NAMES
+from fersynth.variants.variant import VariantWriter
 
 RELEASES = {"CASME2_RAW_selected": "img{}.jpg", "Cropped": "reg_img{}.jpg"}
 REQUIRED = ("Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion")

@@ -19,9 +19,9 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
-from fersynth.images import ImageLimits, ImageRejected, decode_image, to_8bit
-from fersynth.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
-from fersynth.variant import VariantWriter, encode_png, pixel_sha256, printable
+from fersynth.variants.images import ImageLimits, ImageRejected, decode_image, to_8bit
+from fersynth.variants.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
+from fersynth.variants.variant import VariantWriter, encode_png, pixel_sha256, printable
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -24,10 +24,10 @@ from fersynth.ingest.common import (
     scan_files,
     worker_count,
 )
-from fersynth.labels import FER2013_CODES, FER2013_USAGE_SPLIT
 from fersynth.log import progress
-from fersynth.png import encode_gray8
-from fersynth.variant import VariantWriter, raw_sha256
+from fersynth.variants.labels import FER2013_CODES, FER2013_USAGE_SPLIT
+from fersynth.variants.png import encode_gray8
+from fersynth.variants.variant import VariantWriter, raw_sha256
 
 SIDE = 48
 N_PIXELS = SIDE * SIDE

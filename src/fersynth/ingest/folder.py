@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fersynth.ingest.common import BadInput, IngestConfig, check_image_suffix, read_image_file, scan_files
 from fersynth.log import progress
-from fersynth.variant import VariantWriter
+from fersynth.variants.variant import VariantWriter
 
 SYNTHETIC_FOLDERS = {"sfhq": "sfhq-stylegan2"}  # dataset -> generator recorded on its rows
 

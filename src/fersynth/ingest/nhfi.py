@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fersynth.ingest.common import IngestConfig, ingest_class_folders, scan_files, worker_count
-from fersynth.variant import VariantWriter
+from fersynth.variants.variant import VariantWriter
 
 
 def ingest_nhfi(writer: VariantWriter, src: Path, config: IngestConfig) -> str:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fersynth.ingest.common import BadInput, IngestConfig, check_image_suffix, read_image_file, scan_files
-from fersynth.labels import UTK_GENDERS, UTK_RACES, age_group
 from fersynth.log import progress
-from fersynth.variant import VariantWriter
+from fersynth.variants.labels import UTK_GENDERS, UTK_RACES, age_group
+from fersynth.variants.variant import VariantWriter
 
 MAX_AGE = 116
 

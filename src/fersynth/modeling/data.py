@@ -25,11 +25,11 @@ from PIL import Image
 from torch.nn import functional as F
 
 from fersynth.atomic import atomic_path
-from fersynth.images import to_8bit
 from fersynth.log import get_logger, progress
+from fersynth.modeling.preprocess import Preprocess, PreprocessConfig
 from fersynth.paths import array_cache_dir
-from fersynth.preprocess import Preprocess, PreprocessConfig
-from fersynth.variant import Variant
+from fersynth.variants.images import to_8bit
+from fersynth.variants.variant import Variant
 
 log = get_logger(__name__)
 

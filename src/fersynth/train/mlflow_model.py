@@ -31,8 +31,8 @@ CODE_PACKAGE = "fersynth_pyfunc"  # not "fersynth": a process that has fersynth 
 # fersynth modules the model's code runs, copied into CODE_PACKAGE; each may import third-party packages only
 SHIPPED_MODULES = {
     "architectures": "fersynth.modeling.architectures",
-    "preprocess": "fersynth.preprocess",
-    "images": "fersynth.images",
+    "preprocess": "fersynth.modeling.preprocess",
+    "images": "fersynth.variants.images",
 }
 REQUIREMENTS = ("mlflow", "torch", "torchvision", "safetensors", "numpy", "pandas", "pillow", "opencv-python-headless")
 CHAMPION = "champion"

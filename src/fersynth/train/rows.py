@@ -16,16 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from fersynth.labels import LABEL_SPACES
-from fersynth.variant import Variant
-
-if TYPE_CHECKING:
-    from fersynth.train.train import TrainConfig
+from fersynth.train.recipe import TrainConfig
+from fersynth.variants.labels import LABEL_SPACES
+from fersynth.variants.variant import Variant
 
 GROUPINGS = ("subject", "clip", "row")  # validation drawn by subject, else by clip, else row by row
 

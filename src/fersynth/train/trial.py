@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fersynth.distributed import Distributed
 from fersynth.log import get_logger, progress
 from fersynth.modeling.architectures import build_model, channels_last
 from fersynth.modeling.checkpoint import save_checkpoint
 from fersynth.modeling.data import PRESETS, BatchLoader
+from fersynth.modeling.distributed import Distributed
 from fersynth.modeling.metrics import classification_report
 from fersynth.runtime import pinned, torch_threads, usable_cpus
 from fersynth.train.distributed import all_sum, sync_buffers, train_step, wrap

@@ -1,6 +1,0 @@
-"""``fersynth calibrate``: judge-ensemble calibration of generated faces' labels."""
-
-from fersynth.calibrate.calibrate import CalibrateConfig, calibrate, load_judges
-from fersynth.calibrate.judges import check_judges
-
-__all__ = ["CalibrateConfig", "calibrate", "check_judges", "load_judges"]
