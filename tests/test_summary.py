@@ -209,3 +209,35 @@ def test_answers_follow_the_study_order_and_a_controls_pair_is_its_found_line():
     comparisons = comparison_summary(compared, pairs)
     assert list(comparisons)[:2] == ["hybrid_vs_fer2013", "fer2013_sdxl_vs_fer2013"]
     assert comparisons["control_benefit_vs_control_scarce"]["fer2013"]["difference"] == 0.08
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix.rstrip(".")
+
+
+def test_the_default_dvc_exp_show_opens_on_the_verdicts():
+    """`dvc exp show` in a terminal lays its table out at 1,024 characters (its pager's width) and collapses
+    columns from the right; `COLUMNS=1024 dvc exp show --no-pager` is the same layout. Every column costs a
+    separator, so the table must stay small enough that the first metric columns, answers.json's verdicts,
+    are drawn: at least the three synthetic-data questions on every test set they are compared on."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, COLUMNS="1024", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--no-pager"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    header = shown[1].split()
+    answers = list(_leaves(json.loads((ROOT / "metrics" / "summary" / "answers.json").read_text())))
+    drawn = header[2 : header.index("…")]  # after Experiment and Created, up to the first collapsed column
+    assert drawn == answers[: len(drawn)], "the first metric columns drawn are not the verdicts"
+    questions = [a for a in answers if a.split("_vs_")[0] in ("fer2013_sdxl", "fer2013_smote", "fer2013_smote_only")]
+    assert set(questions) <= set(drawn), f"verdicts collapsed out of view: {sorted(set(questions) - set(drawn))}"
+    row = shown[3].split()
+    assert row[2 : 2 + len(drawn)] and all(cell[0].isalpha() for cell in row[2 : 2 + len(drawn)])  # words, not …
