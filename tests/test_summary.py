@@ -211,10 +211,10 @@ def test_answers_follow_the_study_order_and_a_controls_pair_is_its_found_line():
     assert comparisons["control_benefit_vs_control_scarce"]["fer2013"]["difference"] == 0.08
 
 
-def _leaves(node, prefix=""):
+def _flat_keys(node, prefix=""):
     if isinstance(node, dict):
         for key, value in node.items():
-            yield from _leaves(value, f"{prefix}{key}.")
+            yield from _flat_keys(value, f"{prefix}{key}.")
     else:
         yield prefix.rstrip(".")
 
@@ -234,7 +234,7 @@ def test_the_default_dvc_exp_show_opens_on_the_verdicts():
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True,
     ).stdout.splitlines()  # fmt: skip
     header = shown[1].split()
-    answers = list(_leaves(json.loads((ROOT / "metrics" / "summary" / "answers.json").read_text())))
+    answers = list(_flat_keys(json.loads((ROOT / "metrics" / "summary" / "answers.json").read_text())))
     drawn = header[2 : header.index("…")]  # after Experiment and Created, up to the first collapsed column
     assert drawn == answers[: len(drawn)], "the first metric columns drawn are not the verdicts"
     questions = [a for a in answers if a.split("_vs_")[0] in ("fer2013_sdxl", "fer2013_smote", "fer2013_smote_only")]
