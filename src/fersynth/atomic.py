@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -77,8 +79,8 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     for root in _repository_roots():
         if resolved == root or root.is_relative_to(resolved):
             raise UnsafeOutput(f"refusing to write {target}: it is or contains the repository root {root}")
-    if ".git" in resolved.parts or resolved.name == ".dvc":
-        raise UnsafeOutput(f"refusing to write {target}: it is inside .git or is .dvc")
+    if ".git" in resolved.parts or ".dvc" in _project_parts(resolved):
+        raise UnsafeOutput(f"refusing to write {target}: it is inside .git or .dvc (Git's and DVC's own files)")
     if resolved.is_dir() and ((resolved / ".git").exists() or (resolved / ".dvc").is_dir()):
         raise UnsafeOutput(f"refusing to write {target}: it contains a repository (.git or .dvc)")
     for source in inputs:
@@ -92,6 +94,11 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     if kind == "file":
         if target.is_dir() and not target.is_symlink():
             raise UnsafeOutput(f"refusing to replace {target}: a file output cannot replace a directory")
+        if _tracked_but_no_stage_writes(resolved):
+            raise UnsafeOutput(
+                f"refusing to replace {target}: Git tracks it and no stage of dvc.lock writes it "
+                "(a project file, not an output); choose another path"
+            )
         return
     if not target.is_dir():
         raise UnsafeOutput(f"refusing to replace {target}: it exists and is not a directory")
@@ -106,6 +113,56 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
         f"refusing to replace {target}: it is {what} (a {kind} output has {marker}); "
         "remove it yourself or choose another path"
     )
+
+
+def _project_parts(path: Path) -> tuple[str, ...]:
+    """``path``'s parts below its project root (all of them outside a project): a queued experiment's
+    workspace lives under the main project's ``.dvc/tmp/exps/``, and its own outputs are not inside a ``.dvc``."""
+    from fersynth.paths import find_project_root
+
+    root = find_project_root(path.parent)
+    return (
+        path.relative_to(root.resolve()).parts
+        if root is not None and path.is_relative_to(root.resolve())
+        else path.parts
+    )
+
+
+def _tracked_but_no_stage_writes(path: Path) -> bool:
+    """Whether ``path`` (resolved) is a file of a Git work tree (``dvc.yaml``, ``params.yaml``, a source file,
+    the README) that no stage recorded in the project's ``dvc.lock`` has as an output (``metrics/*.json``,
+    tracked by Git with ``cache: false``, are outputs and may be replaced)."""
+    from fersynth.paths import find_project_root
+
+    root = find_project_root(path.parent)
+    if root is None or not (root / ".git").exists():
+        return False
+    relative = path.relative_to(root.resolve()).as_posix()
+    if relative not in _git_files(root.resolve()):
+        return False
+    return not any(relative == out or relative.startswith(f"{out}/") for out in _lock_outs(root.resolve()))
+
+
+@functools.cache
+def _git_files(root: Path) -> frozenset[str]:
+    """The files Git tracks under ``root`` (once per process: a stage replaces many)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, timeout=120, check=False)
+    return frozenset(listed.stdout.decode(errors="replace").split("\0")) if listed.returncode == 0 else frozenset()
+
+
+@functools.cache
+def _lock_outs(root: Path) -> tuple[str, ...]:
+    """Every output path ``root/dvc.lock`` records (``foreach`` stages expanded, as DVC wrote them)."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    if not lock.is_file() or lock.stat().st_size > 64 << 20:
+        return ()
+    try:
+        stages = (yaml.load(lock.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {})["stages"]
+        return tuple(out["path"].rstrip("/") for stage in stages.values() for out in stage.get("outs", ()))
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return ()
 
 
 def output_kind(directory: Path) -> str | None:

@@ -46,6 +46,7 @@ import threading
 import time
 import traceback
 import types
+from pathlib import Path
 from typing import NoReturn
 
 ENV = "FERSYNTH_WARM"
@@ -566,6 +567,7 @@ def run_warm(command: list[str], entry: str, cold_while_loading: bool = False) -
     ``cold_while_loading``: commands started before the server has imported everything run cold beside it
     instead of waiting (the first stage of a `dvc repro` overlaps the server's ~7 s of imports on a second
     core)."""
+    _guard_lockfile()  # a lock a killed `dvc repro` left empty is restored before DVC reads it
     workdir = tempfile.mkdtemp(prefix="fersynth-warm-")
     if len(workdir) > 90:  # a unix socket path holds ~107 bytes; a long TMPDIR would not fit
         shutil.rmtree(workdir)
@@ -616,7 +618,18 @@ def run_warm(command: list[str], entry: str, cold_while_loading: bool = False) -
             counts["cold_reasons"]["server still loading"] = len(early)
         shutil.rmtree(workdir, ignore_errors=True)
         _say(counts)
+        _guard_lockfile()  # keeps the new lock as the next run's fallback, or repairs one a signal cut short
     return 128 - code if code < 0 else code
+
+
+def _guard_lockfile() -> None:
+    from fersynth.ops.lockfile import guard
+    from fersynth.paths import find_project_root
+
+    root = find_project_root(Path.cwd())
+    message = guard(root) if root is not None else None
+    if message:
+        print(message, file=sys.stderr)
 
 
 def _beside(address: str, name: str) -> str:
