@@ -275,3 +275,25 @@ def write_json(path: Path, payload: Any, sort_keys: bool = True) -> None:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text)
+
+
+def replace_project_file(path: Path, text: str) -> None:
+    """Replace one of the project's own files (``params.yaml``, ``configs/*.yaml``, ``dvc.lock``, the
+    committed plots template) atomically, temp file then rename, without the output rule: for fersynth's
+    deliberate edits of those files only, never for a path an output option names."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

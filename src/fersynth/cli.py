@@ -617,11 +617,16 @@ def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Pa
 def plots_template_command(vega: Path, vega_lite: Path, vega_embed: Path, out: Path) -> None:
     """Write the offline `dvc plots show` template with Vega, Vega-Lite and vega-embed inlined (upgrade path; the
     template is committed)."""
-    from fersynth.report.offline_plots import write_page_template
+    from fersynth.atomic import replace_project_file
+    from fersynth.report.offline_plots import page_template, write_page_template
 
     try:
-        write_page_template(vega, vega_lite, vega_embed, out)
-    except ValueError as error:
+        if out.is_file() and not out.is_symlink() and "<title>fersynth - DVC plots</title>" in out.read_text()[:4096]:
+            # the committed template (in .dvc/, tracked by Git) is an earlier output of this command: replaced
+            replace_project_file(out, page_template(vega, vega_lite, vega_embed))
+        else:  # any other path: the output rule of fersynth.atomic
+            write_page_template(vega, vega_lite, vega_embed, out)
+    except (ValueError, UnicodeDecodeError) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"wrote {out}")
 

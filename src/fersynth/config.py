@@ -64,7 +64,7 @@ def raw_sections(path: Path) -> dict:
 def write_sections(path: Path, params: Mapping) -> None:
     """Write ``params`` back: a section that has a ``configs/<section>.yaml`` beside ``path`` goes there,
     every other one into ``path`` (YAML comments are not kept)."""
-    from fersynth.atomic import write_text
+    from fersynth.atomic import replace_project_file as write_text
 
     configs = Path(path).parent / CONFIGS
     top = {}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from fersynth.atomic import write_text
+from fersynth.atomic import replace_project_file
 
 LOCK = "dvc.lock"
 COPY = Path(".cache") / "dvc.lock.last-valid"  # .cache/ is git-ignored and fersynth's own
@@ -37,10 +37,10 @@ def guard(root: Path) -> str | None:
         return None
     copy = root / COPY
     if copy.is_file() and _problem(copy.read_bytes()) is None:
-        write_text(lock, copy.read_text())
+        replace_project_file(lock, copy.read_text())
         source = f"the copy {COPY} taken before the last run"
     elif (committed := _from_git_index(root)) is not None:
-        write_text(lock, committed)
+        replace_project_file(lock, committed)
         source = "git's index"
     else:
         return (
