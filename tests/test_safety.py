@@ -259,3 +259,22 @@ def test_a_tracked_output_of_a_stage_an_untracked_file_and_a_queued_experiments_
     (workspace / "dvc.yaml").write_text("stages: {}\n")
     write_json(workspace / "metrics" / "score.json", {"accuracy": 0.8})
     assert json.loads((workspace / "metrics" / "score.json").read_text()) == {"accuracy": 0.8}
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_published_outputs_take_the_umask_whatever_modes_a_library_wrote(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "models" / "m", kind="model") as staged:
+            staged.mkdir(mode=0o700)  # as mkdtemp makes it
+            (staged / "seed-0").mkdir(mode=0o700)
+            weights = staged / "seed-0" / "model.safetensors"
+            weights.write_bytes(b"w")
+            weights.chmod(0o600)  # as safetensors' save_file leaves it
+        write_json(tmp_path / "metrics.json", {"a": 1})
+    finally:
+        os.umask(previous)
+    model = tmp_path / "models" / "m"
+    assert (model.stat().st_mode & 0o777, (model / "seed-0").stat().st_mode & 0o777) == (0o777 & ~umask,) * 2
+    assert (model / "seed-0" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -67,6 +67,7 @@ def atomic_path(target: Path, kind: str = "file", inputs: Iterable[Path] = ()) -
         if kind in MARKED_KINDS and staged.is_dir():
             (staged / MARKER).write_text(kind + "\n")
         check_target(target, kind, inputs)  # again: something may have appeared meanwhile
+        _modes_from_umask(staged)
         _publish(staged, target, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -275,6 +276,24 @@ def write_json(path: Path, payload: Any, sort_keys: bool = True) -> None:
 def write_text(path: Path, text: str) -> None:
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text)
+
+
+def _modes_from_umask(staged: Path) -> None:
+    """Give every file and directory of an output the modes a plain ``open`` / ``mkdir`` gives under the
+    process's umask: libraries that write through private temp files (safetensors: 0600; ``mkdtemp``: 0700)
+    would otherwise publish outputs a teammate sharing the checkout cannot read. Execute bits are kept."""
+    mask = _umask()
+    if not staged.exists() or staged.is_symlink():
+        return
+    paths = [staged, *staged.rglob("*")] if staged.is_dir() else [staged]
+    for path in paths:
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            os.chmod(path, 0o777 & ~mask)
+        else:
+            executable = path.stat().st_mode & 0o111
+            os.chmod(path, (0o666 | executable) & ~mask)
 
 
 def replace_project_file(path: Path, text: str) -> None:
