@@ -202,3 +202,16 @@ def run_alone_and_with_torchrun(root: Path, stage: list[str], env: dict[str, str
     team = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert team.returncode == 0, team.stdout[-3000:] + team.stderr[-3000:]
     return team
+
+
+def validate_project(root: Path, stages: dict, suites: dict) -> None:
+    """A tiny DVC project around the real ``validate`` stage: ``stages`` as dvc.yaml's, the project's ``vars``
+    (the validate foreach reads ``configs/validate.yaml``'s suites), ``suites`` there, and the runtime pin
+    every stage depends on in params.yaml."""
+    import yaml
+
+    project_vars = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["vars"]
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"vars": project_vars, "stages": stages}, sort_keys=False))
+    (root / "params.yaml").write_text(yaml.safe_dump({"runtime": {"threads": 2, "cpu_isa": "avx2"}}))
+    (root / "configs").mkdir()
+    (root / "configs" / "validate.yaml").write_text(yaml.safe_dump({"suites": suites}))

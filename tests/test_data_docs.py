@@ -20,6 +20,7 @@ from fersynth.checks.data_docs import BrokenDataDocs, build_site, publish_suite,
 from fersynth.checks.validate import SuiteConfig, ValidationFailed, validate_variant
 from fersynth.cli import main
 from tests.browser import chromium_page
+from tests.conftest import validate_project
 from tests.test_validate import GOOD, _variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,12 +191,7 @@ def test_dvc_assembles_one_site_and_a_rerun_by_hand_leaves_status_clean(tmp_path
         "toy": {"variant": "data/original/toy", "min_per_class": 0, "max_class_ratio": 1},
         "filtered_toy": {"variant": "data/filtered/toy", "min_per_class": 0, "max_class_ratio": 1.5},
     }
-    vars_ = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"]  # the suites, from configs/validate.yaml
-    pipeline = {"vars": vars_, "stages": {"validate": validate, "data-docs": site}}
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"runtime": {"threads": 2, "cpu_isa": "avx2"}}))
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "validate.yaml").write_text(yaml.safe_dump({"suites": suites}))
+    validate_project(tmp_path, {"validate": validate, "data-docs": site}, suites)
     _variant(tmp_path / "data" / "original" / "toy", GOOD)
     _variant(tmp_path / "data" / "filtered" / "toy", GOOD[:-1])  # one happy face filtered out: 6 vs 5
     assert _dvc(tmp_path, "init", "--no-scm", "-q").returncode == 0

@@ -19,7 +19,7 @@ from PIL import Image
 from fersynth.config import load_params
 from fersynth.variants.labels import BASIC7
 from fersynth.variants.variant import VariantWriter
-from tests.conftest import dvc_stages, image_bytes
+from tests.conftest import dvc_stages, image_bytes, validate_project
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,13 +96,7 @@ def _mini_project(root: Path) -> None:
         "outs": ["reports/sheets"],
     }
     suite = {"variant": "data/toy", "label_space": "basic7", "min_per_class": 1, "balanced_splits": ["train"]}
-    vars_ = yaml.safe_load((ROOT / "dvc.yaml").read_text())["vars"]  # the suites, from configs/validate.yaml
-    pipeline = {"vars": vars_, "stages": {"validate": validate, "contact-sheet": consumer}}
-    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
-    runtime = {"threads": 2, "cpu_isa": "avx2"}  # every stage depends on the runtime pin (fersynth.runtime)
-    (root / "params.yaml").write_text(yaml.safe_dump({"runtime": runtime}))
-    (root / "configs").mkdir()
-    (root / "configs" / "validate.yaml").write_text(yaml.safe_dump({"suites": {"toy": suite}}))
+    validate_project(root, {"validate": validate, "contact-sheet": consumer}, {"toy": suite})
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:

@@ -80,7 +80,9 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     for root in _repository_roots():
         if resolved == root or root.is_relative_to(resolved):
             raise UnsafeOutput(f"refusing to write {target}: it is or contains the repository root {root}")
-    if ".git" in resolved.parts or ".dvc" in _project_parts(resolved):
+    project = _project_root_of(resolved)
+    inside = resolved.relative_to(project).parts if project is not None else resolved.parts
+    if ".git" in resolved.parts or ".dvc" in inside:
         raise UnsafeOutput(f"refusing to write {target}: it is inside .git or .dvc (Git's and DVC's own files)")
     if resolved.is_dir() and ((resolved / ".git").exists() or (resolved / ".dvc").is_dir()):
         raise UnsafeOutput(f"refusing to write {target}: it contains a repository (.git or .dvc)")
@@ -95,7 +97,7 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     if kind == "file":
         if target.is_dir() and not target.is_symlink():
             raise UnsafeOutput(f"refusing to replace {target}: a file output cannot replace a directory")
-        if _tracked_but_no_stage_writes(resolved):
+        if project is not None and _tracked_but_no_stage_writes(project, "/".join(inside)):
             raise UnsafeOutput(
                 f"refusing to replace {target}: Git tracks it and no stage of dvc.lock writes it "
                 "(a project file, not an output); choose another path"
@@ -116,32 +118,23 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     )
 
 
-def _project_parts(path: Path) -> tuple[str, ...]:
-    """``path``'s parts below its project root (all of them outside a project): a queued experiment's
-    workspace lives under the main project's ``.dvc/tmp/exps/``, and its own outputs are not inside a ``.dvc``."""
+def _project_root_of(path: Path) -> Path | None:
+    """The (resolved) project holding ``path``: a queued experiment's workspace under the main project's
+    ``.dvc/tmp/exps/`` is its own project, so its outputs are not inside a ``.dvc``."""
     from fersynth.paths import find_project_root
 
     root = find_project_root(path.parent)
-    return (
-        path.relative_to(root.resolve()).parts
-        if root is not None and path.is_relative_to(root.resolve())
-        else path.parts
-    )
+    root = root.resolve() if root is not None else None
+    return root if root is not None and path.is_relative_to(root) else None
 
 
-def _tracked_but_no_stage_writes(path: Path) -> bool:
-    """Whether ``path`` (resolved) is a file of a Git work tree (``dvc.yaml``, ``params.yaml``, a source file,
-    the README) that no stage recorded in the project's ``dvc.lock`` has as an output (``metrics/*.json``,
-    tracked by Git with ``cache: false``, are outputs and may be replaced)."""
-    from fersynth.paths import find_project_root
-
-    root = find_project_root(path.parent)
-    if root is None or not (root / ".git").exists():
+def _tracked_but_no_stage_writes(root: Path, relative: str) -> bool:
+    """Whether ``relative`` (a posix path under project ``root``) is a file Git tracks (``dvc.yaml``,
+    ``params.yaml``, a source file, the README) that no stage recorded in ``dvc.lock`` has as an output
+    (``metrics/*.json``, tracked by Git with ``cache: false``, are outputs and may be replaced)."""
+    if not (root / ".git").exists() or relative not in _git_files(root):
         return False
-    relative = path.relative_to(root.resolve()).as_posix()
-    if relative not in _git_files(root.resolve()):
-        return False
-    return not any(relative == out or relative.startswith(f"{out}/") for out in _lock_outs(root.resolve()))
+    return not any(relative == out or relative.startswith(f"{out}/") for out in _lock_outs(root))
 
 
 @functools.cache
@@ -305,7 +298,7 @@ def replace_project_file(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
+        _modes_from_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -42,21 +42,17 @@ def load_params(path: Path | None = None) -> dict:
     path = Path(path) if path is not None else params_path()
     if not path.is_file():
         raise ParamsError(f"no params file at {path}; run from the project or pass --params FILE")
-    params = _read_sections(path)
-    configs = path.parent / CONFIGS
-    if configs.is_dir():
-        for file in sorted(configs.glob("*.yaml")):
-            if file.stem in params:
-                raise ParamsError(f"section '{file.stem}' is in both {path.name} and {CONFIGS}/{file.name}; keep one")
-            params[file.stem] = _read_yaml(file) or {}
-    return with_train_defaults(params)
+    return with_train_defaults(raw_sections(path))
 
 
 def raw_sections(path: Path) -> dict:
     """Every section as written, ``train.defaults`` not merged: ``params.yaml`` at ``path`` and the
     ``configs/*.yaml`` beside it. With :func:`write_sections`, how a test or benchmark edits the params."""
-    params = _read_sections(Path(path))
-    for file in sorted((Path(path).parent / CONFIGS).glob("*.yaml")):
+    path = Path(path)
+    params = _read_sections(path)
+    for file in sorted((path.parent / CONFIGS).glob("*.yaml")):
+        if file.stem in params:
+            raise ParamsError(f"section '{file.stem}' is in both {path.name} and {CONFIGS}/{file.name}; keep one")
         params[file.stem] = _read_yaml(file) or {}
     return params
 

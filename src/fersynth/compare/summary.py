@@ -84,9 +84,9 @@ def study_order(pairs: dict) -> dict[str, dict[str, int]]:
     }
 
 
-def _rank(order: dict, name: str) -> tuple[int, int, str]:
+def _rank(order: dict, name: str) -> tuple[int, str]:
     position = list(order).index(name) if name in order else len(order)
-    return (position, 0, name)
+    return (position, name)
 
 
 def answer_summary(compared: dict, controls: dict, pairs: dict | None = None) -> dict:
