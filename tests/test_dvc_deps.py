@@ -38,7 +38,8 @@ COMMON = frozenset(
 PLUMBING = COMMON | {"fersynth.cli"}  # the top level of src/fersynth/: every other module lives in a room
 # `fersynth warm` runs a command in a fork of a server instead of a new process, with the same outputs
 # (tests/test_warm.py): how a command starts, not what it computes. The console script imports it in every process.
-WARM = frozenset({"fersynth.ops", "fersynth.ops.warm", "fersynth.ops.lockfile"})  # warm and its dvc.lock guard
+# warm and its guards for what a kill leaves (a cut dvc.lock, staging folders)
+WARM = frozenset({"fersynth.ops", "fersynth.ops.warm", "fersynth.ops.lockfile", "fersynth.ops.staging"})
 
 
 def module_file(name: str) -> Path | None:

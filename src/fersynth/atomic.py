@@ -134,7 +134,7 @@ def _tracked_but_no_stage_writes(root: Path, relative: str) -> bool:
     (``metrics/*.json``, tracked by Git with ``cache: false``, are outputs and may be replaced)."""
     if not (root / ".git").exists() or relative not in _git_files(root):
         return False
-    return not any(relative == out or relative.startswith(f"{out}/") for out in _lock_outs(root))
+    return not any(relative == out or relative.startswith(f"{out}/") for out in _lock_outs_once(root))
 
 
 @functools.cache
@@ -145,7 +145,12 @@ def _git_files(root: Path) -> frozenset[str]:
 
 
 @functools.cache
-def _lock_outs(root: Path) -> tuple[str, ...]:
+def _lock_outs_once(root: Path) -> tuple[str, ...]:
+    """:func:`lock_outs`, read once per process: a stage checks many targets against one lock."""
+    return lock_outs(root)
+
+
+def lock_outs(root: Path) -> tuple[str, ...]:
     """Every output path ``root/dvc.lock`` records (``foreach`` stages expanded, as DVC wrote them)."""
     import yaml
 

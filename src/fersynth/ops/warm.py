@@ -623,13 +623,14 @@ def run_warm(command: list[str], entry: str, cold_while_loading: bool = False) -
 
 
 def _guard_lockfile() -> None:
+    from fersynth.ops import staging
     from fersynth.ops.lockfile import guard
     from fersynth.paths import find_project_root
 
     root = find_project_root(Path.cwd())
-    message = guard(root) if root is not None else None
-    if message:
-        print(message, file=sys.stderr)
+    for message in (guard(root), staging.sweep(root)) if root is not None else ():
+        if message:
+            print(message, file=sys.stderr)
 
 
 def _beside(address: str, name: str) -> str:
