@@ -215,3 +215,31 @@ def validate_project(root: Path, stages: dict, suites: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump({"runtime": {"threads": 2, "cpu_isa": "avx2"}}))
     (root / "configs").mkdir()
     (root / "configs" / "validate.yaml").write_text(yaml.safe_dump({"suites": suites}))
+
+
+def make_git_project(root: Path) -> Path:
+    """A real git repo at ``root`` with .dvc/config, dvc.yaml, params.yaml and a committed cache:false metrics
+    output that dvc.lock records (``metrics/score.json``)."""
+    import yaml
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    (root / ".dvc").mkdir()
+    (root / ".dvc" / "config").write_text("[core]\n    remote = team\n")
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text("runtime: {threads: 2}\n")
+    (root / "metrics").mkdir()
+    (root / "metrics" / "score.json").write_text("{}\n")
+    lock = {"schema": "2.0", "stages": {"score": {"cmd": "x", "outs": [{"path": "metrics/score.json"}]}}}
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    subprocess.run([*git, "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], cwd=root, check=True)
+    return root
+
+
+@pytest.fixture
+def git_project(tmp_path, monkeypatch):
+    """:func:`make_git_project` in ``tmp_path``, as the working directory."""
+    monkeypatch.chdir(make_git_project(tmp_path))
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return tmp_path

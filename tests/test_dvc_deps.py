@@ -27,13 +27,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
-# Plumbing every command imports: the package root, params parsing, user errors, logging, atomic writes and
-# path names, and cli.py's dispatch (its module level; each command's body belongs to its stage). They are
-# deliberately NOT deps: they decide how a stage reads its params and writes its files, not what it computes,
-# and listing them would rerun the whole 25-minute pipeline for a log format or a help text. The exclusion may
-# hide nothing: these modules import only each other (test_common_modules_import_only_each_other).
+# Plumbing every command imports: the package root, params parsing, user errors, logging, atomic writes, path
+# names, the shared click options, and cli.py's dispatch (its module level; each command's body belongs to its
+# stage). They are deliberately NOT deps: they decide how a stage reads its params and writes its files, not what
+# it computes, and listing them would rerun the whole 25-minute pipeline for a log format or a help text. The
+# exclusion may hide nothing: these modules import only each other (test_common_modules_import_only_each_other).
 COMMON = frozenset(
-    {"fersynth", "fersynth.config", "fersynth.errors", "fersynth.log", "fersynth.atomic", "fersynth.paths"}
+    {
+        "fersynth",
+        "fersynth.config",
+        "fersynth.errors",
+        "fersynth.log",
+        "fersynth.atomic",
+        "fersynth.paths",
+        "fersynth.options",
+    }
 )
 PLUMBING = COMMON | {"fersynth.cli"}  # the top level of src/fersynth/: every other module lives in a room
 # `fersynth warm` runs a command in a fork of a server instead of a new process, with the same outputs

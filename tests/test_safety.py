@@ -220,26 +220,6 @@ def test_a_record_key_that_is_not_a_manifest_column_is_an_error(tmp_path):
 
 
 # outputs over Git's, DVC's or the project's own files --------------------------------------------------
-@pytest.fixture
-def git_project(tmp_path, monkeypatch):
-    """A real git repo with dvc.yaml, params.yaml and a committed cache:false metrics output in dvc.lock."""
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / ".dvc" / "config").write_text("[core]\n    remote = team\n")
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    (tmp_path / "params.yaml").write_text("runtime: {threads: 2}\n")
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics" / "score.json").write_text("{}\n")
-    lock = {"schema": "2.0", "stages": {"score": {"cmd": "x", "outs": [{"path": "metrics/score.json"}]}}}
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
-    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
-    subprocess.run([*git, "commit", "-qm", "project"], cwd=tmp_path, check=True)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("DVC_ROOT", raising=False)
-    return tmp_path
-
-
 @pytest.mark.parametrize("target", [".dvc/config", ".dvc/cache/files/md5/zz", "dvc.yaml", "params.yaml"])
 def test_a_file_output_never_lands_in_dvc_or_over_a_project_file_git_tracks(git_project, target):
     before = {p: p.read_bytes() for p in git_project.rglob("*") if p.is_file() and ".git" not in p.parts}

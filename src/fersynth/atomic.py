@@ -38,6 +38,7 @@ MARKER = ".fersynth-output"  # inside directory outputs without a signature of t
 DIRECTORY_KINDS = ("variant", "model", "export", "docs", "sheets", "demo", "predictions")
 # a variant has its manifest; demo data no hidden files
 MARKED_KINDS = ("model", "export", "docs", "sheets", "predictions")
+FOLDER = "folder"  # for check_target only: a folder whose files are outputs, each checked as it is written
 STAGING = "fersynth-stage"
 PREVIOUS = ".fersynth-previous"  # the old output, inside a staging directory, while the fallback swaps
 _LEGACY_STAGING = re.compile(r"[a-z0-9_]{8}")  # tempfile.mkdtemp's suffix, as fersynth used before markers
@@ -75,7 +76,9 @@ def atomic_path(target: Path, kind: str = "file", inputs: Iterable[Path] = ()) -
 
 def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
     """Raise :class:`UnsafeOutput` unless writing ``target`` as ``kind`` can destroy nothing but an
-    earlier output of the same kind."""
+    earlier output of the same kind. The CLI checks every output option with it before any work
+    (:mod:`fersynth.options`), and :func:`atomic_path` again when it publishes; ``kind`` :data:`FOLDER`
+    is a folder the files of a stage go into (``--plots-dir``), never replaced as a whole."""
     resolved = target.resolve()
     for root in _repository_roots():
         if resolved == root or root.is_relative_to(resolved):
@@ -93,6 +96,10 @@ def check_target(target: Path, kind: str, inputs: Iterable[Path] = ()) -> None:
         if resolved.is_relative_to(source_resolved):
             raise UnsafeOutput(f"refusing to write {target}: it is inside the input {source}")
     if not (target.exists() or target.is_symlink()):
+        return
+    if kind == FOLDER:
+        if not target.is_dir():
+            raise UnsafeOutput(f"refusing to write into {target}: it exists and is not a directory")
         return
     if kind == "file":
         if target.is_dir() and not target.is_symlink():

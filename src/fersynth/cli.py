@@ -10,16 +10,16 @@ import click
 
 from fersynth.config import build, load_params, section
 from fersynth.errors import FersynthError, UsageError
-
-PARAMS_OPTION = click.option(
-    "--params",
-    "params_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="params.yaml to read the stage's section from [default: the project's params.yaml, found from the "
-    "working directory].",
+from fersynth.options import (
+    folder_option,
+    metrics_option,
+    model_dir_option,
+    out_option,
+    output_argument,
+    output_option,
+    params_option,
+    variant_out_option,
 )
-
 
 WARM_ENTRY = "fersynth.cli:main"
 """The command group a ``fersynth warm`` server's workers run (:func:`fersynth.ops.warm.entry_point`), named here so
@@ -48,15 +48,14 @@ def main() -> None:
 
 
 @main.command()
-@click.option(
+@folder_option(
     "--out",
-    type=click.Path(path_type=Path),
     default=Path("data/demo"),
     show_default=True,
     help="Directory to write the demo copies of every source dataset into.",
 )
 @click.option("--only", multiple=True, help="Write only these datasets (repeatable); default: params demo.datasets.")
-@PARAMS_OPTION
+@params_option()
 def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
     """Generate demo copies of FER2013, NHFI, AffectNet, CASME II and UTKFace in their native formats."""
     from fersynth.demo import DemoConfig, make_demo
@@ -75,8 +74,8 @@ def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
     required=True,
     help="The dataset's native files (a CSV, list or folder layout; detected).",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@PARAMS_OPTION
+@variant_out_option()
+@params_option()
 def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
     """Ingest DATASET from its native files into a variant (manifest, packed images, quarantine).
     `sfhq` / `folder`: a plain folder of unlabeled faces (synthetic / not); `fersynth autolabel` labels it."""
@@ -97,16 +96,10 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
     help="Suite name under params validate.suites [default: the suite whose `variant` is VARIANT, else the "
     "variant's directory name].",
 )
-@click.option(
-    "--metrics",
-    "metrics_path",
-    type=click.Path(path_type=Path),
-    help="Where to write the results JSON [default: metrics/quality/<suite>.json].",
-)
-@click.option(
+@metrics_option(help="Where to write the results JSON [default: metrics/quality/<suite>.json].")
+@folder_option(
     "--docs",
     "docs_dir",
-    type=click.Path(path_type=Path),
     help="Data Docs site to write the suite's pages into [default: reports/data_docs]; `fersynth data-docs` "
     "then lists them in the site's index.",
 )
@@ -115,7 +108,7 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
     "section_name",
     help="params key holding the suite [default: validate.suites.<suite>].",
 )
-@PARAMS_OPTION
+@params_option()
 def validate(
     variant: Path,
     suite: str | None,
@@ -156,12 +149,7 @@ def validate(
 
 
 @main.command("data-docs")
-@click.option(
-    "--site",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Data Docs site [default: reports/data_docs].",
-)
+@folder_option("--site", default=None, help="Data Docs site [default: reports/data_docs].")
 def data_docs(site: Path | None) -> None:
     """Write the Data Docs index of every suite `fersynth validate` published into SITE, and the site's one
     copy of the static files; exits non-zero when a page links to a file the site does not hold."""
@@ -173,7 +161,7 @@ def data_docs(site: Path | None) -> None:
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
+@variant_out_option()
 @click.option(
     "--section",
     "section_name",
@@ -181,7 +169,7 @@ def data_docs(site: Path | None) -> None:
     show_default=True,
     help="params section (smote: paper 004's pipeline; smote_only: SMOTE alone, nothing undersampled).",
 )
-@PARAMS_OPTION
+@params_option()
 def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None:
     """Balance SOURCE's train split (image-generator augmentation + SMOTE + undersampling, paper 004; or SMOTE
     alone up to the largest class); val and test are copied unchanged."""
@@ -192,16 +180,14 @@ def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None
 
 @main.command()
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@click.option(
-    "--metrics", "metrics_path", type=click.Path(path_type=Path), help="Where to write relabel metrics (JSON)."
-)
+@variant_out_option()
+@metrics_option(help="Where to write relabel metrics (JSON).")
 @click.option(
     "--truth",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Demo ground-truth CSV: score the relabelling against the flipped labels.",
 )
-@PARAMS_OPTION
+@params_option()
 def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
     """Relabel SOURCE's noisy labels (self_filter or confident_learning); images and splits unchanged."""
     from fersynth.annotate.relabel import ReclassifyConfig
@@ -220,8 +206,8 @@ def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path |
     metavar="NAME=DIR",
     help="A variant to merge, e.g. fer2013=data/reclassified/fer2013 (repeatable).",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@PARAMS_OPTION
+@variant_out_option()
+@params_option()
 def merge(sources: tuple[str, ...], out: Path, params_path: Path) -> None:
     """Merge variants into one (paper 001's merged dataset), keeping provenance and native formats."""
     from fersynth.ingest.merge import MergeConfig, merge_variants
@@ -231,22 +217,11 @@ def merge(sources: tuple[str, ...], out: Path, params_path: Path) -> None:
 
 @main.command(name="agr-train")
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--model-dir",
-    type=click.Path(path_type=Path),
-    default=Path("models/agr"),
-    show_default=True,
-    help="Where to save the weights (safetensors) and config.",
+@model_dir_option(
+    default=Path("models/agr"), show_default=True, help="Where to save the weights (safetensors) and config."
 )
-@click.option(
-    "--metrics",
-    "metrics_path",
-    type=click.Path(path_type=Path),
-    default=Path("metrics/agr.json"),
-    show_default=True,
-    help="Test accuracies and age MAE (JSON).",
-)
-@PARAMS_OPTION
+@metrics_option(default=Path("metrics/agr.json"), show_default=True, help="Test accuracies and age MAE (JSON).")
+@params_option()
 def agr_train_command(variant: Path, model_dir: Path, metrics_path: Path, params_path: Path) -> None:
     """Train the age / gender / race predictor on the UTKFace VARIANT; logged to MLflow."""
     from fersynth.annotate.demographics.train import AgrConfig, agr_train
@@ -263,14 +238,14 @@ def agr_train_command(variant: Path, model_dir: Path, metrics_path: Path, params
     show_default=True,
     help="A model saved by agr-train.",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@click.option("--plot", type=click.Path(path_type=Path), help="Distribution plot (PNG).")
+@variant_out_option()
+@output_option("--plot", kind="file", help="Distribution plot (PNG).")
 @click.option(
     "--truth",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="Demo ground-truth directory (<dataset>.csv files): score the predictions.",
 )
-@PARAMS_OPTION
+@params_option()
 def agr_predict_command(
     variant: Path, model_dir: Path, out: Path, plot: Path | None, truth: Path | None, params_path: Path
 ) -> None:
@@ -283,14 +258,14 @@ def agr_predict_command(
 
 @main.command(name="filter")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Where to write flag counts (JSON).")
+@variant_out_option()
+@metrics_option(help="Where to write flag counts (JSON).")
 @click.option(
     "--truth",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Demo ground-truth CSV: score the flags against the planted blank / noise images.",
 )
-@PARAMS_OPTION
+@params_option()
 def filter_command(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
     """Flag excessively noisy or unrecognisable images of SOURCE by grey-level entropy (paper 000)."""
     from fersynth.annotate.filtering import FilterConfig, filter_variant
@@ -301,14 +276,14 @@ def filter_command(source: Path, out: Path, metrics_path: Path | None, truth: Pa
 
 @main.command(name="autolabel")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Labeled variant directory to write.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Counts and agreement (JSON).")
+@variant_out_option(help="Labeled variant directory to write.")
+@metrics_option(help="Counts and agreement (JSON).")
 @click.option(
     "--truth",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Demo ground-truth CSV: the hidden true emotions, to score the auto-labels.",
 )
-@PARAMS_OPTION
+@params_option()
 def autolabel_command(
     source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path
 ) -> None:
@@ -325,9 +300,9 @@ def autolabel_command(
 
 @main.command(name="calibrate")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Calibrated variant directory to write.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Agreement and decisions (JSON).")
-@PARAMS_OPTION
+@variant_out_option(help="Calibrated variant directory to write.")
+@metrics_option(help="Agreement and decisions (JSON).")
+@params_option()
 def calibrate_command(source: Path, out: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Let the judges of params `calibrate.judges` vote on every generated face of SOURCE; faces whose vote is
     not the emotion they were generated for are relabelled or dropped (`calibrate.action`). Refuses a judge
@@ -343,7 +318,7 @@ def calibrate_command(source: Path, out: Path, metrics_path: Path | None, params
 
 @main.command()
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("out", type=click.Path(path_type=Path))
+@output_argument("out", kind="export")
 @click.option("--flat", is_flag=True, help="One folder per class, without split folders.")
 def export(variant: Path, out: Path, flat: bool) -> None:
     """Write a browsable folder-per-class copy of VARIANT under OUT (e.g. train/0_angry/...)."""
@@ -354,9 +329,9 @@ def export(variant: Path, out: Path, flat: bool) -> None:
 
 @main.command(name="gate-train")
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model-dir", type=click.Path(path_type=Path), required=True, help="Where to save the classifier.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Val / test accuracy (JSON).")
-@PARAMS_OPTION
+@model_dir_option(required=True, help="Where to save the classifier.")
+@metrics_option(help="Val / test accuracy (JSON).")
+@params_option()
 def gate_train_command(variant: Path, model_dir: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Train the quality gate's emotion classifier on VARIANT's train split."""
     from fersynth.generate.classifier import GateTrainConfig, gate_train
@@ -370,13 +345,11 @@ def gate_train_command(variant: Path, model_dir: Path, metrics_path: Path | None
 @click.option(
     "--in", "in_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True, help="Images."
 )
-@click.option(
-    "--out", type=click.Path(path_type=Path), required=True, help="CSV: file, accepted, reason, faces, score."
-)
+@out_option("file", required=True, help="CSV: file, accepted, reason, faces, score.")
 @click.option(
     "--no-emotion", is_flag=True, help="Do not read the intended emotion from file or folder names (no emotion check)."
 )
-@PARAMS_OPTION
+@params_option()
 def gate(in_dir: Path, out: Path, no_emotion: bool, params_path: Path) -> None:
     """Gate every image under --in: one face, not dark / washed out / blank / blurred, intended emotion."""
     from fersynth.generate.gate import GateConfig, gate_directory
@@ -385,10 +358,10 @@ def gate(in_dir: Path, out: Path, no_emotion: bool, params_path: Path) -> None:
 
 
 @main.command(name="generate-artificial")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Acceptance per emotion (JSON).")
+@variant_out_option()
+@metrics_option(help="Acceptance per emotion (JSON).")
 @click.option("--section", "section_name", default="sd_artificial", show_default=True, help="params section.")
-@PARAMS_OPTION
+@params_option()
 def generate_artificial_command(out: Path, metrics_path: Path | None, section_name: str, params_path: Path) -> None:
     """Generate the all-artificial dataset (paper 001 Table 7) over every emotion x demographic cell."""
     from fersynth.generate.artificial import ArtificialConfig, generate_artificial
@@ -401,10 +374,10 @@ def generate_artificial_command(out: Path, metrics_path: Path | None, section_na
 
 @main.command(name="generate-augmented")
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Acceptance per emotion (JSON).")
+@variant_out_option()
+@metrics_option(help="Acceptance per emotion (JSON).")
 @click.option("--section", "section_name", default="fer2013_sdxl", show_default=True, help="params section.")
-@PARAMS_OPTION
+@params_option()
 def generate_augmented_command(
     source: Path, out: Path, metrics_path: Path | None, section_name: str, params_path: Path
 ) -> None:
@@ -419,7 +392,7 @@ def generate_augmented_command(
 
 @main.command(name="contact-sheet")
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Directory: one PNG per class.")
+@out_option("sheets", required=True, help="Directory: one PNG per class.")
 @click.option("--per-class", default=24, show_default=True, help="Thumbnails per class.")
 @click.option("--all-rows", is_flag=True, help="Real rows too (default: synthetic rows only).")
 def contact_sheet(variant: Path, out: Path, per_class: int, all_rows: bool) -> None:
@@ -431,9 +404,9 @@ def contact_sheet(variant: Path, out: Path, per_class: int, all_rows: bool) -> N
 
 @main.command(name="ddpm-train")
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--model-dir", type=click.Path(path_type=Path), required=True, help="Where to save UNet + scheduler.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Loss curve (JSON).")
-@PARAMS_OPTION
+@model_dir_option(required=True, help="Where to save UNet + scheduler.")
+@metrics_option(help="Loss curve (JSON).")
+@params_option()
 def ddpm_train_command(variant: Path, model_dir: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Train paper 002's class-conditional DDPM on the train subjects of the CASME II VARIANT."""
     from fersynth.generate.ddpm import DdpmTrainConfig, ddpm_train
@@ -450,9 +423,9 @@ def ddpm_train_command(variant: Path, model_dir: Path, metrics_path: Path | None
     required=True,
     help="ddpm-train output.",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@click.option("--metrics", "metrics_path", type=click.Path(path_type=Path), help="Sampler, steps, acceptance (JSON).")
-@PARAMS_OPTION
+@variant_out_option()
+@metrics_option(help="Sampler, steps, acceptance (JSON).")
+@params_option()
 def ddpm_sample_command(model_dir: Path, out: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Sample the trained DDPM per class (paper 002 Table 2 proportions) into a gated variant."""
     from fersynth.generate.ddpm import DdpmSampleConfig, ddpm_sample
@@ -469,9 +442,9 @@ def ddpm_sample_command(model_dir: Path, out: Path, metrics_path: Path | None, p
     metavar="NAME=DIR",
     help="A source variant with demographics, e.g. nhfi=data/demographics/nhfi (repeatable).",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Variant directory to write.")
-@click.option("--metrics-dir", type=click.Path(path_type=Path), help="Tables 4-6 as JSON files.")
-@PARAMS_OPTION
+@variant_out_option()
+@folder_option("--metrics-dir", help="Tables 4-6 as JSON files.")
+@params_option()
 def evaluator(sources: tuple[str, ...], out: Path, metrics_dir: Path | None, params_path: Path) -> None:
     """Build paper 001's balanced evaluator from the sources' test splits, completed with generated faces."""
     from fersynth.generate.evaluator import EvaluatorConfig, build_evaluator
@@ -499,11 +472,9 @@ def _named_dirs(items: tuple[str, ...]) -> dict[str, Path]:
 
 @main.command(name="train")
 @click.argument("experiment")
-@click.option("--model-dir", type=click.Path(path_type=Path), help="[default: models/<EXPERIMENT>]")
-@click.option(
-    "--metrics", "metrics_path", type=click.Path(path_type=Path), help="[default: metrics/train/<EXPERIMENT>.json]"
-)
-@PARAMS_OPTION
+@model_dir_option(help="Where to save the trained trials [default: models/<EXPERIMENT>].")
+@metrics_option(help="The trials' test metrics and floor (JSON) [default: metrics/train/<EXPERIMENT>.json].")
+@params_option()
 def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | None, params_path: Path) -> None:
     """Train the classifier configured in params `train.EXPERIMENT`; logged to MLflow."""
     from fersynth.train.recipe import TrainConfig
@@ -520,7 +491,9 @@ def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | 
 
 
 @main.command(name="evaluate")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
+@folder_option(
+    "--out", default=Path("metrics/evaluate"), show_default=True, help="Folder of the scores and summary tables."
+)
 @click.option(
     "--model",
     "models",
@@ -528,7 +501,7 @@ def train_command(experiment: str, model_dir: Path | None, metrics_path: Path | 
     help="Score only this model of params evaluate.models (repeatable; one DVC stage per model) and leave the "
     "summary tables to `fersynth evaluate-summary`. Without it: every model, then the summary tables.",
 )
-@PARAMS_OPTION
+@params_option()
 def evaluate_command(out: Path, models: tuple[str, ...], params_path: Path) -> None:
     """Every model x every test set of params `evaluate`: accuracy matrix, per-class, confusion, fairness,
     robustness."""
@@ -547,8 +520,10 @@ def evaluate_command(out: Path, models: tuple[str, ...], params_path: Path) -> N
 
 
 @main.command(name="evaluate-summary")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
-@PARAMS_OPTION
+@folder_option(
+    "--out", default=Path("metrics/evaluate"), show_default=True, help="Folder of the scores and summary tables."
+)
+@params_option()
 def evaluate_summary_command(out: Path, params_path: Path) -> None:
     """Gather every model's scores (`fersynth evaluate --model`) into the tables: cross_dataset.json (+ heatmap),
     macro_f1, floor, true_labels, fairness, robustness."""
@@ -579,14 +554,13 @@ def evaluate_summary_command(out: Path, params_path: Path) -> None:
     show_default=True,
     help="Folder of `fersynth train`'s <experiment>.json.",
 )
-@click.option(
+@folder_option(
     "--out",
-    type=click.Path(path_type=Path),
     default=Path("metrics/summary"),
     show_default=True,
     help="Folder for answers.json, comparisons.json and experiments.json: the metrics `dvc exp show` lists.",
 )
-@PARAMS_OPTION
+@params_option()
 def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Path, params_path: Path) -> None:
     """The answer in three small files: per compared pair and scope its short verdict and per control found or
     not; per pair and scope its difference, interval, adjusted p, detectable effect and seed pairs; per
@@ -594,6 +568,15 @@ def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Pa
     from fersynth.compare.summary import summarize
 
     summarize(compared, controls, train_metrics, out, section(load_params(params_path), "compare.pairs"))
+
+
+def is_plots_template(path: Path) -> bool:
+    """Whether ``path`` is the committed offline plots template: plots-template's own earlier output, which it
+    replaces in place although Git tracks it inside ``.dvc/`` (every other path takes the output rule)."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    with path.open("rb") as handle:
+        return b"<title>fersynth - DVC plots</title>" in handle.read(4096)
 
 
 @main.command(name="plots-template")
@@ -607,9 +590,10 @@ def summary_command(compared: Path, controls: Path, train_metrics: Path, out: Pa
     required=True,
     help="vega-embed.min.js",
 )
-@click.option(
+@output_option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
+    kind="file",
+    earlier_output=is_plots_template,
     default=Path(".dvc/offline_plots.html"),
     show_default=True,
     help="The HTML template `dvc plots show` uses (.dvc/config: plots.html_template).",
@@ -621,8 +605,7 @@ def plots_template_command(vega: Path, vega_lite: Path, vega_embed: Path, out: P
     from fersynth.report.offline_plots import page_template, write_page_template
 
     try:
-        if out.is_file() and not out.is_symlink() and "<title>fersynth - DVC plots</title>" in out.read_text()[:4096]:
-            # the committed template (in .dvc/, tracked by Git) is an earlier output of this command: replaced
+        if is_plots_template(out):
             replace_project_file(out, page_template(vega, vega_lite, vega_embed))
         else:  # any other path: the output rule of fersynth.atomic
             write_page_template(vega, vega_lite, vega_embed, out)
@@ -644,11 +627,21 @@ def register_models_command(dry_run: bool) -> None:
 
 
 @main.command(name="compare")
-@click.option("--evaluated", type=click.Path(path_type=Path), default=Path("metrics/evaluate"), show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("metrics/compare.json"), show_default=True)
 @click.option(
-    "--plots-dir",
+    "--evaluated",
     type=click.Path(path_type=Path),
+    default=Path("metrics/evaluate"),
+    show_default=True,
+    help="`fersynth evaluate`'s folder: every model's scores.",
+)
+@out_option(
+    "file",
+    default=Path("metrics/compare.json"),
+    show_default=True,
+    help="The verdicts and numbers per compared pair and scope (JSON).",
+)
+@folder_option(
+    "--plots-dir",
     default=Path("metrics/compare"),
     show_default=True,
     help="Where the differences with their intervals go as records for `dvc plots` (differences.json, sweep.json).",
@@ -660,7 +653,7 @@ def register_models_command(dry_run: bool) -> None:
     show_default=True,
     help="Training metrics (the candidates' synthetic row counts: a sweep curve's x).",
 )
-@PARAMS_OPTION
+@params_option()
 def compare_command(evaluated: Path, out: Path, plots_dir: Path, train_metrics: Path, params_path: Path) -> None:
     """With synthetic data vs without (params `compare`): accuracy difference with a 95% interval over seeds
     and test images together, Holm-corrected verdicts with the minimum detectable effect, real and generated
@@ -687,7 +680,7 @@ def compare_command(evaluated: Path, out: Path, plots_dir: Path, train_metrics: 
     show_default=True,
     help="Folder of contact sheets (<variant>/<class>.png).",
 )
-@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/index.html"), show_default=True)
+@out_option("file", default=Path("reports/index.html"), show_default=True, help="The HTML page to write.")
 def report_command(metrics: Path, samples: Path, out: Path) -> None:
     """One self-contained HTML page: tables, comparisons, per-class reports, confusion matrices, fairness,
     robustness and sample grids."""
@@ -709,7 +702,7 @@ MODEL_ARGUMENT = click.argument("model", metavar="MODEL")  # `fer` or a director
     type=click.Path(exists=True, path_type=Path),
     help="A picture, a video or a folder of them (searched recursively); repeatable.",
 )
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder to write the results into.")
+@out_option("predictions", required=True, help="Folder to write the results into.")
 @click.option("--no-detect", is_flag=True, help="Each picture is one face already (no face detection).")
 @click.option("--min-face-probability", type=click.FloatRange(0, 1), default=0.9, show_default=True)
 @click.option("--every-nth-frame", type=click.IntRange(1), default=1, show_default=True, help="Videos.")
@@ -771,10 +764,9 @@ def mlflow_server_group() -> None:
     help="Where PostgreSQL's programs are missing, install Debian's postgresql package first (root, apt-get).",
 )
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True, help="Server worker processes.")
-@click.option(
+@folder_option(
     "--dir",
     "root",
-    type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Folder of the database, artifacts and logs [default: .mlflow-server/ under the project root].",
 )
@@ -795,10 +787,9 @@ def mlflow_server_start(
 
 
 @mlflow_server_group.command(name="stop")
-@click.option(
+@folder_option(
     "--dir",
     "root",
-    type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="The server's folder [default: .mlflow-server/ under the project root].",
 )
@@ -819,7 +810,13 @@ def mlflow_relocate_command() -> None:
 
 
 @main.command(name="results")
-@click.option("--readme", type=click.Path(dir_okay=False, path_type=Path), default=Path("README.md"), show_default=True)
+@click.option(
+    "--readme",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("README.md"),
+    show_default=True,
+    help="The README whose result tables are checked (or, with --write, rewritten between their markers).",
+)
 @click.option(
     "--metrics",
     "metrics_dir",
