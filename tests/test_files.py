@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fersynth.variants.files import FileRejected, check_regular, read_bounded
+from fersynth.variants.files import FileRejected, check_regular, open_regular, read_bounded
 
 
 def test_a_regular_file_is_read_whole(tmp_path):
@@ -50,3 +50,17 @@ def test_missing_and_looping_paths_are_reasons_not_tracebacks(tmp_path):
         read_bounded(tmp_path / "loop")
     with pytest.raises(FileRejected, match="unreadable file: No such file"):
         check_regular(tmp_path / "absent.png")
+
+
+def test_open_regular_streams_a_regular_file_and_refuses_the_rest_without_blocking(tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    with open_regular(path, max_bytes=8) as handle:
+        assert handle.readlines() == [b"a,b\n", b"1,2\n"]
+    with pytest.raises(FileRejected, match="too large: 8 bytes > 7 bytes"):
+        open_regular(path, max_bytes=7)
+    os.mkfifo(tmp_path / "in.csv")
+    with pytest.raises(FileRejected, match="not a regular file: a FIFO"):
+        open_regular(tmp_path / "in.csv")
+    with pytest.raises(FileRejected, match="unreadable file: No such file"):
+        open_regular(tmp_path / "absent.csv")

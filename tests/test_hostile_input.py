@@ -1,8 +1,10 @@
 """Hostile dataset contents: every case is quarantined with a reason (or is a one-line error), never a
 crash, never silence, and ``kept + quarantined = read`` holds."""
 
+import contextlib
 import io
 import os
+import signal
 import struct
 import zlib
 
@@ -11,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 from PIL import Image
 
 from fersynth.cli import main
@@ -251,7 +253,7 @@ def _casme2(src, rows, frames=3):
     workbook.save(src / "CASME2-coding-20140508.xlsx")
     for clip in ("EP01_01", "EP02_01"):
         for frame in range(1, frames + 1):
-            data = image_bytes("happy", (64, 64), "RGB", "JPEG", identity=frame + 10 * len(clip) + hash(clip) % 7)
+            data = image_bytes("happy", (64, 64), "RGB", "JPEG", identity=frame + 100 * int(clip[2:4]))
             write_file(src / "CASME2_RAW_selected" / "sub01" / clip / f"img{frame}.jpg", data)
     return src
 
@@ -305,3 +307,150 @@ def test_quarantine_lists_are_deterministic(tmp_path):
     first = (tmp_path / "a" / "quarantine.csv").read_text()
     assert first == (tmp_path / "b" / "quarantine.csv").read_text() and " at 0x" not in first
     assert "corrupt image: not a recognised image format" in first
+
+
+# issue 22: the ingest probes -----------------------------------------------------------------------
+class _Hang(BaseException):
+    """Raised by the alarm; not an ``Exception``, so no ``except Exception`` in fersynth swallows it."""
+
+
+@contextlib.contextmanager
+def _at_most(seconds):
+    """Fail instead of waiting when the code under test hangs (a FIFO opened, a sheet walked cell by cell)."""
+
+    def alarm(signum, frame):
+        raise _Hang
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Hang:
+        raise AssertionError(f"still running after {seconds} s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_casme2_a_stray_frame_far_away_does_not_stretch_the_clip(tmp_path):
+    rows = [[1, "EP01_01", 1, 2, 3, "", "happiness"], [1, "EP02_01", 1, 2, 1000, "", "fear"]]  # a typo in OffsetFrame
+    src = _casme2(tmp_path / "casme2", rows)
+    write_file(src / "CASME2_RAW_selected" / "sub01" / "EP02_01" / "img1000.jpg", image_bytes("sad", (64, 64)))
+    report, reasons = _ingested("casme2", src, tmp_path / "out")
+    assert report["kept"] == 3 and report["read"] == 3 + 1, "the row is one quarantine row, not 996 missing frames"
+    assert reasons["CASME2-coding-20140508.xlsx:3"] == "malformed row: frames 1..1000 but only 4 of them are on disk"
+
+
+def test_casme2_a_cell_in_the_sheets_far_corner_is_not_walked_to(tmp_path):
+    src = _casme2(tmp_path / "casme2", [[1, "EP01_01", 1, 2, 3, "", "happiness"]])
+    workbook = load_workbook(src / "CASME2-coding-20140508.xlsx")
+    workbook.active["XFD1048576"] = "x"  # the sheet's dimension becomes A1:XFD1048576 (17 billion cells)
+    workbook.save(src / "CASME2-coding-20140508.xlsx")
+    with _at_most(30):
+        report, reasons = _ingested("casme2", src, tmp_path / "out")
+    assert report["kept"] == 3 and report["read"] == 3 + 1
+    assert reasons == {
+        "CASME2-coding-20140508.xlsx:10001-": "malformed sheet: rows past row 10000 are not read (a coding sheet "
+        "has a few hundred)"
+    }
+
+
+def test_symlink_loops_are_quarantined_not_a_traceback(tmp_path):
+    src = tmp_path / "nhfi"
+    write_file(src / "happy" / "0.png", image_bytes("happy", (48, 48)))
+    os.symlink("loop.png", src / "happy" / "loop.png")
+    os.symlink("b", src / "a")
+    os.symlink("a", src / "b")
+    report, reasons = _ingested("nhfi", src, tmp_path / "out")
+    assert report["kept"] == 1 and reasons == dict.fromkeys(["a", "b", "happy/loop.png"], "symlink loop")
+
+    src = tmp_path / "affectnet"
+    write_file(src / "Manually_Annotated_Images" / "1" / "ok.jpg", image_bytes("sad", (64, 64), fmt="JPEG"))
+    os.symlink("loop.jpg", src / "Manually_Annotated_Images" / "1" / "loop.jpg")
+    rows = [AFFECTNET_HEADER, "1/ok.jpg,0,0,64,64,,2,0,0", "1/loop.jpg,0,0,64,64,,1,0,0"]
+    write_file(src / "Manually_Annotated_file_lists" / "training.csv", "\n".join(rows).encode())
+    report, reasons = _ingested("affectnet", src, tmp_path / "out_affectnet")
+    assert report["kept"] == 1 and reasons["1/loop.jpg"] == "symlink loop: subDirectory_filePath 'loop.jpg'"
+
+    src = _casme2(tmp_path / "casme2", [[1, "EP01_01", 1, 2, 3, "", "happiness"], [1, "EP03_01", 1, 2, 3, "", "fear"]])
+    os.symlink("EP03_01", src / "CASME2_RAW_selected" / "sub01" / "EP03_01")
+    report, reasons = _ingested("casme2", src, tmp_path / "out_casme2")
+    assert report["kept"] == 3 and reasons["CASME2-coding-20140508.xlsx:3"] == "symlink loop: Filename 'EP03_01'"
+
+
+def test_an_oversized_image_is_refused_from_its_size_before_it_is_read(tmp_path):
+    src = tmp_path / "nhfi"
+    write_file(src / "happy" / "ok.png", image_bytes("happy", (48, 48)))
+    with open(src / "happy" / "x.png", "wb") as handle:
+        handle.truncate(100 * 2**20)  # sparse: no disk used, but read whole it is 100 MB of memory
+    report, reasons = _ingested("nhfi", src, tmp_path / "out")
+    assert report["kept"] == 1 and reasons["happy/x.png"] == "too large: 100.0 MB > 64.0 MB"
+    report, reasons = _ingested("nhfi", src, tmp_path / "out_1mb", max_file_mb=1)
+    assert reasons["happy/x.png"] == "too large: 100.0 MB > 1.0 MB"
+
+
+TABLES = {
+    "fer2013": "fer2013.csv",
+    "affectnet": "Manually_Annotated_file_lists/training.csv",
+    "casme2": "CASME2-coding-20140508.xlsx",
+}
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize("dataset", sorted(TABLES))
+def test_a_fifo_or_a_device_given_as_a_table_is_a_one_line_error(tmp_path, dataset, special):
+    src = _casme2(tmp_path / "casme2", []) if dataset == "casme2" else tmp_path / dataset
+    table = src / TABLES[dataset]
+    table.parent.mkdir(parents=True, exist_ok=True)
+    table.unlink(missing_ok=True)
+    if special == "fifo":
+        os.mkfifo(table)  # opened plainly, it blocks until a writer comes: forever
+    else:
+        os.symlink(special, table)
+    kind = "a FIFO" if special == "fifo" else "a character device"
+    with _at_most(10), pytest.raises(InputError, match=f"not a regular file: {kind}"):
+        ingest(dataset, src, tmp_path / "out", IngestConfig(workers=1))
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_overlong_csv_line_is_one_quarantine_row(tmp_path):
+    lines = [
+        "emotion,pixels,Usage",
+        f"3,{pixel_string(1)},Training",
+        "3," + "7 " * 100_000,
+        f"4,{pixel_string(2)},Training",
+    ]
+    write_file(tmp_path / "fer2013" / "fer2013.csv", ("\n".join(lines) + "\n").encode())
+    report, reasons = _ingested("fer2013", tmp_path / "fer2013", tmp_path / "out")
+    assert report["kept"] == 2 and reasons == {"fer2013.csv:3": "malformed row: longer than 65536 bytes"}
+
+    src = tmp_path / "affectnet"
+    write_file(src / "Manually_Annotated_Images" / "1" / "ok.jpg", image_bytes("sad", (64, 64), fmt="JPEG"))
+    rows = [AFFECTNET_HEADER, "1/ok.jpg,0,0,64,64," + "1;" * 100_000 + ",2,0,0", "1/ok.jpg,0,0,64,64,,2,0,0"]
+    write_file(src / "Manually_Annotated_file_lists" / "training.csv", "\n".join(rows).encode())
+    report, reasons = _ingested("affectnet", src, tmp_path / "out_affectnet")
+    assert report["kept"] == 1 and reasons == {"training.csv:2": "malformed row: longer than 65536 bytes"}
+
+
+def test_the_same_picture_under_two_labels_is_a_conflict_not_a_duplicate(tmp_path):
+    src = tmp_path / "nhfi"
+    for rel, identity in [("happy/a.png", 1), ("sad/a.png", 1), ("fear/a.png", 1), ("happy/b.png", 2)]:
+        write_file(src / rel, image_bytes("happy", (48, 48), identity=identity))
+    write_file(src / "happy" / "b_copy.png", image_bytes("happy", (48, 48), identity=2))
+    write_file(src / "happy" / "c.png", image_bytes("happy", (48, 48), identity=3))
+    report, reasons = _ingested("nhfi", src, tmp_path / "out")
+    assert sorted(Variant(tmp_path / "out").manifest["key"]) == ["happy/b.png", "happy/c.png"]
+    assert reasons["happy/b_copy.png"] == "duplicate: same pixels as happy/b.png" and report["duplicates"] == 1
+    conflict = "conflicting labels: the same picture is fear/a.png (fear), happy/a.png (happy), sad/a.png (sad)"
+    assert [reasons[rel] for rel in ("happy/a.png", "sad/a.png", "fear/a.png")] == [conflict] * 3
+
+    lines = ["emotion,pixels,Usage", f"3,{pixel_string(1)},Training", f"4,{pixel_string(1)},PrivateTest"]
+    lines += [f"3,{pixel_string(2)},Training", f"3,{pixel_string(2)},PublicTest", f"5,{pixel_string(3)},Training"]
+    write_file(tmp_path / "fer2013" / "fer2013.csv", ("\n".join(lines) + "\n").encode())
+    report, reasons = _ingested("fer2013", tmp_path / "fer2013", tmp_path / "out_fer2013")
+    assert sorted(Variant(tmp_path / "out_fer2013").manifest["source"]) == ["fer2013.csv:5", "fer2013.csv:6"]
+    assert (
+        reasons["fer2013.csv:2"].startswith("conflicting labels")
+        and reasons["fer2013.csv:3"] == reasons["fer2013.csv:2"]
+    )
+    assert reasons["fer2013.csv:4"] == "duplicate: same pixels as fer2013.csv:5"

@@ -4,6 +4,7 @@ from collections import Counter
 from PIL import Image
 
 from fersynth.ingest.splits import drop_duplicates, stratified_split, subject_split
+from fersynth.variants.labels import BASIC7
 from fersynth.variants.variant import VariantWriter
 from tests.conftest import image_bytes
 
@@ -54,3 +55,23 @@ def test_duplicates_keep_the_test_copy(tmp_path):
         assert [r["key"] for r in writer.rows] == ["b", "d"]
         assert sorted(reason for _, reason, _ in writer.quarantine.rows) == ["duplicate: same pixels as b"] * 2
         writer.commit()
+
+
+def test_copies_under_different_labels_are_all_refused_as_a_conflict(tmp_path):
+    png = image_bytes("angry")
+    with VariantWriter(tmp_path / "v") as writer:
+        for key, emotion, split in [("a", "angry", "train"), ("b", "sad", "test"), ("c", "angry", "val")]:
+            record = {"key": key, "source": key, "split": split, "label_space": "basic7", "emotion": emotion}
+            writer.add(record | {"label": BASIC7.index(emotion)}, Image.open(io.BytesIO(png)), png)
+        for key, age in [("utk/1", 26.0), ("utk/2", 27.0)]:  # one face, two ages in its file names
+            record = {"key": key, "source": key, "label_space": "none", "age": age, "gender": "female"}
+            writer.add(record | {"ethnicity": "asian"}, Image.open(io.BytesIO(image_bytes(identity=4))))
+        assert drop_duplicates(writer) == 5 and writer.rows == []
+        reasons = {source: reason for source, reason, _ in writer.quarantine.rows}
+        assert reasons["b"] == "conflicting labels: the same picture is a (angry), b (sad), c (angry)"
+        assert (
+            reasons["utk/1"]
+            == "conflicting labels: the same picture is utk/1 (26.0/female/asian), utk/2 (27.0/female/asian)"
+        )
+        report = writer.commit()
+    assert report["bad_input"] == 5 and report["duplicates"] == 0 and report["read"] == 5

@@ -4,6 +4,7 @@ common folder-per-class release. Codes 7-10 (contempt, none, uncertain, no-face)
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path, PurePosixPath
 
 from fersynth.errors import InputError
@@ -21,6 +22,7 @@ from fersynth.ingest.common import (
     scan_files,
     worker_count,
 )
+from fersynth.ingest.tables import TOO_LONG, open_table, text_lines
 from fersynth.log import progress
 from fersynth.variants.labels import AFFECTNET_CODES, AFFECTNET_DROPPED
 from fersynth.variants.variant import VariantWriter
@@ -47,7 +49,7 @@ def ingest_affectnet(writer: VariantWriter, src: Path, config: IngestConfig) -> 
         rows = []
         for list_name in LIST_FILES:
             list_path = src / LISTS_DIR / list_name
-            if list_path.exists():
+            if os.path.lexists(list_path):  # a FIFO or a dangling link is an error, not an absent list
                 rows += read_list(writer, list_path)
         for source, row in progress(unique_listings(writer, rows), desc="ingest affectnet (lists)", unit="row"):
             try:
@@ -60,11 +62,13 @@ def ingest_affectnet(writer: VariantWriter, src: Path, config: IngestConfig) -> 
 
 
 def read_list(writer: VariantWriter, list_path: Path) -> list[tuple[str, dict[str, str]]]:
-    """(``<list>:<line>``, row) for every row with the right field count; other rows go to quarantine.
-    The official validation.csv ships without a header: a 9-field first row that is not it is data."""
+    """(``<list>:<line>``, row) for every row with the right field count; other rows, and lines over
+    :data:`MAX_LINE_BYTES`, go to quarantine. The list must be a regular file (:func:`open_table`). The
+    official validation.csv ships without a header: a 9-field first row that is not it is data."""
     rows: list[tuple[str, dict[str, str]]] = []
-    with list_path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
-        reader = csv.reader(handle)
+    too_long: set[int] = set()
+    with open_table(list_path) as handle:
+        reader = csv.reader(text_lines(handle, too_long))
         fields = _next_row(writer, reader, list_path.name)
         if fields is not None and [h.strip() for h in fields] == COLUMNS:
             fields = _next_row(writer, reader, list_path.name)
@@ -72,7 +76,9 @@ def read_list(writer: VariantWriter, list_path: Path) -> list[tuple[str, dict[st
             raise InputError(f"{list_path}: header must be {','.join(COLUMNS)}, got {','.join(fields)[:200]!r}")
         while fields is not None:
             line_source = f"{list_path.name}:{reader.line_num}"
-            if len(fields) != len(COLUMNS):
+            if reader.line_num in too_long:
+                writer.reject(line_source, TOO_LONG)
+            elif len(fields) != len(COLUMNS):
                 writer.reject(line_source, f"malformed row: expected {len(COLUMNS)} fields, got {len(fields)}")
             elif not all(is_utf8(field) for field in fields):
                 writer.reject(line_source, "malformed row: not valid UTF-8")

@@ -7,8 +7,10 @@ splits are by subject (done by the caller), so frames of one clip never straddle
 
 from __future__ import annotations
 
+import io
 import os
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,14 @@ from fersynth.ingest.common import (
     read_image_file,
 )
 from fersynth.log import progress
+from fersynth.variants.files import FileRejected, read_bounded
 from fersynth.variants.labels import CASME2, CASME2_NAMES
 from fersynth.variants.variant import VariantWriter
 
 RELEASES = {"CASME2_RAW_selected": "img{}.jpg", "Cropped": "reg_img{}.jpg"}
+MAX_SHEET_BYTES = 16 * 2**20  # CASME II's sheet is 30 KB
+MAX_SHEET_ROWS = 10_000  # CASME II's has 256 rows, CAS(ME)^3's about 1,100
+MAX_SHEET_COLUMNS = 256  # of the header; CASME II's has 9
 REQUIRED = ("Subject", "Filename", "OnsetFrame", "ApexFrame", "OffsetFrame", "Estimated Emotion")
 
 
@@ -46,33 +52,54 @@ def find_release(src: Path) -> tuple[Path, str]:
     raise InputError(f"{src}: neither CASME2_RAW_selected/ nor Cropped/ found")
 
 
-def read_sheet(sheet: Path) -> list[tuple[int, dict]]:
+def read_sheet(writer: VariantWriter, sheet: Path) -> list[tuple[int, dict]]:
     """Rows of the coding sheet as (excel row number, {column: value}). A sheet that cannot be read at
-    all (not a zip, a broken part, no header) is an :class:`InputError`: there is no row to quarantine."""
+    all (not a regular file, over :data:`MAX_SHEET_BYTES`, not a zip, a broken part, no header) is an
+    :class:`InputError`: there is no row to quarantine. Rows past :data:`MAX_SHEET_ROWS` are one
+    quarantine row (:func:`sheet_rows`)."""
     from openpyxl import load_workbook
 
     try:
-        workbook = load_workbook(sheet, read_only=True, data_only=True)
+        data = read_bounded(sheet, MAX_SHEET_BYTES)
+    except FileRejected as error:
+        raise InputError(f"{sheet}: cannot read the coding sheet: {error}") from None
+    try:
+        workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         try:
-            rows = workbook.worksheets[0].iter_rows(values_only=True)
-            first = next(rows, None)
-            if first is None:
-                raise InputError(f"{sheet}: the coding sheet is empty")
-            header = [str(h).strip() if h is not None else "" for h in first]
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise InputError(f"{sheet}: columns {missing} missing from header {header[:20]}")
-            return [
-                (number, dict(zip(header, values, strict=False)))
-                for number, values in enumerate(rows, start=2)
-                if any(v is not None for v in values)
-            ]
+            return sheet_rows(writer, sheet, workbook.worksheets[0])
         finally:
             workbook.close()
     except InputError:
         raise
     except Exception as error:  # noqa: BLE001 (openpyxl raises zip, XML, key and index errors on broken files)
         raise InputError(f"{sheet}: cannot read the coding sheet ({type(error).__name__}: {error})") from error
+
+
+def sheet_rows(writer: VariantWriter, sheet: Path, worksheet) -> list[tuple[int, dict]]:
+    """The header's columns and the rows under it, without walking the sheet's declared dimension: a
+    5 KB file with one cell at XFD1048576 declares 17 billion cells, which openpyxl pads every row to.
+    The declared size is dropped, columns end at the header's last name (at most
+    :data:`MAX_SHEET_COLUMNS`) and rows at :data:`MAX_SHEET_ROWS`; what lies past that is one quarantine
+    row, not a silent cut."""
+    worksheet.reset_dimensions()
+    first = next(worksheet.iter_rows(max_row=1, max_col=MAX_SHEET_COLUMNS, values_only=True), None)
+    if first is None:
+        raise InputError(f"{sheet}: the coding sheet is empty")
+    header = [str(h).strip() if h is not None else "" for h in first]
+    while header and not header[-1]:
+        header.pop()
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise InputError(f"{sheet}: columns {missing} missing from header {header[:20]}")
+    rows = []
+    cells = worksheet.iter_rows(min_row=2, max_row=MAX_SHEET_ROWS + 1, max_col=len(header), values_only=True)
+    for number, values in enumerate(cells, start=2):
+        if number > MAX_SHEET_ROWS:  # openpyxl yields this row only when the sheet goes on past the bound
+            reason = f"malformed sheet: rows past row {MAX_SHEET_ROWS} are not read (a coding sheet has a few hundred)"
+            writer.reject(f"{sheet.name}:{number}-", reason)
+        elif any(v is not None for v in values):
+            rows.append((number, dict(zip(header, values, strict=True))))
+    return rows
 
 
 def _subject(value) -> str:
@@ -111,10 +138,11 @@ def select_frames(onset: int, apex: int | None, offset: int, config: IngestConfi
 
 
 def frames_on_disk(clip_dir: Path, pattern: str) -> list[int]:
-    """Frame numbers of the files in ``clip_dir`` named like ``pattern`` (``img{}.jpg``)."""
+    """Frame numbers of the files in ``clip_dir`` named like ``pattern`` (``img{}.jpg``), each once
+    (``img7.jpg`` and ``img07.jpg`` are one frame number)."""
     prefix, suffix = pattern.split("{}")
     name = re.compile(rf"{re.escape(prefix)}([0-9]{{1,9}}){re.escape(suffix)}", re.ASCII)
-    return sorted(int(m.group(1)) for entry in os.scandir(clip_dir) if (m := name.fullmatch(entry.name)))
+    return sorted({int(m.group(1)) for entry in os.scandir(clip_dir) if (m := name.fullmatch(entry.name))})
 
 
 @dataclass(frozen=True)
@@ -145,7 +173,7 @@ def ingest_casme2(writer: VariantWriter, src: Path, config: IngestConfig) -> str
     sheet = find_sheet(src)
     frames_root, pattern = find_release(src)
     parsed: list[ClipRow] = []
-    for number, row in read_sheet(sheet):
+    for number, row in read_sheet(writer, sheet):
         try:
             parsed.append(parse_row(number, row, config))
         except BadInput as error:
@@ -181,8 +209,10 @@ def check_unique_clip(listings: list[ClipRow], clip: ClipRow, sheet_name: str) -
 
 
 def check_frames_on_disk(clip_dir: Path, pattern: str, frames: Sequence[int]) -> None:
-    """The sheet's frames must lie within the clip's frames on disk: a typo such as OffsetFrame 2000000
-    is one refused row, not two million missing-frame rows. Gaps inside that range stay per frame."""
+    """The sheet's frames must lie within the clip's frames on disk, and most of them must be there: a
+    typo such as OffsetFrame 2000000 is one refused row, not two million missing-frame rows, even with a
+    stray ``img3000058.jpg`` in the folder. Gaps of a few frames inside the range stay per frame, so the
+    missing-frame rows of a clip never outnumber its files."""
     if not clip_dir.is_dir():
         raise BadInput("missing file: clip folder not found")
     present = frames_on_disk(clip_dir, pattern)
@@ -193,6 +223,9 @@ def check_frames_on_disk(clip_dir: Path, pattern: str, frames: Sequence[int]) ->
             f"malformed row: frames {frames[0]}..{frames[-1]} outside the clip's frames on disk "
             f"({present[0]}..{present[-1]})"
         )
+    found = bisect_right(present, frames[-1]) - bisect_left(present, frames[0])  # frames is a run: one range
+    if len(frames) - found > max(found, 1):
+        raise BadInput(f"malformed row: frames {frames[0]}..{frames[-1]} but only {found} of them are on disk")
 
 
 def _ingest_frame(
@@ -200,9 +233,9 @@ def _ingest_frame(
 ) -> None:
     source = path.relative_to(src).as_posix()
     try:
+        check_inside(frames_root, path, "frame")
         if not path.is_file():
             raise BadInput("missing file: frame not found")
-        check_inside(frames_root, path, "frame")
         data, image = read_image_file(path, config.limits)
     except BadInput as error:
         writer.reject(source, str(error))

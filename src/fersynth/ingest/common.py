@@ -8,6 +8,7 @@ to quarantine with a reason (``BadInput``) instead of crashing the stage or bein
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from fersynth.variants.files import FileRejected, read_bounded
 from fersynth.variants.images import ImageLimits, ImageRejected, decode_image, to_8bit
 from fersynth.variants.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
 from fersynth.variants.variant import VariantWriter, encode_png, pixel_sha256, printable
@@ -33,7 +35,8 @@ class IngestConfig:
     ``drop`` the clip. ``workers`` processes parse and encode where a reader can use them (FER2013's
     CSV); 0 means one per available CPU. Outputs do not depend on it. Images larger than
     ``max_pixels`` (width x height, read from the header before decoding) or with a side under
-    ``min_side`` pixels are quarantined (``too large`` / ``too small``)."""
+    ``min_side`` pixels are quarantined (``too large`` / ``too small``), and so is an image file over
+    ``max_file_mb`` MB, from its size, before it is read."""
 
     seed: int = 42
     workers: int = 0
@@ -43,6 +46,7 @@ class IngestConfig:
     casme2_missing_apex: str = "middle"
     max_pixels: int = ImageLimits.max_pixels
     min_side: int = ImageLimits.min_side
+    max_file_mb: int = ImageLimits.max_file_bytes // 2**20
 
     def __post_init__(self) -> None:
         if len(self.fractions) != 3 or abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) < 0:
@@ -53,11 +57,13 @@ class IngestConfig:
             raise ValueError(f"casme2_frames must be 'all' or 'apex', got {self.casme2_frames!r}")
         if self.casme2_missing_apex not in ("middle", "drop"):
             raise ValueError(f"casme2_missing_apex must be 'middle' or 'drop', got {self.casme2_missing_apex!r}")
-        self.limits  # noqa: B018 (validates max_pixels and min_side)
+        if self.max_file_mb < 1:
+            raise ValueError(f"max_file_mb must be >= 1, got {self.max_file_mb}")
+        self.limits  # noqa: B018 (validates max_pixels, min_side and max_file_mb)
 
     @property
     def limits(self) -> ImageLimits:
-        return ImageLimits(max_pixels=self.max_pixels, min_side=self.min_side)
+        return ImageLimits(max_pixels=self.max_pixels, min_side=self.min_side, max_file_bytes=self.max_file_mb * 2**20)
 
 
 def worker_count(config: IngestConfig) -> int:
@@ -136,9 +142,23 @@ def inside_root(root: Path, relative: str, what: str = "path") -> Path:
 
 
 def check_inside(root: Path, path: Path, what: str = "path") -> None:
-    """Raise ``outside source root`` when ``path``, with its symlinks followed, leaves ``root``."""
-    if not path.resolve().is_relative_to(Path(root).resolve()):
-        raise BadInput(f"outside source root: {what} {printable(path.name)!r} leads to {printable(path.resolve())}")
+    """Raise ``outside source root`` when ``path``, with its symlinks followed, leaves ``root``, and
+    ``symlink loop`` when they never end."""
+    target = resolved(path, f"{what} {printable(path.name)!r}")
+    if not target.is_relative_to(Path(root).resolve()):
+        raise BadInput(f"outside source root: {what} {printable(path.name)!r} leads to {printable(target)}")
+
+
+def resolved(path: Path, what: str = "") -> Path:
+    """``path`` with its symlinks followed. A loop (``a -> b -> a``) raises :class:`BadInput` ``symlink loop``
+    (``: <what>`` added when given) where pathlib raises RuntimeError (Python 3.11, 3.12) or an ELOOP
+    OSError (3.13): a source folder holding one is hostile input, not a crash."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as error:
+        if isinstance(error, OSError) and error.errno != errno.ELOOP:
+            raise
+        raise BadInput(f"symlink loop: {what}" if what else "symlink loop") from None
 
 
 # files -------------------------------------------------------------------------------------------
@@ -148,15 +168,16 @@ def check_image_suffix(path: Path) -> None:
 
 
 def read_image_file(path: Path, limits: ImageLimits | None = None) -> tuple[bytes | None, Image.Image]:
-    """Read and fully decode an image file, raising :class:`BadInput` with a reason on failure.
+    """Read and fully decode an image file, raising :class:`BadInput` with a reason on failure. Its type and
+    size are checked before it is read (a FIFO, ``/dev/zero``, a file over ``limits.max_file_bytes``).
 
     Returns the file's bytes (kept as they are) and the image; where the pixels had to be brought to
     8 bits (16-bit PNG, float TIFF) the bytes are None and the converted image is what is kept."""
     limits = limits or ImageLimits()
     try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise BadInput(f"unreadable file: {error.strerror or error}") from error
+        data = read_bounded(path, limits.max_file_bytes)
+    except FileRejected as error:
+        raise BadInput(str(error)) from None
     if not data:
         raise BadInput("corrupt image: empty file")
     try:
@@ -176,7 +197,7 @@ def read_image_file(path: Path, limits: ImageLimits | None = None) -> tuple[byte
 def scan_files(writer: VariantWriter, root: Path) -> list[Path]:
     """Every regular file under ``root``, in sorted path order. Everything else met on the way is read
     and quarantined with its reason, never skipped uncounted: hidden files and folders, names that are
-    not UTF-8, symlinks that dangle, lead out of ``root`` or to a folder, and special files (a FIFO
+    not UTF-8, symlinks that dangle, loop, lead out of ``root`` or to a folder, and special files (a FIFO
     would block the read forever)."""
     root = Path(root)
     files: list[Path] = []
@@ -197,7 +218,11 @@ def scan_files(writer: VariantWriter, root: Path) -> list[Path]:
             elif entry.name.startswith("."):
                 reject(path, "hidden folder: not read" if entry.is_dir(follow_symlinks=False) else "hidden file")
             elif entry.is_symlink():
-                target = path.resolve()
+                try:
+                    target = resolved(path)
+                except BadInput as error:
+                    reject(path, str(error))
+                    continue
                 if not target.exists():
                     reject(path, "dangling symlink")
                 elif not target.is_relative_to(root.resolve()):

@@ -7,6 +7,7 @@ rather than through a Python ``str.split`` loop, and spreads parsing and PNG enc
 from __future__ import annotations
 
 import csv
+import os
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -24,6 +25,7 @@ from fersynth.ingest.common import (
     scan_files,
     worker_count,
 )
+from fersynth.ingest.tables import TOO_LONG, bounded_lines, open_table
 from fersynth.log import progress
 from fersynth.variants.labels import FER2013_CODES, FER2013_USAGE_SPLIT
 from fersynth.variants.png import encode_gray8
@@ -36,7 +38,9 @@ BATCH_ROWS = 512
 
 
 def detect(src: Path) -> str:
-    if src.is_file() and src.suffix == ".csv" or (src / "fer2013.csv").exists():
+    """``csv`` or ``folders``. A CSV that is not a regular file (a FIFO, a link to a device) is still the
+    CSV: opening it then says what it is, instead of "not found"."""
+    if (src.suffix == ".csv" and not src.is_dir()) or os.path.lexists(src / "fer2013.csv"):
         return "csv"
     if (src / "train").is_dir() or (src / "test").is_dir():
         return "folders"
@@ -46,7 +50,7 @@ def detect(src: Path) -> str:
 def ingest_fer2013(writer: VariantWriter, src: Path, config: IngestConfig) -> str:
     fmt = detect(src)
     if fmt == "csv":
-        ingest_csv(writer, src if src.is_file() else src / "fer2013.csv", worker_count(config))
+        ingest_csv(writer, src / "fer2013.csv" if src.is_dir() else src, worker_count(config))
     else:
         ingest_folders(writer, src, config)
     return fmt
@@ -56,10 +60,14 @@ def ingest_fer2013(writer: VariantWriter, src: Path, config: IngestConfig) -> st
 def ingest_csv(writer: VariantWriter, csv_path: Path, workers: int = 1) -> None:
     """Stream ``fer2013.csv``: the main process splits lines and keeps the books; ``workers``
     processes parse pixels, encode PNG and hash, a bounded number of batches in flight (memory stays
-    flat, order is kept, so the output does not depend on ``workers``)."""
-    with csv_path.open("rb") as handle:
-        order = column_order(handle.readline().decode("utf-8-sig", "replace"), csv_path)
-        batches = _batches(writer, csv_path.name, handle, order)
+    flat, order is kept, so the output does not depend on ``workers``). The file must be a regular file
+    (:func:`open_table`) and a line longer than :data:`MAX_LINE_BYTES` is one quarantined row."""
+    with open_table(csv_path) as handle:
+        lines = bounded_lines(handle)
+        header = next(lines, b"")
+        header = header if header is not None else TOO_LONG.encode()
+        order = column_order(header.decode("utf-8-sig", "replace"), csv_path)
+        batches = _batches(writer, csv_path.name, lines, order)
         with ExitStack() as stack:
             pool = (
                 stack.enter_context(ProcessPoolExecutor(workers, initializer=die_with_parent)) if workers > 1 else None
@@ -84,11 +92,16 @@ def column_order(header: str, csv_path: Path) -> tuple[int, int, int]:
     return tuple(names.index(column) for column in HEADER)
 
 
-def _batches(writer: VariantWriter, file_name: str, handle, order: tuple[int, int, int]) -> Iterator[list]:
-    """Lines as (line number, [emotion, pixels, Usage]); rows with another field count go to
-    quarantine here."""
+def _batches(
+    writer: VariantWriter, file_name: str, lines: Iterator[bytes | None], order: tuple[int, int, int]
+) -> Iterator[list]:
+    """Lines as (line number, [emotion, pixels, Usage]); over-long lines and rows with another field
+    count go to quarantine here."""
     batch = []
-    for line_number, line in enumerate(handle, start=2):
+    for line_number, line in enumerate(lines, start=2):
+        if line is None:
+            writer.reject(f"{file_name}:{line_number}", TOO_LONG)
+            continue
         line = line.rstrip(b"\r\n")
         if line.count(b",") == 2 and b'"' not in line:
             fields = line.split(b",")

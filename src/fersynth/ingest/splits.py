@@ -2,7 +2,7 @@
 
 Exact duplicates are resolved before any split is drawn, so the same picture can never sit on two
 sides of a split; where the source fixes the split (FER2013 ``Usage``) the copy in the most protected
-split (test, then val, then train) is kept.
+split (test, then val, then train) is kept. Copies under different labels are all refused.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ SPLITS = ("train", "val", "test")
 
 
 def drop_duplicates(writer: VariantWriter) -> int:
-    """Keep one row per pixel hash; demote the rest to quarantine. Returns how many were dropped."""
+    """Keep one row per pixel hash; demote the rest to quarantine. Copies that disagree on their labels
+    (class folders, FER2013 rows, UTKFace names) are a conflict, not a duplicate: no copy can be trusted,
+    so all of them are demoted (``conflicting labels``), as AffectNet's lists do with disagreeing rows.
+    Returns how many were dropped."""
     by_hash: dict[str, list[dict]] = defaultdict(list)
     for row in writer.rows:
         by_hash[row["sha256"]].append(row)
@@ -26,11 +29,38 @@ def drop_duplicates(writer: VariantWriter) -> int:
     for copies in by_hash.values():
         if len(copies) < 2:
             continue
+        if len({labels(row) for row in copies}) > 1:
+            reason = conflict_reason(copies)
+            demotions.update((row["key"], (reason, "bad_input")) for row in copies)
+            continue
         ordered = sorted(copies, key=lambda r: (SPLIT_PRIORITY.get(r["split"] or "", 3), r["key"]))
         for duplicate in ordered[1:]:
             demotions[duplicate["key"]] = (f"duplicate: same pixels as {ordered[0]['source']}", "duplicate")
     writer.demote(demotions)
     return len(demotions)
+
+
+def labels(row: dict) -> tuple:
+    """What a source says about a picture: its emotion, or where it has none (UTKFace) the age, gender and
+    ethnicity its file name gives. Other fields (split, predicted demographics in a merge) are not labels."""
+    if row["label_space"] != "none":
+        return (row["label_space"], row["label"])
+    return ("none", row["age"], row["gender"], row["ethnicity"])
+
+
+def conflict_reason(copies: list[dict], shown: int = 3) -> str:
+    """``conflicting labels: the same picture is a.png (happy), b.png (sad)``, sources in order, the first
+    ``shown`` named (a picture copied into every class folder is one line, not a list of thousands)."""
+    ordered = sorted(copies, key=lambda r: r["source"])
+    named = ", ".join(f"{row['source']} ({_label_text(row)})" for row in ordered[:shown])
+    more = f" and {len(ordered) - shown} more" if len(ordered) > shown else ""
+    return f"conflicting labels: the same picture is {named}{more}"
+
+
+def _label_text(row: dict) -> str:
+    if row["label_space"] != "none":
+        return str(row["emotion"])
+    return "/".join(str(row[name]) for name in ("age", "gender", "ethnicity"))
 
 
 def _cut(n: int, fractions: Sequence[float]) -> tuple[int, int]:

@@ -24,14 +24,20 @@ class ImageRejected(ValueError):
 @dataclass(frozen=True)
 class ImageLimits:
     """What an ingested image may be. ``max_pixels`` (width x height) is checked from the header, before
-    decoding, so a 20000x20000 PNG of a few KB never allocates its 400 MB; ``min_side`` px per side."""
+    decoding, so a 20000x20000 PNG of a few KB never allocates its 400 MB; ``min_side`` px per side.
+    ``max_file_bytes`` bounds the file itself, checked before it is read (ingest's ``read_image_file``):
+    a face picture is a few MB at most, so 64 MB refuses a sparse 1.5 GB ``x.png`` from its size."""
 
     max_pixels: int = 40_000_000
     min_side: int = 16
+    max_file_bytes: int = 64 * 2**20
 
     def __post_init__(self) -> None:
-        if self.max_pixels < 1 or self.min_side < 1:
-            raise ValueError(f"max_pixels and min_side must be >= 1, got {self.max_pixels}, {self.min_side}")
+        if min(self.max_pixels, self.min_side, self.max_file_bytes) < 1:
+            raise ValueError(
+                f"max_pixels, min_side and max_file_bytes must be >= 1, got {self.max_pixels}, {self.min_side}, "
+                f"{self.max_file_bytes}"
+            )
 
 
 def decode_image(data: bytes, limits: ImageLimits | None = None) -> Image.Image:
