@@ -358,3 +358,113 @@ def test_an_experiment_of_several_trials_runs_the_one_the_registry_calls_best(mo
     assert summary["model"]["trial_seed"] == 1 and summary["model"]["weights"] == str(
         tmp_path / "experiment" / "seed-1"
     )
+
+
+def _crop(path: Path, size: tuple[int, int] = (48, 48)) -> Path:
+    """A grey picture of ``size`` (width, height): a pre-cropped face for ``detect=False``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", size, 90).save(path)
+    return path
+
+
+def test_every_entry_of_a_folder_is_predicted_or_quarantined_with_its_reason(model, tmp_path):
+    photos = tmp_path / "photos"
+    _crop(photos / "face.png")
+    _crop(photos / "nested" / "deeper.png")
+    (photos / "notes.txt").write_text("not a picture")
+    (photos / "gone.png").symlink_to(photos / "deleted.png")  # dangling
+    (photos / "loop.png").symlink_to(photos / "loop.png")  # a link to itself
+    os.mkfifo(photos / "pipe.png")
+    (photos / "zero.png").symlink_to("/dev/zero")
+    (photos / "elsewhere").symlink_to(photos / "nested", target_is_directory=True)
+    summary = predict(model, [photos], tmp_path / "out", PredictConfig(detect=False))
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    reasons = dict(zip(quarantine["source"].map(lambda s: Path(s).name), quarantine["reason"], strict=True))
+    assert reasons == {
+        "notes.txt": "not a picture or video (.txt)",
+        "gone.png": "unreadable file: No such file or directory",
+        "loop.png": "unreadable file: Too many levels of symbolic links",
+        "pipe.png": "not a regular file: a FIFO",
+        "zero.png": "not a regular file: a character device",
+        "elsewhere": "a link to a folder: links inside a folder are not followed",
+    }
+    assert summary["read"] == 8 and summary["kept"] == 2 and summary["quarantined"] == 6 and summary["faces"] == 2
+
+
+def test_a_fifo_or_a_link_to_dev_zero_named_on_the_command_line_is_quarantined_not_read(model, tmp_path):
+    import resource
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    crop = _crop(tmp_path / "face.png")
+
+    def cap_memory():  # before the fix, reading /dev/zero would fill the machine's memory
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    args = ["predict", str(model), "--no-detect", "--out", str(tmp_path / "out")]
+    for source in ("zero.png", "pipe.png", "face.png"):
+        args += ["--in", str(tmp_path / source)]
+    done = subprocess.run(
+        [sys.executable, "-m", "fersynth.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        preexec_fn=cap_memory,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    assert quarantine.values.tolist() == [
+        [str(tmp_path / "zero.png"), "not a regular file: a character device"],
+        [str(tmp_path / "pipe.png"), "not a regular file: a FIFO"],
+    ]
+    assert pd.read_csv(tmp_path / "out" / "predictions.csv")["source"].tolist() == [str(crop)]
+
+
+def test_video_frames_obey_max_pixels_from_the_header_before_a_frame_is_decoded(model, tmp_path, monkeypatch):
+    video = tmp_path / "big.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 64))
+    for value in (0, 100, 200):
+        writer.write(np.full((64, 64, 3), value, np.uint8))
+    writer.release()
+
+    real_capture = cv2.VideoCapture
+
+    class CountingCapture:  # a wrapper: a Python subclass of OpenCV's class crashes the garbage collector
+        frames_read = 0
+
+        def __init__(self, *args):
+            self.capture = real_capture(*args)
+
+        def read(self, *args):
+            CountingCapture.frames_read += 1
+            return self.capture.read(*args)
+
+        def __getattr__(self, name):
+            return getattr(self.capture, name)
+
+    monkeypatch.setattr(cv2, "VideoCapture", CountingCapture)
+    summary = predict(model, [video], tmp_path / "out", PredictConfig(detect=False, max_pixels=1000))
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    assert quarantine["reason"].tolist() == ["too large: 64x64 pixels > max_pixels 1000"]
+    assert summary["quarantined"] == 1 and CountingCapture.frames_read == 0
+    assert not list((tmp_path / "out" / "annotated").iterdir())
+    # within the limit, the same video is read
+    predict(model, [video], tmp_path / "ok", PredictConfig(detect=False, max_pixels=4096))
+    assert CountingCapture.frames_read == 4 and len(pd.read_csv(tmp_path / "ok" / "predictions.csv")) == 3
+
+
+def test_pictures_too_thin_for_face_detection_are_quarantined_with_a_short_reason(model, tmp_path):
+    photos = tmp_path / "photos"
+    for width, height in ((1, 1), (2, 3000), (3000, 2), (19, 40)):
+        _crop(photos / f"{width}x{height}.png", (width, height))
+    _crop(photos / "20x20.png", (20, 20))  # MTCNN's smallest face: searched, none found
+    summary = predict(model, [photos], tmp_path / "out", PredictConfig())
+    quarantine = pd.read_csv(tmp_path / "out" / "quarantine.csv")
+    reasons = dict(zip(quarantine["source"].map(lambda s: Path(s).stem), quarantine["reason"], strict=True))
+    assert reasons == {
+        "1x1": "too small: 1x1 < min_side 20",
+        "2x3000": "too small: 2x3000 < min_side 20",
+        "3000x2": "too small: 3000x2 < min_side 20",
+        "19x40": "too small: 19x40 < min_side 20",
+    }
+    assert summary["without_face"] == 1 and summary["read"] == 5

@@ -735,12 +735,26 @@ def predict_command(
 @MODEL_ARGUMENT
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
-def serve_command(model: str, host: str, port: int) -> None:
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1),
+    default=4_000_000,
+    show_default=True,
+    help="Larger uploads are refused from their header (400), before decoding.",
+)
+@click.option(
+    "--max-waiting",
+    type=click.IntRange(0),
+    default=4,
+    show_default=True,
+    help="Uploads that may wait behind the one being worked on; more are answered 503.",
+)
+def serve_command(model: str, host: str, port: int, max_pixels: int, max_waiting: int) -> None:
     """A small web page to upload a photo and see the faces MODEL (`fer` for real photos, or a `fersynth
     train` model directory) finds and their emotions, with what MODEL was trained on and its caveat."""
-    from fersynth.predict.serve import serve
+    from fersynth.predict.serve import ServeLimits, serve
 
-    serve(model, host, port)
+    serve(model, host, port, limits=ServeLimits(max_pixels=max_pixels, max_waiting=max_waiting))
 
 
 @main.group(name="mlflow-server")

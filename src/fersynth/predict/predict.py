@@ -8,7 +8,9 @@ frame and face: box, face probability, emotion and every class probability; a pi
 a face gets one row saying so), annotated copies (``annotated/``: PNG for pictures, MP4 for videos, boxes and
 "emotion probability" labels drawn), ``quarantine.csv`` (what could not be read, and why) and ``summary.json``
 (which model ran, what it was trained on and what that means for these pictures). Pictures are read with the
-project's decoder limits, so a decompression bomb is refused, not decoded.
+project's decoder limits, so a decompression bomb is refused, not decoded; every file's type and size are
+checked before it is opened for reading (a FIFO or ``/dev/zero`` is quarantined, not read), and a video's frame
+size is checked from its header before a frame is decoded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import csv
 import functools
 import io
 import json
+import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,12 +30,18 @@ from PIL import Image, ImageDraw, ImageFont
 
 from fersynth.atomic import atomic_path
 from fersynth.log import get_logger, progress
-from fersynth.variants.images import ImageLimits, ImageRejected, decode_image, to_8bit
+from fersynth.variants.files import MAX_FILE_BYTES, FileRejected, check_regular, read_bounded
+from fersynth.variants.images import ImageLimits, ImageRejected, check_size, decode_image, to_8bit
 
 log = get_logger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
+# A video is streamed frame by frame, never read whole: its cap only refuses a sparse file of absurd size.
+MAX_VIDEO_BYTES = 64 * 2**30
+# MTCNN's smallest face (its min_face_size, passed explicitly below): on a picture with a shorter side its image
+# pyramid is empty and detection fails inside torch.cat, so such pictures are refused before detection.
+MIN_FACE_SIDE = 20
 BASE_COLUMNS = ["source", "frame", "time_s", "face", "x0", "y0", "x1", "y1", "face_probability", "emotion", "note"]
 
 
@@ -67,6 +77,7 @@ class Predictor:
         self.classes: tuple[str, ...] = tuple(self.model.classes)
         self.info = self.model.info
         self.config = config
+        self.limits = ImageLimits(max_pixels=config.max_pixels, min_side=MIN_FACE_SIDE if config.detect else 1)
         self._detector = None
 
     @property
@@ -74,13 +85,16 @@ class Predictor:
         if self._detector is None:
             from facenet_pytorch import MTCNN
 
-            self._detector = MTCNN(keep_all=True, device="cpu")
+            self._detector = MTCNN(keep_all=True, device="cpu", min_face_size=MIN_FACE_SIDE)
         return self._detector
 
     def faces(self, image: Image.Image) -> list[Face]:
-        """Faces at or above the probability threshold, left to right; the whole picture without detection."""
+        """Faces at or above the probability threshold, left to right; the whole picture without detection.
+        A picture outside :attr:`limits` raises :class:`ImageRejected` with a short reason (MTCNN's own error on a
+        thin picture is a torch.cat message)."""
         if not self.config.detect:
             return [Face((0, 0, image.width, image.height), 1.0)]
+        check_size(image.size, self.limits)
         boxes, probabilities = self.detector.detect(image.convert("RGB"))
         if boxes is None:
             return []
@@ -113,10 +127,11 @@ class Predictor:
         return self.model.probabilities(arrays)
 
     def read_picture(self, data: bytes) -> Image.Image:
-        """A file's or an upload's bytes as an RGB picture, within the decoder limits; a ``ValueError``
-        with the reason (too large, not a picture, unsupported pixels) otherwise."""
+        """A file's or an upload's bytes as an RGB picture, within :attr:`limits` (checked from the header,
+        before decoding); a ``ValueError`` with the reason (too large, too small, not a picture, unsupported
+        pixels) otherwise."""
         try:
-            image = decode_image(data, ImageLimits(max_pixels=self.config.max_pixels, min_side=1))
+            image = decode_image(data, self.limits)
         except ImageRejected:
             raise
         except Exception as error:  # noqa: BLE001 - PIL raises many types for broken files
@@ -132,21 +147,50 @@ class Predictor:
 
 
 def collect_sources(inputs: list[Path]) -> tuple[list[Path], list[dict]]:
-    """Pictures and videos named or found under folders (sorted, recursively); other files are
-    quarantined with the reason, not skipped in silence."""
+    """Pictures and videos named or found under folders (sorted, recursively). Every other entry met (a
+    dangling link, a link loop, a FIFO, a device, a link to a folder, a file of another kind) is quarantined
+    with the reason, never skipped in silence: read = predicted + quarantined."""
     sources, quarantined = [], []
     for path in inputs:
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for candidate in candidates:
-            suffix = candidate.suffix.lower()
-            if not candidate.exists():
-                quarantined.append({"source": str(candidate), "reason": "no such file"})
-            elif suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES:
-                sources.append(candidate)
-            else:
-                reason = f"not a picture or video ({suffix or 'no suffix'})"
+        for candidate, problem in _walk(path) if path.is_dir() else [(path, "")]:
+            reason = problem or _refusal(candidate)
+            if reason:
                 quarantined.append({"source": str(candidate), "reason": reason})
+            else:
+                sources.append(candidate)
     return sources, quarantined
+
+
+def _walk(folder: Path) -> Iterator[tuple[Path, str]]:
+    """Every entry under ``folder`` but its subfolders, sorted, each with "" or why it cannot be a source. Links
+    to folders are not followed (a link to a parent would never end); files behind links are."""
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    except OSError as error:
+        yield folder, f"unreadable folder: {error.strerror or error}"
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(path)
+        elif entry.is_symlink() and path.is_dir():
+            yield path, "a link to a folder: links inside a folder are not followed"
+        else:
+            yield path, ""
+
+
+def _refusal(candidate: Path) -> str:
+    """Why ``candidate`` is not a source ("" when it is one): its type and size from ``stat`` (which never
+    blocks, unlike opening a FIFO), then its suffix."""
+    suffix = candidate.suffix.lower()
+    try:
+        check_regular(candidate, MAX_VIDEO_BYTES if suffix in VIDEO_SUFFIXES else MAX_FILE_BYTES)
+    except FileRejected as error:
+        return str(error)
+    if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES:
+        return ""
+    return f"not a picture or video ({suffix or 'no suffix'})"
 
 
 def predict(model: str | Path, inputs: list[Path], out_dir: Path, config: PredictConfig) -> dict:
@@ -199,7 +243,8 @@ def predict(model: str | Path, inputs: list[Path], out_dir: Path, config: Predic
 
 
 def _picture(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
-    rows, picture = predictor.annotate(predictor.read_picture(source.read_bytes()), str(source))
+    # bounded, non-blocking: the file may have become a FIFO or grown since it was collected
+    rows, picture = predictor.annotate(predictor.read_picture(read_bounded(source, MAX_FILE_BYTES)), str(source))
     picture.save(annotated)
     return rows
 
@@ -207,6 +252,7 @@ def _picture(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
 def _video(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
     import cv2
 
+    check_regular(source, MAX_VIDEO_BYTES)  # again, right before OpenCV opens it: opening a FIFO would block
     capture = cv2.VideoCapture(str(source))
     if not capture.isOpened():
         raise ValueError("unreadable video (OpenCV cannot open it)")
@@ -215,12 +261,14 @@ def _video(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
     faces: list[Face] = []
     labels: list[str] = []
     try:
+        _check_frame_size(predictor, capture)
         while not predictor.config.max_frames or frame_index < predictor.config.max_frames:
             ok, frame = capture.read()
             if not ok:
                 break
             if writer is None:
                 height, width = frame.shape[:2]
+                check_size((width, height), predictor.limits)  # a container whose header gave no size
                 writer = cv2.VideoWriter(str(annotated), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
             if frame_index % predictor.config.every_nth_frame == 0:
                 image = Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
@@ -241,6 +289,17 @@ def _video(predictor: Predictor, source: Path, annotated: Path) -> list[dict]:
     if frame_index == 0:
         raise ValueError("video without a readable frame")
     return rows
+
+
+def _check_frame_size(predictor: Predictor, capture) -> None:
+    """The frame size from the container's header (no frame decoded yet) within the predictor's limits: an
+    8000x8000 MJPG AVI of 780 KB is refused before its first 192 MB frame. A header without a size (0) is
+    checked on the first frame instead."""
+    import cv2
+
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width > 0 and height > 0:
+        check_size((width, height), predictor.limits)
 
 
 def _rows(predictor, source, frame, time_s, faces: list[Face], probabilities: np.ndarray) -> list[dict]:

@@ -6,25 +6,77 @@ picture and a table of faces, emotions and probabilities. The same :class:`~fers
 as ``fersynth predict`` does the work, with the same decoder limits. The page says which model runs, what it
 was trained on and what that means for a photo (a demo model means nothing on one). Binds 127.0.0.1 unless
 told otherwise.
+
+A visitor is not trusted like a stage's input (:class:`ServeLimits`): a body is refused from its declared size
+before it is read (413), pictures have a far lower pixel limit than ingest, checked from the header; uploads
+queue for the one worker with a bounded queue (503 beyond it), and an upload whose client left while it waited
+is never worked on. Every answer of ``POST /predict`` is JSON, errors included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import html
 import io
 import re
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from fersynth.predict.predict import PredictConfig, Predictor
 
-MAX_UPLOAD_BYTES = 20 * 2**20
+CLIENT_GONE = 499  # nginx's "client closed request": logged only, nobody reads it
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What the web app takes. ``max_pixels`` is a tenth of ingest's 40 MP: MTCNN on a 40 MP photo takes
+    half a minute and 3 GB, and a page's visitors can send nine at once; ``max_waiting`` uploads may queue
+    behind the one being worked on (each holding at most ``max_upload_bytes``), more are answered 503."""
+
+    max_pixels: int = 4_000_000
+    max_upload_bytes: int = 20 * 2**20
+    max_waiting: int = 4
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1 or self.max_upload_bytes < 1 or self.max_waiting < 0:
+            raise ValueError(
+                f"max_pixels and max_upload_bytes must be >= 1 and max_waiting >= 0, got {self.max_pixels}, "
+                f"{self.max_upload_bytes}, {self.max_waiting}"
+            )
+
+
+class UploadTooLarge(ValueError):
+    """A body over the limit, declared or sent; the message is the answer's error."""
+
+
+class Uploads:
+    """The uploads admitted: the one in work and those waiting for their turn. Counted on the event loop's
+    thread only, so a plain counter is safe; ``turn`` hands the one worker to the waiting uploads in order."""
+
+    def __init__(self, max_waiting: int):
+        self.max_waiting = max_waiting
+        self.admitted = 0
+        self.turn = asyncio.Lock()
+
+    def admit(self) -> bool:
+        if self.admitted > self.max_waiting:
+            return False
+        self.admitted += 1
+        return True
+
+    def leave(self) -> None:
+        self.admitted -= 1
+
+    def busy_message(self) -> str:
+        return f"busy: 1 upload in work and {self.max_waiting} waiting; try again shortly"
+
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fersynth: emotions in a photo</title>
@@ -77,49 +129,101 @@ document.getElementById("form").addEventListener("submit", async (event) => {
 """
 
 
-def create_app(model: str | Path, config: PredictConfig | None = None):
-    """The FastAPI app serving ``model`` (``fer`` or a ``fersynth train`` model directory)."""
-    predictor = Predictor(model, config or PredictConfig())
-    lock = threading.Lock()  # one picture at a time: the model and MTCNN are not shared between threads
+def create_app(model: str | Path, limits: ServeLimits | None = None):
+    """The FastAPI app serving ``model`` (``fer`` or a ``fersynth train`` model directory) within ``limits``."""
+    limits = limits or ServeLimits()
+    predictor = Predictor(model, PredictConfig(max_pixels=limits.max_pixels))
+    uploads = Uploads(limits.max_waiting)
     app = FastAPI(title="fersynth", docs_url=None, redoc_url=None)
     page = render_page(predictor)
 
-    def locked_annotate(image):
-        with lock:
-            return predictor.annotate(image, "upload")
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        # the page reads every answer as JSON: an unexpected error is one too, in one line
+        return error_reply(f"internal error: {type(error).__name__}: {' '.join(str(error).split())}", 500)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return page
 
     @app.post("/predict")
-    async def predict(request: Request):
-        data = await request.body()
-        if len(data) > MAX_UPLOAD_BYTES:
-            return JSONResponse({"error": f"picture over {MAX_UPLOAD_BYTES // 2**20} MiB"}, status_code=413)
+    async def predict(request: Request) -> JSONResponse:
+        if not uploads.admit():  # before the body is read: a full queue buffers nothing more
+            return error_reply(uploads.busy_message(), 503)
         try:
-            image = predictor.read_picture(data)  # the same decoder and limits as `fersynth predict`
-        except ValueError as error:
-            return JSONResponse({"error": str(error)}, status_code=400)
-        rows, annotated = await run_in_threadpool(locked_annotate, image)
-        buffer = io.BytesIO()
-        annotated.save(buffer, format="PNG")
-        faces = [
-            {
-                "face": row["face"],
-                "box": [row["x0"], row["y0"], row["x1"], row["y1"]],
-                "emotion": row["emotion"],
-                "probability": row["probability"],
-                "probabilities": {c: row[f"p_{c}"] for c in predictor.classes},
-                "face_probability": row["face_probability"],
-            }
-            for row in rows
-            if row["face"] != ""
-        ]
-        encoded = base64.b64encode(buffer.getvalue()).decode()
-        return {"faces": faces, "annotated": "data:image/png;base64," + encoded, "model": asdict(predictor.info)}
+            return await answer_upload(request, predictor, limits, uploads.turn)
+        finally:
+            uploads.leave()
 
     return app
+
+
+async def answer_upload(request: Request, predictor: Predictor, limits: ServeLimits, turn: asyncio.Lock):
+    """Read the body within the limit, wait for the worker, and skip the work when the client has left
+    meanwhile (a client that timed out must not keep the worker busy for half a minute)."""
+    try:
+        data = await read_body(request, limits.max_upload_bytes)
+    except UploadTooLarge as error:
+        return error_reply(str(error), 413)
+    except ClientDisconnect:
+        return error_reply("the client left while sending", CLIENT_GONE)
+    async with turn:
+        if await request.is_disconnected():
+            return error_reply("the client left before its turn", CLIENT_GONE)
+        try:
+            rows, annotated = await run_in_threadpool(annotate_upload, predictor, data)
+        except ValueError as error:  # not a picture, too large, too small for face detection
+            return error_reply(" ".join(str(error).split()), 400)
+    return JSONResponse(prediction_reply(predictor, rows, annotated))
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused from its Content-Length before a byte of it is read, and cut off at
+    ``max_bytes`` when it comes without one (chunked): a 300 MB post is never buffered."""
+    refusal = f"upload over {max_bytes / 2**20:g} MiB"
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise UploadTooLarge(refusal)
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise UploadTooLarge(refusal)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+_WORKER = threading.Lock()  # the model and MTCNN are never used by two threads at once, whatever the event loop does
+
+
+def annotate_upload(predictor: Predictor, data: bytes):
+    """Decode (limits checked from the header first) and annotate one upload, in a worker thread."""
+    with _WORKER:
+        return predictor.annotate(predictor.read_picture(data), "upload")
+
+
+def prediction_reply(predictor: Predictor, rows: list[dict], annotated) -> dict:
+    """The JSON answer: one entry per face, the annotated picture as a data URL, the model's description."""
+    buffer = io.BytesIO()
+    annotated.save(buffer, format="PNG")
+    faces = [
+        {
+            "face": row["face"],
+            "box": [row["x0"], row["y0"], row["x1"], row["y1"]],
+            "emotion": row["emotion"],
+            "probability": row["probability"],
+            "probabilities": {c: row[f"p_{c}"] for c in predictor.classes},
+            "face_probability": row["face_probability"],
+        }
+        for row in rows
+        if row["face"] != ""
+    ]
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return {"faces": faces, "annotated": "data:image/png;base64," + encoded, "model": asdict(predictor.info)}
+
+
+def error_reply(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
 
 
 def render_page(predictor: Predictor) -> str:
@@ -138,7 +242,7 @@ def render_page(predictor: Predictor) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: html.escape(fields[m[1]]) if m[1] in fields else m[0], PAGE)
 
 
-def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(model: str | Path, host: str = "127.0.0.1", port: int = 8000, limits: ServeLimits | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(model, limits), host=host, port=port, log_level="info")
