@@ -182,7 +182,7 @@ def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
 def test_dvc_assembles_one_site_and_a_rerun_by_hand_leaves_status_clean(tmp_path):
     """The real `validate` and `data-docs` stages of dvc.yaml (source deps dropped) in a tiny project: each
     suite's stage writes its own pages, `data-docs` the index of both; then `fersynth validate` and
-    `fersynth data-docs` by hand (the README's advice after a pull) change no byte DVC tracks."""
+    `fersynth data-docs` by hand (docs/sharing.md's advice after a pull) change no byte DVC tracks."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     validate, site = stages["validate"], stages["data-docs"]
     for stage in (validate["do"], site):
@@ -200,7 +200,7 @@ def test_dvc_assembles_one_site_and_a_rerun_by_hand_leaves_status_clean(tmp_path
     assert sorted(read_entries(tmp_path / "reports" / "data_docs")) == ["filtered_toy", "toy"]
     index = (tmp_path / "reports" / "data_docs" / "index.html").read_text()
     assert "toy.class_balance" in index and "filtered_toy.class_balance" in index
-    # by hand, as the README advises after a pull: the filtered variant is checked as its own suite, not as
+    # by hand, as docs/sharing.md advises after a pull: the filtered variant is checked as its own suite, not as
     # `toy` (its directory's name), and every output keeps its bytes
     for command in (["validate", "data/filtered/toy"], ["data-docs"]):
         by_hand = subprocess.run(

@@ -97,7 +97,7 @@ def _copy_repository(target: Path, env) -> None:
 
 
 def _fast_params(path: Path) -> None:
-    """A smaller demo with fewer epochs than the README's: this test is about every stage running and the
+    """A smaller demo with fewer epochs than params.yaml's: this test is about every stage running and the
     DVC plumbing, not accuracy (benchmarks/bench_pipeline.py times the real `make repro`)."""
     params = raw_sections(path)
     params["demo"] |= {
@@ -222,7 +222,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         assert _mlflow_runs(repo, f"{experiment['name']}:fer2013_sdxl") == [f"{experiment['name']}:fer2013_sdxl"]
         entry = experiment["compare"]["fer2013_sdxl_vs_fer2013"]["fer2013"]
         assert entry["low"] <= entry["difference"] <= entry["high"]
-    # the README's `dvc exp show` line: its regular expressions keep exactly the columns it names
+    # docs/experiments.md's sweep `dvc exp show` line: its regular expressions keep exactly the columns it names
     keep = r"Experiment|.*synthetic_per_class|fer2013_sdxl_vs_fer2013\.fer2013(\.difference|\.low|\.high)?$"
     shown = run_ok(["dvc", "exp", "show", "--csv", "--drop", ".*", "--keep", keep], repo, env)
     header = shown.splitlines()[0].split(",")

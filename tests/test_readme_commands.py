@@ -1,7 +1,7 @@
-"""The README's shell commands, as a newcomer types them after the two quickstart commands and `source
-.venv/bin/activate`. Every command of every ```bash block is classified below: run here (in a fresh clone whose
-DVC cache is this checkout's, i.e. the state `make repro` leaves), or not run, with the reason and the test that
-covers it instead. A new README command fails the first test until it is classified."""
+"""The shell commands of README.md and docs/*.md, as a newcomer types them after the two quickstart commands and
+`source .venv/bin/activate`. Every command of every ```bash block is classified below: run here (in a fresh clone
+whose DVC cache is this checkout's, i.e. the state `make repro` leaves), or not run, with the reason and the test
+that covers it instead. A new documented command fails the first test until it is classified."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTS = ("README.md",)
+DOCUMENTS = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md")))
 
 # (pattern matched against the whole command, how). "run": run as written (after SUBSTITUTIONS) on a fresh clone;
 # "run after repro": the same where the outputs exist (a clone whose DVC cache is this checkout's after `make
@@ -38,12 +38,18 @@ CLASSIFIED: list[tuple[str, str]] = [
     (r"git clone <repo> \.\./other .*", "run after repro"),
     (r"dvc artifacts get <repo> .*", "run after repro"),
     (r"fersynth predict fer .*", "run"),
+    (r"for doc in README\.md docs/\*\.md; do fersynth results --readme .* --write; done", "run"),
     (r"fersynth predict models/.*", "run after repro"),
     (r"fersynth serve .*", "a server until stopped: tests/test_predict.py serves fer and a model over HTTP"),
     (r"mlflow ui .*", "a server until stopped: tests/test_mlflow_server.py"),
     (r"xdg-open .*", "needs a desktop; the report itself: tests/test_report.py (Chromium)"),
     (r"dvc remote (add|modify) .*(ssh|s3|gs)://.*|dvc remote modify --local team .*", "needs credentials"),
     (r"git add \.dvc/config && git commit .* && dvc push", "needs the credentials of the remote above"),
+    (r"export MLFLOW_TRACKING_URI=sqlite:///\$PWD/mlflow\.db", "sets the shell for the server below"),
+    (
+        r"(\.venv/bin/)?mlflow models serve .*|curl .* 127\.0\.0\.1:5001/invocations",
+        "a server until stopped: tests/test_mlflow_model.py serves a model and posts both bodies",
+    ),
     (r"torchrun .*", "needs GPUs: tests/test_distributed.py and test_generate_distributed.py (gloo on CPUs)"),
 ]
 

@@ -1,21 +1,27 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fersynth.cli import main
-from fersynth.report.results import render
+from fersynth.report.results import RENDERERS, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_readme_shows_what_the_committed_metrics_say():
-    """Every number in the README's result tables comes from the committed metrics files: after a
-    `dvc repro` that moves them, `fersynth results --write` must run before the commit."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert "<!-- results:experiments -->" in readme and "<!-- results:power -->" in readme
-    assert render(readme, ROOT / "metrics") == readme, "stale README tables: run `fersynth results --write`"
+def test_the_docs_show_what_the_committed_metrics_say():
+    """Every number in the result tables of README.md and docs/*.md comes from the committed metrics files:
+    after a `dvc repro` that moves them, `fersynth results --readme FILE --write` must run on each before the
+    commit. Each table appears once (the README: timings; docs/experiments.md and docs/statistics.md: the rest)."""
+    found = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        found += [(name, doc.name) for name in re.findall(r"<!-- results:([a-z_]+) -->\n", text)]
+        assert render(text, ROOT / "metrics") == text, f"stale tables: run `fersynth results --readme {doc} --write`"
+    assert sorted(name for name, _ in found) == sorted(RENDERERS), found  # every table, each once
+    assert ("timings", "README.md") in found
 
 
 def _write(path: Path, value) -> None:

@@ -143,7 +143,7 @@ def _kept(keep: str, columns: list[str]) -> list[str]:
     return [column for column in columns if re.compile(keep).match(column)]
 
 
-def test_the_readmes_keep_filters_keep_exactly_the_columns_they_name(tmp_path):
+def test_the_docs_keep_filters_keep_exactly_the_columns_they_name(tmp_path):
     out = _summarized(tmp_path)
     metrics = {f"metrics/summary/{p.name}": json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     columns = exp_show_columns(metrics, yaml.safe_load((ROOT / "params.yaml").read_text()))
@@ -152,13 +152,14 @@ def test_the_readmes_keep_filters_keep_exactly_the_columns_they_name(tmp_path):
     controls = [f"controls.{name}" for name in CONTROLS]
     swept = [column for column in columns if column.endswith(".synthetic_per_class")]  # params.yaml's, e.g. train.*
     assert "train.fer2013_sdxl.synthetic_per_class" in swept
-    expected = {  # what each filter of the README keeps, by what it is for
+    expected = {  # what each filter of the docs keeps, by what it is for
         "answers": ["Experiment", *verdicts, *controls],
         "sweep": ["Experiment", *(f"fer2013_sdxl_vs_fer2013.fer2013{f}" for f in ("", ".difference", ".low", ".high"))],
         "team": ["Experiment", "fer2013_sdxl_vs_fer2013.fer2013", "fer2013_sdxl_vs_fer2013.fer2013.difference"],
     }
-    readme = re.sub(r"\\\n\s*", "", (ROOT / "README.md").read_text())  # continuation lines joined
-    filters = re.findall(r"dvc exp show --drop '\.\*' --keep '([^']+)'", readme)
+    documents = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    docs = "\n".join(re.sub(r"\\\n\s*", "", d.read_text()) for d in documents)  # continuation lines joined
+    filters = re.findall(r"dvc exp show --drop '\.\*' --keep '([^']+)'", docs)
     assert len(filters) == 3, filters
     for keep in filters:
         kind = "answers" if "synthetic_per_class" not in keep else ("sweep" if ".low" in keep else "team")

@@ -1,6 +1,6 @@
 """Atomic, refusing writes: build an output in a staging directory beside it, then swap it into place.
 
-Three promises (README: "What fersynth refuses and why"):
+Three promises (docs/refusals.md, "What fersynth refuses and why"):
 
 1. Nothing fersynth did not write is ever deleted. An existing output is replaced only when it is empty
    or is an earlier output of the same kind: a variant (``manifest.parquet``), demo data (its ground

@@ -829,7 +829,7 @@ def mlflow_relocate_command() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("README.md"),
     show_default=True,
-    help="The README whose result tables are checked (or, with --write, rewritten between their markers).",
+    help="The markdown file whose result tables are checked or rewritten (README.md, or a page of docs/).",
 )
 @click.option(
     "--metrics",
@@ -839,10 +839,10 @@ def mlflow_relocate_command() -> None:
     show_default=True,
     help="The metrics folder the tables are rendered from.",
 )
-@click.option("--write", is_flag=True, help="Rewrite the README's result tables (default: check; exit 1 if stale).")
+@click.option("--write", is_flag=True, help="Rewrite the file's result tables (default: check; exit 1 if stale).")
 def results_command(readme: Path, metrics_dir: Path, write: bool) -> None:
-    """The README's result tables (between `<!-- results:NAME -->` markers), rendered from the metrics files
-    after a `dvc repro`: every number there comes from a metrics file."""
+    """The result tables of README.md or a docs/ page (between `<!-- results:NAME -->` markers), rendered from
+    the metrics files after a `dvc repro`: every number there comes from a metrics file (docs/development.md)."""
     from fersynth.report.results import render
 
     if not readme.is_file():
