@@ -6,8 +6,12 @@ alike, and stop when their caller is stopped."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import resource
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +20,8 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+PROBE_ENTRY = "tests.warm_probe:main"  # workers report on themselves instead of running fersynth's commands
 TINY_DEMO = "demo:\n  seed: 7\n  fer2013_rows: 40\n  nuisances:\n    corrupt: 1\n    malformed: 1\n"
 
 
@@ -34,6 +40,57 @@ def _warm(script: str, cwd: Path, **extra) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def _interpreter() -> str:
+    """The Python the `fersynth` console script runs: a server started with another path serves no caller."""
+    return (BIN / "fersynth").read_text().splitlines()[0].removeprefix("#!").strip()
+
+
+def _warm_probe(script: str, cwd: Path, preexec_fn=None, **extra) -> subprocess.Popen:
+    """`fersynth warm -- sh -c SCRIPT` whose workers run tests/warm_probe.py (``fersynth limits OUT``, ...);
+    ``$PROBE`` in SCRIPT runs the same probe cold."""
+    environment = _environment(**extra)
+    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
+    environment["PROBE"] = f"{_interpreter()} -m tests.warm_probe"
+    start = f"import sys; from fersynth.ops.warm import run_warm; sys.exit(run_warm(sys.argv[1:], {PROBE_ENTRY!r}))"
+    return subprocess.Popen(
+        [_interpreter(), "-c", start, "sh", "-c", script],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
+
+
+def _wait_for(path: Path, runner: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline and runner.poll() is None, runner.communicate()
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (R, S, Z, ...); None once it is gone (reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]
+
+
+def _server_and_workers(runner_pid: int, socket_path: str) -> tuple[int, list[int]]:
+    """The warm server `fersynth warm` (``runner_pid``) started, and its workers: forks of it, with its command line."""
+    parents = {}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if socket_path.encode() in cmdline.read_bytes():
+                stat = (cmdline.parent / "stat").read_text()
+                parents[int(cmdline.parent.name)] = int(stat.rpartition(")")[2].split()[1])
+    (server,) = [pid for pid, parent in parents.items() if parent == runner_pid]
+    return server, [pid for pid, parent in parents.items() if parent == server]
 
 
 def _files(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -178,3 +235,117 @@ def test_warm_returns_the_commands_exit_code(tmp_path, command):
     )
     assert result.returncode == (127 if command[0].startswith("no-such") else 3)
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow  # ~10 s (a server start and a ~30 s demo stopped midway)
+def test_a_killed_server_takes_its_workers_with_it(tmp_path):
+    (tmp_path / "p.yaml").write_text(TINY_DEMO.replace("fer2013_rows: 40", "fer2013_rows: 50000"))
+    script = (
+        'echo "$FERSYNTH_WARM" > socket; fersynth demo --only fer2013 --out out --params p.yaml & wait $!; echo $? > rc'
+    )
+    runner = subprocess.Popen(
+        ["fersynth", "warm", "--", "sh", "-c", script],
+        cwd=tmp_path,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(tmp_path / "out", runner)  # the worker has started writing
+    server, (worker,) = _server_and_workers(runner.pid, (tmp_path / "socket").read_text().strip())
+    try:
+        os.kill(server, signal.SIGKILL)  # the OOM killer's way
+        _out, err = runner.communicate(timeout=60)
+        assert (tmp_path / "rc").read_text().strip() == "1"  # DVC sees the stage fail...
+        assert _state(worker) in (None, "Z")  # ...once its worker is dead: nothing publishes after that
+        assert "the warm server ended while worker" in err
+        assert not (tmp_path / "out" / "fer2013" / "fer2013.csv").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker, signal.SIGKILL)  # what an unfixed server would leave running for ~30 s
+
+
+@pytest.mark.slow  # ~15 s (a server start, an MLflow database created, a run stopped)
+def test_terminating_fersynth_warm_ends_an_orphaned_workers_run_killed_and_reaps_it(tmp_path):
+    # DVC, terminated, exits without signalling its stage: `sh` does the same with a background job
+    runner = _warm_probe(
+        "fersynth mlflow-run run.json & wait", tmp_path, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}"
+    )
+    _wait_for(tmp_path / "run.json", runner)
+    held = json.loads((tmp_path / "run.json").read_text())
+    try:
+        runner.send_signal(signal.SIGTERM)
+        _out, err = runner.communicate(timeout=60)
+        assert runner.returncode == 128 + signal.SIGTERM, err
+        with contextlib.closing(sqlite3.connect(tmp_path / "mlflow.db")) as db:
+            (status,) = db.execute("select status from runs where run_uuid = ?", (held["run_id"],)).fetchone()
+        assert status == "KILLED"  # the worker got SIGTERM, as a cold stage's process group would
+        assert _state(held["pid"]) is None  # reaped by the server: no process, no zombie
+        assert "; 1 stopped: still running when the command ended\n" in err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(held["pid"], signal.SIGKILL)
+
+
+def test_a_warm_worker_runs_with_its_callers_limits_and_nice(tmp_path):
+    script = (
+        # a sandboxed caller: fewer files, a CPU-time limit, a lower priority
+        "(ulimit -n 200; ulimit -t 600; exec nice -n 7 sh -c "
+        "'$PROBE limits cold-low.json; fersynth limits warm-low.json'); "
+        # a caller that raised its soft limit above the server's (still under the hard one)
+        "(ulimit -S -n 1000; $PROBE limits cold-high.json; fersynth limits warm-high.json)"
+    )
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    runner = _warm_probe(script, tmp_path, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (512, hard)))
+    _out, err = runner.communicate(timeout=300)
+    assert runner.returncode == 0, err
+    assert "fersynth warm: 2 command(s) ran warm\n" in err
+    low, high = (
+        {k: json.loads((tmp_path / f"{k}-{n}.json").read_text()) for k in ("cold", "warm")} for n in ("low", "high")
+    )
+    assert low["cold"]["rlimits"]["RLIMIT_NOFILE"] == [200, 200] and low["cold"]["rlimits"]["RLIMIT_CPU"] == [600, 600]
+    assert high["cold"]["rlimits"]["RLIMIT_NOFILE"] == [1000, hard] and low["cold"]["nice"] > high["cold"]["nice"]
+    assert low["warm"] == low["cold"]
+    assert high["warm"] == high["cold"]
+
+
+def test_a_caller_whose_limit_the_server_cannot_give_starts_cold(tmp_path):
+    script = 'echo "$FERSYNTH_WARM" > socket; while [ ! -e go ]; do sleep 0.1; done; fersynth --version'
+    runner = subprocess.Popen(
+        ["fersynth", "warm", "--", "sh", "-c", script],
+        cwd=tmp_path,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(tmp_path / "socket", runner)
+    server, _workers = _server_and_workers(runner.pid, (tmp_path / "socket").read_text().strip())
+    resource.prlimit(server, resource.RLIMIT_NOFILE, (64, 64))  # raising it back needs a privilege
+    (tmp_path / "go").touch()
+    out, err = runner.communicate(timeout=300)
+    assert runner.returncode == 0 and "fersynth, version" in out
+    assert "fersynth warm: 0 command(s) ran warm; 1 cold: RLIMIT_NOFILE above the server's\n" in err
+
+
+def test_callers_that_set_a_preloaded_librarys_settings_start_cold(tmp_path):
+    script = (
+        "SKLEARN_ASSUME_FINITE=1 fersynth --version; JOBLIB_START_METHOD=forkserver fersynth --version; "
+        "PANDAS_COPY_ON_WRITE=warn fersynth --version; fersynth --version"
+    )
+    warm = _warm(script, tmp_path)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.count("fersynth, version") == 4
+    assert (
+        "fersynth warm: 1 command(s) ran warm; 1 cold: JOBLIB_START_METHOD differ; "
+        "1 cold: PANDAS_COPY_ON_WRITE differ; 1 cold: SKLEARN_ASSUME_FINITE differ\n"
+    ) in warm.stderr
+
+
+def test_a_caller_in_another_network_namespace_starts_cold(tmp_path):
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode:
+        pytest.skip("unshare -rn (an unprivileged user and network namespace) is not available here")
+    warm = _warm("unshare -rn fersynth --version; fersynth --version", tmp_path)
+    assert warm.returncode == 0, warm.stderr
+    assert warm.stdout.count("fersynth, version") == 2
+    assert "fersynth warm: 1 command(s) ran warm; 1 cold: net, user namespaces differ\n" in warm.stderr

@@ -22,8 +22,8 @@ from fersynth.options import (
 )
 
 WARM_ENTRY = "fersynth.cli:main"
-"""The command group a ``fersynth warm`` server's workers run (:func:`fersynth.ops.warm.entry_point`), named here so
-that the warm server never imports this module (no import circle). By name, not ``__name__``: under
+"""The command group a ``fersynth warm`` server's workers run (:func:`fersynth.ops.warm_worker.entry_point`), named
+here so that the warm server never imports this module (no import circle). By name, not ``__name__``: under
 ``python -m fersynth.cli`` this module is ``__main__``."""
 
 
@@ -882,7 +882,7 @@ def warm_command(cold_while_loading: bool, command: tuple[str, ...]) -> None:
 def run() -> None:
     """The console script: pins the CPU arithmetic (:mod:`fersynth.runtime`) before anything loads PyTorch;
     inside `fersynth warm`, a command then runs in the warm server (pinned alike); otherwise here."""
-    from fersynth.ops.warm import forward
+    from fersynth.ops.warm_client import forward
     from fersynth.runtime import pin, runtime_config
 
     try:
