@@ -2,14 +2,14 @@
 # install the pinned dependencies (requirements.lock, then requirements-nodeps.txt) plus this package.
 # The installer byte-compiles what it installs (uv with --compile-bytecode, as pip does by default): keep it.
 # Where PYTHONDONTWRITEBYTECODE is set, nothing compiled later is ever cached, and with pip's `--no-compile`
-# every stage recompiled torch, GX and DVC from source (a fresh-clone `dvc repro` took 680 s instead of ~520 s).
+# every stage recompiled torch, GX and DVC from source (measured: docs/benchmarks.md).
 VENV   ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fersynth-installed
 # uv installs the same pinned wheels as pip (the same 222 packages, byte-compiled), downloading and unpacking
-# several at a time: a fresh clone's `make venv` on 2 cores, everything downloaded (empty caches), took 85 s with
-# uv and 207 s with pip, one after the other on the same machine (ae10b99). `make INSTALLER=pip venv`: pip only.
+# several at a time, several times faster than pip on a fresh clone (measured: docs/development.md).
+# `make INSTALLER=pip venv`: pip only.
 # Where uv fails (no wheel for the platform, an index only pip is configured for), pip installs instead.
 UV_VERSION := 0.13.8
 INSTALLER  ?= uv
@@ -43,8 +43,8 @@ browser:
 	  echo "no chromium: the report's browser test will skip (apt-get install chromium)"
 
 # `fersynth warm`: the stages run in forks of one process that imported PyTorch, MLflow and Great
-# Expectations once (same outputs; a fresh-clone `dvc repro` measured ~150 s faster on 2 cores). The first
-# stage (demo) runs cold beside the server's imports instead of waiting for them (~6 s).
+# Expectations once (same outputs, faster: docs/warm.md). The first stage (demo) runs cold beside the
+# server's imports instead of waiting for them.
 repro: $(STAMP)
 	$(BIN)/fersynth warm --cold-while-loading -- $(BIN)/dvc repro
 
