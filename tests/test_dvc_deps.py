@@ -2,15 +2,15 @@
 code makes DVC rerun the stage, no more than that source, and every source path it lists exists.
 
 A stage's source is found from the code itself: the ``fersynth <subcommand>`` of its ``cmd`` names a click
-command in ``cli.py``, whose body imports the stage's worker; from there every ``import fersynth...`` and
-``from fersynth... import`` (lazy imports in function bodies included, and the packages whose
-``__init__.py`` an import runs) is followed through ``src/``. Stages come from DVC's own parser, so
+command of ``fersynth.cli`` (one module per phase), whose body imports the stage's worker; from there every
+``import fersynth...`` and ``from fersynth... import`` (lazy imports in function bodies included, and the packages
+whose ``__init__.py`` an import runs) is followed through ``src/``. Stages come from DVC's own parser, so
 ``foreach`` stages are expanded exactly as ``dvc repro`` expands them.
 
 Source is listed by room: ``src/fersynth/`` holds one folder per phase of the pipeline (``variants``, ``ingest``,
-``train``, ...) beside top-level plumbing (COMMON, ``cli.py``), and a stage lists the folders of the modules it
-runs (each folder is one ``dvc exp show`` column, where each file was one). The rooms import one another without
-a circle, so a drawing of their imports reads as the stage graph.
+``train``, ...) beside top-level plumbing (COMMON, the ``cli/`` package: CLI), and a stage lists the folders of
+the modules it runs (each folder is one ``dvc exp show`` column, where each file was one). The rooms import one
+another without a circle, so a drawing of their imports reads as the stage graph.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 
 # Plumbing every command imports: the package root, params parsing, user errors, logging, atomic writes, path
-# names, the shared click options, and cli.py's dispatch (its module level; each command's body belongs to its
-# stage). They are deliberately NOT deps: they decide how a stage reads its params and writes its files, not what
-# it computes, and listing them would rerun the whole 25-minute pipeline for a log format or a help text. The
-# exclusion may hide nothing: these modules import only each other (test_common_modules_import_only_each_other).
+# names, the shared click options, and the command line's group, dispatch and option wiring (the module level of
+# fersynth.cli's modules; each command's body belongs to its stage). They are deliberately NOT deps: they decide
+# how a stage reads its params and writes its files, not what it computes, and listing them would rerun the whole
+# 25-minute pipeline for a log format or a help text. The exclusion may hide nothing: these modules import only
+# each other (test_common_modules_import_only_each_other, test_cli_functions_other_than_commands_import_no_stage).
 COMMON = frozenset(
     {
         "fersynth",
@@ -43,7 +44,11 @@ COMMON = frozenset(
         "fersynth.options",
     }
 )
-PLUMBING = COMMON | {"fersynth.cli"}  # the top level of src/fersynth/: every other module lives in a room
+CLI = frozenset(  # the click commands, one module per phase, and their group and dispatch
+    "fersynth.cli" if path.stem == "__init__" else f"fersynth.cli.{path.stem}"
+    for path in (SRC / "fersynth" / "cli").glob("*.py")
+)
+PLUMBING = COMMON | CLI  # the top level of src/fersynth/: every other module lives in a room
 # `fersynth warm` runs a command in a fork of a server instead of a new process, with the same outputs
 # (tests/test_warm.py): how a command starts, not what it computes. The console script imports it in every process.
 WARM = frozenset(  # `fersynth warm`: its caller, server and worker, what they share, its guards for what a kill leaves
@@ -122,7 +127,7 @@ def command_modules(subcommand: str) -> set[str]:
     from fersynth.cli import main
 
     if subcommand not in main.commands:
-        raise AssertionError(f"no `fersynth {subcommand}` command; cli.py has {sorted(main.commands)}")
+        raise AssertionError(f"no `fersynth {subcommand}` command; fersynth.cli has {sorted(main.commands)}")
     source = textwrap.dedent(inspect.getsource(main.commands[subcommand].callback))
     return imports_in(source, "fersynth")
 
@@ -179,11 +184,62 @@ def covered(path: str, deps: list[str]) -> bool:
     return any(path == dep or path.startswith(dep.rstrip("/") + "/") for dep in deps)
 
 
+def functions_of(tree: ast.Module) -> list[ast.FunctionDef]:
+    """The functions a module defines at its top level or in its classes (nested ones are part of theirs)."""
+    found = []
+    for node in tree.body:
+        members = node.body if isinstance(node, ast.ClassDef) else [node]
+        found += [member for member in members if isinstance(member, ast.FunctionDef | ast.AsyncFunctionDef)]
+    return found
+
+
+def module_level_imports(name: str) -> set[str]:
+    """fersynth modules that module ``name`` imports when it is imported: every import outside its functions."""
+    path = module_file(name)
+    tree = ast.parse(path.read_text())
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    lines = path.read_text().splitlines(keepends=True)
+    for function in functions_of(tree):  # blank out function bodies; what is left runs on import
+        first = function.decorator_list[0].lineno if function.decorator_list else function.lineno
+        for k in range(first - 1, function.end_lineno):
+            lines[k] = "\n"
+    return imports_in("".join(lines), package)
+
+
+def command_callbacks(group=None) -> set[str]:
+    """``module.qualname`` of every click command's function, sub-groups' commands (``mlflow-server start``) too."""
+    from fersynth.cli import main
+
+    found = set()
+    for command in (group or main).commands.values():
+        found.add(f"{command.callback.__module__}.{command.callback.__qualname__}")
+        if hasattr(command, "commands"):
+            found |= command_callbacks(command)
+    return found
+
+
 def test_common_modules_import_only_each_other():
     assert closure(set(COMMON)) == COMMON, "a common module imports more: list those modules as deps instead"
-    cli = ast.parse(module_file("fersynth.cli").read_text())
-    top_level = {node.module for node in cli.body if isinstance(node, ast.ImportFrom) and node.module}
-    assert {m for m in top_level if m.startswith("fersynth")} <= COMMON, "cli.py imports a stage at module level"
+    assert "fersynth.cli.data" in CLI and "fersynth.cli.group" in CLI  # the glob finds the package's modules
+    for name in sorted(CLI):
+        stages = module_level_imports(name) - PLUMBING
+        assert not stages, f"{name} imports a stage at module level (only inside a command's body): {stages}"
+
+
+def test_cli_functions_other_than_commands_import_no_stage():
+    # a command's body decides its stage's deps; a helper beside it that imported a room would slip past them
+    callbacks = command_callbacks() | {"fersynth.cli.run"}  # run: entry_modules, counted for every stage
+    assert {"fersynth.cli.data.demo", "fersynth.cli.ops.mlflow_server_start"} <= callbacks
+    for name in sorted(CLI):
+        path = module_file(name)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        source = path.read_text()
+        for function in functions_of(ast.parse(source)):
+            if f"{name}.{function.name}" in callbacks:
+                continue
+            body = textwrap.dedent(ast.get_source_segment(source, function, padded=True))
+            stages = imports_in(body, package) - PLUMBING
+            assert not stages, f"{name}.{function.name} is no command but imports {stages}: import it in the command"
 
 
 def test_warm_is_plumbing_and_imports_no_command():
@@ -194,7 +250,9 @@ def test_warm_is_plumbing_and_imports_no_command():
 
 def test_the_top_level_holds_plumbing_only():
     top = {f"fersynth.{path.stem}" for path in (SRC / "fersynth").glob("*.py")} - {"fersynth.__init__"}
-    assert top | {"fersynth"} == PLUMBING, "a module outside the plumbing belongs in a room (a folder)"
+    assert top | {"fersynth"} == COMMON, "a module outside the plumbing belongs in a room (a folder)"
+    # the one folder that is no room: the click commands, whose bodies count for their stages (command_modules)
+    assert room("fersynth.cli.train") is None and room("fersynth.train.train") == "fersynth.train"
 
 
 def subcommand_of(name: str, cmd: str) -> str:
