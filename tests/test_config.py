@@ -97,6 +97,12 @@ def test_the_project_keeps_each_section_in_one_place_and_every_configs_file_is_a
     assert {f"configs/{name}.yaml" for name in configs} <= deps  # a configs file nothing depends on checks nothing
     declared = {p.split(".")[0] for stage in stages.values() for p in stage.get("params", [])}
     assert not declared & set(configs), "a configs section declared as a params.yaml param"
-    # every training stage depends on the recipe and on its own experiment
-    for name in params["train"]:
-        assert {"train.defaults", f"train.{name}"} <= set(stages[f"train-{name}"]["params"]), name
+    # one training stage per experiment (`train@<experiment>`; `train-<experiment>` where it reads several variants,
+    # which a foreach item cannot list): it depends on the recipe, its own experiment and exactly its variants
+    training = {name: s for name, s in stages.items() if s["cmd"].split()[:2] == ["fersynth", "train"]}
+    assert sorted(s["cmd"].split()[2] for s in training.values()) == sorted(params["train"])
+    for name, stage in training.items():
+        experiment = stage["cmd"].split()[2]
+        assert name in (f"train@{experiment}", f"train-{experiment}"), name
+        assert {"train.defaults", f"train.{experiment}"} <= set(stage["params"]), name
+        assert {d for d in stage["deps"] if d.startswith("data/")} == set(params["train"][experiment]["variants"]), name

@@ -368,14 +368,14 @@ def test_the_number_check_reads_keys_scales_rounds_and_words(tmp_path):
 
 def test_the_stage_table_has_a_row_for_every_dvc_stage():
     """docs/pipeline.md's "Where is each stage" names every stage of dvc.yaml (``name@<item>`` for a foreach
-    stage, ``train-<experiment>`` for the experiments) and no stage that is not there."""
+    stage, e.g. ``train@<experiment>``) and no stage that is not there."""
     stages = list(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
     text = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
     section = text.split("\n## Where is each stage\n", 1)[1].split("\n## ", 1)[0]
     names = [
         n for row in section.splitlines() if row.startswith("| `") for n in re.findall(r"`([^`]+)`", row.split("|")[1])
     ]
-    # `validate@<suite>` is dvc.yaml's foreach stage `validate`; `train-<experiment>` stands for every train-* stage
+    # `validate@<suite>` is dvc.yaml's foreach stage `validate`, `train@<experiment>` its foreach stage `train`
     patterns = {n: re.compile(PLACEHOLDER.sub(".+", n.split("@")[0])) for n in names}
     missing = [s for s in stages if not any(p.fullmatch(s) for p in patterns.values())]
     assert missing == [], f"dvc.yaml stages without a row in docs/pipeline.md: {missing}"

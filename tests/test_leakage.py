@@ -111,7 +111,7 @@ def test_autolabel_depends_on_its_labeler_and_the_params_its_check_reads(stages)
     variants = [f"train.{name}.variants" for name in PARAMS["train"]]
     assert "configs/autolabel.yaml" in stage["deps"]
     assert set(stage["params"]) >= {"compare.pairs", "evaluate.models", "evaluate.test_sets", *variants}
-    assert stages["train-labeler"]["outs"][0] == PARAMS["autolabel"]["model"]
+    assert stages["train@labeler"]["outs"][0] == PARAMS["autolabel"]["model"]
 
 
 def _manifest(root: Path, variant: str, rows: list[tuple[str, str]]) -> None:

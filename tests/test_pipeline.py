@@ -181,7 +181,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         "report",
         "smote",
         "summary",
-        "train-fer2013_smote",
+        "train@fer2013_smote",
         "validate-evaluator",
         "validate@smote_balanced",
     ], ran

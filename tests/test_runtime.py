@@ -131,7 +131,7 @@ def test_a_fresh_clone_on_another_machine_reproduces_the_committed_lock(tmp_path
     run_ok(["git", "clone", "-q", str(root), str(clone)], tmp_path, dict(os.environ))
     env = os.environ | ANOTHER_MACHINE | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("DVC_ROOT", None)
-    stages = ["demo", "ingest@fer2013", "validate@fer2013", "ingest@casme2", "validate@casme2", "train-casme2"]
+    stages = ["demo", "ingest@fer2013", "validate@fer2013", "ingest@casme2", "validate@casme2", "train@casme2"]
     run_ok([sys.executable, "-m", "dvc", "repro", "--single-item", *stages], clone, env)
     changed = run_ok(["git", "status", "--porcelain"], clone, env)
     assert changed == "", f"a fresh clone's dvc repro changed tracked files:\n{changed}"

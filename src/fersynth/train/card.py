@@ -41,7 +41,7 @@ def model_card(experiment: str, config, metrics: dict, variant_hashes: dict[str,
     lines = [
         f"# Model card: `{experiment}`",
         "",
-        f"Made by `fersynth train {experiment}` (`dvc repro train-{experiment}`; settings: `params.yaml: train."
+        f"Made by `fersynth train {experiment}` (its `dvc.yaml` stage; settings: `params.yaml: train."
         f"{experiment}`). Weights: safetensors with a `config.json` per trial; load them with "
         "`fersynth.modeling.trained.load_trained` or try them with `fersynth predict` / `fersynth serve`.",
         "",
