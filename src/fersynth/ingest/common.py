@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from fersynth.config import at_least, check_seeds
 from fersynth.variants.images import ImageLimits, ImageRejected, decode_image, to_8bit
 from fersynth.variants.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
 from fersynth.variants.variant import VariantWriter, encode_png, pixel_sha256, printable
@@ -54,6 +55,8 @@ class IngestConfig:
         if self.casme2_missing_apex not in ("middle", "drop"):
             raise ValueError(f"casme2_missing_apex must be 'middle' or 'drop', got {self.casme2_missing_apex!r}")
         self.limits  # noqa: B018 (validates max_pixels and min_side)
+        check_seeds("ingest", seed=self.seed)
+        at_least("ingest", 1, shard_max_mb=self.shard_max_mb)
 
     @property
     def limits(self) -> ImageLimits:
