@@ -13,7 +13,7 @@ from fersynth.modeling.data import InputConfig
 from fersynth.train.recipe import TrainConfig
 from fersynth.train.train import train
 from fersynth.variants.labels import BASIC7
-from fersynth.variants.variant import Variant
+from fersynth.variants.variant import Variant, VariantWriter
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +113,29 @@ def test_a_labeler_trained_on_a_compared_models_data_is_refused_in_one_line(labe
     # the same model may label a variant no compared model trains on
     no_pairs = params | {"compare": {"pairs": {}}}
     assert check_labeler(root / "model", tmp_path / "labeled", no_pairs) == (str(root / "fer2013"),)
+
+
+def test_bad_params_a_missing_model_or_an_empty_reference_are_one_line_errors_before_any_work(labeled, tmp_path):
+    root, _ = labeled
+    with VariantWriter(tmp_path / "empty") as writer:
+        writer.commit()
+    params = _compare_params(root, tmp_path / "labeled") | {"compare": {"pairs": {}}}
+    good = {"model": str(root / "model"), "match_counts_of": str(root / "fer2013")}
+    for source, change, code, message in [
+        (root / "sfhq", {"ratio": "1.0"}, 2, "AutolabelConfig.ratio must be a finite number, not '1.0'"),
+        (root / "sfhq", {"min_confidence": "0.5"}, 2, "AutolabelConfig.min_confidence must be a finite number"),
+        (root / "sfhq", {"seed": "abc"}, 2, "AutolabelConfig.seed must be a whole number, not 'abc'"),
+        (root / "sfhq", {"ratio": -1}, 2, "autolabel.ratio must be > 0, not -1"),
+        (root / "sfhq", {"min_confidence": 5}, 2, "autolabel.min_confidence must be within [0, 1], not 5"),
+        (root / "sfhq", {"model": str(tmp_path / "nomodel")}, 2, "nomodel is not a `fersynth train` model"),
+        (root / "sfhq", {"match_counts_of": str(tmp_path / "none")}, 2, "match_counts_of: " + str(tmp_path / "none")),
+        (root / "sfhq", {"match_counts_of": str(root / "sfhq")}, 1, "has no labeled faces: no class counts to match"),
+        (tmp_path / "empty", {}, 1, "empty holds no faces to label"),
+    ]:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params | {"autolabel": good | change}))
+        arguments = [str(source), "--out", str(tmp_path / "labeled"), "--params", str(tmp_path / "params.yaml")]
+        result = CliRunner().invoke(main, ["autolabel", *arguments])
+        assert result.exit_code == code and "Traceback" not in result.output, result.output
+        [line] = result.output.strip().splitlines()
+        assert line.startswith("fersynth autolabel: error: ") and message in line, line
+        assert not (tmp_path / "labeled").exists()

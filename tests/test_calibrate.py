@@ -283,10 +283,10 @@ def test_cli_runs_the_stage_and_typos_are_one_line_errors(tmp_path, smiling, mon
         ({"vote": "avg"}, "calibrate.vote must be one of mean, majority, not 'avg'"),
         ({"judges": ["models/nope"]}, "unknown judge 'models/nope'"),
         ({"judges": ["models/empty"]}, "judge models/empty is not a `fersynth train` model"),
-        ({"judges": "models/judge"}, "calibrate.judges must be a list of names, not 'models/judge'"),
+        ({"judges": "models/judge"}, "CalibrateConfig.judges must be a list (each a string), not 'models/judge'"),
         ({"judges": ["models/judge", "models/judge/"]}, "names one judge twice: models/judge, models/judge/"),
         ({"judges": ["models/judge", "models/judge"]}, "names one judge twice: models/judge"),
-        ({"splits": "train"}, "calibrate.splits must be a list"),
+        ({"splits": "train"}, "CalibrateConfig.splits must be a list"),
         ({"batch_size": 0}, "calibrate.batch_size must be a whole number >= 1"),
         ({"acton": "drop"}, "acton"),
     ]:
@@ -303,3 +303,28 @@ def test_cli_runs_the_stage_and_typos_are_one_line_errors(tmp_path, smiling, mon
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = runner.invoke(main, ["calibrate", str(casme), "--out", "data/c2", "--params", "params.yaml"])
     assert result.exit_code == 2 and "1 generated rows are not labelled in basic7 (casme2)" in result.output
+
+
+def test_bad_params_or_nothing_to_judge_stop_before_any_judging_in_one_line(tmp_path, smiling, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _variant(tmp_path / "data" / "real", [("r", "train", "happy", False, smiling)])
+    rows = [("g", "train", "sad", True, smiling), ("v", "val", "sad", False, smiling)]
+    source = _variant(tmp_path / "data" / "gen", rows)
+    empty = _variant(tmp_path / "data" / "empty", [])
+    real_only = _variant(tmp_path / "data" / "real_only", [("r", "train", "happy", False, smiling)])
+    fixed_judge(tmp_path / "models" / "judge", "happy", variants=("data/real",))
+    good = {"judges": ["models/judge"], "real_split": "val"}
+    for variant, change, code, message in [
+        (source, {"splits": ["nosuchsplit"]}, 2, "calibrate.splits 'nosuchsplit': not a split of"),
+        (source, {"real_split": "vall"}, 2, "calibrate.real_split 'vall': not a split of"),
+        (source, {"batch_size": True}, 2, "CalibrateConfig.batch_size must be a whole number, not True"),
+        (source, {"min_confidence": "0.5"}, 2, "CalibrateConfig.min_confidence must be a finite number, not '0.5'"),
+        (empty, {}, 1, "is empty: no generated faces to judge"),
+        (real_only, {"real_split": ""}, 1, "has no generated faces in calibrate.splits train to judge"),
+    ]:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(dict(PARAMS, calibrate=good | change)))
+        result = CliRunner().invoke(main, ["calibrate", str(variant), "--out", "data/out", "--params", "params.yaml"])
+        assert result.exit_code == code and "Traceback" not in result.output, result.output
+        [line] = result.output.strip().splitlines()
+        assert line.startswith("fersynth calibrate: error: ") and message in line, line
+        assert not (tmp_path / "data" / "out").exists()

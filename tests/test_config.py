@@ -1,4 +1,5 @@
-"""Where a section lives (params.yaml or configs/<section>.yaml), train.defaults, and the refusals."""
+"""Where a section lives (params.yaml or configs/<section>.yaml), train.defaults, the refusals, and build's
+type checks (the ranges of each section, and the fuzz of them all: tests/test_params.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fersynth.config import load_params, raw_sections, section, write_sections
+from fersynth.annotate.autolabel import AutolabelConfig
+from fersynth.annotate.calibrate import CalibrateConfig
+from fersynth.checks.validate import SuiteConfig
+from fersynth.compare.compare import CompareConfig
+from fersynth.config import build, load_params, raw_sections, section, write_sections
 from fersynth.errors import ParamsError
+from fersynth.evaluate.evaluate import EvaluateConfig
+from fersynth.generate.artificial import ArtificialConfig
+from fersynth.generate.evaluator import EvaluatorConfig
+from fersynth.generate.gate import GateConfig
+from fersynth.generate.smote import SmoteConfig
+from fersynth.ingest.common import IngestConfig
+from fersynth.ingest.merge import MergeConfig
+from fersynth.train.recipe import TrainConfig
 from tests.conftest import dvc_stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,3 +119,43 @@ def test_the_project_keeps_each_section_in_one_place_and_every_configs_file_is_a
         assert name in (f"train@{experiment}", f"train-{experiment}"), name
         assert {"train.defaults", f"train.{experiment}"} <= set(stage["params"]), name
         assert {d for d in stage["deps"] if d.startswith("data/")} == set(params["train"][experiment]["variants"]), name
+
+
+WRONG_TYPES = [  # (class, values, the one-line error): what YAML lets through and the field's type does not
+    (AutolabelConfig, {"ratio": "1.0"}, "AutolabelConfig.ratio must be a finite number, not '1.0'"),
+    (AutolabelConfig, {"min_confidence": "0.5"}, "AutolabelConfig.min_confidence must be a finite number"),
+    (AutolabelConfig, {"seed": "abc"}, "AutolabelConfig.seed must be a whole number, not 'abc'"),
+    (AutolabelConfig, {"ratio": float("nan")}, "AutolabelConfig.ratio must be a finite number, not nan"),
+    (AutolabelConfig, {"model": 5}, "AutolabelConfig.model must be a string, not 5"),
+    (CalibrateConfig, {"batch_size": True}, "CalibrateConfig.batch_size must be a whole number, not True"),
+    (TrainConfig, {"epochs": 2.0}, "TrainConfig.epochs must be a whole number, not 2.0"),
+    (TrainConfig, {"mixed_precision": 1}, "TrainConfig.mixed_precision must be true or false, not 1"),
+    (TrainConfig, {"input": {"size": "48"}}, "TrainConfig.input.size must be a whole number, not '48'"),
+    (IngestConfig, {"fractions": [0.8, "0.1", 0.1]}, "IngestConfig.fractions[1] must be a finite number"),
+    (IngestConfig, {"fractions": [0.5, 0.5]}, "IngestConfig.fractions must be a list of 3 items"),
+    (SmoteConfig, {"augment": [30]}, "SmoteConfig.augment must be a mapping of ImageGeneratorConfig parameters"),
+    (SuiteConfig, {"max_per_class": "5"}, "SuiteConfig.max_per_class must be a whole number or null, not '5'"),
+    (SuiteConfig, {"splits": "train"}, "SuiteConfig.splits must be a list (each a string), not 'train'"),
+    (CompareConfig, {"pairs": {"a": {"baseline": 3}}}, "CompareConfig.pairs.a.baseline must be a string, not 3"),
+    (MergeConfig, {"per_class_cap": {"affectnet": 3.5}}, "MergeConfig.per_class_cap.affectnet must be a whole"),
+    (EvaluateConfig, {"models": {"a": None}}, "EvaluateConfig.models.a must be a string, not None"),
+    (GateConfig, {"detector": None}, "GateConfig.detector must be a string, not None"),
+    (EvaluatorConfig, {"gate": {"blur_below": "x"}}, "evaluator.gate.blur_below must be a finite number"),
+    (EvaluatorConfig, {"gate": {"blur": 1.0}}, "evaluator.gate: unknown parameter(s) ['blur']"),
+    (ArtificialConfig, {"prompts": {"age_words": {"old": 3}}}, "ArtificialConfig.prompts.age_words.old must be a"),
+]
+
+
+@pytest.mark.parametrize("cls, values, message", WRONG_TYPES, ids=[m.split(" ")[0] for _, _, m in WRONG_TYPES])
+def test_build_checks_each_value_against_its_field_type_and_says_which_in_one_line(cls, values, message):
+    with pytest.raises(ParamsError) as refused:
+        build(cls, values)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_build_takes_what_the_types_allow():
+    assert build(AutolabelConfig, {"ratio": 2}).ratio == 2  # a whole number is a float
+    assert build(IngestConfig, {"fractions": [1, 0, 0]}).fractions == (1, 0, 0)
+    assert build(SuiteConfig, {"max_per_class": None, "splits": ["train"]}).splits == ("train",)
+    pair = build(CompareConfig, {"pairs": {"a": {"baseline": "b", "test_sets": ["t"]}}}).pairs["a"]
+    assert (pair.baseline, pair.test_sets) == ("b", ("t",))

@@ -3,9 +3,12 @@ import json
 import re
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from PIL import Image
 
 from fersynth.checks.validate import SuiteConfig, ValidationFailed, validate_variant
+from fersynth.cli import main
 from fersynth.variants.variant import VariantWriter
 from tests.conftest import image_bytes
 
@@ -313,3 +316,15 @@ def test_validating_twice_writes_the_same_bytes(tmp_path, monkeypatch):
     assert "data_docs/index.html" in trees[0] and "data_docs/static/vendor/js/jquery.min.js" in trees[0]
     text = b"".join(trees[0].values()).decode("utf-8", "replace")
     assert str(tmp_path) not in text  # no absolute path of the checkout in any output
+
+
+def test_validate_on_a_truncated_manifest_is_a_one_line_data_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    variant = _variant(tmp_path / "toy", GOOD)
+    manifest = variant / "manifest.parquet"
+    manifest.write_bytes(manifest.read_bytes()[:100])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"validate": {"suites": {"toy": {"min_per_class": 0}}}}))
+    result = CliRunner().invoke(main, ["validate", str(variant), "--suite", "toy", "--params", "params.yaml"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("fersynth validate: error: ") and "manifest.parquet is not a readable parquet file" in line

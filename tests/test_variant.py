@@ -5,6 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from fersynth.errors import InputError
+from fersynth.paths import VariantLayout
 from fersynth.variants.variant import MANIFEST_COLUMNS, Variant, VariantWriter, pixel_sha256
 from tests.conftest import image_bytes
 
@@ -100,3 +102,19 @@ def test_closing_without_commit_writes_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="without commit"), VariantWriter(tmp_path / "v") as writer:
         writer.add(_record("a"), Image.open(io.BytesIO(png)), png)
     assert not (tmp_path / "v").exists()
+
+
+def test_a_damaged_manifest_or_shard_is_a_one_line_input_error(tmp_path):
+    png = image_bytes("happy", identity=1)
+    with VariantWriter(tmp_path / "v") as writer:
+        writer.add(_record("a"), Image.open(io.BytesIO(png)), png)
+        writer.commit()
+    shard = VariantLayout(tmp_path / "v").shard(0)
+    shard.write_bytes(shard.read_bytes()[:-40])  # cut short: parquet's footer is gone
+    with pytest.raises(InputError, match=rf"{shard.name} is not a readable parquet file \(.+\): the variant is dam"):
+        list(Variant(tmp_path / "v").iter_bytes())
+    manifest = tmp_path / "v" / "manifest.parquet"
+    manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])
+    with pytest.raises(InputError, match="manifest.parquet is not a readable parquet file") as refused:
+        Variant(tmp_path / "v").manifest  # noqa: B018 (the read is the test)
+    assert "\n" not in str(refused.value)

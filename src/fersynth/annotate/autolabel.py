@@ -24,13 +24,14 @@ import pandas as pd
 
 from fersynth.atomic import write_json
 from fersynth.checks.leakage import labeler_conflicts, labeler_picture_conflicts
-from fersynth.errors import UsageError
+from fersynth.config import above, check_seeds, within
+from fersynth.errors import InputError, ParamsError, UsageError
 from fersynth.log import get_logger, progress, summarize
 from fersynth.modeling.data import decoded
 from fersynth.modeling.trained import class_probabilities, load_trained
 from fersynth.paths import CheckpointLayout, trial_dirs
 from fersynth.variants.labels import LABEL_SPACES
-from fersynth.variants.variant import Variant, VariantWriter
+from fersynth.variants.variant import NotAVariant, Variant, VariantWriter
 
 log = get_logger(__name__)
 
@@ -45,11 +46,21 @@ class AutolabelConfig:
     ratio: float = 1.0  # target = ratio x the reference's count
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("autolabel.model is empty: name a `fersynth train` model directory")
+        within("autolabel", 0, 1, min_confidence=self.min_confidence)  # a softmax probability
+        above("autolabel", 0, ratio=self.ratio)
+        check_seeds("autolabel", seed=self.seed)
+
 
 def check_labeler(model_dir: Path, labeled_variant: Path, params: Mapping) -> tuple[str, ...]:
     """The labeling model's training variants (from its saved ``config.json``); a one-line
     :class:`UsageError` if :func:`fersynth.checks.leakage.labeler_conflicts` finds any reason to refuse it."""
-    variants = tuple(json.loads(CheckpointLayout(trial_dirs(Path(model_dir))[0]).config.read_text())["variants"])
+    try:
+        variants = tuple(json.loads(CheckpointLayout(trial_dirs(Path(model_dir))[0]).config.read_text())["variants"])
+    except (OSError, ValueError, KeyError) as error:
+        raise _not_a_model(model_dir, error) from None
     conflicts = labeler_conflicts(variants, labeled_variant, params)
     conflicts += labeler_picture_conflicts(variants, labeled_variant, params)
     if conflicts:
@@ -61,10 +72,15 @@ def targets(reference: Path | None, classes: tuple[str, ...], ratio: float) -> d
     """(split, label) -> how many faces to keep; None: keep all."""
     if reference is None:
         return None
-    manifest = Variant(reference).manifest
+    try:
+        manifest = Variant(reference).manifest
+    except NotAVariant as error:
+        raise ParamsError(f"autolabel.match_counts_of: {error}") from None
     labeled = manifest[manifest["label"].notna()]
+    if labeled.empty:
+        raise InputError(f"autolabel.match_counts_of {reference} has no labeled faces: no class counts to match")
     if LABEL_SPACES.get(labeled["label_space"].iloc[0]) != classes:
-        raise ValueError(f"{reference} is not in the labeling model's label space {classes}")
+        raise ParamsError(f"autolabel.match_counts_of {reference} is not in the labeling model's label space {classes}")
     counts = labeled.groupby(["split", "label"]).size()
     return {(split, int(label)): int(round(ratio * n)) for (split, label), n in counts.items()}
 
@@ -76,14 +92,18 @@ def autolabel(
     metrics_path: Path | None = None,
     ground_truth: Path | None = None,
 ) -> dict:
+    # 1. what there is to do, checked before any face is decoded
     source = Variant(source_dir)
     manifest = source.manifest.sort_values("key").reset_index(drop=True)
-    model, train_config, classes = load_trained(Path(config.model))
+    if manifest.empty:
+        raise InputError(f"{source_dir} holds no faces to label")
+    model, train_config, classes = _load_labeler(Path(config.model))
+    wanted = targets(Path(config.match_counts_of) if config.match_counts_of else None, classes, config.ratio)
+    # 2. label every face, then keep what the confidence floor and the reference's counts allow
     images = decoded(source, manifest, train_config.input)
     probabilities = class_probabilities(model, images, len(classes), desc="autolabel")
     manifest["predicted"] = probabilities.argmax(1)
     manifest["confidence"] = probabilities.max(1)
-    wanted = targets(Path(config.match_counts_of) if config.match_counts_of else None, classes, config.ratio)
     decisions = _decide(manifest, wanted, config)
     with VariantWriter(out_dir, report_name="autolabel.json", inputs=(source_dir,)) as writer:
         by_key = decisions.set_index("key")
@@ -107,6 +127,18 @@ def autolabel(
         write_json(metrics_path, metrics)
     summarize(log, f"autolabel {source.name}", report)
     return report
+
+
+def _load_labeler(model_dir: Path):
+    """:func:`load_trained`, where ``autolabel.model`` names no `fersynth train` model a one-line error."""
+    try:
+        return load_trained(model_dir)
+    except (OSError, ValueError, KeyError) as error:
+        raise _not_a_model(model_dir, error) from None
+
+
+def _not_a_model(model_dir: Path, error: Exception) -> ParamsError:
+    return ParamsError(f"autolabel.model {model_dir} is not a `fersynth train` model: {error}")
 
 
 def _decide(manifest: pd.DataFrame, wanted: dict | None, config: AutolabelConfig) -> pd.DataFrame:

@@ -23,6 +23,7 @@ from fersynth.checks.data_docs import index_entry, publish_suite, run_identity
 from fersynth.checks.integrity import check_images
 from fersynth.checks.integrity import summarize as summarize_integrity
 from fersynth.checks.offline_docs import make_offline, make_reproducible
+from fersynth.config import at_least
 from fersynth.errors import UsageError
 from fersynth.log import get_logger
 from fersynth.variants.labels import AGE_GROUPS, ETHNICITIES, GENDERS, LABEL_SPACES
@@ -71,6 +72,9 @@ class SuiteConfig:
         unknown = sorted(set(self.class_ratio_splits) - set(self.splits))
         if unknown:
             raise ValueError(f"class_ratio_splits {unknown} are not among splits {list(self.splits)}")
+        at_least("suite", 0, min_per_class=self.min_per_class, cell_count=self.cell_count)
+        if self.max_per_class is not None:
+            at_least("suite", max(self.min_per_class, 0), max_per_class=self.max_per_class)
 
 
 class ValidationFailed(RuntimeError):

@@ -49,7 +49,7 @@ from fersynth.compare.stats import (
     seeds_needed,
     verdict,
 )
-from fersynth.config import build
+from fersynth.config import above, build
 from fersynth.evaluate.origin import real_and_generated
 from fersynth.log import get_logger
 from fersynth.paths import EvaluateLayout
@@ -91,6 +91,7 @@ class CompareConfig:
             )
         if not 0 < self.alpha < 1 or not 0 < self.power < 1:
             raise ValueError(f"compare.alpha and compare.power must be in (0, 1): {self.alpha}, {self.power}")
+        above("compare", 0, max_mde=self.max_mde, plan_effects=self.plan_effects)
         unknown = {c: v for c, v in self.controls.items() if c not in self.pairs or v not in EXPECTED}
         if unknown:
             raise ValueError(f"compare.controls must name pairs and one of {EXPECTED}: {unknown}")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fersynth.atomic import atomic_path
+from fersynth.config import at_least, check_seeds
 from fersynth.demo.formats import (
     write_affectnet_lists,
     write_casme2,
@@ -29,6 +30,17 @@ DEMO_DATASETS = ("fer2013", "nhfi", "affectnet", "casme2", "utkface", "sfhq")
 NHFI_FOLDERS = {name: name for name in ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")}
 AFFECTNET_FOLDERS = NHFI_FOLDERS | {"angry": "anger"}
 log = get_logger(__name__)
+
+
+COUNTS = (  # the sizes of DemoConfig (rows, images, subjects, clips): whole numbers >= 0
+    "fer2013_rows",
+    "nhfi_images",
+    "affectnet_images",
+    "casme2_subjects",
+    "casme2_clips_per_subject",
+    "utkface_images",
+    "sfhq_images",
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,12 @@ class DemoConfig:
                 f"fer2013_usage is three shares (Training, PublicTest, PrivateTest) that sum to 1, Training above 0;"
                 f" got {list(shares)}"
             )
+        check_seeds("demo", seed=self.seed)
+        at_least("demo", 0, **{name: getattr(self, name) for name in COUNTS})
+        at_least("demo", 1, casme2_frames_per_clip=self.casme2_frames_per_clip)
+        if self.casme2_frames_per_clip[0] > self.casme2_frames_per_clip[1]:
+            raise ValueError(f"demo.casme2_frames_per_clip is [fewest, most], got {list(self.casme2_frames_per_clip)}")
+        at_least("demo", 16, sfhq_size=self.sfhq_size)  # smaller faces are quarantined at ingest: 'too small'
 
 
 def make_demo(config: DemoConfig, out: Path) -> dict[str, int]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fersynth.config import at_least, within
 from fersynth.demo.faces import FaceSpec
 from fersynth.variants.labels import AGE_GROUPS, BASIC7, CASME2, ETHNICITIES, GENDERS
 
@@ -38,6 +39,11 @@ class Nuisances:
     unrecognisable: float = 0.01  # blank or pure-noise pictures that still carry a label
     corrupt: int = 2
     malformed: int = 2
+
+    def __post_init__(self) -> None:
+        rates = ("label_noise", "blur", "occlusion", "low_light", "duplicates", "unrecognisable")
+        within("demo.nuisances", 0, 1, **{name: getattr(self, name) for name in rates})
+        at_least("demo.nuisances", 0, corrupt=self.corrupt, malformed=self.malformed)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.config import above, at_least, check_seeds
 from fersynth.demo.truth import read_ground_truth
 from fersynth.evaluate.origin import real_and_generated
 from fersynth.log import get_logger, progress
@@ -44,13 +45,19 @@ class RobustnessConfig:
     noise: tuple[float, ...] = (10.0, 25.0)  # Gaussian noise std on the 0-255 scale
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        above("evaluate.robustness", 0, lighting=self.lighting)
+        at_least("evaluate.robustness", 1, resolution=self.resolution)
+        at_least("evaluate.robustness", 0, noise=self.noise)
+        check_seeds("evaluate.robustness", seed=self.seed)
+
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     """``params.yaml: evaluate``."""
 
-    models: dict = field(default_factory=dict)  # name -> model directory (models/<experiment>)
-    test_sets: dict = field(default_factory=dict)  # name -> variant directory (its test split is used)
+    models: dict[str, str] = field(default_factory=dict)  # name -> model directory (models/<experiment>)
+    test_sets: dict[str, str] = field(default_factory=dict)  # name -> variant directory (its test split is used)
     fairness_on: str = "evaluator"  # the test set whose demographic columns are used for fairness
     figures_on: tuple[str, ...] = ("fer2013", "evaluator")  # confusion PNGs (report); CSVs for every test set
     robustness_on: tuple[str, ...] = ()  # test sets perturbed for robustness

@@ -26,9 +26,10 @@ class ArtificialConfig(GenerationConfig):
     """``configs/sd_artificial.yaml``. ``per_cell``: images per cell and split (paper 001 Table 7: test
     240 per emotion = 6 per cell of 40; train 550-1,492 per emotion)."""
 
-    per_cell: dict = field(default_factory=lambda: {"train": 2, "test": 1})
+    per_cell: dict[str, int] = field(default_factory=lambda: {"train": 2, "test": 1})
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         unknown = set(self.per_cell) - {"train", "val", "test"}
         if unknown or any(int(v) < 0 for v in self.per_cell.values()):
             raise ValueError(f"per_cell: splits train/val/test with counts >= 0, got {self.per_cell}")

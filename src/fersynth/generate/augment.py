@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torchvision.transforms.v2 as T
 from PIL import Image
 
+from fersynth.config import at_least
+
 
 @dataclass(frozen=True)
 class ImageGeneratorConfig:
@@ -24,6 +26,11 @@ class ImageGeneratorConfig:
     zoom: float = 0.2  # scale in [1 - zoom, 1 + zoom]
     horizontal_flip: bool = True
     vertical_flip: bool = True
+
+    def __post_init__(self) -> None:
+        at_least("smote.augment", 0, rotation=self.rotation, shift=self.shift, shear=self.shear, zoom=self.zoom)
+        if not self.zoom < 1:
+            raise ValueError(f"smote.augment.zoom must be below 1 (the smallest scale is 1 - zoom), not {self.zoom}")
 
 
 def image_generator(size: tuple[int, int], config: ImageGeneratorConfig = ImageGeneratorConfig()) -> T.Compose:

@@ -39,6 +39,7 @@ class AugmentedConfig(GenerationConfig):
     per_class: int = 300
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.per_class < 0:
             raise ValueError("per_class must be >= 0")
 

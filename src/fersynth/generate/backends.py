@@ -10,6 +10,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from fersynth.config import at_least
 from fersynth.demo.faces import FaceSpec, render_face
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.prompts import FaceRequest
@@ -37,6 +38,9 @@ class Backend(Protocol):
 @dataclass(frozen=True)
 class DemoBackendConfig:
     size: int = 128  # rendered side in pixels (RGB), converted to each dataset's format afterwards
+
+    def __post_init__(self) -> None:
+        at_least("backend.demo", 8, size=self.size)
 
 
 class DemoBackend:

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.config import check_seeds
 from fersynth.log import get_logger
 from fersynth.modeling.architectures import SmallCNN
 from fersynth.modeling.checkpoint import load_checkpoint, save_checkpoint
@@ -28,6 +29,9 @@ class GateTrainConfig:
     seed: int = 42
     class_weighted: bool = True  # inverse-frequency loss weights: FER2013's rare disgust must still be recognised
     model: ModelConfig = field(default_factory=ModelConfig)
+
+    def __post_init__(self) -> None:
+        check_seeds("gate_train", seed=self.seed)
 
 
 class EmotionClassifier:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from fersynth.atomic import atomic_path, write_json
+from fersynth.config import above, at_least, check_seeds
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.log import get_logger, progress
 from fersynth.modeling.distributed import (
@@ -47,6 +48,7 @@ TABLE2 = {
     "repression": 2187,
     "others": 2140,
 }
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")  # diffusers' that every sampler here takes
 SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm_solver": "DPMSolverMultistepScheduler"}
 
 
@@ -70,6 +72,16 @@ class DdpmTrainConfig:
 
     def __post_init__(self) -> None:
         check_device("ddpm_train.device", self.device)
+        if not self.channels:
+            raise ValueError("ddpm_train.channels is empty: give each UNet block's channel count")
+        at_least("ddpm_train", 8, size=self.size)
+        steps = {"steps": self.steps, "timesteps": self.timesteps, "log_every": self.log_every}
+        at_least("ddpm_train", 1, channels=self.channels, layers_per_block=self.layers_per_block, **steps)
+        at_least("ddpm_train", 1, batch_size=self.batch_size)
+        above("ddpm_train", 0, learning_rate=self.learning_rate)
+        check_seeds("ddpm_train", seed=self.seed)
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"ddpm_train.beta_schedule must be one of {BETA_SCHEDULES}, not {self.beta_schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ class DdpmSampleConfig:
     """``configs/ddpm_sample.yaml``."""
 
     total: int = 15464  # images; split over classes in paper 002's Table 2 proportions
-    proportions: dict = field(default_factory=lambda: dict(TABLE2))
+    proportions: dict[str, float] = field(default_factory=lambda: dict(TABLE2))
     sampler: str = "dpm_solver"  # ddpm (all training timesteps) | ddim | dpm_solver
     steps: int = 25  # ddim / dpm_solver steps (ddpm always uses every training timestep)
     batch_size: int = 64
@@ -90,6 +102,13 @@ class DdpmSampleConfig:
 
     def __post_init__(self) -> None:
         check_device("ddpm_sample.device", self.device)
+        at_least("ddpm_sample", 0, total=self.total)
+        at_least("ddpm_sample.proportions", 0, **self.proportions)
+        at_least("ddpm_sample", 1, steps=self.steps, batch_size=self.batch_size)
+        at_least("ddpm_sample", 1, max_attempts_per_image=self.max_attempts_per_image)
+        if not 0 <= self.test_fraction < 1:
+            raise ValueError(f"ddpm_sample.test_fraction must be within [0, 1), not {self.test_fraction}")
+        check_seeds("ddpm_sample", seed=self.seed)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"ddpm_sample.sampler must be one of {sorted(SAMPLERS)}, not {self.sampler!r}")
         unknown = set(self.proportions) - set(CASME2)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from fersynth.config import at_least
 from fersynth.generate.prompts import FaceRequest
 from fersynth.generate.single_file import check_single_file, is_single_file, load_single_file, refuse_pickle
 from fersynth.log import get_logger, progress
@@ -66,8 +67,9 @@ class DiffusersConfig:
             raise ValueError(f"diffusers.dtype must be one of {DTYPES}, not {self.dtype!r}")
         if self.attention not in ("sdpa", "eager"):
             raise ValueError(f"diffusers.attention must be sdpa or eager, not {self.attention!r}")
-        if self.steps < 1 or self.batch_size < 1 or self.size % 8:
+        if self.steps < 1 or self.batch_size < 1 or self.size < 8 or self.size % 8:
             raise ValueError("steps and batch_size must be >= 1 and size a multiple of 8")
+        at_least("diffusers", 0, guidance=self.guidance)
         refuse_pickle("diffusers.model", self.model)
         if is_single_file(self.vae):
             refuse_pickle("diffusers.vae", self.vae)

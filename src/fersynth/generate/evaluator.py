@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from fersynth.atomic import write_json
+from fersynth.config import at_least, build
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
 from fersynth.generate.convert import FORMATS
@@ -44,9 +46,12 @@ class EvaluatorConfig(GenerationConfig):
     max_attempts_per_image: int = 10
     datasets: tuple[str, ...] = ("fer2013", "nhfi", "affectnet")
     generate: bool = True  # False: report the deficit and keep the set short (no generator available)
-    gate: dict = field(default_factory=dict)  # overrides of the shared `gate` params for the evaluator only
+    gate: dict[str, Any] = field(default_factory=dict)  # overrides of the shared `gate` params for the evaluator
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("evaluator", 1, per_cell=self.per_cell)
+        build(GateConfig, self.gate, "evaluator.gate")  # names and types of the overrides, before any work
         if self.gate.get("classifier"):
             raise ValueError(
                 "evaluator.gate.classifier: the evaluator is a test set; no emotion classifier may choose it"

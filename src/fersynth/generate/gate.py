@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from fersynth.atomic import atomic_path
+from fersynth.config import at_least, within
 from fersynth.log import get_logger, progress
 from fersynth.variants.images import to_8bit
 
@@ -56,6 +57,12 @@ class GateConfig:
     def __post_init__(self) -> None:
         if self.detector not in ("mtcnn", "none"):
             raise ValueError(f"gate.detector must be mtcnn or none, not {self.detector!r}")
+        shares = {"min_face_probability": self.min_face_probability, "min_face_size": self.min_face_size}
+        within("gate", 0, 1, mtcnn_thresholds=self.mtcnn_thresholds, **shares)
+        grey_levels = {"dark_below": self.dark_below, "washed_out_above": self.washed_out_above}
+        within("gate", 0, 255, **grey_levels)
+        at_least("gate", 0, blank_std_below=self.blank_std_below, blur_below=self.blur_below)
+        at_least("gate", 1, emotion_top_k=self.emotion_top_k)
 
 
 def gate_checks(config: GateConfig) -> list[str]:

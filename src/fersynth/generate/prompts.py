@@ -109,7 +109,7 @@ class PromptConfig:
 
     style: str = "table11"  # table11 (paper 001) | variations (paper 000)
     file: str = ""  # optional YAML {emotion: template}; replaces the built-in templates of the style
-    ethnicity_words: dict = field(
+    ethnicity_words: dict[str, str] = field(
         default_factory=lambda: {
             "white": "white",
             "black": "black",
@@ -118,10 +118,10 @@ class PromptConfig:
             "others": "latin american",
         }
     )
-    age_words: dict = field(
+    age_words: dict[str, str] = field(
         default_factory=lambda: {"child": "child", "young": "young", "adult": "adult", "old": "old"}
     )
-    gender_words: dict = field(default_factory=lambda: {"male": "male", "female": "female"})
+    gender_words: dict[str, str] = field(default_factory=lambda: {"male": "male", "female": "female"})
     negative_prompt: str = ""
     # paper: the templates as published (table11: disgust and surprise name their action units) | all: every
     # emotion's prompt names its FACS action units | none: no prompt names any (table11's two lists removed)

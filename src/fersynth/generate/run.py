@@ -10,6 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from fersynth.atomic import atomic_path
+from fersynth.config import at_least, check_seeds
 from fersynth.generate.backends import Backend, BackendConfig
 from fersynth.generate.convert import convert
 from fersynth.generate.gate import GateResult
@@ -38,6 +39,10 @@ class GenerationConfig:
     format: ImageFormat = field(default_factory=ImageFormat)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+
+    def __post_init__(self) -> None:
+        check_seeds("generation", seed=self.seed)
+        at_least("generation", 1, max_attempts_per_image=self.max_attempts_per_image)
 
 
 def accept_into(writer: VariantWriter, backend: Backend, split: str, dataset: str, image_format: ImageFormat):

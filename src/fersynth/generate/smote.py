@@ -24,6 +24,7 @@ import pandas as pd
 from imblearn.over_sampling import SMOTE
 from PIL import Image
 
+from fersynth.config import at_least, check_seeds
 from fersynth.generate.augment import ImageGeneratorConfig, augment, image_generator
 from fersynth.log import get_logger, progress, summarize
 from fersynth.variants.png import encode_gray8
@@ -49,6 +50,8 @@ class SmoteConfig:
     def __post_init__(self) -> None:
         if self.target_per_class < 0 or self.augment_copies < 0 or self.k_neighbors < 1:
             raise ValueError("k_neighbors must be >= 1, target_per_class and augment_copies >= 0")
+        check_seeds("smote", seed=self.seed)
+        at_least("smote", 1, size=self.size)
 
 
 class ParentTrackingSMOTE(SMOTE):

@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from fersynth.config import at_least, check_seeds
 from fersynth.variants.files import FileRejected, read_bounded
 from fersynth.variants.images import ImageLimits, ImageRejected, decode_image, to_8bit
 from fersynth.variants.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
@@ -57,9 +58,9 @@ class IngestConfig:
             raise ValueError(f"casme2_frames must be 'all' or 'apex', got {self.casme2_frames!r}")
         if self.casme2_missing_apex not in ("middle", "drop"):
             raise ValueError(f"casme2_missing_apex must be 'middle' or 'drop', got {self.casme2_missing_apex!r}")
-        if self.max_file_mb < 1:
-            raise ValueError(f"max_file_mb must be >= 1, got {self.max_file_mb}")
         self.limits  # noqa: B018 (validates max_pixels, min_side and max_file_mb)
+        check_seeds("ingest", seed=self.seed)
+        at_least("ingest", 1, shard_max_mb=self.shard_max_mb, max_file_mb=self.max_file_mb)
 
     @property
     def limits(self) -> ImageLimits:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from fersynth.config import at_least, check_seeds
 from fersynth.ingest.splits import drop_duplicates
 from fersynth.log import get_logger, summarize
 from fersynth.variants.variant import Variant, VariantWriter
@@ -26,7 +27,11 @@ class MergeConfig:
     downsampled to before merging (paper 001: affectnet 4300)."""
 
     seed: int = 42
-    per_class_cap: dict = field(default_factory=lambda: {"affectnet": 4300})
+    per_class_cap: dict[str, int] = field(default_factory=lambda: {"affectnet": 4300})
+
+    def __post_init__(self) -> None:
+        check_seeds("merge", seed=self.seed)
+        at_least("merge.per_class_cap", 1, **self.per_class_cap)
 
 
 class LabelConflict(ValueError):

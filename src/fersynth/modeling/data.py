@@ -25,6 +25,7 @@ from PIL import Image
 from torch.nn import functional as F
 
 from fersynth.atomic import atomic_path
+from fersynth.config import at_least
 from fersynth.log import get_logger, progress
 from fersynth.modeling.preprocess import Preprocess, PreprocessConfig
 from fersynth.paths import array_cache_dir
@@ -60,6 +61,11 @@ class InputConfig:
     size: int = 48
     channels: int = 1  # 1: grey; 3: RGB (grey sources are repeated over the channels)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"input.channels must be 1 (grey) or 3 (RGB), not {self.channels!r}")
+        at_least("input", 8, size=self.size)
 
 
 def cache_path(variant: Variant, rows: pd.DataFrame, config: InputConfig, cache_dir: Path | None = None) -> Path:

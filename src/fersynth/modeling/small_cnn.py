@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fersynth.config import above, at_least
 from fersynth.log import progress
 from fersynth.modeling.architectures import SmallCNN, channels_last
 
@@ -27,6 +28,13 @@ class ModelConfig:
     batch_size: int = 64
     learning_rate: float = 3e-3
     hflip: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("model.channels is empty: give each block's channel count")
+        at_least("model", 1, channels=self.channels, epochs=self.epochs, batch_size=self.batch_size)
+        at_least("model", 2 ** len(self.channels), size=self.size)  # every block halves the side
+        above("model", 0, learning_rate=self.learning_rate)
 
 
 def _batch(images: np.ndarray, index: np.ndarray, flip: np.ndarray | None = None) -> torch.Tensor:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fersynth.config import SEED_MAX, above, at_least, within
+from fersynth.modeling.architectures import ARCHITECTURES
 from fersynth.modeling.data import PRESETS, InputConfig
+from fersynth.modeling.distributed import check_device
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("plateau", "one_cycle", "cosine")
@@ -68,6 +71,27 @@ class TrainConfig:
             raise ValueError(f"train.validation_fraction must be within (0, 1), not {self.validation_fraction}")
         if self.trials < 1 or self.accumulate < 1:
             raise ValueError(f"train.trials and train.accumulate must be at least 1: {self.trials}, {self.accumulate}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """The rest of the recipe's numbers; -1 means "no cap" or "as seed" where the field says so."""
+        if not self.variants:
+            raise ValueError("train.variants is empty: name the variants whose train rows it fits")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"train.architecture must be one of {ARCHITECTURES}, not {self.architecture!r}")
+        check_device("train.device", self.device)
+        at_least("train", 1, epochs=self.epochs, batch_size=self.batch_size)
+        counts = {"min_steps": self.min_steps, "lr_patience": self.lr_patience, "early_stopping": self.early_stopping}
+        at_least("train", 0, weight_decay=self.weight_decay, min_lr=self.min_lr, **counts)
+        above("train", 0, width=self.width, learning_rate=self.learning_rate)
+        within("train", 0, 1, freeze=self.freeze)
+        if not 0 < self.lr_factor < 1:
+            raise ValueError(f"train.lr_factor must be within (0, 1), not {self.lr_factor}")
+        at_least("train", -1, synthetic_per_class=self.synthetic_per_class)
+        if self.synthetic_ratio != -1:
+            at_least("train", 0, synthetic_ratio=self.synthetic_ratio)
+        within("train", 0, SEED_MAX - self.trials + 1, seed=self.seed)  # seeds seed .. seed + trials - 1
+        within("train", -1, SEED_MAX, split_seed=self.split_seed)
 
     def epochs_for(self, steps_per_epoch: int) -> int:
         """``epochs``, or more where ``min_steps`` asks for more: every trial gets the same number of updates

@@ -343,8 +343,11 @@ class Variant:
         if self._manifest is None:
             # one read of the whole file: pyarrow reopens a path per page, and a variant republished in
             # between would give it pages of two files
-            data = self.layout.manifest.read_bytes()
-            self._manifest = pq.read_table(pa.BufferReader(data)).to_pandas()
+            try:
+                table = pq.read_table(pa.BufferReader(self.layout.manifest.read_bytes()))
+            except (OSError, ValueError, pa.ArrowException) as error:
+                raise _damaged(self.layout.manifest, error) from None
+            self._manifest = table.to_pandas()
         return self._manifest
 
     def iter_bytes(self, rows: pd.DataFrame | None = None) -> Iterator[tuple[pd.Series, bytes]]:
@@ -352,8 +355,11 @@ class Variant:
         rows = self.manifest if rows is None else rows
         for shard_name, group in rows.groupby("shard", sort=True):
             wanted = set(group["key"])
-            with open(self.layout.shards_dir / shard_name, "rb") as handle:  # one open file: one version
-                table = pq.read_table(handle)
+            try:
+                with open(self.layout.shards_dir / shard_name, "rb") as handle:  # one open file: one version
+                    table = pq.read_table(handle)
+            except (OSError, ValueError, pa.ArrowException) as error:
+                raise _damaged(self.layout.shards_dir / shard_name, error) from None
             blobs = {
                 k: d
                 for k, d in zip(table.column("key").to_pylist(), table.column("data").to_pylist(), strict=True)
@@ -385,3 +391,10 @@ class Variant:
     def iter_images(self, rows: pd.DataFrame | None = None) -> Iterator[tuple[pd.Series, Image.Image]]:
         for row, data in self.iter_bytes(rows):
             yield row, decode_image(data)
+
+
+def _damaged(path: Path, error: Exception) -> InputError:
+    """A manifest or shard pyarrow cannot read (cut short, overwritten, not parquet): one line, not pyarrow's
+    traceback; ``fersynth validate`` names every damaged shard of a variant whose manifest reads."""
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return InputError(f"{path} is not a readable parquet file ({reason}): the variant is damaged; rebuild it")

@@ -21,7 +21,7 @@ import pandas as pd
 from fersynth.annotate.calibrate.agreement import calibration_metrics
 from fersynth.annotate.calibrate.judges import FER_JUDGE, FerJudge, TrainedJudge, load_judge, seen_pictures
 from fersynth.atomic import write_json
-from fersynth.errors import UsageError
+from fersynth.errors import InputError, ParamsError, UsageError
 from fersynth.log import get_logger, progress, summarize
 from fersynth.variants.labels import BASIC7
 from fersynth.variants.variant import Variant, VariantWriter
@@ -114,6 +114,7 @@ def calibrate(
 ) -> dict:
     source = Variant(source_dir)
     manifest = source.manifest.sort_values("key").reset_index(drop=True)
+    check_source(source_dir, manifest, config)
     judged_mask = manifest["synthetic"].astype(bool) & manifest["split"].isin(config.splits)
     other = judged_mask & ((manifest["label_space"] != "basic7") | ~manifest["emotion"].isin(BASIC7))
     if other.any():
@@ -164,6 +165,26 @@ def calibrate(
         write_json(metrics_path, metrics)
     summarize(log, f"calibrate {source.name}", report)
     return report
+
+
+def check_source(source_dir: Path, manifest: pd.DataFrame, config: CalibrateConfig) -> None:
+    """Before any judging: the split names of ``calibrate`` are splits of the variant (a typo would judge
+    nothing and pass every row through), and there are generated faces in them to judge."""
+    if manifest.empty:
+        raise InputError(f"{source_dir} is empty: no generated faces to judge")
+    present = sorted(set(manifest["split"].dropna()))
+    unknown = [f"calibrate.splits {split!r}" for split in config.splits if split not in present]
+    if config.real_split and config.real_split not in present:
+        unknown.append(f"calibrate.real_split {config.real_split!r}")
+    if unknown:
+        raise ParamsError(f"{', '.join(unknown)}: not a split of {source_dir} (it has: {', '.join(present)})")
+    generated = manifest["synthetic"].astype(bool)
+    if not (generated & manifest["split"].isin(config.splits)).any():
+        where = sorted(set(manifest.loc[generated, "split"])) or ["none"]
+        raise InputError(
+            f"{source_dir} has no generated faces in calibrate.splits {', '.join(config.splits)} to judge "
+            f"(generated faces are in: {', '.join(where)})"
+        )
 
 
 def _table(judged: pd.DataFrame, judges, probabilities: np.ndarray, voted, strength) -> pd.DataFrame:

