@@ -2,12 +2,11 @@
 
 :data:`SECTIONS` says which config class the CLI builds each section of params.yaml and configs/ into; it must
 cover the project's sections and agree with the CLI (src/fersynth/cli/). The project's own values build; a
-hypothesis fuzz that
-puts a wrong value (another type, a negative or huge number, NaN, an empty string, a list, a mapping, null)
-into any one place of any section gets a ``ParamsError`` (one line, exit 2), never another exception, and a
-value of another kind than its field's type (a string for a number, ``true`` for a count, NaN) never builds:
-it would reach the stage's work and fail there, or not at all. :data:`RANGES` holds a value of the right type
-that each section's ``__post_init__`` refuses.
+hypothesis fuzz that puts a wrong value (another type, a negative or huge number, NaN, an empty string, a list, a
+mapping, null) into any one place of any section gets a ``ParamsError`` (one line, exit 2), never another
+exception, and a value of another kind than its field's type (a string for a number, ``true`` for a count, NaN)
+never builds: it would reach the stage's work and fail there, or not at all. :data:`RANGES` holds a value of the
+right type that each section's ``__post_init__`` refuses.
 """
 
 import ast
