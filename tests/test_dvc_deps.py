@@ -37,6 +37,7 @@ COMMON = frozenset(
     {
         "fersynth",
         "fersynth.config",
+        "fersynth.dvclock",
         "fersynth.errors",
         "fersynth.log",
         "fersynth.atomic",

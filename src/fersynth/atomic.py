@@ -159,16 +159,10 @@ def _lock_outs_once(root: Path) -> tuple[str, ...]:
 
 def lock_outs(root: Path) -> tuple[str, ...]:
     """Every output path ``root/dvc.lock`` records (``foreach`` stages expanded, as DVC wrote them)."""
-    import yaml
+    from fersynth import dvclock
 
-    lock = root / "dvc.lock"
-    if not lock.is_file() or lock.stat().st_size > 64 << 20:
-        return ()
-    try:
-        stages = (yaml.load(lock.read_bytes(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {})["stages"]
-        return tuple(out["path"].rstrip("/") for stage in stages.values() for out in stage.get("outs", ()))
-    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
-        return ()
+    lock = dvclock.read(root)
+    return tuple(dvclock.outs(lock)) if lock is not None else ()
 
 
 def output_kind(directory: Path) -> str | None:

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import yaml
 
+from fersynth import dvclock
 from fersynth.atomic import replace_project_file
+from fersynth.dvclock import MAX_BYTES
 
-LOCK = "dvc.lock"
+LOCK = dvclock.NAME
 COPY = Path(".cache") / "dvc.lock.last-valid"  # .cache/ is git-ignored and fersynth's own
-MAX_BYTES = 64 << 20  # a lock larger than this is not parsed (the project's is ~0.3 MB)
 
 
 def guard(root: Path) -> str | None:
@@ -60,8 +61,8 @@ def _problem(data: bytes | None) -> str | None:
     if not data.strip():
         return "empty"
     try:
-        parsed = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # 0.1 s, not 1.5
-    except (yaml.YAMLError, UnicodeDecodeError):
+        parsed = dvclock.parse(data)
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError):
         return "not valid YAML (cut short)"
     from dvc.schema import COMPILED_LOCKFILE_SCHEMA  # DVC's own check of what it reads
     from voluptuous import Invalid

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from fersynth import dvclock
 from fersynth.errors import UsageError
 from fersynth.log import get_logger
 
@@ -85,12 +86,7 @@ def _require_committed_lock(repo: Path) -> None:
 
 def _lock_hashes(text: str) -> dict[str, str]:
     """Output path -> its hash (md5) across every stage of a ``dvc.lock`` text."""
-    lock = yaml.safe_load(text) or {}
-    return {
-        _normal(out["path"]): out.get("md5") or out.get("hash", "")
-        for stage in (lock.get("stages") or {}).values()
-        for out in stage.get("outs") or ()
-    }
+    return dvclock.outs(dvclock.parse(text))
 
 
 def _normal(path: str) -> str:
