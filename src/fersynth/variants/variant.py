@@ -24,6 +24,7 @@ from PIL import Image
 from fersynth.atomic import atomic_path, write_json
 from fersynth.errors import InputError
 from fersynth.paths import VariantLayout
+from fersynth.variants.files import MAX_SHARD_BYTES, open_input
 from fersynth.variants.images import decode_image, to_8bit
 
 __all__ = ["Variant", "VariantWriter", "Quarantine", "decode_image", "pixel_sha256", "raw_sha256", "encode_png"]
@@ -352,7 +353,8 @@ class Variant:
         rows = self.manifest if rows is None else rows
         for shard_name, group in rows.groupby("shard", sort=True):
             wanted = set(group["key"])
-            with open(self.layout.shards_dir / shard_name, "rb") as handle:  # one open file: one version
+            # one open file: one version; a FIFO or a link to /dev/zero in place of a shard is a one-line error
+            with open_input(self.layout.shards_dir / shard_name, MAX_SHARD_BYTES, "image shard") as handle:
                 table = pq.read_table(handle)
             blobs = {
                 k: d
