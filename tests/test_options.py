@@ -21,7 +21,7 @@ READ_ONLY = {
     ("report", "metrics"): "the metrics folder the page is rendered from",
     ("report", "samples"): "the contact sheets the page shows",
     ("results", "metrics_dir"): "the metrics the README's tables are rendered from",
-    ("results", "readme"): "a project file: --write edits it in place between its result markers only",
+    ("results", "pages"): "project pages: --write edits them in place between their result markers only",
 }
 TARGETS = [".dvc/config", ".dvc/cache/files/md5/zz", "dvc.yaml", ".git/x"]
 

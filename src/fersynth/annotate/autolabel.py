@@ -14,7 +14,6 @@ own predictions.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,11 @@ from fersynth.checks.leakage import labeler_conflicts, labeler_picture_conflicts
 from fersynth.config import above, check_seeds, within
 from fersynth.errors import InputError, ParamsError, UsageError
 from fersynth.log import get_logger, progress, summarize
+from fersynth.modeling.checkpoint import read_checkpoint_config
 from fersynth.modeling.data import decoded
 from fersynth.modeling.trained import class_probabilities, load_trained
-from fersynth.paths import CheckpointLayout, trial_dirs
+from fersynth.paths import trial_dirs
+from fersynth.variants.files import MAX_CSV_BYTES, open_input
 from fersynth.variants.labels import LABEL_SPACES
 from fersynth.variants.variant import NotAVariant, Variant, VariantWriter
 
@@ -58,7 +59,7 @@ def check_labeler(model_dir: Path, labeled_variant: Path, params: Mapping) -> tu
     """The labeling model's training variants (from its saved ``config.json``); a one-line
     :class:`UsageError` if :func:`fersynth.checks.leakage.labeler_conflicts` finds any reason to refuse it."""
     try:
-        variants = tuple(json.loads(CheckpointLayout(trial_dirs(Path(model_dir))[0]).config.read_text())["variants"])
+        variants = tuple(read_checkpoint_config(trial_dirs(Path(model_dir))[0])["variants"])
     except (OSError, ValueError, KeyError) as error:
         raise _not_a_model(model_dir, error) from None
     conflicts = labeler_conflicts(variants, labeled_variant, params)
@@ -174,7 +175,8 @@ def _metrics(table: pd.DataFrame, wanted: dict | None, classes, ground_truth: Pa
             if counts.get(split, {}).get(classes[label], 0) < target
         }
     if ground_truth is not None:
-        out["agreement_with_hidden_labels"] = agreement(table, pd.read_csv(ground_truth), classes)
+        with open_input(Path(ground_truth), MAX_CSV_BYTES, "ground truth") as handle:  # --truth: any file
+            out["agreement_with_hidden_labels"] = agreement(table, pd.read_csv(handle), classes)
     return out
 
 

@@ -10,7 +10,6 @@ fixed (:func:`run_identity`), element ids are derived (:func:`fersynth.checks.of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Iterable
@@ -23,6 +22,7 @@ from fersynth.checks.offline_docs import copy_static, missing_references, offlin
 from fersynth.errors import InputError
 from fersynth.log import get_logger
 from fersynth.paths import DataDocsLayout
+from fersynth.variants.files import MAX_JSON_BYTES, MAX_MANIFEST_BYTES, file_sha256, read_bounded
 
 log = get_logger(__name__)
 
@@ -41,7 +41,7 @@ def run_identity(manifest: Path, position: int):
     random name) changed the pages' bytes and paths on every run: the site is a DVC output."""
     from great_expectations.core.run_identifier import RunIdentifier
 
-    digest = hashlib.sha256(Path(manifest).read_bytes()).hexdigest()[:12]
+    digest = file_sha256(Path(manifest), MAX_MANIFEST_BYTES, "manifest")[:12]
     return RunIdentifier(run_name=f"manifest-{digest}", run_time=RUN_EPOCH + timedelta(seconds=position))
 
 
@@ -97,7 +97,7 @@ def read_entries(site: Path) -> dict[str, list[dict]]:
 
 def _rows(path: Path, suite: str) -> list[dict]:
     try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = json.loads(read_bounded(path, MAX_JSON_BYTES))  # FileRejected (a FIFO, 2 GB): a ValueError
         if not isinstance(rows, list) or not all(isinstance(r, dict) and ENTRY_FIELDS <= r.keys() for r in rows):
             raise ValueError(f"not a list of rows with {sorted(ENTRY_FIELDS)}")
         for row in rows:

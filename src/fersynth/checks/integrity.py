@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from fersynth.log import progress
+from fersynth.variants.files import MAX_SHARD_BYTES, FileRejected, open_regular
 from fersynth.variants.images import decode_image
 from fersynth.variants.variant import Variant, pixel_sha256
 
@@ -40,10 +41,14 @@ def check_images(variant: Variant) -> pd.DataFrame:
 
 def _check_shard(variant: Variant, shard_name: str, group: pd.DataFrame, listed: set[str]) -> list[tuple]:
     path = variant.layout.shards_dir / shard_name
-    if not path.is_file():
+    if not path.exists():
         return [(key, shard_name, False, "missing shard") for key in group["key"]]
     try:
-        with open(path, "rb") as handle:
+        handle = open_regular(path, MAX_SHARD_BYTES)  # a FIFO would hang the check, /dev/zero fill memory
+    except FileRejected as error:
+        return [(key, shard_name, False, f"unreadable shard: {error}") for key in group["key"]]
+    try:
+        with handle:
             table = pq.read_table(handle, columns=["key", "data"])
         keys, blobs = table.column("key").to_pylist(), table.column("data").to_pylist()
     except Exception as error:  # noqa: BLE001 (a damaged parquet file raises many kinds of errors)

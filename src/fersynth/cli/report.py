@@ -130,10 +130,11 @@ def report_command(metrics: Path, samples: Path, out: Path) -> None:
 @main.command(name="results")
 @click.option(
     "--readme",
+    "pages",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("README.md"),
-    show_default=True,
-    help="The markdown file whose result tables are checked or rewritten (README.md, or a page of docs/).",
+    multiple=True,
+    show_default="README.md and docs/*.md",
+    help="A markdown page whose result tables are checked or rewritten (repeat for several).",
 )
 @click.option(
     "--metrics",
@@ -143,25 +144,29 @@ def report_command(metrics: Path, samples: Path, out: Path) -> None:
     show_default=True,
     help="The metrics folder the tables are rendered from.",
 )
-@click.option("--write", is_flag=True, help="Rewrite the file's result tables (default: check; exit 1 if stale).")
-def results_command(readme: Path, metrics_dir: Path, write: bool) -> None:
-    """The result tables of README.md or a docs/ page (between `<!-- results:NAME -->` markers), rendered from
-    the metrics files after a `dvc repro`: every number there comes from a metrics file (docs/development.md)."""
+@click.option("--write", is_flag=True, help="Rewrite the pages' result tables (default: check; exit 1 if stale).")
+def results_command(pages: tuple[Path, ...], metrics_dir: Path, write: bool) -> None:
+    """The result tables of README.md and the docs/ pages (between `<!-- results:NAME -->` markers), rendered
+    from the metrics files after a `dvc repro`: every number there comes from a metrics file
+    (docs/development.md)."""
     from fersynth.report.results import render
+    from fersynth.variants.files import read_input
 
-    if not readme.is_file():
-        raise UsageError(f"no such page: {readme}")
-    text = readme.read_text(encoding="utf-8")
-    try:
-        rendered = render(text, metrics_dir)
-    except ValueError as error:
-        raise UsageError(str(error)) from None
-    if write:
-        if rendered != text:
-            readme.write_text(rendered, encoding="utf-8")
-        click.echo(f"{readme}: result tables {'rewritten' if rendered != text else 'already current'}")
-        return
-    if rendered != text:
-        click.echo(f"{readme}: result tables differ from {metrics_dir} (fersynth results --write)", err=True)
+    stale = []
+    for page in pages or (Path("README.md"), *sorted(Path("docs").glob("*.md"))):
+        text = read_input(page, 16 << 20, "page").decode("utf-8", errors="replace")
+        try:
+            rendered = render(text, metrics_dir)
+        except ValueError as error:
+            raise UsageError(f"{page}: {error}") from None
+        if write:
+            if rendered != text:
+                page.write_text(rendered, encoding="utf-8")
+            click.echo(f"{page}: result tables {'rewritten' if rendered != text else 'already current'}")
+        elif rendered != text:
+            click.echo(f"{page}: result tables differ from {metrics_dir} (fersynth results --write)", err=True)
+            stale.append(page)
+        else:
+            click.echo(f"{page}: result tables match {metrics_dir}")
+    if stale:
         sys.exit(1)
-    click.echo(f"{readme}: result tables match {metrics_dir}")

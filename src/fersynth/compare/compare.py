@@ -32,7 +32,6 @@ with interval per pair, test set, class and group).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +52,7 @@ from fersynth.config import above, build
 from fersynth.evaluate.origin import real_and_generated
 from fersynth.log import get_logger
 from fersynth.paths import EvaluateLayout
+from fersynth.variants.files import MAX_CSV_BYTES, open_input, read_json_bounded
 from fersynth.variants.variant import Variant
 
 log = get_logger(__name__)
@@ -126,11 +126,11 @@ def compare(
         pair = pair if isinstance(pair, PairConfig) else build(PairConfig, pair)
         block = result.setdefault(f"{candidate}_vs_{pair.baseline}", {})
         for test in pair.test_sets:
-            with_ = pd.read_csv(layout.predictions(candidate, test))
-            without = pd.read_csv(layout.predictions(pair.baseline, test))
+            with_ = _predictions(layout.predictions(candidate, test))
+            without = _predictions(layout.predictions(pair.baseline, test))
             rows = _test_rows(Path(test_sets[test])) if test in test_sets else None
-            report = json.loads(layout.per_class(candidate, test).read_text())
-            baseline_report = json.loads(layout.per_class(pair.baseline, test).read_text())
+            report = read_json_bounded(layout.per_class(candidate, test), what="per-class report")
+            baseline_report = read_json_bounded(layout.per_class(pair.baseline, test), what="per-class report")
             classes = _classes(report)
             block[test], tested = compare_predictions(without, with_, config, rows, classes)
             block[test] |= _f1_difference(report, baseline_report)
@@ -375,7 +375,7 @@ def sweep_records(result: dict, config: CompareConfig, train_metrics: Path | Non
         synthetic = None
         metrics_file = Path(train_metrics) / f"{candidate}.json" if train_metrics else None
         if metrics_file is not None and metrics_file.exists():
-            synthetic = json.loads(metrics_file.read_text()).get("rows", {}).get("synthetic_train")
+            synthetic = read_json_bounded(metrics_file, what="training metrics").get("rows", {}).get("synthetic_train")
         for test, entry in result[f"{candidate}_vs_{baseline}"].items():
             records.append(
                 {
@@ -398,6 +398,12 @@ def _by_seed(predictions: pd.DataFrame, column: str = "correct") -> pd.DataFrame
         seeds = sorted(table.columns[table.isna().any()].tolist())
         raise ValueError(f"seeds {seeds} have no prediction for some test images: evaluate them all again")
     return table.sort_index().reindex(sorted(table.columns), axis=1)
+
+
+def _predictions(path: Path) -> pd.DataFrame:
+    """An ``evaluate`` predictions CSV (from this checkout or a DVC remote): a regular file of bounded size."""
+    with open_input(path, MAX_CSV_BYTES, "predictions") as handle:
+        return pd.read_csv(handle)
 
 
 def _test_rows(variant_dir: Path) -> pd.DataFrame:

@@ -20,11 +20,11 @@ of the detailed files, so they cannot disagree with them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fersynth.atomic import write_json
 from fersynth.log import get_logger
+from fersynth.variants.files import read_json_bounded
 
 log = get_logger(__name__)
 
@@ -132,9 +132,9 @@ def summarize(
     """Read ``compare.json``, the controls' ``controls.json`` and ``<train_dir>/*.json``; write
     ``answers.json``, ``comparisons.json`` and ``experiments.json`` under ``out_dir``, the pairs in the
     order of ``pairs`` (``compare.pairs``)."""
-    compared = json.loads(Path(compare_path).read_text())
-    controls = json.loads(Path(controls_path).read_text())
-    trained = {p.stem: json.loads(p.read_text()) for p in sorted(Path(train_dir).glob("*.json"))}
+    compared = read_json_bounded(Path(compare_path), what="compare results")
+    controls = read_json_bounded(Path(controls_path), what="controls")
+    trained = {p.stem: read_json_bounded(p, what="training metrics") for p in sorted(Path(train_dir).glob("*.json"))}
     answers = answer_summary(compared, controls, pairs)
     comparisons, experiments = comparison_summary(compared, pairs), experiment_summary(trained)
     write_json(Path(out_dir) / ANSWERS, answers, sort_keys=False)

@@ -13,7 +13,6 @@ paired comparisons.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from fersynth.modeling.metrics import classification_report, group_accuracy, one
 from fersynth.modeling.plots import confusion_figure, heatmap_figure, save_png
 from fersynth.modeling.trained import ClassifierSpec, load_trained
 from fersynth.paths import EvaluateLayout, floor_path, ground_truth_path, trial_dirs, trial_seed
+from fersynth.variants.files import read_json_bounded
 from fersynth.variants.labels import LABEL_SPACES
 from fersynth.variants.variant import Variant
 
@@ -188,7 +188,7 @@ def summarize_evaluation(config: EvaluateConfig, out_dir: Path) -> dict:
     missing = [m for m in config.models if not layout.scores(m).is_file()]
     if missing:
         raise FileNotFoundError(f"not scored yet: {missing}; run `fersynth evaluate --model NAME` for each")
-    scores = {m: json.loads(layout.scores(m).read_text()) for m in config.models}
+    scores = {m: read_json_bounded(layout.scores(m), what="model scores") for m in config.models}
     matrix = {m: s["accuracy"] for m, s in scores.items()}
     macro_f1 = {m: s["macro_f1"] for m, s in scores.items()}
     fairness = {m: s["fairness"] for m, s in scores.items() if s["fairness"] is not None}

@@ -33,6 +33,7 @@ from fersynth.modeling.distributed import (
     teardown,
     variant_writer,
 )
+from fersynth.variants.files import check_model_dir, read_json_bounded
 from fersynth.variants.labels import CASME2
 from fersynth.variants.variant import Variant
 
@@ -215,9 +216,10 @@ def ddpm_train(variant_dir: Path, model_dir: Path, config: DdpmTrainConfig, metr
 def load_ddpm(model_dir: Path):
     from diffusers import DDPMScheduler, UNet2DModel
 
+    check_model_dir(Path(model_dir), "ddpm model file")  # diffusers opens them by path: checked first
     unet = UNet2DModel.from_pretrained(Path(model_dir) / "unet").eval()
     scheduler = DDPMScheduler.from_pretrained(Path(model_dir) / "scheduler")
-    info = json.loads((Path(model_dir) / "ddpm.json").read_text())
+    info = read_json_bounded(Path(model_dir) / "ddpm.json", what="ddpm model record")
     return unet, scheduler, info
 
 

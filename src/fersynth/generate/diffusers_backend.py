@@ -9,6 +9,7 @@ request only, not on the batch it was made in. Speed settings (dtype, attention,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image
 
@@ -16,6 +17,7 @@ from fersynth.config import at_least
 from fersynth.generate.prompts import FaceRequest
 from fersynth.generate.single_file import check_single_file, is_single_file, load_single_file, refuse_pickle
 from fersynth.log import get_logger, progress
+from fersynth.variants.files import check_model_dir
 
 log = get_logger(__name__)
 
@@ -81,9 +83,14 @@ class DiffusersConfig:
 
     def check_files(self) -> None:
         """What can only be checked where the stage runs: a single-file model and its config directory (the
-        params of a backend that is not used never need them)."""
+        params of a backend that is not used never need them), and that every file of a local model, VAE or
+        config directory is a regular file of a sane size (diffusers opens them by path: a FIFO would hang it)."""
         if is_single_file(self.model):
             check_single_file(self.model, self.single_file_config, self.local_files_only, PIPELINES[self.pipeline])
+        local = {"model": self.model, "vae": self.vae, "single_file_config": self.single_file_config}
+        for name, directory in local.items():
+            if directory and Path(directory).is_dir():
+                check_model_dir(Path(directory), f"diffusers.{name} file")
 
 
 def load_pipeline(config: DiffusersConfig):

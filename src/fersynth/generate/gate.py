@@ -22,6 +22,7 @@ probability, or the intended emotion's probability when a classifier is configur
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from PIL import Image
 from fersynth.atomic import atomic_path
 from fersynth.config import at_least, within
 from fersynth.log import get_logger, progress
+from fersynth.variants.files import read_bounded
 from fersynth.variants.images import to_8bit
 
 log = get_logger(__name__)
@@ -185,7 +187,7 @@ def gate_directory(in_dir: Path, out_csv: Path, config: GateConfig, emotion_from
                     emotion = candidate
                     break
         try:
-            with Image.open(path) as opened:
+            with Image.open(io.BytesIO(read_bounded(path))) as opened:  # a FIFO among them: a row, not a hang
                 image = to_8bit(opened).convert("RGB")
         except Exception as error:  # unreadable files are reported, not fatal
             rows.append(

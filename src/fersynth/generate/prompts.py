@@ -21,7 +21,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from fersynth.errors import ParamsError
+from fersynth.variants.files import FileRejected, read_bounded
 from fersynth.variants.labels import BASIC7
+
+MAX_TEMPLATES_BYTES = 2**20  # a template per emotion: a few KB
 
 TABLE11 = {
     "angry": "A detailed photographic portrait of a perfect face of a {person}, feeling an extreme rage, expressing a "
@@ -165,11 +169,22 @@ class FaceRequest:
         return f"{self.emotion}-{self.ethnicity}-{self.age_group}-{self.gender}-s{self.seed}-a{self.attempt}.png"
 
 
+def _read_templates(path: Path) -> dict:
+    """``generate.prompts.file``: a regular YAML file of at most 1 MB holding a mapping, or a one-line error."""
+    try:
+        loaded = yaml.safe_load(read_bounded(path, MAX_TEMPLATES_BYTES))
+    except (FileRejected, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ParamsError(f"generate.prompts.file {path}: {str(error).splitlines()[0]}") from None
+    if not isinstance(loaded, dict):
+        raise ParamsError(f"generate.prompts.file {path}: not a mapping of emotion to template")
+    return loaded
+
+
 class PromptBuilder:
     def __init__(self, config: PromptConfig):
         self.config = config
         if config.file:
-            self.templates = {str(k): str(v) for k, v in yaml.safe_load(Path(config.file).read_text()).items()}
+            self.templates = {str(k): str(v) for k, v in _read_templates(Path(config.file)).items()}
         else:
             self.templates = dict(TABLE11) if config.style == "table11" else dict.fromkeys(BASIC7, VARIATIONS_TEMPLATE)
         missing = set(BASIC7) - set(self.templates)

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from fersynth.errors import ParamsError
+from fersynth.variants.files import MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, check_input, read_bounded
 
 SAFE_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -70,8 +71,9 @@ def refuse_pickle(name: str, path: str) -> None:
 def check_single_file(model: str, config: str, local_files_only: bool, pipeline_class: str) -> None:
     """One-line errors for a single-file model that cannot be loaded safely, offline, or as ``pipeline_class``."""
     refuse_pickle("diffusers.model", model)
-    if not Path(model).is_file():
+    if not Path(model).exists():
         raise ParamsError(f"diffusers.model {model!r}: no such file")
+    check_input(Path(model), MAX_WEIGHTS_BYTES, "diffusers.model")  # diffusers maps it by path: a FIFO would hang
     if not config:
         if local_files_only:
             raise ParamsError(
@@ -81,9 +83,9 @@ def check_single_file(model: str, config: str, local_files_only: bool, pipeline_
             )
         return
     index = Path(config) / "model_index.json"
-    if index.is_file():
+    if index.exists():
         try:
-            found = json.loads(index.read_text()).get("_class_name")
+            found = json.loads(read_bounded(index, MAX_JSON_BYTES)).get("_class_name")  # FileRejected: ValueError
         except (OSError, ValueError, AttributeError) as error:
             raise ParamsError(f"diffusers.single_file_config: unreadable {index}: {error}") from None
         if found != pipeline_class:

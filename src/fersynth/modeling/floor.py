@@ -9,13 +9,16 @@ regularisation ``C``, is picked on the validation rows from :data:`C_GRID` and f
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fersynth.atomic import atomic_path
+from fersynth.variants.files import read_input
 
+MAX_FLOOR_BYTES = 64 * 2**20
 C_GRID = (0.1,)  # on the demo's FER2013 every C from 0.003 to 1 gave the same validation accuracy (69.4%)
 PIXELS_PER_CELL = 6  # at the demo's 48 px: 8 x 8 cells (the review's 79.5% on FER2013's demo test split)
 ORIENTATIONS = 9
@@ -54,9 +57,10 @@ class Floor:
 
     @classmethod
     def load(cls, path: Path) -> Floor | None:
-        if not Path(path).is_file():
+        if not Path(path).exists():
             return None
-        with np.load(path, allow_pickle=False) as saved:
+        # from a DVC remote: a regular file of at most 64 MB (its arrays are kilobytes), read once
+        with np.load(io.BytesIO(read_input(Path(path), MAX_FLOOR_BYTES, "floor")), allow_pickle=False) as saved:
             return cls(saved["mean"], saved["scale"], saved["coef"], saved["intercept"], float(saved["c"]),
                        float(saved["val_accuracy"]))  # fmt: skip
 

@@ -18,8 +18,10 @@ import yaml
 from fersynth import dvclock
 from fersynth.errors import UsageError
 from fersynth.log import get_logger
+from fersynth.variants.files import read_input
 
 log = get_logger(__name__)
+MAX_DVC_YAML_BYTES = 16 << 20  # the project's dvc.yaml is ~40 KB
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ def register_changed(repo: Path, dry_run: bool = False) -> list[Registered]:
         return locks[commit]
 
     head_lock = hashes_at("HEAD")
-    declared = (yaml.safe_load((repo / "dvc.yaml").read_text()) or {}).get("artifacts") or {}
+    pipeline = read_input(repo / "dvc.yaml", MAX_DVC_YAML_BYTES, "pipeline")  # a link in a checkout could be anything
+    declared = (yaml.safe_load(pipeline) or {}).get("artifacts") or {}
     results = []
     for name, artifact in declared.items():
         current = head_lock.get(_normal(artifact["path"]))

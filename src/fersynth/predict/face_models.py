@@ -142,11 +142,13 @@ def _train_rows(variant: str) -> Counter | None:
     import pandas as pd
 
     from fersynth.paths import VariantLayout
+    from fersynth.variants.files import MAX_MANIFEST_BYTES, open_input
 
     manifest = VariantLayout(_in_project(variant)).manifest
-    if not manifest.is_file():
+    if not manifest.exists():
         return None
-    rows = pd.read_parquet(manifest, columns=["split", "dataset", "synthetic", "generator"])
+    with open_input(manifest, MAX_MANIFEST_BYTES, "manifest of a training variant") as handle:
+        rows = pd.read_parquet(handle, columns=["split", "dataset", "synthetic", "generator"])
     rows = rows[rows["split"] == "train"]
     generators = rows["generator"].where(rows["synthetic"].fillna(False).astype(bool), "").fillna("")
     return Counter(zip(rows["dataset"].astype(str), generators.astype(str), strict=True))

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from fersynth.atomic import write_text
+from fersynth.variants.files import MAX_JSON_BYTES, FileRejected, read_bounded
 
 PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")  # what DVC replaces anywhere in the template
 _SOURCE_MAP = re.compile(r"^//# sourceMappingURL=\S+\s*$", re.MULTILINE)
@@ -72,9 +73,10 @@ def library_script(path: Path) -> str:
     """One library as an inline ``<script>``: its source map comment dropped (no file to fetch), and refused
     when it would end the script element early or holds a placeholder DVC would replace inside the code."""
     path = Path(path)
-    if not path.is_file() or path.stat().st_size > _MAX_LIBRARY_BYTES:
-        raise ValueError(f"{path}: not a file of at most {_MAX_LIBRARY_BYTES >> 20} MB")
-    code = _SOURCE_MAP.sub("", path.read_text(encoding="utf-8"))
+    try:  # checked on the open file: a FIFO swapped in after a stat cannot hang it
+        code = _SOURCE_MAP.sub("", read_bounded(path, _MAX_LIBRARY_BYTES).decode("utf-8"))
+    except FileRejected as error:
+        raise ValueError(f"{path}: {error}") from None
     if "</script" in code.lower():
         raise ValueError(f"{path}: contains '</script', which would end the inline script")
     found = [p for p in PLACEHOLDERS if p in code]
@@ -107,6 +109,7 @@ def write_page_template(vega: Path, vega_lite: Path, vega_embed: Path, out: Path
 def _version(path: Path) -> str:
     """The version from the npm package.json beside ``build/`` (``<package>/build/x.min.js``), else ``?``."""
     manifest = path.resolve().parent.parent / "package.json"
-    if manifest.is_file():
-        return str(json.loads(manifest.read_text()).get("version", "?"))
-    return "?"
+    try:
+        return str(json.loads(read_bounded(manifest, MAX_JSON_BYTES)).get("version", "?"))
+    except (ValueError, AttributeError):  # no package.json there (FileRejected), or not npm's
+        return "?"

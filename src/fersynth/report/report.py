@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,14 @@ import pandas as pd
 from fersynth.atomic import atomic_path
 from fersynth.log import get_logger
 from fersynth.paths import DataDocsLayout, EvaluateLayout
+from fersynth.variants.files import (
+    MAX_CSV_BYTES,
+    MAX_FILE_BYTES,
+    open_input,
+    read_input,
+    read_json_bounded,
+    read_json_if_present,
+)
 
 log = get_logger(__name__)
 
@@ -176,11 +183,13 @@ def provenance(out: Path) -> dict:
 
 
 def _json(path: Path) -> dict | list | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json_if_present(path, what="metrics file")
 
 
 def _png(path: Path) -> str | None:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode() if path.exists() else None
+    if not path.exists():
+        return None
+    return "data:image/png;base64," + base64.b64encode(read_input(path, MAX_FILE_BYTES, "figure")).decode()
 
 
 def _images(directory: Path) -> dict[str, dict[str, str]]:
@@ -211,16 +220,21 @@ def _comparisons(compare: dict) -> list[dict]:
 def _training(directory: Path) -> list[dict]:
     rows = []
     for path in sorted(directory.glob("*.json")):
-        metrics = json.loads(path.read_text())
+        metrics = read_json_bounded(path, what="training metrics")
         history = directory / "history" / f"{path.stem}.csv"
         rows.append(
             {
                 "name": path.stem,
                 "metrics": metrics,
-                "curve": _learning_curve(pd.read_csv(history), path.stem) if history.exists() else None,
+                "curve": _learning_curve(_history(history), path.stem) if history.exists() else None,
             }
         )
     return rows
+
+
+def _history(path: Path) -> pd.DataFrame:
+    with open_input(path, MAX_CSV_BYTES, "training history") as handle:
+        return pd.read_csv(handle)
 
 
 def _learning_curve(history: pd.DataFrame, title: str) -> str:
@@ -251,7 +265,7 @@ def _per_class(directory: Path) -> dict[str, dict[str, dict]]:
         return {}
     out: dict[str, dict[str, dict]] = {}
     for path in sorted(directory.glob("*/*.json")):
-        report = json.loads(path.read_text())
+        report = read_json_bounded(path, what="per-class report")
         rows = {name: values for name, values in report.items() if isinstance(values, dict)}
         averages = [name for name in ("macro avg", "weighted avg") if name in rows]
         ordered = {name: rows[name] for name in rows if name not in averages} | {n: rows[n] for n in averages}

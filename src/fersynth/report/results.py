@@ -8,18 +8,19 @@ committed metrics render.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from fersynth.variants.files import read_json_bounded, read_json_if_present
+
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
 
 
 def _json(path: Path) -> dict | list | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_if_present(path, what="metrics file")
 
 
 def _pct(value: float | None, signed: bool = False) -> str:
@@ -39,7 +40,7 @@ def experiments(metrics: Path) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for path in sorted((metrics / "train").glob("*.json")):
-        m = json.loads(path.read_text())
+        m = read_json_bounded(path, what="training metrics")
         accuracies = [t["test_accuracy"] for t in m["trials"]]
         sd = float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None
         floor = (m.get("floor") or {}).get("test_accuracy")

@@ -23,7 +23,6 @@ a file lock (a server serialises its own writes), and a run whose process dies d
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 import signal
@@ -45,6 +44,7 @@ from fersynth.atomic import pid_alive
 from fersynth.errors import FersynthError
 from fersynth.log import get_logger
 from fersynth.paths import VariantLayout, mlflow_artifacts_dir, mlflow_db_path, project_root
+from fersynth.variants.files import MAX_MANIFEST_BYTES, file_sha256, open_input
 
 DEFAULT_EXPERIMENT = "fersynth"
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -226,7 +226,7 @@ def git_commit(root: Path | None = None) -> str | None:
 
 def variant_hash(variant_dir: Path) -> str:
     """sha256 of a variant's manifest: changes whenever any image, label or split changes."""
-    return hashlib.sha256(VariantLayout(Path(variant_dir)).manifest.read_bytes()).hexdigest()
+    return file_sha256(VariantLayout(Path(variant_dir)).manifest, MAX_MANIFEST_BYTES, "manifest")
 
 
 def run_tags(stage: str, inputs: Mapping[str, Path]) -> dict[str, str]:
@@ -275,7 +275,8 @@ def _dataset(name: str, path: str, digest: str):
     import mlflow
     import pandas as pd
 
-    manifest = pd.read_parquet(VariantLayout(Path(path)).manifest)
+    with open_input(VariantLayout(Path(path)).manifest, MAX_MANIFEST_BYTES, "manifest") as handle:
+        manifest = pd.read_parquet(handle)
     with warnings.catch_warnings():
         # MLflow's hints: integer columns in the schema, a path that two local source types could read
         warnings.simplefilter("ignore", UserWarning)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fersynth.paths import CheckpointLayout, trial_dirs, trial_name, trial_seed, trials_record_path
+from fersynth.variants.files import MAX_JSON_BYTES, read_bounded
 
 RULE = "highest validation accuracy; the lowest seed on a tie"
 RECORDED = ("seed", "best_epoch", "best_val_accuracy")
@@ -54,13 +55,13 @@ def best_trial_dir(model_dir: Path) -> Path:
     on_disk = {trial_seed(d): d for d in trial_dirs(model_dir)}  # FileNotFoundError: no model at all
     record = trials_record_path(model_dir)
     example = model_dir / trial_name(min(on_disk))
-    if not record.is_file():
+    if not record.exists():
         raise ValueError(
             f"{model_dir} holds {len(on_disk)} trials but no {record.name} saying which is best (trained before "
             f"fersynth wrote one): retrain it, or name one trial, e.g. {example}"
         )
     try:
-        trials = json.loads(record.read_text())["trials"]
+        trials = json.loads(read_bounded(record, MAX_JSON_BYTES))["trials"]  # FileRejected: a ValueError
         recorded = sorted(t["seed"] for t in trials)
         seed = best_trial(trials)["seed"]
     except (ValueError, KeyError, TypeError) as error:

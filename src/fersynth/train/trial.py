@@ -31,6 +31,7 @@ from fersynth.modeling.distributed import Distributed
 from fersynth.modeling.metrics import classification_report
 from fersynth.runtime import pinned, torch_threads, usable_cpus
 from fersynth.train.distributed import all_sum, sync_buffers, train_step, wrap
+from fersynth.variants.files import MAX_WEIGHTS_BYTES, check_input
 
 log = get_logger(__name__)
 
@@ -63,6 +64,8 @@ def fit_trial(config, seed: int, data: dict, classes, state: Distributed, out: P
         "val": BatchLoader(*data["val"], 256, device, shuffle=False),
         "test": BatchLoader(*data["test"], 256, device, shuffle=False),
     }
+    if config.weights:  # local ImageNet weights, loaded by path in build_model (which cannot import fersynth)
+        check_input(Path(config.weights), MAX_WEIGHTS_BYTES, "train weights")
     model = build_model(
         config.architecture, len(classes), config.input.channels, config.input.size, config.weights, config.width
     )

@@ -24,6 +24,7 @@ from PIL import Image
 from fersynth.atomic import atomic_path, write_json
 from fersynth.errors import InputError
 from fersynth.paths import VariantLayout
+from fersynth.variants.files import MAX_MANIFEST_BYTES, MAX_SHARD_BYTES, open_input, read_input
 from fersynth.variants.images import decode_image, to_8bit
 
 __all__ = ["Variant", "VariantWriter", "Quarantine", "decode_image", "pixel_sha256", "raw_sha256", "encode_png"]
@@ -344,7 +345,8 @@ class Variant:
             # one read of the whole file: pyarrow reopens a path per page, and a variant republished in
             # between would give it pages of two files
             try:
-                table = pq.read_table(pa.BufferReader(self.layout.manifest.read_bytes()))
+                data = read_input(self.layout.manifest, MAX_MANIFEST_BYTES, "manifest")
+                table = pq.read_table(pa.BufferReader(data))
             except (OSError, ValueError, pa.ArrowException) as error:
                 raise _damaged(self.layout.manifest, error) from None
             self._manifest = table.to_pandas()
@@ -356,7 +358,8 @@ class Variant:
         for shard_name, group in rows.groupby("shard", sort=True):
             wanted = set(group["key"])
             try:
-                with open(self.layout.shards_dir / shard_name, "rb") as handle:  # one open file: one version
+                # one open file: one version; a FIFO or a link to /dev/zero in place of a shard is a one-line error
+                with open_input(self.layout.shards_dir / shard_name, MAX_SHARD_BYTES, "image shard") as handle:
                     table = pq.read_table(handle)
             except (OSError, ValueError, pa.ArrowException) as error:
                 raise _damaged(self.layout.shards_dir / shard_name, error) from None

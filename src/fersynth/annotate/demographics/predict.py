@@ -20,6 +20,7 @@ from fersynth.atomic import atomic_path, write_json
 from fersynth.config import at_least
 from fersynth.demo.truth import read_ground_truth
 from fersynth.log import get_logger
+from fersynth.variants.files import copy_regular
 from fersynth.variants.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
 from fersynth.variants.variant import MANIFEST_SCHEMA, Variant
 
@@ -89,7 +90,7 @@ def agr_predict(
     if ground_truth is not None:
         report["against_ground_truth"] = score(manifest, ground_truth)
     with atomic_path(Path(out_dir), kind="variant", inputs=(variant.layout.root,)) as tmp:
-        shutil.copytree(variant.layout.shards_dir, tmp / "images")
+        shutil.copytree(variant.layout.shards_dir, tmp / "images", copy_function=copy_regular)
         pq.write_table(
             pa.Table.from_pandas(manifest, schema=MANIFEST_SCHEMA, preserve_index=False), tmp / "manifest.parquet"
         )
