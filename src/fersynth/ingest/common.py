@@ -13,7 +13,7 @@ import math
 import os
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -243,6 +243,26 @@ def scan_files(writer: VariantWriter, root: Path) -> list[Path]:
 
     walk(root)
     return files
+
+
+def ingest_each_image(
+    writer: VariantWriter, src: Path, desc: str, limits: ImageLimits, record_of: Callable[[Path], dict]
+) -> None:
+    """One row per image file under ``src`` whose name alone says what it is (UTKFace, unlabeled folders):
+    :func:`scan_files`, then per file the suffix, ``record_of(path)`` (its fields from the name; raises
+    :class:`BadInput` for a malformed one) and the image itself; whatever fails is quarantined with its reason."""
+    from fersynth.log import progress
+
+    for path in progress(scan_files(writer, src), desc=desc):
+        source = path.relative_to(src).as_posix()
+        try:
+            check_image_suffix(path)
+            record = record_of(path)
+            data, image = read_image_file(path, limits)
+        except BadInput as error:
+            writer.reject(source, str(error))
+            continue
+        writer.add({"key": source, "source": source, **record}, image, data)
 
 
 def basic7_record(dataset: str, key: str, source: str, emotion: str, split: str | None = None) -> dict:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fersynth.ingest.common import BadInput, IngestConfig, check_image_suffix, read_image_file, scan_files
-from fersynth.log import progress
+from fersynth.ingest.common import BadInput, IngestConfig, ingest_each_image
 from fersynth.variants.labels import UTK_GENDERS, UTK_RACES, age_group
 from fersynth.variants.variant import VariantWriter
 
@@ -35,25 +34,19 @@ def _digits(text: str, at_most: int) -> bool:
 
 
 def ingest_utkface(writer: VariantWriter, src: Path, config: IngestConfig) -> str:
-    for path in progress(scan_files(writer, src), desc="ingest utkface"):
-        source = path.relative_to(src).as_posix()
-        try:
-            check_image_suffix(path)
-            age, gender, ethnicity = parse_name(path.name)
-            data, image = read_image_file(path, config.limits)
-        except BadInput as error:
-            writer.reject(source, str(error))
-            continue
-        record = {
-            "key": source,
-            "source": source,
-            "dataset": "utkface",
-            "label_space": "none",
-            "age": float(age),
-            "age_group": age_group(age),
-            "gender": gender,
-            "ethnicity": ethnicity,
-            "synthetic": False,
-        }
-        writer.add(record, image, data)
+    ingest_each_image(writer, src, "ingest utkface", config.limits, _record_from_name)
     return "folders"
+
+
+def _record_from_name(path: Path) -> dict:
+    """A UTKFace row's fields from its file name (``<age>_<gender>_<race>_<date>.jpg``)."""
+    age, gender, ethnicity = parse_name(path.name)
+    return {
+        "dataset": "utkface",
+        "label_space": "none",
+        "age": float(age),
+        "age_group": age_group(age),
+        "gender": gender,
+        "ethnicity": ethnicity,
+        "synthetic": False,
+    }
