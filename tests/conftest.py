@@ -8,10 +8,12 @@ from fersynth.runtime import pin
 
 pin()  # as every `fersynth` process does, before anything here loads PyTorch: tests compute as the pipeline
 
+import contextlib
 import io
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -243,3 +245,26 @@ def git_project(tmp_path, monkeypatch):
     monkeypatch.chdir(make_git_project(tmp_path))
     monkeypatch.delenv("DVC_ROOT", raising=False)
     return tmp_path
+
+
+class _Hang(BaseException):
+    """Raised by :func:`at_most`'s alarm; not an ``Exception``, so no ``except Exception`` in fersynth swallows it."""
+
+
+@contextlib.contextmanager
+def at_most(seconds: float):
+    """Fail instead of waiting when the code under test hangs in this process (a FIFO opened for reading, a sheet
+    walked cell by cell): the alarm interrupts it and the test fails saying so."""
+
+    def alarm(signum, frame):
+        raise _Hang
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Hang:
+        raise AssertionError(f"still running after {seconds} s") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

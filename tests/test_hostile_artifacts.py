@@ -8,12 +8,10 @@ timeout and its memory capped just above what its imports took."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -24,6 +22,7 @@ from PIL import Image
 
 from fersynth.errors import InputError
 from fersynth.variants.labels import BASIC7
+from tests.conftest import at_most
 
 SPARSE_BYTES = 2 << 30  # 2 GB of holes: no disk, but read whole it is 2 GB of memory
 
@@ -59,28 +58,6 @@ def _one_line_error(done: subprocess.CompletedProcess, command: str, *parts: str
     for part in parts:
         assert part in lines[0], lines[0]
     return lines[0]
-
-
-class _Hang(BaseException):
-    """Raised by the alarm; not an ``Exception``, so no ``except Exception`` in fersynth swallows it."""
-
-
-@contextlib.contextmanager
-def _at_most(seconds: float):
-    """Fail instead of waiting when code in this process opens a FIFO (the open is interrupted)."""
-
-    def alarm(signum, frame):
-        raise _Hang
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    except _Hang:
-        raise AssertionError(f"still running after {seconds} s") from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _sparse(path: Path, size: int = SPARSE_BYTES) -> Path:
@@ -155,7 +132,7 @@ def test_a_trials_record_that_is_a_fifo_is_named_as_unreadable(tmp_path):
     for seed in (0, 1):
         _tiny_model(tmp_path / "model" / f"seed-{seed}")
     os.mkfifo(tmp_path / "model" / "trials.json")  # not "missing": it is there and cannot be a record
-    with _at_most(10), pytest.raises(ValueError, match=r"trials\.json is unreadable \(not a regular file: a FIFO\)"):
+    with at_most(10), pytest.raises(ValueError, match=r"trials\.json is unreadable \(not a regular file: a FIFO\)"):
         best_trial_dir(tmp_path / "model")
 
 
@@ -207,7 +184,7 @@ def test_a_metrics_file_that_is_a_fifo_is_not_taken_for_a_missing_one(tmp_path):
 
     (tmp_path / "evaluate").mkdir()
     os.mkfifo(tmp_path / "evaluate" / "floor.json")  # before: is_file() said no, and the table said "—"
-    with _at_most(10), pytest.raises(InputError, match=r"metrics file .*floor\.json: not a regular file: a FIFO"):
+    with at_most(10), pytest.raises(InputError, match=r"metrics file .*floor\.json: not a regular file: a FIFO"):
         render("<!-- results:experiments -->\n<!-- /results:experiments -->\n", tmp_path)
 
 
@@ -218,7 +195,7 @@ def test_the_report_refuses_a_fifo_among_the_per_class_reports(tmp_path):
     (tmp_path / "fer2013" / "evaluator.json").write_text(json.dumps({"happy": {"f1-score": 1.0}, "accuracy": 1.0}))
     assert _per_class(tmp_path)["fer2013"]["evaluator"]["accuracy"] == 1.0
     os.mkfifo(tmp_path / "fer2013" / "test.json")
-    with _at_most(10), pytest.raises(InputError, match=r"per-class report .*test\.json: not a regular file: a FIFO"):
+    with at_most(10), pytest.raises(InputError, match=r"per-class report .*test\.json: not a regular file: a FIFO"):
         _per_class(tmp_path)
 
 
@@ -245,7 +222,7 @@ def test_validate_names_a_shard_that_is_a_fifo_or_a_device_instead_of_missing(tm
     }
     shard.unlink()
     os.mkfifo(shard)
-    with _at_most(10):
+    with at_most(10):
         assert set(check_images(Variant(variant))["problem"]) == {"unreadable shard: not a regular file: a FIFO"}
 
 
@@ -279,7 +256,7 @@ def test_the_gate_reports_a_fifo_among_the_pictures_instead_of_hanging(tmp_path)
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "in" / "happy-a.png")
     os.mkfifo(tmp_path / "in" / "happy-b.png")  # Image.open(path) would wait for a writer
-    with _at_most(20):
+    with at_most(20):
         gate_directory(tmp_path / "in", tmp_path / "gate.csv", GateConfig(detector="none"))
     reasons = pd.read_csv(tmp_path / "gate.csv").set_index("file")["reason"]
     assert reasons["happy-b.png"] == "unreadable: not a regular file: a FIFO"

@@ -1,10 +1,8 @@
 """Hostile dataset contents: every case is quarantined with a reason (or is a one-line error), never a
 crash, never silence, and ``kept + quarantined = read`` holds."""
 
-import contextlib
 import io
 import os
-import signal
 import struct
 import zlib
 
@@ -21,7 +19,7 @@ from fersynth.errors import InputError
 from fersynth.ingest import ingest
 from fersynth.ingest.common import IngestConfig
 from fersynth.variants.variant import Variant
-from tests.conftest import image_bytes, pixel_string, write_file
+from tests.conftest import at_most, image_bytes, pixel_string, write_file
 
 AFFECTNET_HEADER = (
     "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
@@ -310,26 +308,6 @@ def test_quarantine_lists_are_deterministic(tmp_path):
 
 
 # issue 22: the ingest probes -----------------------------------------------------------------------
-class _Hang(BaseException):
-    """Raised by the alarm; not an ``Exception``, so no ``except Exception`` in fersynth swallows it."""
-
-
-@contextlib.contextmanager
-def _at_most(seconds):
-    """Fail instead of waiting when the code under test hangs (a FIFO opened, a sheet walked cell by cell)."""
-
-    def alarm(signum, frame):
-        raise _Hang
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    except _Hang:
-        raise AssertionError(f"still running after {seconds} s") from None
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_casme2_a_stray_frame_far_away_does_not_stretch_the_clip(tmp_path):
@@ -346,7 +324,7 @@ def test_casme2_a_cell_in_the_sheets_far_corner_is_not_walked_to(tmp_path):
     workbook = load_workbook(src / "CASME2-coding-20140508.xlsx")
     workbook.active["XFD1048576"] = "x"  # the sheet's dimension becomes A1:XFD1048576 (17 billion cells)
     workbook.save(src / "CASME2-coding-20140508.xlsx")
-    with _at_most(30):
+    with at_most(30):
         report, reasons = _ingested("casme2", src, tmp_path / "out")
     assert report["kept"] == 3 and report["read"] == 3 + 1
     assert reasons == {
@@ -408,7 +386,7 @@ def test_a_fifo_or_a_device_given_as_a_table_is_a_one_line_error(tmp_path, datas
     else:
         os.symlink(special, table)
     kind = "a FIFO" if special == "fifo" else "a character device"
-    with _at_most(10), pytest.raises(InputError, match=f"not a regular file: {kind}"):
+    with at_most(10), pytest.raises(InputError, match=f"not a regular file: {kind}"):
         ingest(dataset, src, tmp_path / "out", IngestConfig(workers=1))
     assert not (tmp_path / "out").exists()
 
