@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.demo.truth import read_ground_truth
 from fersynth.variants.variant import MANIFEST_SCHEMA, Variant
 
@@ -101,7 +101,7 @@ def opinionated_classifier(directory: Path, favourite: str = "neutral") -> Path:
     emotion (a stand-in for a classifier trained on other data than the pictures it gates)."""
     import torch
 
-    from fersynth.generate.classifier import EmotionClassifier
+    from fersynth.generate.gate_classifier import EmotionClassifier
     from fersynth.modeling.architectures import SmallCNN
     from fersynth.variants.labels import BASIC7
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from fersynth.annotate.relabel import ReclassifyConfig, reclassify
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.modeling.small_cnn import ModelConfig
 from fersynth.variants.labels import BASIC7
 from fersynth.variants.variant import Variant, VariantWriter

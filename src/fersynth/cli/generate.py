@@ -45,7 +45,7 @@ def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None
 @params_option()
 def gate_train_command(variant: Path, model_dir: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Train the quality gate's emotion classifier on VARIANT's train split."""
-    from fersynth.generate.classifier import GateTrainConfig, gate_train
+    from fersynth.generate.gate_classifier import GateTrainConfig, gate_train
 
     gate_train(
         variant, model_dir, build(GateTrainConfig, section(load_params(params_path), "gate_train")), metrics_path

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fersynth.demo.faces import FaceSpec
+from fersynth.demo.renderer import FaceSpec
 from fersynth.variants.labels import AGE_GROUPS, BASIC7, CASME2, ETHNICITIES, GENDERS
 
 # Class mixes follow the sources' own imbalance (paper 001 Table 1, paper 002 Table 1), in BASIC7 order.

@@ -23,7 +23,7 @@ from PIL import Image
 from fersynth.atomic import atomic_path, write_json
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.log import get_logger, progress
-from fersynth.modeling.distributed import (
+from fersynth.modeling.process_group import (
     all_gather,
     check_device,
     gather_to_main,

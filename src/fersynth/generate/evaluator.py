@@ -21,13 +21,13 @@ import pandas as pd
 from fersynth.atomic import write_json
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
+from fersynth.generate.common import GenerationConfig, ImageFormat, accept_into, write_attempts
 from fersynth.generate.convert import FORMATS
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, ImageFormat, accept_into, write_attempts
 from fersynth.log import get_logger
-from fersynth.modeling.distributed import setup, teardown, variant_writer
+from fersynth.modeling.process_group import setup, teardown, variant_writer
 from fersynth.variants.labels import BASIC7
 from fersynth.variants.variant import Variant
 

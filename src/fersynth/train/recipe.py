@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 0  # the first trial's seed (and the validation split's, unless split_seed is set)
     trials: int = 1  # models trained with seeds seed, seed+1, ... on the same split (paper 002: 5)
     split_seed: int = -1  # the validation split's (and real_fraction's) seed; -1: seed. Other trial seeds, same rows
-    accumulate: int = 1  # micro-batches per optimiser step and process (fersynth.train.distributed)
+    accumulate: int = 1  # micro-batches per optimiser step and process (fersynth.train.data_parallel)
     device: str = "auto"
     mixed_precision: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
 

@@ -1,6 +1,6 @@
 """A team of processes under ``torchrun`` (or ``accelerate launch``): joining the process group (NCCL on
 GPUs, gloo on CPUs) and exchanging picklable results. What the team computes is the stage's business
-(data-parallel training in :mod:`fersynth.train.distributed`, shares of generation rounds in
+(data-parallel training in :mod:`fersynth.train.data_parallel`, shares of generation rounds in
 :mod:`fersynth.generate.quota` and :func:`fersynth.generate.ddpm.ddpm_sample`); only rank 0 writes
 (:func:`variant_writer`).
 """

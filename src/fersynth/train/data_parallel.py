@@ -7,7 +7,7 @@ A shard's forward pass draws its random numbers (dropout) from a seed of (trial 
 loss is weighted 1/shards in the all-reduced gradient, so DDP on W processes and one process with
 ``accumulate = W`` compute the same parameter updates. BatchNorm normalises each shard with its own
 statistics in both; its running statistics are rank 0's under DDP (broadcast every step). Joining the
-process group is :mod:`fersynth.modeling.distributed`.
+process group is :mod:`fersynth.modeling.process_group`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from fersynth.modeling.distributed import Distributed
+from fersynth.modeling.process_group import Distributed
 
 
 def wrap(model: nn.Module, state: Distributed) -> nn.Module:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from fersynth.demo.faces import EXPRESSIONS, FaceSpec, render_face
+from fersynth.demo.renderer import EXPRESSIONS, FaceSpec, render_face
 
 
 def test_same_spec_renders_identical_pixels():

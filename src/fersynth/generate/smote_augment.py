@@ -1,4 +1,5 @@
-"""Image augmentation presets built from torchvision transforms (v2).
+"""Step 1 of ``fersynth smote`` (:mod:`fersynth.generate.smote`): paper 004's image-generator augmentation of
+minority train images, built from torchvision transforms (v2); nothing else uses it.
 
 ``image_generator`` reproduces the Keras ``ImageDataGenerator`` settings of paper 004 (rotation 30,
 width/height shift 0.2, shear 0.2, zoom 0.2, horizontal and vertical flip, ``fill_mode="nearest"``).
