@@ -84,7 +84,7 @@ def tiny_demo(tmp_path_factory):
 
 def with_true_demographics(variant_dir, truth_csv):
     """Fill gender / age group / ethnicity from the demo ground truth, in place (standing in for
-    agr-predict, which tests/test_demographics.py covers)."""
+    demographics-predict, which tests/test_demographics.py covers)."""
     manifest = Variant(variant_dir).manifest
     truth = read_ground_truth(truth_csv).reindex(manifest["source"].to_numpy())
     for column in ("gender", "age_group", "ethnicity"):

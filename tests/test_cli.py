@@ -57,12 +57,12 @@ def test_failing_suite_exits_non_zero(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "validation failed" in result.output
 
 
-def test_agr_predict_accepts_a_ground_truth_directory(tmp_path):
+def test_demographics_predict_accepts_a_ground_truth_directory(tmp_path):
     (tmp_path / "truth").mkdir()
     result = CliRunner().invoke(
         main,
         [
-            "agr-predict",
+            "demographics-predict",
             str(tmp_path),
             "--model-dir",
             str(tmp_path),

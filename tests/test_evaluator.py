@@ -1,5 +1,5 @@
 """The evaluator on tiny demo sources whose demographics come from the demo's ground truth (standing in
-for agr-predict, which tests/test_demographics.py covers)."""
+for demographics-predict, which tests/test_demographics.py covers)."""
 
 import json
 

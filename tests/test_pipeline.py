@@ -112,7 +112,7 @@ def _fast_params(path: Path) -> None:
     }
     params["reclassify"] |= {"rounds": 2, "compare_methods": False, "consensus": 1, "stability_check": False}
     params["reclassify"]["model"]["epochs"] = 3
-    params["agr"]["epochs"] = 2
+    params["demographics"]["epochs"] = 2
     params["gate_train"]["model"]["epochs"] = 3
     params["gate"]["classifier"] = (
         ""  # a 3-epoch classifier may accept no disgust face at all (test_gate_classifier.py)

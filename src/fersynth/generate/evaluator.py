@@ -1,7 +1,7 @@
 """``fersynth evaluator``: paper 001's balanced, unbiased evaluator set (III.B, Tables 4-6).
 
 From the **test split** of each source (reclassified FER2013, NHFI, AffectNet, with demographics predicted
-by ``agr-predict``) take ``k`` images per emotion x gender x age group x ethnicity cell (280 cells): the
+by ``demographics-predict``) take ``k`` images per emotion x gender x age group x ethnicity cell (280 cells): the
 most confident demographic predictions first (paper 001 chose by eye). Cells a source cannot fill are
 completed with gated generated faces made with that cell's prompt and converted to that source's format
 (paper 001: 512 RGB -> 224 grey for NHFI, 48 grey for FER2013); the gate checks image quality and the
@@ -94,7 +94,7 @@ def build_evaluator(
             manifest = variant.manifest
             test = manifest[(manifest["split"] == "test") & manifest["emotion"].isin(BASIC7)]
             if test[["gender", "age_group", "ethnicity"]].isna().any().any():
-                raise ValueError(f"{sources[dataset]}: test rows without demographics; run agr-predict first")
+                raise ValueError(f"{sources[dataset]}: test rows without demographics; run demographics-predict first")
             chosen = select_real(test, config.per_cell)
             for row, data in variant.iter_bytes(chosen):
                 row = row.copy()

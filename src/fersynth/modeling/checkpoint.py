@@ -1,7 +1,7 @@
 """One way to save and load a trained network: its weights as safetensors and what it was built from as
 JSON, side by side in one directory (:class:`fersynth.paths.CheckpointLayout`: ``model.safetensors``,
 ``config.json``). Loading unpickles nothing. :func:`save_checkpoint` / :func:`load_checkpoint` are the pair
-every stage uses (train, agr-train; :mod:`fersynth.modeling.trained` loads a ``fersynth train`` classifier).
+every stage uses (train, demographics-train; :mod:`fersynth.modeling.trained` loads a ``fersynth train`` classifier).
 """
 
 from __future__ import annotations
