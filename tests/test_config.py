@@ -30,7 +30,7 @@ def test_a_configs_file_is_its_section_and_train_defaults_merge_under_every_expe
             "train": {
                 "defaults": {"epochs": 15, "seed": 0, "input": {"size": 48, "channels": 1}},
                 "fer2013": {"variants": ["data/original/fer2013"]},
-                "nhfi": {"variants": ["data/reclassified/nhfi"], "input": {"channels": 3}, "epochs": 30},
+                "nhfi": {"variants": ["data/relabelled/nhfi"], "input": {"channels": 3}, "epochs": 30},
             }
         },
         {"gate": {"blur_below": 15.0}, "smote": None},  # an empty file is an empty section (its defaults)

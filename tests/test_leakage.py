@@ -24,7 +24,7 @@ def _params(**train) -> dict:
         "train": {name: {"variants": variants} for name, variants in train.items()},
         "evaluate": {
             "models": {"hybrid": "models/hybrid"},
-            "test_sets": {"affectnet": "data/reclassified/affectnet", "evaluator": "data/evaluator"},
+            "test_sets": {"affectnet": "data/relabelled/affectnet", "evaluator": "data/evaluator"},
         },
         "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["affectnet", "evaluator"]}}},
     }
@@ -51,23 +51,23 @@ def test_a_compared_models_data_or_the_candidates_test_set_is_refused():
         "data/original/fer2013 is the training data of control_null, a compared model",
     ]
     # hybrid trains on the labeled faces and is compared on AffectNet: an AffectNet labeler carries the test domain in
-    [reason] = labeler_conflicts(["data/reclassified/affectnet"], LABELED, PARAMS)
+    [reason] = labeler_conflicts(["data/relabelled/affectnet"], LABELED, PARAMS)
     assert reason == (
-        "data/reclassified/affectnet is test set affectnet of the hybrid vs fer2013 comparison, "
+        "data/relabelled/affectnet is test set affectnet of the hybrid vs fer2013 comparison, "
         "and hybrid trains on data/sfhq_labeled"
     )
 
 
 def test_the_test_set_rule_applies_only_to_candidates_trained_on_the_labeled_variant():
     params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/other"])
-    assert labeler_conflicts(["data/reclassified/affectnet"], "data/sfhq_labeled", params) == []
-    assert len(labeler_conflicts(["./data/reclassified/affectnet"], "data/other/", params)) == 1  # paths normalised
+    assert labeler_conflicts(["data/relabelled/affectnet"], "data/sfhq_labeled", params) == []
+    assert len(labeler_conflicts(["./data/relabelled/affectnet"], "data/other/", params)) == 1  # paths normalised
 
 
 def test_a_compared_model_without_a_train_experiment_is_a_params_error():
     params = _params(hybrid=["data/sfhq_labeled"])  # baseline fer2013 is trained by no train.<experiment>
     with pytest.raises(ParamsError, match="fer2013"):
-        labeler_conflicts(["data/reclassified/nhfi"], "data/sfhq_labeled", params)
+        labeler_conflicts(["data/relabelled/nhfi"], "data/sfhq_labeled", params)
 
 
 def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sources():
@@ -77,8 +77,8 @@ def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sourc
         "data/original/nhfi",
         "data/original/affectnet",
         "data/original/casme2",
-        "data/reclassified/nhfi",
-        "data/reclassified/affectnet",
+        "data/relabelled/nhfi",
+        "data/relabelled/affectnet",
         "data/merged",
         "data/smote_balanced",
         "data/smote_only",
@@ -131,7 +131,7 @@ def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path,
     monkeypatch.chdir(tmp_path)
     params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/sfhq_labeled"])
     _manifest(tmp_path, "data/original/fer2013", [("train", "f1"), ("val", "f2"), ("test", "f3")])
-    _manifest(tmp_path, "data/reclassified/affectnet", [("train", "a1"), ("test", "a2")])
+    _manifest(tmp_path, "data/relabelled/affectnet", [("train", "a1"), ("test", "a2")])
     _manifest(tmp_path, "data/evaluator", [("test", "e1")])
     _manifest(tmp_path, "data/relabelled_copy", [("train", "f1"), ("val", "f2"), ("train", "n1")])
     _manifest(tmp_path, "data/merged", [("train", "a1"), ("val", "n2")])
@@ -143,7 +143,7 @@ def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path,
         "2 of its train/val pictures are training pictures of hybrid (data/original/fer2013)",
     ]
     [merged] = labeler_picture_conflicts(["data/merged"], LABELED, params)
-    assert merged.startswith("1 of its train/val pictures are pictures of data/reclassified/affectnet")
+    assert merged.startswith("1 of its train/val pictures are pictures of data/relabelled/affectnet")
     assert labeler_picture_conflicts(["data/clean"], LABELED, params) == []
     (tmp_path / "data" / "original" / "fer2013" / "manifest.parquet").unlink()
     missing = labeler_picture_conflicts(["data/clean"], LABELED, params)

@@ -110,8 +110,8 @@ def _fast_params(path: Path) -> None:
         "sfhq_images": 240,
         "sfhq_size": 64,
     }
-    params["reclassify"] |= {"rounds": 2, "compare_methods": False, "consensus": 1, "stability_check": False}
-    params["reclassify"]["model"]["epochs"] = 3
+    params["relabel"] |= {"rounds": 2, "compare_methods": False, "consensus": 1, "stability_check": False}
+    params["relabel"]["model"]["epochs"] = 3
     params["demographics"]["epochs"] = 2
     params["gate_train"]["model"]["epochs"] = 3
     params["gate"]["classifier"] = (

@@ -22,13 +22,12 @@ from fersynth.options import metrics_option, model_dir_option, output_option, pa
     help="Demo ground-truth CSV: score the relabelling against the flipped labels.",
 )
 @params_option()
-def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
+def relabel(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
     """Relabel SOURCE's noisy labels (self_filter or confident_learning); images and splits unchanged."""
-    from fersynth.annotate.relabel import ReclassifyConfig
-    from fersynth.annotate.relabel import reclassify as run_reclassify
+    from fersynth.annotate.relabel import RelabelConfig, relabel_variant
 
-    config = build(ReclassifyConfig, section(load_params(params_path), "reclassify"))
-    run_reclassify(source, out, config, metrics_path, truth)
+    config = build(RelabelConfig, section(load_params(params_path), "relabel"))
+    relabel_variant(source, out, config, metrics_path, truth)
 
 
 @main.command(name="demographics-train")

@@ -132,7 +132,7 @@ def data_docs(site: Path | None) -> None:
     multiple=True,
     required=True,
     metavar="NAME=DIR",
-    help="A variant to merge, e.g. fer2013=data/reclassified/fer2013 (repeatable).",
+    help="A variant to merge, e.g. fer2013=data/relabelled/fer2013 (repeatable).",
 )
 @variant_out_option()
 @params_option()

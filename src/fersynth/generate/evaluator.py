@@ -1,6 +1,6 @@
 """``fersynth evaluator``: paper 001's balanced, unbiased evaluator set (III.B, Tables 4-6).
 
-From the **test split** of each source (reclassified FER2013, NHFI, AffectNet, with demographics predicted
+From the **test split** of each source (relabelled FER2013, NHFI, AffectNet, with demographics predicted
 by ``demographics-predict``) take ``k`` images per emotion x gender x age group x ethnicity cell (280 cells): the
 most confident demographic predictions first (paper 001 chose by eye). Cells a source cannot fill are
 completed with gated generated faces made with that cell's prompt and converted to that source's format

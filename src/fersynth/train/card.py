@@ -21,7 +21,7 @@ INTENDED_USE = (
 )
 
 LIMITS = (
-    "Labels are the datasets' (posed or crowd-labelled, relabelled by `fersynth reclassify` where the pipeline "
+    "Labels are the datasets' (posed or crowd-labelled, relabelled by `fersynth relabel` where the pipeline "
     "says so), not what a person felt.",
     "Demographic groups used for fairness are predicted (the UTKFace-trained age / gender / ethnicity model), "
     "except where a dataset ships them.",
