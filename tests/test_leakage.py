@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fersynth.checks.leakage import evaluator_not_in, labeler_conflicts
+from fersynth.checks.leakage import balanced_set_not_in, labeler_conflicts
 from fersynth.config import load_params
 from fersynth.errors import ParamsError
 from tests.conftest import dvc_stages
@@ -24,9 +24,9 @@ def _params(**train) -> dict:
         "train": {name: {"variants": variants} for name, variants in train.items()},
         "evaluate": {
             "models": {"hybrid": "models/hybrid"},
-            "test_sets": {"affectnet": "data/relabelled/affectnet", "evaluator": "data/evaluator"},
+            "test_sets": {"affectnet": "data/relabelled/affectnet", "balanced_set": "data/balanced_set"},
         },
-        "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["affectnet", "evaluator"]}}},
+        "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["affectnet", "balanced_set"]}}},
     }
 
 
@@ -70,8 +70,8 @@ def test_a_compared_model_without_a_train_experiment_is_a_params_error():
         labeler_conflicts(["data/relabelled/nhfi"], "data/sfhq_labeled", params)
 
 
-def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sources():
-    derived = evaluator_not_in(PARAMS, "data/evaluator")
+def test_balanced_set_not_in_is_every_train_and_test_variant_and_the_ingested_sources():
+    derived = balanced_set_not_in(PARAMS, "data/balanced_set")
     assert set(derived) == {
         "data/original/fer2013",
         "data/original/nhfi",
@@ -90,16 +90,16 @@ def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sourc
         "data/sfhq_labeled",
     }
     more = PARAMS | {"train": PARAMS["train"] | {"new": {"variants": ["data/filtered/nhfi"]}}}
-    assert set(evaluator_not_in(more, "data/evaluator")) == set(derived) | {"data/filtered/nhfi"}
+    assert set(balanced_set_not_in(more, "data/balanced_set")) == set(derived) | {"data/filtered/nhfi"}
 
 
-def test_validate_evaluator_depends_on_exactly_the_derived_variants(stages):
-    stage = stages["validate-evaluator"]
-    assert stage["cmd"].split()[2] == "data/evaluator"
+def test_validate_balanced_set_depends_on_exactly_the_derived_variants(stages):
+    stage = stages["validate-balanced-set"]
+    assert stage["cmd"].split()[2] == "data/balanced_set"
     variants = {d for d in stage["deps"] if d.startswith("data/")}
-    assert variants - {"data/evaluator"} == set(evaluator_not_in(PARAMS, "data/evaluator"))
-    # the suite and the evaluator's datasets are configs files; the training variants and test sets are params
-    assert {"configs/evaluator_suite.yaml", "configs/evaluator.yaml"} <= set(stage["deps"])
+    assert variants - {"data/balanced_set"} == set(balanced_set_not_in(PARAMS, "data/balanced_set"))
+    # the suite and the balanced set's datasets are configs files; the training variants and test sets are params
+    assert {"configs/balanced_set_suite.yaml", "configs/balanced_set.yaml"} <= set(stage["deps"])
     experiments = [f"train.{name}.variants" for name in PARAMS["train"]]
     assert set(stage["params"]) >= {"evaluate.test_sets", *experiments}
 
@@ -132,7 +132,7 @@ def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path,
     params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/sfhq_labeled"])
     _manifest(tmp_path, "data/original/fer2013", [("train", "f1"), ("val", "f2"), ("test", "f3")])
     _manifest(tmp_path, "data/relabelled/affectnet", [("train", "a1"), ("test", "a2")])
-    _manifest(tmp_path, "data/evaluator", [("test", "e1")])
+    _manifest(tmp_path, "data/balanced_set", [("test", "e1")])
     _manifest(tmp_path, "data/relabelled_copy", [("train", "f1"), ("val", "f2"), ("train", "n1")])
     _manifest(tmp_path, "data/merged", [("train", "a1"), ("val", "n2")])
     _manifest(tmp_path, "data/clean", [("train", "n3"), ("train", "f3")])  # FER2013's *test* picture: not training

@@ -1,5 +1,5 @@
 """Which data may meet which model: rules over ``params.yaml`` that keep a test set from being chosen,
-labeled or trained by what it evaluates (autolabel's labeler check, the evaluator's ``not_in``), and their
+labeled or trained by what it evaluates (autolabel's labeler check, the balanced set's ``not_in``), and their
 check picture by picture (pixel hashes, whatever variant or path holds a picture: :func:`pictures`)."""
 
 from __future__ import annotations
@@ -77,15 +77,15 @@ def labeler_conflicts(labeler_variants, labeled_variant: str | Path, params: Map
     return list(dict.fromkeys(reasons))
 
 
-def evaluator_not_in(params: Mapping, evaluator: str | Path) -> tuple[str, ...]:
-    """The variants none of whose train or val pictures may be in the evaluator: every
-    ``train.*.variants``, every ``evaluate.test_sets`` variant but the evaluator itself, and the ingested
-    variant of each ``evaluator.datasets`` source; sorted, no repeats."""
-    evaluator = _norm(evaluator)
+def balanced_set_not_in(params: Mapping, balanced_set: str | Path) -> tuple[str, ...]:
+    """The variants none of whose train or val pictures may be in the balanced set: every
+    ``train.*.variants``, every ``evaluate.test_sets`` variant but the balanced set itself, and the ingested
+    variant of each ``balanced_set.datasets`` source; sorted, no repeats."""
+    balanced_set = _norm(balanced_set)
     variants = {v for trained in train_variants(params).values() for v in trained}
     variants |= {_norm(v) for v in params["evaluate"]["test_sets"].values()}
-    variants |= {_norm(original_variant(d)) for d in params["evaluator"]["datasets"]}
-    return tuple(sorted(variants - {evaluator}))
+    variants |= {_norm(original_variant(d)) for d in params["balanced_set"]["datasets"]}
+    return tuple(sorted(variants - {balanced_set}))
 
 
 def pictures(variants, splits: tuple[str, ...]) -> set[str]:

@@ -31,7 +31,7 @@ def main() -> None:
 
 
 def named_dirs(items: tuple[str, ...]) -> dict[str, Path]:
-    """``--source NAME=DIR`` values (``merge``, ``evaluator``) as ``{NAME: DIR}``; each DIR must exist."""
+    """``--source NAME=DIR`` values (``merge``, ``balanced-set``) as ``{NAME: DIR}``; each DIR must exist."""
     parsed = {}
     for item in items:
         name, sep, path = item.partition("=")

@@ -1,4 +1,5 @@
-"""``fersynth evaluator``: paper 001's balanced, unbiased evaluator set (III.B, Tables 4-6).
+"""``fersynth balanced-set``: paper 001's balanced, unbiased evaluation set (III.B, Tables 4-6; the
+paper calls it the evaluator).
 
 From the **test split** of each source (relabelled FER2013, NHFI, AffectNet, with demographics predicted
 by ``demographics-predict``) take ``k`` images per emotion x gender x age group x ethnicity cell (280 cells): the
@@ -7,7 +8,7 @@ completed with gated generated faces made with that cell's prompt and converted 
 (paper 001: 512 RGB -> 224 grey for NHFI, 48 grey for FER2013); the gate checks image quality and the
 face only, never the emotion classifier (a test set must not be chosen by a model). Outputs: the variant (every row
 ``split = test``, ``dataset`` = the source whose format it has), the deficit table (Table 5) and the final
-table (Table 6) as metrics. Its suite checks exact balance and that no evaluator picture is in any
+table (Table 6) as metrics. Its suite checks exact balance and that no balanced-set picture is in any
 training variant's train or val split.
 """
 
@@ -36,20 +37,20 @@ CELL_COLUMNS = ["emotion", "gender", "age_group", "ethnicity"]
 
 
 @dataclass(frozen=True)
-class EvaluatorConfig(GenerationConfig):
-    """``configs/evaluator.yaml``. ``per_cell``: images per cell per source (paper 001: 2, so 560 per
+class BalancedSetConfig(GenerationConfig):
+    """``configs/balanced_set.yaml``. ``per_cell``: images per cell per source (paper 001: 2, so 560 per
     source and 1,680 in all)."""
 
     per_cell: int = 2
     max_attempts_per_image: int = 10
     datasets: tuple[str, ...] = ("fer2013", "nhfi", "affectnet")
     generate: bool = True  # False: report the deficit and keep the set short (no generator available)
-    gate: dict = field(default_factory=dict)  # overrides of the shared `gate` params for the evaluator only
+    gate: dict = field(default_factory=dict)  # overrides of the shared `gate` params for the balanced set only
 
     def __post_init__(self) -> None:
         if self.gate.get("classifier"):
             raise ValueError(
-                "evaluator.gate.classifier: the evaluator is a test set; no emotion classifier may choose it"
+                "balanced_set.gate.classifier: the balanced set is a test set; no emotion classifier may choose it"
             )
 
 
@@ -69,18 +70,18 @@ def table(counts: dict[str, dict[str, int]]) -> dict:
     return out
 
 
-def build_evaluator(
+def build_balanced_set(
     sources: dict[str, Path],
     out_dir: Path,
-    config: EvaluatorConfig,
+    config: BalancedSetConfig,
     gate_config: GateConfig,
     metrics_dir: Path | None = None,
 ) -> dict:
-    """The evaluator variant from ``sources`` (name -> variant with demographics) and its tables. Under
+    """The balanced-set variant from ``sources`` (name -> variant with demographics) and its tables. Under
     ``torchrun`` the processes share the generation and rank 0 writes (the other processes return ``{}``)."""
     missing = set(config.datasets) - set(sources)
     if missing:
-        raise ValueError(f"evaluator: no variant given for {sorted(missing)}")
+        raise ValueError(f"balanced-set: no variant given for {sorted(missing)}")
     builder = PromptBuilder(config.prompts)
     backend = make_backend(config.backend)
     test_gate = split_gates(replace(gate_config, **config.gate), ["test"])["test"]
@@ -88,7 +89,7 @@ def build_evaluator(
     team = setup(config.backend.device)
     selected_counts, deficit_counts, generated_counts = {}, {}, {}
     attempts, short = {}, {}
-    with variant_writer(team, out_dir, report_name="evaluator.json", inputs=tuple(sources.values())) as writer:
+    with variant_writer(team, out_dir, report_name="balanced_set.json", inputs=tuple(sources.values())) as writer:
         for index, dataset in enumerate(config.datasets):
             variant = Variant(sources[dataset])
             manifest = variant.manifest
@@ -130,7 +131,7 @@ def build_evaluator(
                 for e in BASIC7
             }
             log.info(
-                "evaluator %s: %d real test images chosen, %d cells short, %d generated",
+                "balanced-set %s: %d real test images chosen, %d cells short, %d generated",
                 dataset,
                 len(chosen),
                 len(quotas),
@@ -162,5 +163,5 @@ def build_evaluator(
         for name in ("selected_real", "deficit", "final", "gate"):
             write_json(Path(metrics_dir) / f"{name}.json", report[name])
     if report["still_short"]:
-        log.warning("evaluator: cells still short (the suite will fail): %s", report["still_short"])
+        log.warning("balanced-set: cells still short (the suite will fail): %s", report["still_short"])
     return report
