@@ -1,5 +1,5 @@
 """The data-centric stages at FER2013 size on this machine: FER2013 (35,887 images, made by the demo
-generator at full size) through reclassify, merge (with NHFI and AffectNet), agr-predict, SMOTE and
+generator at full size) through relabel, merge (with NHFI and AffectNet), demographics-predict, SMOTE and
 the entropy filter. Each stage runs as the user runs it (the `fersynth` CLI with a params file) in
 its own process; wall time and peak RSS (the process and its workers) are recorded against the
 targets of 15 minutes and 4 GB. Results: metrics/bench/variants.json.
@@ -39,10 +39,10 @@ def bench_params(fer_rows: int) -> dict:
         "affectnet_images": 4_000,  # 224 px renders are slow to make; the cap below scales with it
         "utkface_images": 3_000,
     }
-    params["reclassify"] |= {"compare_methods": False}
-    params["reclassify"]["model"]["epochs"] = 8
+    params["relabel"] |= {"compare_methods": False}
+    params["relabel"]["model"]["epochs"] = 8
     params["merge"]["per_class_cap"] = {"affectnet": 400}  # paper: 4,300 of AffectNet's ~290k
-    params["agr"] |= {"epochs": 3}
+    params["demographics"] |= {"epochs": 3}
     params["smote"]["target_per_class"] = 4_000  # paper 004
     return params
 
@@ -94,23 +94,32 @@ def main() -> None:
         run(f"ingest@{dataset}", "ingest", dataset, "--src", f"demo/{dataset}", "--out", f"original/{dataset}")
     for dataset in ("fer2013", "nhfi", "affectnet"):
         run(
-            f"reclassify@{dataset}",
-            "reclassify",
+            f"relabel@{dataset}",
+            "relabel",
             f"original/{dataset}",
             "--out",
-            f"reclassified/{dataset}",
+            f"relabelled/{dataset}",
             "--metrics",
             f"relabel_{dataset}.json",
             "--truth",
             f"demo/ground_truth/{dataset}.csv",
-            variant=f"reclassified/{dataset}",
+            variant=f"relabelled/{dataset}",
         )
-        stages[f"reclassify@{dataset}"]["relabel"] = json.loads((work / f"relabel_{dataset}.json").read_text())
-    sources = [x for d in ("fer2013", "nhfi", "affectnet") for x in ("--source", f"{d}=reclassified/{d}")]
+        stages[f"relabel@{dataset}"]["relabel"] = json.loads((work / f"relabel_{dataset}.json").read_text())
+    sources = [x for d in ("fer2013", "nhfi", "affectnet") for x in ("--source", f"{d}=relabelled/{d}")]
     run("merge", "merge", *sources, "--out", "merged", variant="merged")
-    run("agr-train", "agr-train", "original/utkface", "--model-dir", "agr", "--metrics", "agr.json")
-    stages["agr-train"]["test"] = json.loads((work / "agr.json").read_text())
-    run("agr-predict@merged", "agr-predict", "merged", "--model-dir", "agr", "--out", "demographics", variant="merged")
+    model = ("--model-dir", "demographics_model")
+    run("demographics-train", "demographics-train", "original/utkface", *model, "--metrics", "demographics.json")
+    stages["demographics-train"]["test"] = json.loads((work / "demographics.json").read_text())
+    run(
+        "demographics-predict@merged",
+        "demographics-predict",
+        "merged",
+        *model,
+        "--out",
+        "demographics",
+        variant="merged",
+    )
     run("smote", "smote", "original/fer2013", "--out", "smote_balanced", variant="smote_balanced")
     run("filter@fer2013", "filter", "original/fer2013", "--out", "filtered", "--metrics", "filter.json")
     stages["filter@fer2013"]["output"] = rows(work / "filtered")
@@ -119,9 +128,9 @@ def main() -> None:
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "sizes": {k: v for k, v in params["demo"].items() if k.endswith(("_rows", "_images"))},
         "settings": {
-            "reclassify": params["reclassify"],
+            "relabel": params["relabel"],
             "merge": params["merge"],
-            "agr": params["agr"],
+            "demographics": params["demographics"],
             "smote": {k: v for k, v in params["smote"].items() if k != "augment"},
         },
         "targets": TARGETS,

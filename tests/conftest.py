@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.demo.truth import read_ground_truth
 from fersynth.variants.variant import MANIFEST_SCHEMA, Variant
 
@@ -86,7 +86,7 @@ def tiny_demo(tmp_path_factory):
 
 def with_true_demographics(variant_dir, truth_csv):
     """Fill gender / age group / ethnicity from the demo ground truth, in place (standing in for
-    agr-predict, which tests/test_demographics.py covers)."""
+    demographics-predict, which tests/test_demographics.py covers)."""
     manifest = Variant(variant_dir).manifest
     truth = read_ground_truth(truth_csv).reindex(manifest["source"].to_numpy())
     for column in ("gender", "age_group", "ethnicity"):
@@ -103,7 +103,7 @@ def opinionated_classifier(directory: Path, favourite: str = "neutral") -> Path:
     emotion (a stand-in for a classifier trained on other data than the pictures it gates)."""
     import torch
 
-    from fersynth.generate.classifier import EmotionClassifier
+    from fersynth.generate.gate_classifier import EmotionClassifier
     from fersynth.modeling.architectures import SmallCNN
     from fersynth.variants.labels import BASIC7
 

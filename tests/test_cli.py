@@ -1,9 +1,11 @@
 import json
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from fersynth.cli import main
+from fersynth.cli.group import RENAMED
 
 
 def test_demo_ingest_validate_export_through_the_cli(tmp_path, monkeypatch):
@@ -57,12 +59,12 @@ def test_failing_suite_exits_non_zero(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "validation failed" in result.output
 
 
-def test_agr_predict_accepts_a_ground_truth_directory(tmp_path):
+def test_demographics_predict_accepts_a_ground_truth_directory(tmp_path):
     (tmp_path / "truth").mkdir()
     result = CliRunner().invoke(
         main,
         [
-            "agr-predict",
+            "demographics-predict",
             str(tmp_path),
             "--model-dir",
             str(tmp_path),
@@ -74,3 +76,30 @@ def test_agr_predict_accepts_a_ground_truth_directory(tmp_path):
     )
     assert "is a directory" not in result.output  # fails later (no variant there), not on the option
     assert result.exit_code == 1 and "is not a variant" in result.output
+
+
+def _deprecation(old: str) -> str:
+    return f"fersynth: '{old}' is now '{RENAMED[old]}'; the old name goes in the next release"
+
+
+@pytest.mark.parametrize("old", sorted(RENAMED))
+def test_an_old_command_name_runs_the_new_command_after_one_line_on_stderr(old):
+    renamed, current = (CliRunner().invoke(main, [name, "--help"]) for name in (old, RENAMED[old]))
+    assert renamed.exit_code == current.exit_code == 0
+    assert renamed.stdout == current.stdout and f"Usage: main {RENAMED[old]} " in current.stdout  # the new one's help
+    assert renamed.stderr.splitlines() == [_deprecation(old)] and current.stderr == ""
+
+
+def test_an_old_name_does_the_new_commands_work_and_its_errors_name_the_new_command(tmp_path):
+    (tmp_path / "truth").mkdir()
+    args = [str(tmp_path), "--model-dir", str(tmp_path), "--out", str(tmp_path / "o"), "--truth", f"{tmp_path}/truth"]
+    renamed, current = (CliRunner().invoke(main, [name, *args]) for name in ("agr-predict", "demographics-predict"))
+    assert renamed.exit_code == current.exit_code == 1  # the worker ran and refused the folder: no variant there
+    assert current.stderr.startswith("fersynth demographics-predict: error: ") and "is not a variant" in current.stderr
+    assert renamed.stderr.splitlines() == [_deprecation("agr-predict"), *current.stderr.splitlines()]
+
+
+def test_old_command_names_are_hidden_from_the_help():
+    listing = CliRunner().invoke(main, ["--help"]).stdout.split("Commands:\n", 1)[1]
+    listed = {line.split()[0] for line in listing.splitlines() if line.startswith("  ") and line.split()}
+    assert set(RENAMED.values()) <= listed and not set(RENAMED) & (listed | set(main.commands))

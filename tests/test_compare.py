@@ -117,7 +117,7 @@ def test_only_paired_seeds_are_used_and_shuffled_prediction_rows_change_nothing(
 
 
 def test_real_and_generated_test_rows_are_reported_apart_with_class_and_group_intervals():
-    """An evaluator mixing real and generated faces: the candidate gains only on the generated ones."""
+    """A balanced set mixing real and generated faces: the candidate gains only on the generated ones."""
     rng = np.random.default_rng(5)
     n = 400
     generated = np.arange(n) >= 200
@@ -137,7 +137,7 @@ def test_real_and_generated_test_rows_are_reported_apart_with_class_and_group_in
     assert set(entry["group_difference"]["gender"]) == {"female", "male"}
     for values in [*entry["class_difference"].values(), *entry["group_difference"]["gender"].values()]:
         assert values["low"] <= values["difference"] <= values["high"]
-    records = plot_records({"a_vs_b": {"evaluator": entry}})
+    records = plot_records({"a_vs_b": {"balanced_set": entry}})
     scopes = {r["scope"] for r in records}
     assert {"all", "real", "generated", "class:happy", "gender:male"} <= scopes
     assert all(r["low"] <= r["difference"] <= r["high"] for r in records)

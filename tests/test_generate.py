@@ -8,6 +8,7 @@ from PIL import Image
 from fersynth.generate.artificial import ArtificialConfig, all_cells, generate_artificial
 from fersynth.generate.augmented import AugmentedConfig, class_quotas, generate_augmented
 from fersynth.generate.backends import BackendConfig, DemoBackend, DemoBackendConfig
+from fersynth.generate.common import ImageFormat
 from fersynth.generate.convert import to_dataset_format
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.gate import Gate, GateConfig, GateResult
@@ -19,7 +20,6 @@ from fersynth.generate.prompts import (
     with_action_units,
 )
 from fersynth.generate.quota import fill_quotas, shortfall
-from fersynth.generate.run import ImageFormat
 from fersynth.ingest import ingest
 from fersynth.testing.random_pipeline import save_random_pipeline
 from fersynth.variants.labels import BASIC7

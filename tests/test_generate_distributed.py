@@ -16,7 +16,7 @@ from fersynth.generate.gate import GateResult
 from fersynth.generate.prompts import PromptBuilder, PromptConfig
 from fersynth.generate.quota import fill_quotas, share
 from fersynth.ingest import ingest
-from fersynth.modeling.distributed import Distributed
+from fersynth.modeling.process_group import Distributed
 from fersynth.testing.random_pipeline import save_random_pipeline
 from fersynth.variants.variant import Variant
 from tests.conftest import run_alone_and_with_torchrun, tree_bytes

@@ -192,8 +192,8 @@ def test_the_report_refuses_a_fifo_among_the_per_class_reports(tmp_path):
     from fersynth.report.report import _per_class
 
     (tmp_path / "fer2013").mkdir()
-    (tmp_path / "fer2013" / "evaluator.json").write_text(json.dumps({"happy": {"f1-score": 1.0}, "accuracy": 1.0}))
-    assert _per_class(tmp_path)["fer2013"]["evaluator"]["accuracy"] == 1.0
+    (tmp_path / "fer2013" / "balanced_set.json").write_text(json.dumps({"happy": {"f1-score": 1.0}, "accuracy": 1.0}))
+    assert _per_class(tmp_path)["fer2013"]["balanced_set"]["accuracy"] == 1.0
     os.mkfifo(tmp_path / "fer2013" / "test.json")
     with at_most(10), pytest.raises(InputError, match=r"per-class report .*test\.json: not a regular file: a FIFO"):
         _per_class(tmp_path)
@@ -226,7 +226,7 @@ def test_validate_names_a_shard_that_is_a_fifo_or_a_device_instead_of_missing(tm
         assert set(check_images(Variant(variant))["problem"]) == {"unreadable shard: not a regular file: a FIFO"}
 
 
-def test_agr_predict_does_not_copy_a_stray_link_to_dev_zero_among_the_shards(tmp_path):
+def test_demographics_predict_does_not_copy_a_stray_link_to_dev_zero_among_the_shards(tmp_path):
     from fersynth.variants.files import copy_regular
 
     (tmp_path / "images").mkdir()

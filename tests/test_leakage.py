@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from fersynth.checks.leakage import evaluator_not_in, labeler_conflicts
+from fersynth.checks.leakage import balanced_set_not_in, labeler_conflicts
 from fersynth.config import load_params
 from fersynth.errors import ParamsError
 from tests.conftest import dvc_stages
@@ -24,9 +24,9 @@ def _params(**train) -> dict:
         "train": {name: {"variants": variants} for name, variants in train.items()},
         "evaluate": {
             "models": {"hybrid": "models/hybrid"},
-            "test_sets": {"affectnet": "data/reclassified/affectnet", "evaluator": "data/evaluator"},
+            "test_sets": {"affectnet": "data/relabelled/affectnet", "balanced_set": "data/balanced_set"},
         },
-        "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["affectnet", "evaluator"]}}},
+        "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["affectnet", "balanced_set"]}}},
     }
 
 
@@ -51,34 +51,34 @@ def test_a_compared_models_data_or_the_candidates_test_set_is_refused():
         "data/original/fer2013 is the training data of control_null, a compared model",
     ]
     # hybrid trains on the labeled faces and is compared on AffectNet: an AffectNet labeler carries the test domain in
-    [reason] = labeler_conflicts(["data/reclassified/affectnet"], LABELED, PARAMS)
+    [reason] = labeler_conflicts(["data/relabelled/affectnet"], LABELED, PARAMS)
     assert reason == (
-        "data/reclassified/affectnet is test set affectnet of the hybrid vs fer2013 comparison, "
+        "data/relabelled/affectnet is test set affectnet of the hybrid vs fer2013 comparison, "
         "and hybrid trains on data/sfhq_labeled"
     )
 
 
 def test_the_test_set_rule_applies_only_to_candidates_trained_on_the_labeled_variant():
     params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/other"])
-    assert labeler_conflicts(["data/reclassified/affectnet"], "data/sfhq_labeled", params) == []
-    assert len(labeler_conflicts(["./data/reclassified/affectnet"], "data/other/", params)) == 1  # paths normalised
+    assert labeler_conflicts(["data/relabelled/affectnet"], "data/sfhq_labeled", params) == []
+    assert len(labeler_conflicts(["./data/relabelled/affectnet"], "data/other/", params)) == 1  # paths normalised
 
 
 def test_a_compared_model_without_a_train_experiment_is_a_params_error():
     params = _params(hybrid=["data/sfhq_labeled"])  # baseline fer2013 is trained by no train.<experiment>
     with pytest.raises(ParamsError, match="fer2013"):
-        labeler_conflicts(["data/reclassified/nhfi"], "data/sfhq_labeled", params)
+        labeler_conflicts(["data/relabelled/nhfi"], "data/sfhq_labeled", params)
 
 
-def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sources():
-    derived = evaluator_not_in(PARAMS, "data/evaluator")
+def test_balanced_set_not_in_is_every_train_and_test_variant_and_the_ingested_sources():
+    derived = balanced_set_not_in(PARAMS, "data/balanced_set")
     assert set(derived) == {
         "data/original/fer2013",
         "data/original/nhfi",
         "data/original/affectnet",
         "data/original/casme2",
-        "data/reclassified/nhfi",
-        "data/reclassified/affectnet",
+        "data/relabelled/nhfi",
+        "data/relabelled/affectnet",
         "data/merged",
         "data/smote_balanced",
         "data/smote_only",
@@ -90,16 +90,16 @@ def test_evaluator_not_in_is_every_train_and_test_variant_and_the_ingested_sourc
         "data/sfhq_labeled",
     }
     more = PARAMS | {"train": PARAMS["train"] | {"new": {"variants": ["data/filtered/nhfi"]}}}
-    assert set(evaluator_not_in(more, "data/evaluator")) == set(derived) | {"data/filtered/nhfi"}
+    assert set(balanced_set_not_in(more, "data/balanced_set")) == set(derived) | {"data/filtered/nhfi"}
 
 
-def test_validate_evaluator_depends_on_exactly_the_derived_variants(stages):
-    stage = stages["validate-evaluator"]
-    assert stage["cmd"].split()[2] == "data/evaluator"
+def test_validate_balanced_set_depends_on_exactly_the_derived_variants(stages):
+    stage = stages["validate-balanced-set"]
+    assert stage["cmd"].split()[2] == "data/balanced_set"
     variants = {d for d in stage["deps"] if d.startswith("data/")}
-    assert variants - {"data/evaluator"} == set(evaluator_not_in(PARAMS, "data/evaluator"))
-    # the suite and the evaluator's datasets are configs files; the training variants and test sets are params
-    assert {"configs/evaluator_suite.yaml", "configs/evaluator.yaml"} <= set(stage["deps"])
+    assert variants - {"data/balanced_set"} == set(balanced_set_not_in(PARAMS, "data/balanced_set"))
+    # the suite and the balanced set's datasets are configs files; the training variants and test sets are params
+    assert {"configs/balanced_set_suite.yaml", "configs/balanced_set.yaml"} <= set(stage["deps"])
     experiments = [f"train.{name}.variants" for name in PARAMS["train"]]
     assert set(stage["params"]) >= {"evaluate.test_sets", *experiments}
 
@@ -131,8 +131,8 @@ def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path,
     monkeypatch.chdir(tmp_path)
     params = _params(fer2013=["data/original/fer2013"], hybrid=["data/original/fer2013", "data/sfhq_labeled"])
     _manifest(tmp_path, "data/original/fer2013", [("train", "f1"), ("val", "f2"), ("test", "f3")])
-    _manifest(tmp_path, "data/reclassified/affectnet", [("train", "a1"), ("test", "a2")])
-    _manifest(tmp_path, "data/evaluator", [("test", "e1")])
+    _manifest(tmp_path, "data/relabelled/affectnet", [("train", "a1"), ("test", "a2")])
+    _manifest(tmp_path, "data/balanced_set", [("test", "e1")])
     _manifest(tmp_path, "data/relabelled_copy", [("train", "f1"), ("val", "f2"), ("train", "n1")])
     _manifest(tmp_path, "data/merged", [("train", "a1"), ("val", "n2")])
     _manifest(tmp_path, "data/clean", [("train", "n3"), ("train", "f3")])  # FER2013's *test* picture: not training
@@ -143,7 +143,7 @@ def test_pictures_catch_what_paths_miss_however_the_variants_are_named(tmp_path,
         "2 of its train/val pictures are training pictures of hybrid (data/original/fer2013)",
     ]
     [merged] = labeler_picture_conflicts(["data/merged"], LABELED, params)
-    assert merged.startswith("1 of its train/val pictures are pictures of data/reclassified/affectnet")
+    assert merged.startswith("1 of its train/val pictures are pictures of data/relabelled/affectnet")
     assert labeler_picture_conflicts(["data/clean"], LABELED, params) == []
     (tmp_path / "data" / "original" / "fer2013" / "manifest.parquet").unlink()
     missing = labeler_picture_conflicts(["data/clean"], LABELED, params)

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from fersynth.modeling.architectures import AGRNet, SmallCNN
+from fersynth.modeling.architectures import DemographicsNet, SmallCNN
 from fersynth.modeling.checkpoint import load_checkpoint, save_checkpoint
 from fersynth.paths import CheckpointLayout
 
@@ -24,14 +24,14 @@ def test_a_saved_network_loads_back_exactly_without_pickle(tmp_path):
 
 
 def test_checkpoints_written_before_the_shared_convention_still_load(tmp_path):
-    # agr-train wrote its files by hand: safetensors of the state dict and an indented config.json
+    # demographics-train wrote its files by hand: safetensors of the state dict and an indented config.json
     from safetensors.torch import save_file
 
-    model = AGRNet((4, 8), head_width=8)
+    model = DemographicsNet((4, 8), head_width=8)
     save_file(model.state_dict(), tmp_path / "model.safetensors")
     (tmp_path / "config.json").write_text(json.dumps({"widths": [4, 8]}, indent=2) + "\n")
     state, config = load_checkpoint(tmp_path)
-    AGRNet(tuple(config["widths"]), head_width=8).load_state_dict(state)
+    DemographicsNet(tuple(config["widths"]), head_width=8).load_state_dict(state)
     # and the shared writer gives byte-identical files for the same model and config (dvc.lock hashes hold)
     save_checkpoint(tmp_path / "again", model, {"widths": [4, 8]})
     for name in ("model.safetensors", "config.json"):

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from fersynth.annotate.autolabel import AutolabelConfig
 from fersynth.annotate.calibrate import CalibrateConfig
-from fersynth.annotate.demographics.predict import AgrPredictConfig
-from fersynth.annotate.demographics.train import AgrConfig
+from fersynth.annotate.demographics.predict import DemographicsPredictConfig
+from fersynth.annotate.demographics.train import DemographicsConfig
 from fersynth.annotate.filtering import FilterConfig
-from fersynth.annotate.relabel import ReclassifyConfig
+from fersynth.annotate.relabel import RelabelConfig
 from fersynth.checks.validate import SuiteConfig
 from fersynth.compare.compare import CompareConfig
 from fersynth.config import build, load_params, section
@@ -35,10 +35,10 @@ from fersynth.errors import ParamsError
 from fersynth.evaluate.evaluate import EvaluateConfig
 from fersynth.generate.artificial import ArtificialConfig
 from fersynth.generate.augmented import AugmentedConfig
-from fersynth.generate.classifier import GateTrainConfig
+from fersynth.generate.balanced_set import BalancedSetConfig
 from fersynth.generate.ddpm import DdpmSampleConfig, DdpmTrainConfig
-from fersynth.generate.evaluator import EvaluatorConfig
 from fersynth.generate.gate import GateConfig
+from fersynth.generate.gate_classifier import GateTrainConfig
 from fersynth.generate.smote import SmoteConfig
 from fersynth.ingest.common import IngestConfig
 from fersynth.ingest.merge import MergeConfig
@@ -54,22 +54,22 @@ SECTIONS = {  # params section (`*`: each key under it) -> the class the CLI bui
     "train.*": TrainConfig,
     "evaluate": EvaluateConfig,
     "compare": CompareConfig,
-    "agr": AgrConfig,
-    "agr_predict": AgrPredictConfig,
     "autolabel": AutolabelConfig,
+    "balanced_set": BalancedSetConfig,
+    "balanced_set_suite": SuiteConfig,  # fersynth validate --section balanced_set_suite
     "calibrate": CalibrateConfig,
     "ddpm_sample": DdpmSampleConfig,
     "ddpm_train": DdpmTrainConfig,
     "demo": DemoConfig,
-    "evaluator": EvaluatorConfig,
-    "evaluator_suite": SuiteConfig,  # fersynth validate --section evaluator_suite
+    "demographics": DemographicsConfig,
+    "demographics_predict": DemographicsPredictConfig,
     "fer2013_rendered": AugmentedConfig,  # fersynth generate-augmented --section fer2013_rendered
     "fer2013_sdxl": AugmentedConfig,
     "filter": FilterConfig,
     "gate": GateConfig,
     "gate_train": GateTrainConfig,
     "merge": MergeConfig,
-    "reclassify": ReclassifyConfig,
+    "relabel": RelabelConfig,
     "sd_artificial": ArtificialConfig,
     "smote": SmoteConfig,
     "smote_only": SmoteConfig,  # fersynth smote --section smote_only
@@ -242,18 +242,18 @@ RANGES = [  # (class, values, the one-line error): the right type, a value the s
     (SuiteConfig, {"min_per_class": 5, "max_per_class": 2}, "suite.max_per_class must be >= 5, not 2"),
     (SmoteConfig, {"augment": {"zoom": 1.0}}, "smote.augment.zoom must be below 1"),
     (SmoteConfig, {"seed": 2**32}, "smote.seed must be within [0, 4294967295]"),
-    (ReclassifyConfig, {"model": {"channels": [16, 0]}}, "model.channels[1] must be >= 1, not 0"),
-    (ReclassifyConfig, {"model": {"size": 4}}, "model.size must be >= 8, not 4"),
-    (ReclassifyConfig, {"model": {"learning_rate": 0}}, "model.learning_rate must be > 0, not 0"),
+    (RelabelConfig, {"model": {"channels": [16, 0]}}, "model.channels[1] must be >= 1, not 0"),
+    (RelabelConfig, {"model": {"size": 4}}, "model.size must be >= 8, not 4"),
+    (RelabelConfig, {"model": {"learning_rate": 0}}, "model.learning_rate must be > 0, not 0"),
     (MergeConfig, {"per_class_cap": {"affectnet": 0}}, "merge.per_class_cap.affectnet must be >= 1, not 0"),
-    (AgrConfig, {"batch_size": 0}, "agr.batch_size must be >= 1, not 0"),
+    (DemographicsConfig, {"batch_size": 0}, "demographics.batch_size must be >= 1, not 0"),
     (GateConfig, {"mtcnn_thresholds": [0.6, 0.7, 7]}, "gate.mtcnn_thresholds[2] must be within [0, 1], not 7"),
     (GateConfig, {"dark_below": 300.0}, "gate.dark_below must be within [0, 255], not 300.0"),
     (GateConfig, {"emotion_top_k": 0}, "gate.emotion_top_k must be >= 1, not 0"),
     (ArtificialConfig, {"max_attempts_per_image": 0}, "generation.max_attempts_per_image must be >= 1, not 0"),
     (ArtificialConfig, {"backend": {"demo": {"size": 0}}}, "backend.demo.size must be >= 8, not 0"),
     (ArtificialConfig, {"backend": {"diffusers": {"guidance": -1.0}}}, "diffusers.guidance must be >= 0"),
-    (EvaluatorConfig, {"per_cell": 0}, "evaluator.per_cell must be >= 1, not 0"),
+    (BalancedSetConfig, {"per_cell": 0}, "balanced_set.per_cell must be >= 1, not 0"),
     (DdpmTrainConfig, {"beta_schedule": "cosine"}, "ddpm_train.beta_schedule must be one of"),
     (DdpmTrainConfig, {"learning_rate": -0.1}, "ddpm_train.learning_rate must be > 0, not -0.1"),
     (DdpmSampleConfig, {"proportions": {"others": -1}}, "ddpm_sample.proportions.others must be >= 0, not -1"),

@@ -110,9 +110,9 @@ def _fast_params(path: Path) -> None:
         "sfhq_images": 240,
         "sfhq_size": 64,
     }
-    params["reclassify"] |= {"rounds": 2, "compare_methods": False, "consensus": 1, "stability_check": False}
-    params["reclassify"]["model"]["epochs"] = 3
-    params["agr"]["epochs"] = 2
+    params["relabel"] |= {"rounds": 2, "compare_methods": False, "consensus": 1, "stability_check": False}
+    params["relabel"]["model"]["epochs"] = 3
+    params["demographics"]["epochs"] = 2
     params["gate_train"]["model"]["epochs"] = 3
     params["gate"]["classifier"] = (
         ""  # a 3-epoch classifier may accept no disgust face at all (test_gate_classifier.py)
@@ -169,8 +169,8 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
     params["smote"]["target_per_class"] += 4
     write_sections(repo / "params.yaml", params)
     ran = re.findall(r"Running stage '([^']+)'", run_ok(["dvc", "repro"], repo, env))
-    # smote_balanced is a training variant: its model, its evaluation, comparison, summary and report, the evaluator's
-    # no-overlap check and autolabel's picture check (its labeler against every compared model's pictures: the
+    # smote_balanced is a training variant: its model, its evaluation, comparison, summary and report, the balanced
+    # set's no-overlap check and autolabel's picture check (its labeler against every compared model's pictures: the
     # same labels come out, so nothing after autolabel runs) read it too; nothing else runs
     # (compare runs too unless the retrained model's predictions came out identical: then its deps did not change)
     assert sorted(set(ran) - {"compare"}) == [
@@ -182,7 +182,7 @@ def test_repro_push_clone_pull_roundtrip(tmp_path, env):
         "smote",
         "summary",
         "train@fer2013_smote",
-        "validate-evaluator",
+        "validate-balanced-set",
         "validate@smote_balanced",
     ], ran
     smote = pd.read_parquet(repo / "data" / "smote_balanced" / "manifest.parquet").query("split == 'train'")

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.modeling.preprocess import Preprocess, PreprocessConfig, clahe, equalize, gaussian_blur
 
 

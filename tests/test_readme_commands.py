@@ -50,7 +50,7 @@ CLASSIFIED: list[tuple[str, str]] = [
         r"(\.venv/bin/)?mlflow models serve .*|curl .* 127\.0\.0\.1:5001/invocations",
         "a server until stopped: tests/test_mlflow_model.py serves a model and posts both bodies",
     ),
-    (r"torchrun .*", "needs GPUs: tests/test_distributed.py and test_generate_distributed.py (gloo on CPUs)"),
+    (r"torchrun .*", "needs GPUs: tests/test_data_parallel.py and test_generate_distributed.py (gloo on CPUs)"),
 ]
 
 SUBSTITUTIONS = {  # placeholders of the README -> what this test has

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fersynth.annotate.relabel import ReclassifyConfig, reclassify
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.annotate.relabel import RelabelConfig, relabel_variant
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.modeling.small_cnn import ModelConfig
 from fersynth.variants.labels import BASIC7
 from fersynth.variants.variant import Variant, VariantWriter
@@ -54,8 +54,8 @@ def noisy(tmp_path):
 
 
 def test_self_filter_finds_flips_and_keeps_images_and_test_labels(noisy):
-    config = ReclassifyConfig(rounds=2, model=FAST, compare_methods=False)
-    reclassify(noisy / "src", noisy / "out", config, noisy / "m.json", noisy / "truth.csv")
+    config = RelabelConfig(rounds=2, model=FAST, compare_methods=False)
+    relabel_variant(noisy / "src", noisy / "out", config, noisy / "m.json", noisy / "truth.csv")
     before, after = Variant(noisy / "src").manifest, Variant(noisy / "out").manifest
     assert sorted(after["key"]) == sorted(before["key"])  # no image added or removed
     merged = before.merge(after, on="key", suffixes=("_before", "_after"))
@@ -73,8 +73,8 @@ def test_self_filter_finds_flips_and_keeps_images_and_test_labels(noisy):
 
 
 def test_confident_learning_drop_moves_issues_to_quarantine(noisy):
-    config = ReclassifyConfig(method="confident_learning", action="drop", folds=3, model=FAST, compare_methods=False)
-    report = reclassify(noisy / "src", noisy / "out", config, noisy / "m.json", noisy / "truth.csv")
+    config = RelabelConfig(method="confident_learning", action="drop", folds=3, model=FAST, compare_methods=False)
+    report = relabel_variant(noisy / "src", noisy / "out", config, noisy / "m.json", noisy / "truth.csv")
     table = pd.read_csv(noisy / "out" / "relabel.csv")
     dropped = table[table["new_label"] == -1]
     assert len(dropped) == report["quarantined"] > 0
@@ -84,14 +84,14 @@ def test_confident_learning_drop_moves_issues_to_quarantine(noisy):
 
 
 def test_scope_all_relabels_test_too(noisy):
-    config = ReclassifyConfig(scope="all", rounds=1, model=FAST, compare_methods=False)
-    reclassify(noisy / "src", noisy / "out", config)
+    config = RelabelConfig(scope="all", rounds=1, model=FAST, compare_methods=False)
+    relabel_variant(noisy / "src", noisy / "out", config)
     assert "test" in set(pd.read_csv(noisy / "out" / "relabel.csv")["split"])
 
 
 def test_bad_method_fails_fast():
     with pytest.raises(ValueError, match="method"):
-        ReclassifyConfig(method="vote")
+        RelabelConfig(method="vote")
 
 
 def test_consensus_changes_only_what_every_model_agrees_on():
@@ -110,11 +110,9 @@ def test_a_consensus_of_seeds_changes_fewer_labels_more_precisely_and_the_stabil
     The stability check runs the method again with other seeds and says how far the two runs' changes agree."""
     scores = {}
     for consensus in (1, 3):
-        config = ReclassifyConfig(
-            rounds=2, model=FAST, compare_methods=False, consensus=consensus, stability_check=True
-        )
+        config = RelabelConfig(rounds=2, model=FAST, compare_methods=False, consensus=consensus, stability_check=True)
         metrics_path = noisy / f"m{consensus}.json"
-        reclassify(noisy / "src", noisy / f"out{consensus}", config, metrics_path, noisy / "truth.csv")
+        relabel_variant(noisy / "src", noisy / f"out{consensus}", config, metrics_path, noisy / "truth.csv")
         metrics = pd.read_json(metrics_path, typ="series")
         scores[consensus] = metrics["against_ground_truth"]["self_filter"] | {"stability": metrics["stability"]}
     single, agreed = scores[1], scores[3]

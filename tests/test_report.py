@@ -22,9 +22,12 @@ def inputs(tmp_path):
     metrics = tmp_path / "metrics"
     (metrics / "evaluate").mkdir(parents=True)
     (metrics / "train" / "history").mkdir(parents=True)
-    matrix = {"fer2013": {"fer2013": 0.41, "evaluator": 0.257}, "<b>bold</b>": {"fer2013": 0.5, "evaluator": None}}
+    matrix = {
+        "fer2013": {"fer2013": 0.41, "balanced_set": 0.257},
+        "<b>bold</b>": {"fer2013": 0.5, "balanced_set": None},
+    }
     (metrics / "evaluate" / "cross_dataset.json").write_text(json.dumps(matrix))
-    (metrics / "evaluate" / "macro_f1.json").write_text(json.dumps({"fer2013": {"fer2013": 0.3, "evaluator": 0.2}}))
+    (metrics / "evaluate" / "macro_f1.json").write_text(json.dumps({"fer2013": {"fer2013": 0.3, "balanced_set": 0.2}}))
     _png(metrics / "evaluate" / "cross_dataset.png")
     report = {  # keys sorted as json.dumps(sort_keys=True) writes them: the averages between classes
         "angry": {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2},
@@ -36,8 +39,8 @@ def inputs(tmp_path):
         "trials": 2,
     }
     (metrics / "evaluate" / "per_class" / "fer2013").mkdir(parents=True)
-    (metrics / "evaluate" / "per_class" / "fer2013" / "evaluator.json").write_text(json.dumps(report))
-    _png(metrics / "evaluate" / "confusion_figures" / "fer2013" / "evaluator.png", 30)
+    (metrics / "evaluate" / "per_class" / "fer2013" / "balanced_set.json").write_text(json.dumps(report))
+    _png(metrics / "evaluate" / "confusion_figures" / "fer2013" / "balanced_set.png", 30)
     gender = {
         "per_group": {"female": 0.2, "male": 0.3},
         "per_group_ci95": {"female": [0.1, 0.3], "male": [0.2, 0.4]},
@@ -52,7 +55,7 @@ def inputs(tmp_path):
     (metrics / "evaluate" / "robustness.json").write_text(json.dumps({"fer2013": {"fer2013": {"noise_25": 0.33}}}))
     compare = {
         "fer2013_sdxl_vs_fer2013": {
-            "evaluator": {
+            "balanced_set": {
                 "images": 840,
                 "seeds": 5,
                 "trials": [5, 5],
@@ -155,7 +158,7 @@ def test_report_holds_every_section_with_its_numbers(inputs, tmp_path):
     assert summary["comparisons"] == 3 and summary["training"] == 1 and summary["samples"] == 1
     assert "<td>41.0</td>" in html and "<td>25.7</td>" in html  # the accuracy matrix, in percent
     assert "<td>+4.3</td>" in html and "[+1.0, +7.0]" in html and "&lt;0.001" in html and "helps" in html
-    # the real and the generated evaluator rows get their own lines, never mixed up as "real faces"
+    # the real and the generated balanced-set rows get their own lines, never mixed up as "real faces"
     assert "<td>real</td>" in html and "inconclusive at +-9.0 points" in html and "<td>generated</td>" in html
     assert "[-11.0, +1.0]" in html and "&plusmn;2.1" in html
     assert "&lt;b&gt;bold&lt;/b&gt;" in html and "<b>bold</b>" not in html  # names are escaped
@@ -180,7 +183,7 @@ def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes
     monkeypatch.setenv("DVC_EXP_NAME", "brisk-lynx")
     build_report(inputs, tmp_path / "report" / "index.html")
     html = (tmp_path / "report" / "index.html").read_text()
-    table = html.split("<h4>fer2013 on evaluator (accuracy")[1].split("</table>")[0]
+    table = html.split("<h4>fer2013 on balanced_set (accuracy")[1].split("</table>")[0]
     rows = [cell.split("</td>")[0] for cell in table.split("<tr><td>")[1:]]
     assert rows == ["angry", "happy", "sad", "macro avg", "weighted avg"]
     stamp = html.split('id="provenance"')[1].split("</p>")[0]
@@ -202,7 +205,7 @@ def test_per_class_tables_end_with_the_averages_and_the_page_says_where_it_comes
 def test_a_comparison_without_p_values_renders_dashes(inputs, tmp_path):
     """Too few test images (CASME II's 21 frames in a small demo) leave p-values out: a dash, not a crash."""
     compare = json.loads((inputs.metrics / "compare.json").read_text())
-    entry = compare["fer2013_sdxl_vs_fer2013"]["evaluator"]["generated"]
+    entry = compare["fer2013_sdxl_vs_fer2013"]["balanced_set"]["generated"]
     for key in ("p_holm", "mde", "difference_low", "difference_high"):
         entry.pop(key)
     entry["verdict"] = "too few images (12 < 20)"
@@ -243,7 +246,7 @@ def test_report_opens_in_a_headless_browser(inputs, tmp_path, chromium):
 
 def test_a_model_below_its_floor_is_marked_and_the_controls_and_true_labels_are_shown(inputs, tmp_path):
     evaluate = inputs.metrics / "evaluate"
-    floor = {"fer2013": {"fer2013": 0.79, "evaluator": 0.2}}
+    floor = {"fer2013": {"fer2013": 0.79, "balanced_set": 0.2}}
     below = [{"model": "fer2013", "test_set": "fer2013", "accuracy": 0.41, "floor": 0.79}]
     (evaluate / "floor.json").write_text(json.dumps({"floor": floor, "below_floor": below, "models_below_floor": 1}))
     (evaluate / "true_labels.json").write_text(json.dumps({"fer2013": {"fer2013": {"accuracy": 0.456, "images": 88}}}))
@@ -287,14 +290,14 @@ def _study(metrics) -> None:
     generated faces), three known-answer controls, one-class models and cells below their floor."""
     inconclusive = "inconclusive (detects +-7.3 pts)"
     mixed = "descriptive (mixes real and generated faces: its parts are tested)"
-    evaluator = _entry(0.05, mixed, None, real=_entry(0.045, inconclusive), generated=_entry(0.056, "helps"))
+    balanced_set = _entry(0.05, mixed, None, real=_entry(0.045, inconclusive), generated=_entry(0.056, "helps"))
     compare = {
-        f"{model}_vs_fer2013": {"fer2013": _entry(-0.08, "hurts"), "evaluator": evaluator}
+        f"{model}_vs_fer2013": {"fer2013": _entry(-0.08, "hurts"), "balanced_set": balanced_set}
         for model in ("fer2013_sdxl", "fer2013_smote", "fer2013_smote_only")
     }
     compare["fer2013_sdxl_calibrated_vs_fer2013_sdxl"] = {
         "fer2013": _entry(0.0, "identical predictions: no difference to test", None),
-        "evaluator": evaluator,
+        "balanced_set": balanced_set,
     }
     compare["generated_casme2_vs_casme2"] = {"casme2": _entry(-0.135, "not testable (one subject)", None)}
     compare["hybrid_vs_fer2013"] = {"affectnet": _entry(-0.048, "inconclusive (detects +-14.3 pts)", 0.143)}
@@ -316,8 +319,8 @@ def _study(metrics) -> None:
     ]
     one_class = {"share": 0.9, "top_share": {}, "flagged": flagged, "models_flagged": 3}
     (metrics / "evaluate" / "one_class.json").write_text(json.dumps(one_class))
-    below = [{"model": "fer2013", "test_set": "evaluator", "accuracy": 0.257, "floor": 0.3}]
-    floor = {"floor": {"fer2013": {"evaluator": 0.3}}, "below_floor": below, "models_below_floor": 1}
+    below = [{"model": "fer2013", "test_set": "balanced_set", "accuracy": 0.257, "floor": 0.3}]
+    floor = {"floor": {"fer2013": {"balanced_set": 0.3}}, "below_floor": below, "models_below_floor": 1}
     (metrics / "evaluate" / "floor.json").write_text(json.dumps(floor))
 
 

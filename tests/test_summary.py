@@ -32,7 +32,7 @@ def _entry(difference, verdict, **extra):
 COMPARED = {
     "fer2013_sdxl_vs_fer2013": {
         "fer2013": _entry(0.05, "helps", mde=0.03),
-        "evaluator": _entry(
+        "balanced_set": _entry(
             0.03,
             "descriptive (mixes real and generated faces: its parts are tested)",
             real=_entry(0.01, "inconclusive (detects +-7.3 pts)", mde=0.073),
@@ -56,8 +56,8 @@ def test_answers_hold_every_judged_scope_with_its_short_verdict_in_the_order_of_
     answers, comparisons = answer_summary(COMPARED, CONTROLS), comparison_summary(COMPARED)
     assert answers == {
         "fer2013_sdxl_vs_fer2013": {
-            "evaluator_real": "inconclusive",
-            "evaluator_generated": "helps",
+            "balanced_set_real": "inconclusive",
+            "balanced_set_generated": "helps",
             "fer2013": "helps",
         },
         "generated_casme2_vs_casme2": {"casme2": "not testable"},
@@ -82,8 +82,8 @@ def test_a_verdict_of_an_unknown_kind_passes_through_unchanged():
 
 def test_comparisons_keep_the_numbers_and_the_detectable_effect_but_not_the_verdict():
     summary = comparison_summary(COMPARED)
-    assert list(summary["fer2013_sdxl_vs_fer2013"]) == ["evaluator_real", "evaluator_generated", "fer2013"]
-    assert summary["fer2013_sdxl_vs_fer2013"]["evaluator_real"] == {
+    assert list(summary["fer2013_sdxl_vs_fer2013"]) == ["balanced_set_real", "balanced_set_generated", "fer2013"]
+    assert summary["fer2013_sdxl_vs_fer2013"]["balanced_set_real"] == {
         "difference": 0.01, "low": -0.01, "high": 0.03, "p_holm": 0.01, "detectable": 0.073, "seeds": 6,
     }  # fmt: skip
     assert summary["generated_casme2_vs_casme2"]["casme2"]["detectable"] is None  # never tested: nothing quoted
@@ -194,7 +194,7 @@ def test_dvc_declares_only_the_small_summaries_as_metrics_answers_first():
 def test_answers_follow_the_study_order_and_a_controls_pair_is_its_found_line():
     pairs = {  # params.yaml compare.pairs: the study's order, not the alphabet's
         "hybrid": {"baseline": "fer2013", "test_sets": ["sfhq", "fer2013", "affectnet"]},
-        "fer2013_sdxl": {"baseline": "fer2013", "test_sets": ["fer2013", "evaluator"]},
+        "fer2013_sdxl": {"baseline": "fer2013", "test_sets": ["fer2013", "balanced_set"]},
         "control_benefit": {"baseline": "control_scarce", "test_sets": ["fer2013"]},
     }
     compared = COMPARED | {"control_benefit_vs_control_scarce": {"fer2013": _entry(0.08, "helps", mde=0.02)}}
@@ -202,7 +202,7 @@ def test_answers_follow_the_study_order_and_a_controls_pair_is_its_found_line():
     # pairs in compare.pairs order, then any pair it does not name (sorted); scopes in the pair's test_sets order
     assert list(answers) == ["hybrid_vs_fer2013", "fer2013_sdxl_vs_fer2013", "generated_casme2_vs_casme2", "controls"]
     assert list(answers["hybrid_vs_fer2013"]) == ["sfhq", "fer2013", "affectnet"]
-    assert list(answers["fer2013_sdxl_vs_fer2013"]) == ["fer2013", "evaluator_real", "evaluator_generated"]
+    assert list(answers["fer2013_sdxl_vs_fer2013"]) == ["fer2013", "balanced_set_real", "balanced_set_generated"]
     # the planted control's own pair is not a second answer: its line is controls.<control>
     assert "control_benefit_vs_control_scarce" not in answers
     assert answers["controls"]["control_benefit_on_fer2013"] == "found"

@@ -173,7 +173,7 @@ def test_the_manifest_row_order_changes_no_split_and_no_training_order(tmp_path,
 
 
 def test_a_permuted_manifest_feeds_training_the_same_images_in_the_same_order(tmp_path, monkeypatch):
-    # training is a seeded function of these arrays (tests/test_distributed.py checks it is exact)
+    # training is a seeded function of these arrays (tests/test_data_parallel.py checks it is exact)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # the array cache
     variant = casme_like(tmp_path / "casme", subjects=7, clips=2)
     permuted = permuted_copy(variant, tmp_path / "permuted")

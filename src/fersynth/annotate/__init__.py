@@ -1,2 +1,2 @@
-"""Stages that label or drop a variant's rows: ``reclassify`` (``relabel``), ``filter``, ``autolabel``,
-``calibrate`` and the demographics (``agr-train``, ``agr-predict``)."""
+"""Stages that label or drop a variant's rows: ``relabel`` (``relabel``), ``filter``, ``autolabel``,
+``calibrate`` and the demographics (``demographics-train``, ``demographics-predict``)."""

@@ -1,5 +1,5 @@
 """Which data may meet which model: rules over ``params.yaml`` that keep a test set from being chosen,
-labeled or trained by what it evaluates (autolabel's labeler check, the evaluator's ``not_in``), and their
+labeled or trained by what it evaluates (autolabel's labeler check, the balanced set's ``not_in``), and their
 check picture by picture (pixel hashes, whatever variant or path holds a picture: :func:`pictures`)."""
 
 from __future__ import annotations
@@ -48,12 +48,12 @@ def labeler_conflicts(labeler_variants, labeled_variant: str | Path, params: Map
 
     >>> params = {"train": {"fer2013": {"variants": ["data/original/fer2013"]},
     ...                     "hybrid": {"variants": ["data/original/fer2013", "data/sfhq_labeled"]}},
-    ...           "evaluate": {"models": {}, "test_sets": {"affectnet": "data/reclassified/affectnet"}},
+    ...           "evaluate": {"models": {}, "test_sets": {"affectnet": "data/relabelled/affectnet"}},
     ...           "compare": {"pairs": {"hybrid": {"baseline": "fer2013", "test_sets": ["affectnet"]}}}}
-    >>> labeler_conflicts(["data/reclassified/nhfi"], "data/sfhq_labeled", params)
+    >>> labeler_conflicts(["data/relabelled/nhfi"], "data/sfhq_labeled", params)
     []
-    >>> labeler_conflicts(["data/reclassified/affectnet"], "data/sfhq_labeled", params)[0].split(",")[0]
-    'data/reclassified/affectnet is test set affectnet of the hybrid vs fer2013 comparison'
+    >>> labeler_conflicts(["data/relabelled/affectnet"], "data/sfhq_labeled", params)[0].split(",")[0]
+    'data/relabelled/affectnet is test set affectnet of the hybrid vs fer2013 comparison'
     """
     labeled = _norm(labeled_variant)
     test_sets = params["evaluate"]["test_sets"]
@@ -77,15 +77,15 @@ def labeler_conflicts(labeler_variants, labeled_variant: str | Path, params: Map
     return list(dict.fromkeys(reasons))
 
 
-def evaluator_not_in(params: Mapping, evaluator: str | Path) -> tuple[str, ...]:
-    """The variants none of whose train or val pictures may be in the evaluator: every
-    ``train.*.variants``, every ``evaluate.test_sets`` variant but the evaluator itself, and the ingested
-    variant of each ``evaluator.datasets`` source; sorted, no repeats."""
-    evaluator = _norm(evaluator)
+def balanced_set_not_in(params: Mapping, balanced_set: str | Path) -> tuple[str, ...]:
+    """The variants none of whose train or val pictures may be in the balanced set: every
+    ``train.*.variants``, every ``evaluate.test_sets`` variant but the balanced set itself, and the ingested
+    variant of each ``balanced_set.datasets`` source; sorted, no repeats."""
+    balanced_set = _norm(balanced_set)
     variants = {v for trained in train_variants(params).values() for v in trained}
     variants |= {_norm(v) for v in params["evaluate"]["test_sets"].values()}
-    variants |= {_norm(original_variant(d)) for d in params["evaluator"]["datasets"]}
-    return tuple(sorted(variants - {evaluator}))
+    variants |= {_norm(original_variant(d)) for d in params["balanced_set"]["datasets"]}
+    return tuple(sorted(variants - {balanced_set}))
 
 
 def pictures(variants, splits: tuple[str, ...]) -> set[str]:
@@ -102,7 +102,7 @@ def labeler_picture_conflicts(labeler_variants, labeled_variant: str | Path, par
     """:func:`labeler_conflicts`'s rules checked on pictures, not paths: a labeler whose train or val pictures
     include (1) train or val pictures of a compared model, or (2) any picture of the test-set variant of a pair
     whose candidate trains on the labeled variant, is refused however its variants are named
-    (``data/reclassified/fer2013`` holds every train picture of the FER2013 baseline; ``data/merged`` 213 of
+    (``data/relabelled/fer2013`` holds every train picture of the FER2013 baseline; ``data/merged`` 213 of
     AffectNet's). A variant these rules name that is not here cannot be checked, and says so."""
     labeled = _norm(labeled_variant)
     seen = pictures(labeler_variants, ("train", "val"))

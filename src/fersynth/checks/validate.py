@@ -49,7 +49,7 @@ class SuiteConfig:
     balanced_cells: tuple[str, ...] = ()  # columns whose every combination must hold exactly cell_count rows
     cell_count: int = 0
     not_in: tuple[str, ...] = ()  # variant directories: none of our pictures may be in their train or val split
-    derive_not_in: bool = False  # the evaluator's: `fersynth validate` adds fersynth.checks.leakage.evaluator_not_in
+    derive_not_in: bool = False  # the balanced set's: `fersynth validate` adds checks.leakage.balanced_set_not_in
     require_demographics: bool = True  # label_space none: gender / ethnicity / age group must be there (UTKFace)
     # Class balance: rows of the largest class / rows of the smallest present class (absent classes are
     # min_per_class's concern), over the rows of class_ratio_splits (empty: every split), at most

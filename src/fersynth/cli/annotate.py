@@ -22,37 +22,39 @@ from fersynth.options import metrics_option, model_dir_option, output_option, pa
     help="Demo ground-truth CSV: score the relabelling against the flipped labels.",
 )
 @params_option()
-def reclassify(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
+def relabel(source: Path, out: Path, metrics_path: Path | None, truth: Path | None, params_path: Path) -> None:
     """Relabel SOURCE's noisy labels (self_filter or confident_learning); images and splits unchanged."""
-    from fersynth.annotate.relabel import ReclassifyConfig
-    from fersynth.annotate.relabel import reclassify as run_reclassify
+    from fersynth.annotate.relabel import RelabelConfig, relabel_variant
 
-    config = build(ReclassifyConfig, section(load_params(params_path), "reclassify"))
-    run_reclassify(source, out, config, metrics_path, truth)
+    config = build(RelabelConfig, section(load_params(params_path), "relabel"))
+    relabel_variant(source, out, config, metrics_path, truth)
 
 
-@main.command(name="agr-train")
+@main.command(name="demographics-train")
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @model_dir_option(
-    default=Path("models/agr"), show_default=True, help="Where to save the weights (safetensors) and config."
+    default=Path("models/demographics"), show_default=True, help="Where to save the weights (safetensors) and config."
 )
-@metrics_option(default=Path("metrics/agr.json"), show_default=True, help="Test accuracies and age MAE (JSON).")
+@metrics_option(
+    default=Path("metrics/demographics.json"), show_default=True, help="Test accuracies and age MAE (JSON)."
+)
 @params_option()
-def agr_train_command(variant: Path, model_dir: Path, metrics_path: Path, params_path: Path) -> None:
+def demographics_train_command(variant: Path, model_dir: Path, metrics_path: Path, params_path: Path) -> None:
     """Train the age / gender / race predictor on the UTKFace VARIANT; logged to MLflow."""
-    from fersynth.annotate.demographics.train import AgrConfig, agr_train
+    from fersynth.annotate.demographics.train import DemographicsConfig, train_demographics
 
-    agr_train(variant, model_dir, build(AgrConfig, section(load_params(params_path), "agr")), metrics_path)
+    config = build(DemographicsConfig, section(load_params(params_path), "demographics"))
+    train_demographics(variant, model_dir, config, metrics_path)
 
 
-@main.command(name="agr-predict")
+@main.command(name="demographics-predict")
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--model-dir",
     type=click.Path(exists=True, path_type=Path),
-    default=Path("models/agr"),
+    default=Path("models/demographics"),
     show_default=True,
-    help="A model saved by agr-train.",
+    help="A model saved by demographics-train.",
 )
 @variant_out_option()
 @output_option("--plot", kind="file", help="Distribution plot (PNG).")
@@ -62,14 +64,14 @@ def agr_train_command(variant: Path, model_dir: Path, metrics_path: Path, params
     help="Demo ground-truth directory (<dataset>.csv files): score the predictions.",
 )
 @params_option()
-def agr_predict_command(
+def demographics_predict_command(
     variant: Path, model_dir: Path, out: Path, plot: Path | None, truth: Path | None, params_path: Path
 ) -> None:
     """Add predicted gender, age, age group and ethnicity (with confidences) to a copy of VARIANT."""
-    from fersynth.annotate.demographics.predict import AgrPredictConfig, agr_predict
+    from fersynth.annotate.demographics.predict import DemographicsPredictConfig, predict_demographics
 
-    config = build(AgrPredictConfig, section(load_params(params_path), "agr_predict"))
-    agr_predict(variant, model_dir, out, plot, truth, config.batch_size, config.backend)
+    config = build(DemographicsPredictConfig, section(load_params(params_path), "demographics_predict"))
+    predict_demographics(variant, model_dir, out, plot, truth, config.batch_size, config.backend)
 
 
 @main.command(name="filter")

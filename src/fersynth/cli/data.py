@@ -86,7 +86,7 @@ def validate(
     """Run the Great Expectations suite for VARIANT; exits non-zero when an expectation fails."""
     from dataclasses import replace
 
-    from fersynth.checks.leakage import evaluator_not_in
+    from fersynth.checks.leakage import balanced_set_not_in
     from fersynth.checks.validate import SuiteConfig, ValidationFailed, suite_for_variant, validate_variant
     from fersynth.paths import data_docs_dir, quality_metrics_path
     from fersynth.paths import params_path as project_params
@@ -100,7 +100,7 @@ def validate(
     values.pop("variant", None)  # where dvc.yaml finds the variant; the suite itself does not need it
     config = build(SuiteConfig, values)
     if config.derive_not_in:
-        config = replace(config, not_in=tuple(dict.fromkeys((*evaluator_not_in(params, variant), *config.not_in))))
+        config = replace(config, not_in=tuple(dict.fromkeys((*balanced_set_not_in(params, variant), *config.not_in))))
     try:
         validate_variant(
             variant,
@@ -132,7 +132,7 @@ def data_docs(site: Path | None) -> None:
     multiple=True,
     required=True,
     metavar="NAME=DIR",
-    help="A variant to merge, e.g. fer2013=data/reclassified/fer2013 (repeatable).",
+    help="A variant to merge, e.g. fer2013=data/relabelled/fer2013 (repeatable).",
 )
 @variant_out_option()
 @params_option()

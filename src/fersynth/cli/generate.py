@@ -1,5 +1,5 @@
 """``fersynth`` commands that generate faces or rebalance: the quality gate, the diffusers datasets, the DDPM,
-the evaluator and SMOTE."""
+the balanced set and SMOTE."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None
 @params_option()
 def gate_train_command(variant: Path, model_dir: Path, metrics_path: Path | None, params_path: Path) -> None:
     """Train the quality gate's emotion classifier on VARIANT's train split."""
-    from fersynth.generate.classifier import GateTrainConfig, gate_train
+    from fersynth.generate.gate_classifier import GateTrainConfig, gate_train
 
     gate_train(
         variant, model_dir, build(GateTrainConfig, section(load_params(params_path), "gate_train")), metrics_path
@@ -144,16 +144,16 @@ def ddpm_sample_command(model_dir: Path, out: Path, metrics_path: Path | None, p
 @variant_out_option()
 @folder_option("--metrics-dir", help="Tables 4-6 as JSON files.")
 @params_option()
-def evaluator(sources: tuple[str, ...], out: Path, metrics_dir: Path | None, params_path: Path) -> None:
-    """Build paper 001's balanced evaluator from the sources' test splits, completed with generated faces."""
-    from fersynth.generate.evaluator import EvaluatorConfig, build_evaluator
+def balanced_set(sources: tuple[str, ...], out: Path, metrics_dir: Path | None, params_path: Path) -> None:
+    """Build paper 001's balanced set from the sources' test splits, completed with generated faces."""
+    from fersynth.generate.balanced_set import BalancedSetConfig, build_balanced_set
     from fersynth.generate.gate import GateConfig
 
     params = load_params(params_path)
-    build_evaluator(
+    build_balanced_set(
         named_dirs(sources),
         out,
-        build(EvaluatorConfig, section(params, "evaluator")),
+        build(BalancedSetConfig, section(params, "balanced_set")),
         build(GateConfig, section(params, "gate")),
         metrics_dir,
     )

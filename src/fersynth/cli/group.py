@@ -9,10 +9,28 @@ import click
 
 from fersynth.errors import FersynthError
 
+# Commands renamed by issue 23 (one name per concept), old -> new. The old name keeps working for one release: it
+# runs the new command after one line on stderr, and `fersynth --help` lists only the new one. Remove in the next.
+RENAMED = {
+    "agr-train": "demographics-train",
+    "agr-predict": "demographics-predict",
+    "reclassify": "relabel",
+    "evaluator": "balanced-set",
+}
+
 
 class Commands(click.Group):
     """The command group; a user error (:class:`~fersynth.errors.FersynthError`) becomes one line on
-    stderr and its exit code (2: usage, 1: input), never a traceback."""
+    stderr and its exit code (2: usage, 1: input), never a traceback. An old name of :data:`RENAMED` runs its
+    new command (said on stderr); it is in no listing."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        new = RENAMED.get(args[0]) if args else None
+        if new is not None and args[0] not in self.commands:
+            if not ctx.resilient_parsing:  # shell completion resolves too: it says nothing
+                click.echo(f"fersynth: '{args[0]}' is now '{new}'; the old name goes in the next release", err=True)
+            args = [new, *args[1:]]
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -31,7 +49,7 @@ def main() -> None:
 
 
 def named_dirs(items: tuple[str, ...]) -> dict[str, Path]:
-    """``--source NAME=DIR`` values (``merge``, ``evaluator``) as ``{NAME: DIR}``; each DIR must exist."""
+    """``--source NAME=DIR`` values (``merge``, ``balanced-set``) as ``{NAME: DIR}``; each DIR must exist."""
     parsed = {}
     for item in items:
         name, sep, path = item.partition("=")

@@ -12,7 +12,7 @@ lists them):
   the smallest difference this many seeds and images could detect (80% power, strictest Holm level);
 - a verdict: ``helps`` / ``hurts`` when the Holm-corrected p-value is below ``alpha``, else
   ``inconclusive at +-X points``; ``too few seeds`` below ``min_seeds`` seed pairs;
-- the same, separately, for the real and the generated rows of a test set that mixes both (the evaluator);
+- the same, separately, for the real and the generated rows of a test set that mixes both (the balanced set);
   the mixed set as a whole is then described, not tested (it would count its own parts twice in the family);
 - ``identical predictions: no difference to test`` (or ``same images right and wrong ...``) and no place in
   the Holm family where the two models score every image alike in every seed pair: the difference is exactly

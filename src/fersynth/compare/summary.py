@@ -75,8 +75,8 @@ def judged_scopes(compared: dict, pairs: dict | None = None) -> dict[str, dict[s
 def study_order(pairs: dict) -> dict[str, dict[str, int]]:
     """``{"<candidate>_vs_<baseline>": {test set: position}}`` in ``compare.pairs`` order (a dict keeps it).
 
-    >>> study_order({"sdxl": {"baseline": "fer2013", "test_sets": ["fer2013", "evaluator"]}})
-    {'sdxl_vs_fer2013': {'fer2013': 0, 'evaluator': 1}}
+    >>> study_order({"sdxl": {"baseline": "fer2013", "test_sets": ["fer2013", "balanced_set"]}})
+    {'sdxl_vs_fer2013': {'fer2013': 0, 'balanced_set': 1}}
     """
     return {
         f"{candidate}_vs_{spec['baseline']}": {test: i for i, test in enumerate(spec.get("test_sets") or ())}

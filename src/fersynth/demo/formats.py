@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.demo.sampling import Face, Nuisances, basic7_faces, draw_faces, ground_truth_row
 from fersynth.log import progress
 from fersynth.variants.labels import AFFECTNET_CODES, CASME2, FER2013_CODES, UTK_GENDERS, UTK_RACES

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fersynth.config import at_least, within
-from fersynth.demo.faces import FaceSpec
+from fersynth.demo.renderer import FaceSpec
 from fersynth.variants.labels import AGE_GROUPS, BASIC7, CASME2, ETHNICITIES, GENDERS
 
 # Class mixes follow the sources' own imbalance (paper 001 Table 1, paper 002 Table 1), in BASIC7 order.
@@ -19,7 +19,7 @@ CLASS_MIX = {
     "sfhq": (6, 2, 3, 30, 40, 6, 13),  # SFHQ: StyleGAN faces, mostly neutral and smiling
 }
 CASME2_MIX = dict(zip(CASME2, (4204, 127, 2360, 6367, 2187, 150, 1729), strict=True))
-# In-the-wild sets under-represent children, old people and non-white faces; the evaluator stage has to
+# In-the-wild sets under-represent children, old people and non-white faces; the balanced-set stage has to
 # fill those cells, so the demo keeps that skew.
 AGE_MIX = (0.08, 0.45, 0.40, 0.07)
 ETHNICITY_MIX = (0.55, 0.15, 0.15, 0.08, 0.07)

@@ -1,5 +1,5 @@
 """``fersynth evaluate``: every trained model on every test set (paper 001 Table 10's single- and
-cross-dataset matrix), with per-class reports and confusion matrices, fairness on the evaluator (accuracy
+cross-dataset matrix), with per-class reports and confusion matrices, fairness on the balanced set (accuracy
 per gender, age group and ethnicity, worst-best gap) and robustness under controlled lighting, resolution
 and noise perturbations (paper 003).
 
@@ -58,8 +58,8 @@ class EvaluateConfig:
 
     models: dict[str, str] = field(default_factory=dict)  # name -> model directory (models/<experiment>)
     test_sets: dict[str, str] = field(default_factory=dict)  # name -> variant directory (its test split is used)
-    fairness_on: str = "evaluator"  # the test set whose demographic columns are used for fairness
-    figures_on: tuple[str, ...] = ("fer2013", "evaluator")  # confusion PNGs (report); CSVs for every test set
+    fairness_on: str = "balanced_set"  # the test set whose demographic columns are used for fairness
+    figures_on: tuple[str, ...] = ("fer2013", "balanced_set")  # confusion PNGs (report); CSVs for every test set
     robustness_on: tuple[str, ...] = ()  # test sets perturbed for robustness
     robustness: RobustnessConfig = field(default_factory=RobustnessConfig)
     ground_truth: str = ""  # the demo's folder (data/demo): accuracy against its hidden true labels too
@@ -287,7 +287,7 @@ class _TrueLabels:
 
 
 def _by_origin(test_name: str, rows: pd.DataFrame, labels: np.ndarray, predicted: dict) -> dict:
-    """``<test>_real`` and ``<test>_generated`` accuracies of a test set mixing both (the evaluator)."""
+    """``<test>_real`` and ``<test>_generated`` accuracies of a test set mixing both (the balanced set)."""
     out = {}
     for part, mask in real_and_generated(rows).items():
         mask = mask.to_numpy()

@@ -1,4 +1,4 @@
-"""Which test rows are real and which generated: a test set mixing both (the evaluator) is scored on each
+"""Which test rows are real and which generated: a test set mixing both (the balanced set) is scored on each
 part apart by ``evaluate`` and ``compare``, since the mix is not "real faces"."""
 
 from __future__ import annotations

@@ -1,2 +1,2 @@
 """Stages that make synthetic faces or rows: the quality gate (``gate-train``), diffusers and demo-renderer
-generation (``generate-artificial``, ``generate-augmented``, ``evaluator``), the DDPM and SMOTE."""
+generation (``generate-artificial``, ``generate-augmented``, ``balanced-set``), the DDPM and SMOTE."""

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from fersynth.atomic import write_json
 from fersynth.generate.backends import make_backend
+from fersynth.generate.common import GenerationConfig, accept_into, generation_metrics, write_attempts
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
 from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import GenerationConfig, accept_into, generation_metrics, write_attempts
 from fersynth.log import get_logger
-from fersynth.modeling.distributed import setup, teardown, variant_writer
+from fersynth.modeling.process_group import setup, teardown, variant_writer
 from fersynth.variants.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 
 log = get_logger(__name__)

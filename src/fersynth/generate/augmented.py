@@ -13,18 +13,18 @@ import numpy as np
 from fersynth.atomic import write_json
 from fersynth.generate.artificial import all_cells
 from fersynth.generate.backends import make_backend
-from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
-from fersynth.generate.prompts import PromptBuilder
-from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
-from fersynth.generate.run import (
+from fersynth.generate.common import (
     GenerationConfig,
     ImageFormat,
     accept_into,
     generation_metrics,
     write_attempts,
 )
+from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
+from fersynth.generate.prompts import PromptBuilder
+from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
 from fersynth.log import get_logger, progress
-from fersynth.modeling.distributed import setup, teardown, variant_writer
+from fersynth.modeling.process_group import setup, teardown, variant_writer
 from fersynth.variants.labels import BASIC7
 from fersynth.variants.variant import Variant
 

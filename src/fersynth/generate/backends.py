@@ -11,7 +11,7 @@ from typing import Protocol
 from PIL import Image
 
 from fersynth.config import at_least
-from fersynth.demo.faces import FaceSpec, render_face
+from fersynth.demo.renderer import FaceSpec, render_face
 from fersynth.generate.diffusers_backend import DiffusersBackend, DiffusersConfig
 from fersynth.generate.prompts import FaceRequest
 
@@ -48,7 +48,7 @@ class DemoBackend:
     identity (face shape, background), so the same request gives the same picture."""
 
     name = "demo"
-    model = "fersynth.demo.faces"
+    model = "fersynth.demo.renderer"
     steps = None
     guidance = None
     batch_size = 1  # each face is rendered on its own

@@ -24,7 +24,7 @@ from fersynth.atomic import atomic_path, write_json
 from fersynth.config import above, at_least, check_seeds
 from fersynth.generate.gate import Gate, GateConfig
 from fersynth.log import get_logger, progress
-from fersynth.modeling.distributed import (
+from fersynth.modeling.process_group import (
     all_gather,
     check_device,
     gather_to_main,

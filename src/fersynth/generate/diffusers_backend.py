@@ -98,7 +98,7 @@ def load_pipeline(config: DiffusersConfig):
     import diffusers
     import torch
 
-    from fersynth.modeling.distributed import resolve_device
+    from fersynth.modeling.process_group import resolve_device
 
     device = resolve_device(config.device)
     dtype_name = config.dtype

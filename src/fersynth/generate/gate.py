@@ -111,7 +111,7 @@ class Gate:
         self._detector = None
         self._classifier = None
         if config.classifier:
-            from fersynth.generate.classifier import EmotionClassifier
+            from fersynth.generate.gate_classifier import EmotionClassifier
 
             self._classifier = EmotionClassifier.load(Path(config.classifier))
 

@@ -21,7 +21,7 @@ from fersynth.generate.backends import Backend
 from fersynth.generate.gate import Gate, GateResult
 from fersynth.generate.prompts import TABLE11_EFFECTIVENESS, FaceRequest, PromptBuilder
 from fersynth.log import get_logger
-from fersynth.modeling.distributed import Distributed, all_gather, gather_to_main
+from fersynth.modeling.process_group import Distributed, all_gather, gather_to_main
 from fersynth.variants.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
 
 log = get_logger(__name__)

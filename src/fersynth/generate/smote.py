@@ -25,7 +25,7 @@ from imblearn.over_sampling import SMOTE
 from PIL import Image
 
 from fersynth.config import at_least, check_seeds
-from fersynth.generate.augment import ImageGeneratorConfig, augment, image_generator
+from fersynth.generate.smote_augment import ImageGeneratorConfig, augment, image_generator
 from fersynth.log import get_logger, progress, summarize
 from fersynth.variants.png import encode_gray8
 from fersynth.variants.variant import Variant, VariantWriter, raw_sha256

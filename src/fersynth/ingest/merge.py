@@ -1,4 +1,4 @@
-"""``fersynth merge``: the merged dataset of paper 001, the union of the reclassified sources in one
+"""``fersynth merge``: the merged dataset of paper 001, the union of the relabelled sources in one
 label space. Provenance (``dataset``), native resolution and colour mode are kept: the heterogeneity
 is the point. AffectNet is first downsampled to a balanced count per class (paper: 4,300, its disgust
 count); its split memberships are kept. The same picture under two different labels is refused; the

@@ -10,7 +10,7 @@
 - The head (paper 001): Flatten -> Dense 256 -> BN -> ReLU -> Dropout 0.25 -> Dense 512 -> BN -> ReLU ->
   Dropout 0.25 -> Dense n_classes.
 - :class:`SmallCNN`: the small fixed CNN of relabelling and of the gate's emotion check.
-- :class:`AGRNet`: paper 001's age / gender / race network (trained on UTKFace by ``agr-train``).
+- :class:`DemographicsNet`: paper 001's age / gender / race network (trained on UTKFace by ``demographics-train``).
 
 ``Classifier.freeze(fraction)`` freezes the first fraction of the backbone's learnable layers (paper 002: 30%; paper
 001 froze the whole pretrained backbone: 1.0).
@@ -222,10 +222,10 @@ class SmallCNN(Classifier):
         return self.head(self.features(x))
 
 
-MAX_AGE = 116.0  # UTKFace's oldest age: AGRNet's age output is a sigmoid scaled to it
+MAX_AGE = 116.0  # UTKFace's oldest age: DemographicsNet's age output is a sigmoid scaled to it
 
 
-class AGRNet(nn.Module):
+class DemographicsNet(nn.Module):
     """Paper 001's age / gender / race network: six conv blocks (32 to 192 filters), global max pool, three
     Dense-128 heads: age (sigmoid x 116), race (5 logits), gender (2 logits)."""
 

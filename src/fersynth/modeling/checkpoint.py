@@ -1,9 +1,9 @@
 """One way to save and load a trained network: its weights as safetensors and what it was built from as
 JSON, side by side in one directory (:class:`fersynth.paths.CheckpointLayout`: ``model.safetensors``,
 ``config.json``). Loading unpickles nothing. :func:`save_checkpoint` / :func:`load_checkpoint` are the pair
-every stage uses (train, agr-train; :mod:`fersynth.modeling.trained` loads a ``fersynth train`` classifier).
-A model directory comes from a DVC remote or another checkout: both files are checked (regular, bounded
-size) before they are read, and refused in one line.
+every stage uses (train, demographics-train; :mod:`fersynth.modeling.trained` loads a ``fersynth train``
+classifier). A model directory comes from a DVC remote or another checkout: both files are checked (regular,
+bounded size) before they are read, and refused in one line.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ and predictions.
 
 - per-class precision / recall / F1 with macro and weighted averages (paper 000 Tables 3-4, paper 003
   Fig. 8) and the row-normalised confusion matrix, from scikit-learn;
-- accuracy per demographic group and the worst-best gap (fairness on the evaluator);
+- accuracy per demographic group and the worst-best gap (fairness on the balanced set);
 - whether a model answers one class whatever the face, or does no better than always naming the test set's
   most frequent class (its accuracies, group gaps and comparisons then describe the test set, not the model);
 - a paired comparison of two models on the same test images: exact McNemar test on the discordant pairs
@@ -78,7 +78,7 @@ def group_accuracy(y_true, y_pred, groups, images: int | None = None, n: int = 2
 
     ``images``: when the inputs are several trials' predictions on the same images, tiled (trial after
     trial), the number of images: an image is then resampled with all its trials, as one unit. Groups are
-    resampled apart (their sizes are what the evaluator fixed), and the gap's interval is that of the
+    resampled apart (their sizes are what the balanced set fixed), and the gap's interval is that of the
     difference between the two groups named worst and best on the full data."""
     y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups, dtype=object)
     per = {str(g): float(np.mean(y_true[groups == g] == y_pred[groups == g])) for g in sorted(set(groups.tolist()))}

@@ -19,7 +19,7 @@ from fersynth.modeling.architectures import SmallCNN, channels_last
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``model`` of ``configs/reclassify.yaml`` and ``configs/gate_train.yaml``: input side, channel widths, epochs,
+    """``model`` of ``configs/relabel.yaml`` and ``configs/gate_train.yaml``: input side, channel widths, epochs,
     batch size, learning rate, horizontal flips."""
 
     size: int = 48

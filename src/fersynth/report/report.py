@@ -3,7 +3,7 @@
 beat its baseline, per test set: verdict, difference, 95% interval), the known-answer controls' verdicts
 and the models whose numbers mean nothing (one-class answers); below, the with-vs-without details, the
 cross-dataset accuracy and macro-F1 tables, training summaries with learning curves, per-class reports,
-confusion matrices, fairness on the evaluator, robustness, and the generated-face sample grids. A missing
+confusion matrices, fairness on the balanced set, robustness, and the generated-face sample grids. A missing
 input leaves its section saying so. The page is a function of the metrics alone (same bytes for same
 inputs).
 """

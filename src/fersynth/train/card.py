@@ -4,7 +4,7 @@ settings, its test results with intervals, and what it is and is not for.
 
 The card is written with the weights and depends on nothing else (no clock, no commit: the same training
 gives the same bytes, so DVC does not see a changed model). Results that need other stages (every
-test set, fairness gaps with intervals on the evaluator, robustness) are in the report, which the card
+test set, fairness gaps with intervals on the balanced set, robustness) are in the report, which the card
 points to."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ INTENDED_USE = (
 )
 
 LIMITS = (
-    "Labels are the datasets' (posed or crowd-labelled, relabelled by `fersynth reclassify` where the pipeline "
+    "Labels are the datasets' (posed or crowd-labelled, relabelled by `fersynth relabel` where the pipeline "
     "says so), not what a person felt.",
     "Demographic groups used for fairness are predicted (the UTKFace-trained age / gender / ethnicity model), "
     "except where a dataset ships them.",

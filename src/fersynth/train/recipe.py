@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from fersynth.config import SEED_MAX, above, at_least, within
 from fersynth.modeling.architectures import ARCHITECTURES
 from fersynth.modeling.data import PRESETS, InputConfig
-from fersynth.modeling.distributed import check_device
+from fersynth.modeling.process_group import check_device
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("plateau", "one_cycle", "cosine")
@@ -47,7 +47,7 @@ class TrainConfig:
     seed: int = 0  # the first trial's seed (and the validation split's, unless split_seed is set)
     trials: int = 1  # models trained with seeds seed, seed+1, ... on the same split (paper 002: 5)
     split_seed: int = -1  # the validation split's (and real_fraction's) seed; -1: seed. Other trial seeds, same rows
-    accumulate: int = 1  # micro-batches per optimiser step and process (fersynth.train.distributed)
+    accumulate: int = 1  # micro-batches per optimiser step and process (fersynth.train.data_parallel)
     device: str = "auto"
     mixed_precision: bool = True  # bfloat16 autocast on CUDA; ignored on CPU
 

@@ -19,9 +19,9 @@ import pandas as pd
 from fersynth.atomic import atomic_path, write_json
 from fersynth.log import get_logger
 from fersynth.modeling.data import decoded
-from fersynth.modeling.distributed import Distributed, setup, teardown
 from fersynth.modeling.floor import fit_floor
 from fersynth.modeling.metrics import mean_interval
+from fersynth.modeling.process_group import Distributed, setup, teardown
 from fersynth.paths import CheckpointLayout, floor_path, trial_name
 from fersynth.tracking import start_run, variant_hash
 from fersynth.train.card import write_model_card

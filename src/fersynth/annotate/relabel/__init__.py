@@ -1,4 +1,4 @@
-"""``fersynth reclassify``: relabel a variant's noisy labels (the "reclassified" datasets of paper 001).
+"""``fersynth relabel``: relabel a variant's noisy labels (the datasets paper 001 calls "reclassified").
 
 Only labels change: the images, keys and splits are those of the source. With ``scope: train_val`` the
 test split keeps its published labels; ``all`` relabels test too, as the paper did, which makes test
@@ -27,8 +27,8 @@ METHODS = ("self_filter", "confident_learning")
 
 
 @dataclass(frozen=True)
-class ReclassifyConfig:
-    """``configs/reclassify.yaml``. ``method`` decides the variant; with ``compare_methods`` the other
+class RelabelConfig:
+    """``configs/relabel.yaml``. ``method`` decides the variant; with ``compare_methods`` the other
     method also runs and is scored in the metrics (not used for the variant)."""
 
     method: str = "self_filter"
@@ -51,14 +51,14 @@ class ReclassifyConfig:
             raise ValueError(f"action must be 'relabel' or 'drop', got {self.action!r}")
         if self.rounds < 1 or self.folds < 2 or self.consensus < 1:
             raise ValueError("rounds and consensus must be >= 1 and folds >= 2")
-        check_seeds("reclassify", seed=self.seed)
+        check_seeds("relabel", seed=self.seed)
 
 
 STABILITY_SEED_OFFSET = 100_000  # the second run of the stability check: seeds no first run uses
 
 
 def run_method(
-    method: str, images: np.ndarray, labels: np.ndarray, n_classes: int, config: ReclassifyConfig, offset: int = 0
+    method: str, images: np.ndarray, labels: np.ndarray, n_classes: int, config: RelabelConfig, offset: int = 0
 ) -> Relabelling:
     seed = config.seed + offset
     if method == "self_filter":
@@ -84,10 +84,10 @@ def agreement(first: Relabelling, second: Relabelling, labels: np.ndarray) -> di
     }
 
 
-def reclassify(
+def relabel_variant(
     source_dir: Path,
     out_dir: Path,
-    config: ReclassifyConfig,
+    config: RelabelConfig,
     metrics_path: Path | None = None,
     ground_truth: Path | None = None,
 ) -> dict:
@@ -123,7 +123,7 @@ def reclassify(
     )
     table["changed"] = table["old_label"] != table["new_label"]
     new_label = dict(zip(table["key"], table["new_label"], strict=True))
-    with VariantWriter(out_dir, report_name="reclassify.json", inputs=(source_dir,)) as writer:
+    with VariantWriter(out_dir, report_name="relabel.json", inputs=(source_dir,)) as writer:
         for row, data in source.iter_bytes(manifest):
             label = new_label.get(row["key"], row["label"])
             if label < 0:
@@ -153,8 +153,8 @@ def reclassify(
         report = writer.commit(metrics)
     if metrics_path is not None:
         write_json(metrics_path, metrics)
-    summarize(log, f"reclassify {source.name}", report)
-    log.info("reclassify %s: %d of %d labels changed (%s)", source.name, metrics["changed"], len(table), config.method)
+    summarize(log, f"relabel {source.name}", report)
+    log.info("relabel %s: %d of %d labels changed (%s)", source.name, metrics["changed"], len(table), config.method)
     return report
 
 
