@@ -268,3 +268,43 @@ def at_most(seconds: float):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def add_basic7_image(writer, key: str, split: str, emotion: str, label: int, data: bytes, **fields) -> None:
+    """One basic-7 row of a toy variant (``source`` = ``key``), its image from ``data``; ``fields`` add columns
+    (``dataset``, ``subject``, ...)."""
+    from PIL import Image
+
+    record = {"key": key, "source": key, "split": split, "emotion": emotion, "label": label, "label_space": "basic7"}
+    writer.add(record | fields, Image.open(io.BytesIO(data)), data)
+
+
+@contextlib.contextmanager
+def ingested_workspace(tmp_path_factory, name: str, tiny_demo: Path):
+    """A project root (``DVC_ROOT``) named ``name`` holding the tiny demo's FER2013 ingested as ``fer2013``."""
+    from fersynth.ingest import ingest
+
+    root = tmp_path_factory.mktemp(name)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("DVC_ROOT", str(root))
+    ingest("fer2013", tiny_demo / "fer2013", root / "fer2013")
+    try:
+        yield root
+    finally:
+        patch.undo()
+
+
+def tiny_train_config(root: Path, size: int, **overrides):
+    """A training recipe on ``root/fer2013`` small enough for a test: ``size`` px inputs, one epoch unless
+    ``overrides`` say otherwise."""
+    from fersynth.modeling.data import InputConfig
+    from fersynth.train.recipe import TrainConfig
+
+    values = {
+        "variants": (str(root / "fer2013"),),
+        "input": InputConfig(size=size),
+        "epochs": 1,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+    }
+    return TrainConfig(**(values | overrides))

@@ -1,11 +1,8 @@
-import io
-
 import pytest
-from PIL import Image
 
 from fersynth.ingest.merge import LabelConflict, MergeConfig, merge_variants
 from fersynth.variants.variant import Variant, VariantWriter
-from tests.conftest import image_bytes
+from tests.conftest import add_basic7_image, image_bytes
 
 
 def _variant(path, dataset, rows, size=(48, 48), mode="L"):
@@ -13,19 +10,7 @@ def _variant(path, dataset, rows, size=(48, 48), mode="L"):
     with VariantWriter(path) as writer:
         for key, split, emotion, label, identity, *drawn in rows:
             data = image_bytes(drawn[0] if drawn else emotion, size, mode, identity=identity)
-            writer.add(
-                {
-                    "key": key,
-                    "source": key,
-                    "split": split,
-                    "emotion": emotion,
-                    "label": label,
-                    "label_space": "basic7",
-                    "dataset": dataset,
-                },
-                Image.open(io.BytesIO(data)),
-                data,
-            )
+            add_basic7_image(writer, key, split, emotion, label, data, dataset=dataset)
         writer.commit()
     return path
 

@@ -7,34 +7,23 @@ import pytest
 import torch
 
 from fersynth.ingest import ingest
-from fersynth.modeling.data import InputConfig
 from fersynth.modeling.trained import load_trained
 from fersynth.paths import array_cache_dir, trial_dirs
 from fersynth.train.recipe import TrainConfig
 from fersynth.train.rows import training_rows
 from fersynth.train.selection import best_trial_dir
 from fersynth.train.train import train
+from tests.conftest import ingested_workspace, tiny_train_config
 
 
 @pytest.fixture(scope="module")
 def workspace(tiny_demo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DVC_ROOT", str(root))
-    ingest("fer2013", tiny_demo / "fer2013", root / "fer2013")
-    yield root
-    mp.undo()
+    with ingested_workspace(tmp_path_factory, "train", tiny_demo) as root:
+        yield root
 
 
 def small(root, **overrides):
-    values = {
-        "variants": (str(root / "fer2013"),),
-        "input": InputConfig(size=32),
-        "epochs": 3,
-        "batch_size": 16,
-        "learning_rate": 3e-3,
-    }
-    return TrainConfig(**(values | overrides))
+    return tiny_train_config(root, size=32, **({"epochs": 3} | overrides))
 
 
 def test_training_logs_a_parent_run_with_its_trial_and_saves_a_reloadable_best_checkpoint(workspace):

@@ -8,35 +8,23 @@ from PIL import Image
 
 from fersynth.generate.augmented import AugmentedConfig, generate_augmented
 from fersynth.generate.gate import GateConfig
-from fersynth.ingest import ingest
-from fersynth.modeling.data import InputConfig
 from fersynth.train.recipe import TrainConfig
 from fersynth.train.rows import training_rows
 from fersynth.train.train import arrays
 from fersynth.variants.labels import CASME2
 from fersynth.variants.variant import MANIFEST_SCHEMA, Variant, VariantWriter
+from tests.conftest import ingested_workspace, tiny_train_config
 
 
 @pytest.fixture(scope="module")
 def workspace(tiny_demo, tmp_path_factory):
-    root = tmp_path_factory.mktemp("rows")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DVC_ROOT", str(root))
-    ingest("fer2013", tiny_demo / "fer2013", root / "fer2013")
-    generate_augmented(root / "fer2013", root / "aug", AugmentedConfig(per_class=4), GateConfig(detector="none"))
-    yield root
-    mp.undo()
+    with ingested_workspace(tmp_path_factory, "rows", tiny_demo) as root:
+        generate_augmented(root / "fer2013", root / "aug", AugmentedConfig(per_class=4), GateConfig(detector="none"))
+        yield root
 
 
 def small(root, **overrides):
-    values = {
-        "variants": (str(root / "fer2013"),),
-        "input": InputConfig(size=16),
-        "epochs": 1,
-        "batch_size": 16,
-        "learning_rate": 3e-3,
-    }
-    return TrainConfig(**(values | overrides))
+    return tiny_train_config(root, size=16, **overrides)
 
 
 def casme_like(out, subjects: int, clips: int, frames: int = 3):

@@ -1,16 +1,14 @@
-import io
 import json
 import re
 
 import pytest
 import yaml
 from click.testing import CliRunner
-from PIL import Image
 
 from fersynth.checks.validate import SuiteConfig, ValidationFailed, validate_variant
 from fersynth.cli import main
 from fersynth.variants.variant import VariantWriter
-from tests.conftest import image_bytes
+from tests.conftest import add_basic7_image, image_bytes
 
 
 def _variant(path, rows):
@@ -18,20 +16,7 @@ def _variant(path, rows):
     with VariantWriter(path) as writer:
         for key, split, emotion, label, subject, identity in rows:
             data = image_bytes(identity=identity)
-            writer.add(
-                {
-                    "key": key,
-                    "source": key,
-                    "split": split,
-                    "emotion": emotion,
-                    "label": label,
-                    "label_space": "basic7",
-                    "subject": subject,
-                    "dataset": "toy",
-                },
-                Image.open(io.BytesIO(data)),
-                data,
-            )
+            add_basic7_image(writer, key, split, emotion, label, data, subject=subject, dataset="toy")
         writer.commit()
     return path
 
