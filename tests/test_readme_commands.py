@@ -38,7 +38,7 @@ CLASSIFIED: list[tuple[str, str]] = [
     (r"git clone <repo> \.\./other .*", "run after repro"),
     (r"dvc artifacts get <repo> .*", "run after repro"),
     (r"fersynth predict fer .*", "run"),
-    (r"for doc in README\.md docs/\*\.md; do fersynth results --readme .* --write; done", "run"),
+    (r"fersynth results --write", "run"),
     (r"fersynth predict models/.*", "run after repro"),
     (r"fersynth serve .*", "a server until stopped: tests/test_predict.py serves fer and a model over HTTP"),
     (r"mlflow ui .*", "a server until stopped: tests/test_mlflow_server.py"),
