@@ -12,7 +12,7 @@ import yaml
 from fersynth.annotate.autolabel import AutolabelConfig
 from fersynth.annotate.calibrate import CalibrateConfig
 from fersynth.checks.validate import SuiteConfig
-from fersynth.compare.compare import CompareConfig
+from fersynth.compare.config import CompareConfig
 from fersynth.config import build, load_params, raw_sections, section, write_sections
 from fersynth.errors import ParamsError
 from fersynth.evaluate.evaluate import EvaluateConfig

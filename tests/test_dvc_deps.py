@@ -256,6 +256,16 @@ def test_the_top_level_holds_plumbing_only():
     assert room("fersynth.cli.train") is None and room("fersynth.train.train") == "fersynth.train"
 
 
+MAX_MODULE_LINES = 400  # one sitting's read; a module past it is split by what its parts do
+
+
+def test_no_module_is_longer_than_one_sitting():
+    lengths = {path.relative_to(SRC).as_posix(): len(path.read_text().splitlines()) for path in SRC.rglob("*.py")}
+    assert len(lengths) > 100 and lengths["fersynth/variants/variant.py"] > 100  # the walk sees the package
+    too_long = {path: n for path, n in sorted(lengths.items()) if n > MAX_MODULE_LINES}
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines (split them by what their parts do): {too_long}"
+
+
 def subcommand_of(name: str, cmd: str) -> str:
     program, subcommand = shlex.split(cmd)[:2]
     assert program == "fersynth", f"{name}: every stage runs a fersynth subcommand, not {program!r}"

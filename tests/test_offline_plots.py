@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fersynth.report.offline_plots import page_template
+from fersynth.report.offline_plots import TITLE, page_template
 from tests.browser import chromium_page
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +29,21 @@ def test_the_template_inlines_the_libraries_in_load_order_for_dvc(tmp_path):
     assert page.count("{plot_divs}") == 1 and "{scripts}" not in page  # DVC adds its CDN tags only at {scripts}
     assert page.index("var vega = 1") < page.index("var vega_lite = 1") < page.index("var vega_embed = 1")
     assert "sourceMappingURL" not in page and "vega-lite: 9.9.9" in page
+
+
+def test_plots_template_recognises_the_pages_it_writes_and_no_other(tmp_path):
+    # how `fersynth plots-template` knows it may replace the committed template inside .dvc/: by the page's title
+    from fersynth.cli.ops import is_plots_template
+
+    libs = [_library(tmp_path, n, "var x = 1;") for n in ("vega", "vega-lite", "vega-embed")]
+    page = tmp_path / "page.html"
+    page.write_text(page_template(*libs))
+    assert is_plots_template(page) and is_plots_template(TEMPLATE)
+    other = tmp_path / "other.html"
+    other.write_text(page.read_text().replace(TITLE, "my own page"))
+    link = tmp_path / "link.html"
+    link.symlink_to(page)
+    assert not is_plots_template(other) and not is_plots_template(link) and not is_plots_template(tmp_path)
 
 
 @pytest.mark.parametrize("code", ["a = '</script>';", "a = '{plot_divs}';"])

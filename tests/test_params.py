@@ -28,7 +28,7 @@ from fersynth.annotate.demographics.train import DemographicsConfig
 from fersynth.annotate.filtering import FilterConfig
 from fersynth.annotate.relabel import RelabelConfig
 from fersynth.checks.validate import SuiteConfig
-from fersynth.compare.compare import CompareConfig
+from fersynth.compare.config import CompareConfig
 from fersynth.config import build, load_params, section
 from fersynth.demo import DemoConfig
 from fersynth.errors import ParamsError

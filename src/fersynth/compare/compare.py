@@ -32,7 +32,7 @@ with interval per pair, test set, class and group).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from fersynth.atomic import write_json
+from fersynth.compare.config import CompareConfig, PairConfig
+from fersynth.compare.records import check_controls, plot_records, sweep_records
 from fersynth.compare.stats import (
     Difference,
     crossed_difference,
@@ -48,7 +50,7 @@ from fersynth.compare.stats import (
     seeds_needed,
     verdict,
 )
-from fersynth.config import above, build
+from fersynth.config import build
 from fersynth.evaluate.origin import real_and_generated
 from fersynth.log import get_logger
 from fersynth.paths import EvaluateLayout
@@ -61,40 +63,6 @@ GROUP_COLUMNS = ("gender", "age_group", "ethnicity")
 MIN_IMAGES = 20  # fewer test images give no interval or verdict (a t interval on 3 images leaves [-1, 1])
 IDENTICAL = "identical predictions: no difference to test"
 SAME_SCORES = "same images right and wrong in every seed pair: no difference to test"
-
-
-EXPECTED = ("helps", "hurts", "inconclusive")  # what a known-answer control may expect
-
-
-@dataclass(frozen=True)
-class PairConfig:
-    baseline: str  # a model name of ``evaluate.models``
-    test_sets: tuple[str, ...] = ()  # names of ``evaluate.test_sets``
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """``params.yaml: compare``: candidate model name -> its baseline and the test sets to compare on."""
-
-    pairs: dict[str, PairConfig] = field(default_factory=dict)
-    min_seeds: int = 5  # seed pairs needed for a verdict
-    alpha: float = 0.05  # family-wise error rate (Holm over every verdict in the file)
-    power: float = 0.8  # for the minimum detectable effect
-    max_mde: float = 0.2  # a test set that cannot detect +-this (at alpha, unadjusted) is "not testable"
-    plan_effects: tuple[float, ...] = (0.02, 0.05, 0.1)  # seeds_needed is reported for these differences
-    controls: dict[str, str] = field(default_factory=dict)  # pair candidate -> the verdict it must get
-
-    def __post_init__(self) -> None:
-        if self.min_seeds < 2:
-            raise ValueError(
-                f"compare.min_seeds must be at least 2 (training variance needs 2 seeds): {self.min_seeds}"
-            )
-        if not 0 < self.alpha < 1 or not 0 < self.power < 1:
-            raise ValueError(f"compare.alpha and compare.power must be in (0, 1): {self.alpha}, {self.power}")
-        above("compare", 0, max_mde=self.max_mde, plan_effects=self.plan_effects)
-        unknown = {c: v for c, v in self.controls.items() if c not in self.pairs or v not in EXPECTED}
-        if unknown:
-            raise ValueError(f"compare.controls must name pairs and one of {EXPECTED}: {unknown}")
 
 
 @dataclass
@@ -309,23 +277,6 @@ def _untestable(tested: _Tested, config: CompareConfig) -> str:
     return f"not testable (detects only +-{100 * mde:.1f} pts > {100 * config.max_mde:g})"
 
 
-def check_controls(result: dict, config: CompareConfig) -> dict:
-    """Known-answer controls: each control pair's verdicts on every test set against what it must get (a
-    planted benefit ``helps``, a planted harm ``hurts``, a null ``inconclusive``). ``found`` is false where
-    the rule missed what is there, or saw what is not: then the rule, or the recipe, is broken."""
-    checked = {}
-    for candidate, expected in config.controls.items():
-        pair = config.pairs[candidate]
-        baseline = pair.baseline if isinstance(pair, PairConfig) else pair["baseline"]
-        for test, entry in result[f"{candidate}_vs_{baseline}"].items():
-            verdict = entry["verdict"]
-            found = verdict.startswith(expected)
-            checked[f"{candidate}_on_{test}"] = {"expected": expected, "verdict": verdict, "found": found}
-            if not found:
-                log.warning("compare: control %s on %s: expected %s, got %s", candidate, test, expected, verdict)
-    return checked
-
-
 def _interval(differences: np.ndarray) -> dict:
     """Difference with its 95% crossed-design interval (unadjusted; descriptive)."""
     out = {"images": int(differences.shape[0]), "difference": round(float(differences.mean()), 4)}
@@ -335,59 +286,6 @@ def _interval(differences: np.ndarray) -> dict:
     else:
         out |= {"low": None, "high": None}
     return out
-
-
-def plot_records(result: dict) -> list[dict]:
-    """One record per pair x test set x scope (all, real, generated, class:<c>, <group column>:<g>)."""
-    records = []
-    for pair, block in result.items():
-        for test, entry in block.items():
-            scopes = [("all", entry, "difference_low", "difference_high")]
-            scopes += [(s, entry[s], "difference_low", "difference_high") for s in ("real", "generated") if s in entry]
-            scopes += [(f"class:{c}", v, "low", "high") for c, v in entry.get("class_difference", {}).items()]
-            scopes += [
-                (f"{column}:{g}", v, "low", "high")
-                for column, groups in entry.get("group_difference", {}).items()
-                for g, v in groups.items()
-            ]
-            records += [
-                {
-                    "comparison": f"{pair} on {test}",
-                    "scope": scope,
-                    "difference": values["difference"],
-                    "low": values[low],
-                    "high": values[high],
-                    # class and group intervals are unadjusted and many: descriptive, never a verdict
-                    "verdict": values.get("verdict", "descriptive (unadjusted)"),
-                    "p_holm": values.get("p_holm"),
-                }
-                for scope, values, low, high in scopes
-                if values.get(low) is not None
-            ]
-    return records
-
-
-def sweep_records(result: dict, config: CompareConfig, train_metrics: Path | None) -> list[dict]:
-    """One record per pair x test set: the candidate's synthetic training rows and the overall difference."""
-    records = []
-    for candidate, pair in config.pairs.items():
-        baseline = pair.baseline if isinstance(pair, PairConfig) else pair["baseline"]
-        synthetic = None
-        metrics_file = Path(train_metrics) / f"{candidate}.json" if train_metrics else None
-        if metrics_file is not None and metrics_file.exists():
-            synthetic = read_json_bounded(metrics_file, what="training metrics").get("rows", {}).get("synthetic_train")
-        for test, entry in result[f"{candidate}_vs_{baseline}"].items():
-            records.append(
-                {
-                    "comparison": f"{candidate}_vs_{baseline} on {test}",
-                    "synthetic_train": synthetic,
-                    "difference": entry["difference"],
-                    "low": entry["difference_low"],
-                    "high": entry["difference_high"],
-                    "verdict": entry["verdict"],
-                }
-            )
-    return records
 
 
 def _by_seed(predictions: pd.DataFrame, column: str = "correct") -> pd.DataFrame:

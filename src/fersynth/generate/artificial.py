@@ -13,7 +13,7 @@ from fersynth.generate.backends import make_backend
 from fersynth.generate.common import GenerationConfig, accept_into, generation_metrics, write_attempts
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
-from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
+from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, group_seed, shortfall
 from fersynth.log import get_logger
 from fersynth.modeling.process_group import setup, teardown, variant_writer
 from fersynth.variants.labels import AGE_GROUPS, BASIC7, ETHNICITIES, GENDERS
@@ -64,7 +64,7 @@ def generate_artificial(
                 builder,
                 backend,
                 gate,
-                config.seed + 1000 * index,
+                group_seed(config.seed, index),
                 config.max_attempts_per_image,
                 on_accept,
                 team=team,

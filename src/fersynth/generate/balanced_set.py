@@ -28,7 +28,7 @@ from fersynth.generate.common import GenerationConfig, ImageFormat, accept_into,
 from fersynth.generate.convert import FORMATS
 from fersynth.generate.gate import Gate, GateConfig, gate_checks, split_gates
 from fersynth.generate.prompts import PromptBuilder
-from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, shortfall
+from fersynth.generate.quota import Cell, acceptance_by_group, effectiveness, fill_quotas, group_seed, shortfall
 from fersynth.log import get_logger
 from fersynth.modeling.process_group import setup, teardown, variant_writer
 from fersynth.variants.labels import BASIC7
@@ -122,7 +122,7 @@ def build_balanced_set(
                     builder,
                     backend,
                     gate,
-                    config.seed + 1000 * index,
+                    group_seed(config.seed, index),
                     config.max_attempts_per_image,
                     on_accept,
                     team=team,

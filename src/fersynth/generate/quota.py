@@ -35,6 +35,13 @@ class Attempt:
     result: GateResult
 
 
+def group_seed(seed: int, group: int) -> int:
+    """The seed that :func:`fill_quotas` gets for the ``group``-th set of quotas one stage fills (a split of the
+    artificial set, a source dataset of the balanced set), from the stage seed. Groups are 1000 apart: each uses
+    its seed and the next one (the pictures' seeds, then the prompts' choices), so no two groups share one."""
+    return seed + 1000 * group
+
+
 def attempt_seed(base: int, cell: Cell, attempt: int) -> int:
     emotion, gender, age, ethnicity = cell
     key = [base, BASIC7.index(emotion), GENDERS.index(gender), AGE_GROUPS.index(age), ETHNICITIES.index(ethnicity)]

@@ -24,7 +24,8 @@ from fersynth.config import at_least, check_seeds
 from fersynth.variants.files import FileRejected, read_bounded
 from fersynth.variants.images import ImageLimits, ImageRejected, decode_image, to_8bit
 from fersynth.variants.labels import BASIC7, FOLDER_DROPPED, FOLDER_NAMES
-from fersynth.variants.variant import VariantWriter, encode_png, pixel_sha256, printable
+from fersynth.variants.quarantine import printable
+from fersynth.variants.variant import VariantWriter, encode_png, pixel_sha256
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 

@@ -25,12 +25,13 @@ PLACEHOLDERS = ("{plot_divs}", "{scripts}", "{refresh_tag}")  # what DVC replace
 _SOURCE_MAP = re.compile(r"^//# sourceMappingURL=\S+\s*$", re.MULTILINE)
 _MAX_LIBRARY_BYTES = 4 << 20  # the three minified builds are ~0.8 MB together
 
+TITLE = "fersynth - DVC plots"  # plots-template knows its earlier output by it (fersynth.cli.ops.is_plots_template)
 PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 {{refresh_tag}}
-<title>fersynth - DVC plots</title>
+<title>{title}</title>
 <!-- {notice} -->
 {libraries}
 <style>
@@ -40,7 +41,7 @@ body > div {{ margin: 0 0 2rem 0; }}
 </style>
 </head>
 <body>
-<h1>fersynth - DVC plots</h1>
+<h1>{title}</h1>
 <p>Rendered offline (Vega {versions} inlined). First the answer (the differences with their intervals, the
 sweep), then learning curves and confusion matrices.</p>
 <nav id="contents"></nav>
@@ -95,6 +96,7 @@ def page_template(vega: Path, vega_lite: Path, vega_embed: Path) -> str:
         "Vega, Vega-Lite and vega-embed: BSD-3-Clause, Copyright (c) the University of Washington Interactive Data Lab"
     )
     return PAGE.format(
+        title=TITLE,
         notice=notice,
         libraries=libraries,
         versions=json.dumps(versions, sort_keys=True).replace('"', ""),

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +24,17 @@ from fersynth.errors import InputError
 from fersynth.paths import VariantLayout
 from fersynth.variants.files import MAX_MANIFEST_BYTES, MAX_SHARD_BYTES, open_input, read_input
 from fersynth.variants.images import decode_image, to_8bit
+from fersynth.variants.quarantine import Quarantine
 
-__all__ = ["Variant", "VariantWriter", "Quarantine", "decode_image", "pixel_sha256", "raw_sha256", "encode_png"]
+__all__ = [
+    "Variant",
+    "VariantWriter",
+    "Quarantine",
+    "decode_image",
+    "pixel_sha256",
+    "raw_sha256",
+    "encode_png",
+]
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -88,40 +95,6 @@ def encode_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")  # object reprs in library messages: not deterministic
-
-
-def printable(text: object) -> str:
-    """``text`` as valid UTF-8 for CSV and parquet: a file name that is not UTF-8 (Python keeps its bytes
-    as surrogates) shows its bytes as ``\\xNN`` escapes, and so do control characters."""
-    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)  # a lone \r splits a CSV row
-
-
-@dataclass
-class Quarantine:
-    """Inputs a stage refused, each with a reason. ``category`` is ``bad_input``, ``rule`` (a
-    documented drop such as AffectNet's non-emotion codes) or ``duplicate``."""
-
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def add(self, source: str, reason: str, category: str = "bad_input") -> None:
-        self.rows.append((printable(source), _ADDRESS.sub("", printable(reason)), category))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def counts(self) -> dict[str, int]:
-        return dict(Counter(category for _, _, category in self.rows))
-
-    def reasons(self) -> dict[str, int]:
-        return dict(Counter(reason.split(":")[0] for _, reason, _ in self.rows))
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows, columns=["source", "reason", "category"])
 
 
 class VariantWriter:
