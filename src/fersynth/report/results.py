@@ -17,8 +17,8 @@ import numpy as np
 from fersynth.cli.group import RENAMED
 from fersynth.variants.files import read_json_bounded, read_json_if_present
 
-# Stage kinds renamed by issue 23, old -> new: the renamed commands' stages carry the command's name, and the
-# balanced set's validation stage was renamed with it.
+# Stage kinds renamed, old -> new: the stages of the renamed commands carry the command's name, and the balanced
+# set's validation stage was renamed with them.
 RENAMED_KINDS = {**RENAMED, "validate-evaluator": "validate-balanced-set"}
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
