@@ -11,11 +11,16 @@
   decimals shown. A quoted word (`` `helps`<!-- from ... --> ``) must equal the value. A time, size, rate or
   speed-up in the prose without a marker fails, unless it is a target (``<= 10 min``) or in UNMARKED below.
   The tables between ``<!-- results:NAME -->`` markers are rendered from the metrics (``tests/test_results.py``).
-- The stage table of ``docs/pipeline.md`` has a row for every stage of ``dvc.yaml``.
+- The stage table of ``docs/pipeline.md`` has a row for every stage of ``dvc.yaml``; each row leads from the
+  ``cli/`` file that holds its stages' command to worker functions that exist there and that the command imports
+  (read with ast: nothing heavy is imported), and names the configs files and params keys its stages declare.
+  Its commands table names only options the commands have, and every option ``dvc.yaml`` and the Makefile use;
+  ``docs/development.md`` lists every command under its ``cli/`` file.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import json
 import re
@@ -405,3 +410,199 @@ def test_every_number_of_the_hand_kept_history_is_quoted_somewhere():
             yield prefix.rstrip(".")
 
     assert sorted(set(leaves(history)) - quoted) == []
+
+
+# --- the stage table's code and settings columns -------------------------------------------------------------
+
+CODE_LINK = re.compile(r"\[`([^`]+)`\]\(\.\./src/fersynth/([^)]+)\)")
+
+
+def stage_rows() -> list[tuple[list[str], list[str]]]:
+    """The rows of docs/pipeline.md's stage table: (the stage names of its first column, its cells)."""
+    text = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    section = text.split("\n## Where is each stage\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+            rows.append((re.findall(r"`([^`]+)`", cells[0]), cells))
+    return rows
+
+
+@functools.cache
+def dvc_yaml_stages() -> dict[str, dict]:
+    """dvc.yaml's stages as written (a ``foreach`` stage's ``do`` body in place of the stage)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {name: stage.get("do", stage) for name, stage in stages.items()}
+
+
+def stages_of_row(names: list[str]) -> dict[str, dict]:
+    """The dvc.yaml stages a row names (``validate@<suite>`` is the foreach stage ``validate``)."""
+    patterns = [re.compile(PLACEHOLDER.sub(".+", name.split("@")[0])) for name in names]
+    return {s: body for s, body in dvc_yaml_stages().items() if any(p.fullmatch(s) for p in patterns)}
+
+
+def top_level_functions(path: Path) -> set[str]:
+    """The functions a module defines at its top level, read with ast (nothing imported: no PyTorch)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+
+def names_imported_in(function) -> set[str]:
+    """The names a function's body imports (``from fersynth.x import a, b``): the workers a command calls."""
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    return {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names}
+
+
+def code_problems() -> list[str]:
+    """Each row's code cell: `cli/<file>.py` holds the command of every stage of the row (its dvc.yaml cmd), and
+    each `<room>/<module>.py:<function>` is defined in that module and imported by that command."""
+    from fersynth.cli import main
+
+    problems = []
+    for names, cells in stage_rows():
+        links = CODE_LINK.findall(cells[2])
+        where = f"docs/pipeline.md row {names}"
+        if len(links) < 2 or not re.fullmatch(r"cli/\w+\.py", links[0][0]) or links[0][0] != links[0][1]:
+            problems.append(f"{where}: code is not [`cli/<file>.py`](...) -> [`<room>/<module>.py:<function>`](...)")
+            continue
+        cli_module = f"fersynth.cli.{Path(links[0][0]).stem}"
+        commands = set()
+        for stage, body in stages_of_row(names).items():
+            subcommand = body["cmd"].split()[1]
+            command = main.commands.get(subcommand)
+            if command is None or command.callback.__module__ != cli_module:
+                problems.append(f"{where}: stage {stage} runs `fersynth {subcommand}`, which is not in {links[0][0]}")
+            else:
+                commands.add(command)
+        for text, target in links[1:]:
+            module, _, function = text.partition(":")
+            path = ROOT / "src" / "fersynth" / target
+            if module != target or not path.is_file():
+                problems.append(f"{where}: {text} does not link to src/fersynth/{module}")
+            elif function not in top_level_functions(path):
+                problems.append(f"{where}: src/fersynth/{module} defines no function {function!r}")
+            elif not any(function in names_imported_in(command.callback) for command in commands):
+                problems.append(f"{where}: the command does not import {function!r}")
+    return problems
+
+
+def test_the_stage_table_leads_from_each_stages_command_to_its_worker():
+    assert code_problems() == []
+
+
+def key_pattern(documented: str) -> re.Pattern:
+    """A documented params key (``train.*.variants``, ``train.<experiment>``) as a pattern for dvc.yaml's keys
+    (``train.fer2013.variants``, ``train.${key}``), which it also matches as a section of a longer key."""
+    parts = [r"[^.]+" if PLACEHOLDER.fullmatch(part) else re.escape(part) for part in documented.split(".")]
+    return re.compile(r"\.".join(parts) + r"(\..+)?")
+
+
+def settings_problems() -> list[str]:
+    """Each row's settings cell names exactly the configs files its stages depend on and covers the params keys
+    they declare (``runtime``, which every stage reads, is said once below the table)."""
+    problems = []
+    for names, cells in stage_rows():
+        stages = stages_of_row(names)
+        where = f"docs/pipeline.md row {names}"
+        linked = set(re.findall(r"\]\(\.\./(configs/[\w.]+\.yaml)\)", cells[3]))
+        deps = {d for body in stages.values() for d in body.get("deps", []) if str(d).startswith("configs/")}
+        if linked != deps:
+            problems.append(f"{where}: settings link {sorted(linked)}, dvc.yaml deps are {sorted(deps)}")
+        documented = [k.removeprefix("params.yaml: ") for k in re.findall(r"`([^`]+)`", cells[3])]
+        params = {p for body in stages.values() for p in body.get("params", []) if isinstance(p, str)} - {"runtime"}
+        for key in sorted(params):
+            if not any(key_pattern(d).fullmatch(key) for d in documented):
+                problems.append(f"{where}: dvc.yaml params {key} not in the settings column")
+        for key in documented:
+            if not any(key_pattern(key).fullmatch(p) or key_pattern(p).fullmatch(key) for p in params):
+                problems.append(f"{where}: settings name {key}, which no stage of the row declares in dvc.yaml")
+    return problems
+
+
+def test_the_stage_table_names_each_stages_configs_files_and_params():
+    assert settings_problems() == []
+
+
+def test_the_table_checks_find_a_wrong_module_function_command_and_setting(monkeypatch):
+    rows = stage_rows()
+    names, cells = next(row for row in rows if row[0] == ["merge"])
+    bad = [
+        (names, cells[:2] + [cells[2].replace("cli/data.py", "cli/train.py")] + cells[3:]),
+        (names, cells[:2] + [cells[2].replace("merge_variants", "merge_nothing")] + cells[3:]),
+        (names, cells[:2] + [cells[2].replace("`ingest/merge.py", "`ingest/merged.py")] + cells[3:]),
+        (names, cells[:3] + ["[gate.yaml](../configs/gate.yaml), `params.yaml: compare`"] + cells[4:]),
+    ]
+    monkeypatch.setitem(globals(), "stage_rows", lambda: bad)
+    problems = code_problems() + settings_problems()
+    for expected in (
+        "runs `fersynth merge`, which is not in cli/train.py",
+        "defines no function 'merge_nothing'",
+        "does not link to src/fersynth/ingest/merged.py",
+        "dvc.yaml deps are ['configs/merge.yaml']",
+        "settings name compare, which no stage",
+    ):
+        assert any(expected in p for p in problems), (expected, problems)
+
+
+# --- the commands table and the cli/ files ------------------------------------------------------------------
+
+
+def command_rows() -> list[tuple[str, str]]:
+    """docs/pipeline.md's commands table: (each `fersynth ...` usage of the first column, the whole row)."""
+    text = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8")
+    section = text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    return [
+        (usage, row)
+        for row in section.splitlines()
+        if row.startswith("| `fersynth ")
+        for usage in re.findall(r"`(fersynth [^`]+)`", re.split(r"(?<!\\)\|", row)[1])
+    ]
+
+
+def click_command(words: list[str]):
+    """The click command that ``fersynth WORDS...`` runs (``mlflow-server start``: a group's command)."""
+    from fersynth.cli import main
+
+    command = main
+    for word in words:
+        if not hasattr(command, "commands") or word not in command.commands:
+            break
+        command = command.commands[word]
+    return command
+
+
+def option_names(command) -> set[str]:
+    return {name for param in command.params for name in param.opts if name.startswith("--")}
+
+
+def test_the_commands_table_names_only_real_options_and_every_option_the_pipeline_uses():
+    documented: dict[str, set[str]] = {}
+    for usage, _ in command_rows():
+        command = click_command(usage.split()[1:3])
+        written = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", usage))
+        assert written <= option_names(command), f"`{usage}`: no such option {written - option_names(command)}"
+        documented.setdefault(command.name, set()).update(written)
+    used = [body["cmd"] for body in dvc_yaml_stages().values()]
+    used += re.findall(r"\$\(BIN\)/(fersynth .*)", (ROOT / "Makefile").read_text())
+    for cmd in used:
+        words = cmd.replace("$(BIN)/", "").split(" -- ")[0].split()
+        command = click_command(words[1:3])
+        options = {w.split("=")[0] for w in words if w.startswith("--")}
+        missing = options - documented.get(command.name, set())
+        assert not missing, f"`{cmd}` uses {sorted(missing)}, not in docs/pipeline.md's row of `{command.name}`"
+
+
+def test_development_md_lists_every_command_under_its_cli_file():
+    from fersynth.cli import main
+
+    text = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    listed = {}
+    for module, commands in re.findall(r"^\| `src/fersynth/cli/(\w+)\.py` \| (.*) \|$", text, re.M):
+        for name in re.findall(r"`([a-z][\w-]*)[^`]*`", commands):  # `mlflow-server start`: the group
+            listed[name] = f"fersynth.cli.{module}"
+    actual = {name: command.callback.__module__ for name, command in main.commands.items()}
+    assert {name: listed.get(name) for name in actual} == actual

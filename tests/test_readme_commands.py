@@ -1,7 +1,8 @@
 """The shell commands of README.md and docs/*.md, as a newcomer types them after the two quickstart commands and
 `source .venv/bin/activate`. Every command of every ```bash block is classified below: run here (in a fresh clone
 whose DVC cache is this checkout's, i.e. the state `make repro` leaves), or not run, with the reason and the test
-that covers it instead. A new documented command fails the first test until it is classified."""
+that covers it instead. A new documented command fails the first test until it is classified. Every `-S` of a
+`dvc exp run` (in a block or inline) must name a params file and a key in it, as DVC requires."""
 
 from __future__ import annotations
 
@@ -178,3 +179,69 @@ def test_the_readme_commands_run_as_written_on_a_fresh_clone(tmp_path):
     if not no_outputs:
         assert (tmp_path / "fersynth-dvc-remote").is_dir()  # `dvc push` went to the default remote beside the clone
         assert (tmp_path / "other" / "models" / "merged").is_dir()  # and the sibling clone pulled from it
+
+
+# --- `dvc exp run -S` targets ---------------------------------------------------------------------------------
+
+SET_PARAM = re.compile(r"(?<![\w-])-S\s+(['\"]?)([^\s'\"]+)\1")
+
+
+def set_params(text: str) -> list[str]:
+    """Every ``-S [FILE:]KEY=VALUE`` of a document: in its ```bash blocks and in its inline `code` (which may run
+    over a line break), quotes removed."""
+    found = [m.group(2) for command in readme_commands(text) for m in SET_PARAM.finditer(command)]
+    inline = re.sub(r"^\s*```.*?^\s*```", "", text, flags=re.M | re.S)  # fenced blocks: read above
+    for span in re.findall(r"`([^`]+)`", inline):
+        found += [m.group(2) for m in SET_PARAM.finditer(span)]
+    return found
+
+
+def set_param_problem(override: str, root: Path = ROOT) -> str | None:
+    """Why DVC would refuse ``-S override`` here, or None. The KEY of ``[FILE:]KEY=VALUE`` (FILE: params.yaml)
+    must be in FILE, as `dvc exp run` requires (it edits the file in Hydra's struct mode); ``+KEY`` adds a key
+    that is not there yet, under a section that is."""
+    import yaml
+
+    target, equals, _ = override.partition("=")
+    file, colon, key = target.rpartition(":") if ":" in target else ("params.yaml", "", target)
+    if not equals or not key:
+        return f"-S {override}: not [FILE:]KEY=VALUE"
+    if not (root / file).is_file():
+        return f"-S {override}: no params file {file}"
+    add = key.startswith("+")
+    parts = key.lstrip("+~").split(".")
+    node = yaml.safe_load((root / file).read_text())
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        if not isinstance(node, dict) or (part not in node and not (add and last)):
+            return f"-S {override}: {file} has no {'.'.join(parts[: depth + 1])}"
+        node = node.get(part)
+    if add and not key.startswith("++") and node is not None:
+        return f"-S {override}: {file} already has {'.'.join(parts)} (drop the +)"
+    return None
+
+
+def test_every_documented_set_param_names_a_params_file_and_a_key_in_it():
+    overrides = {(doc, o) for doc in DOCUMENTS for o in set_params((ROOT / doc).read_text())}
+    assert len(overrides) > 5 and any(":" in o for _, o in overrides)  # configs files' keys are found too
+    problems = [f"{doc}: {problem}" for doc, o in sorted(overrides) if (problem := set_param_problem(o))]
+    assert problems == []
+
+
+def test_the_set_param_check_reads_files_keys_quotes_and_line_breaks(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  nhfi: {trials: 1}\n")
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "gate.yaml").write_text("prompts: {action_units: paper}\n")
+    text = "a `dvc exp run -S\n  'configs/gate.yaml:prompts.action_units=all'` b `-S train.nhfi.epochs=2`\n"
+    text += "```bash\ndvc exp run -S +train.nhfi.epochs=2 -S gate.seed=1   # a comment\n```\n"
+    found = set_params(text)
+    assert found == ["+train.nhfi.epochs=2", "gate.seed=1", "configs/gate.yaml:prompts.action_units=all",
+                     "train.nhfi.epochs=2"]  # fmt: skip
+    assert [set_param_problem(o, tmp_path) for o in found] == [
+        None,
+        "-S gate.seed=1: params.yaml has no gate",
+        None,
+        "-S train.nhfi.epochs=2: params.yaml has no train.nhfi.epochs",
+    ]
+    assert "already has train.nhfi.trials" in set_param_problem("+train.nhfi.trials=2", tmp_path)
+    assert "no params file configs/nope.yaml" in set_param_problem("configs/nope.yaml:seed=1", tmp_path)

@@ -102,3 +102,14 @@ def test_an_unknown_table_name_is_an_error_and_the_cli_checks_before_it_writes(m
     assert CliRunner().invoke(main, [*args, "--write"]).exit_code == 0
     assert readme.read_text() == render(README, metrics)
     assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def test_stage_kinds_measured_before_a_rename_are_shown_under_their_current_names(metrics):
+    bench = json.loads((metrics / "bench" / "pipeline.json").read_text())
+    old = {"train": 120.0, "reclassify": 90.0, "relabel": 6.0, "agr-predict": 30.0, "validate-evaluator": 66.0}
+    bench["make_repro"]["by_kind_seconds"] = old
+    _write(metrics / "bench" / "pipeline.json", bench)
+    out = render(README, metrics)
+    # reclassify's seconds join relabel's, and the kinds are ordered by their new totals
+    assert "minutes by kind: train 2.0, relabel 1.6, validate-balanced-set 1.1, demographics-predict 0.5)" in out
+    assert not any(name in out for name in ("reclassify", "agr-", "evaluator"))

@@ -122,8 +122,8 @@ def autolabel_command(
 @metrics_option(help="Agreement and decisions (JSON).")
 @params_option()
 def calibrate_command(source: Path, out: Path, metrics_path: Path | None, params_path: Path) -> None:
-    """Let the judges of params `calibrate.judges` vote on every generated face of SOURCE; faces whose vote is
-    not the emotion they were generated for are relabelled or dropped (`calibrate.action`). Refuses a judge
+    """Let the judges of configs/calibrate.yaml (`judges`) vote on every generated face of SOURCE; faces whose vote
+    is not the emotion they were generated for are relabelled or dropped (`action`). Refuses a judge
     that is a compared model, learned from synthetic rows, or would carry a compared model's data into OUT."""
     from fersynth.annotate.calibrate import CalibrateConfig, calibrate, check_judges, load_judges
 

@@ -20,10 +20,14 @@ from fersynth.options import folder_option, metrics_option, output_argument, par
     show_default=True,
     help="Directory to write the demo copies of every source dataset into.",
 )
-@click.option("--only", multiple=True, help="Write only these datasets (repeatable); default: params demo.datasets.")
+@click.option(
+    "--only",
+    multiple=True,
+    help="Write only these datasets (repeatable) [default: `datasets` of configs/demo.yaml].",
+)
 @params_option()
 def demo(out: Path, only: tuple[str, ...], params_path: Path) -> None:
-    """Generate demo copies of FER2013, NHFI, AffectNet, CASME II and UTKFace in their native formats."""
+    """Generate demo copies of FER2013, NHFI, AffectNet, CASME II, UTKFace and SFHQ in their native formats."""
     from fersynth.demo import DemoConfig, make_demo
 
     values = section(load_params(params_path), "demo")
@@ -59,8 +63,8 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
 @click.argument("variant", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--suite",
-    help="Suite name under params validate.suites [default: the suite whose `variant` is VARIANT, else the "
-    "variant's directory name].",
+    help="Suite name under `suites` of configs/validate.yaml [default: the suite whose `variant` is VARIANT, else "
+    "the variant's directory name].",
 )
 @metrics_option(help="Where to write the results JSON [default: metrics/quality/<suite>.json].")
 @folder_option(
@@ -72,7 +76,8 @@ def ingest(dataset: str, src: Path, out: Path, params_path: Path) -> None:
 @click.option(
     "--section",
     "section_name",
-    help="params key holding the suite [default: validate.suites.<suite>].",
+    help="Section holding the suite instead: configs/<section>.yaml (e.g. balanced_set_suite), or a dotted key into "
+    "one [default: validate.suites.<suite>, in configs/validate.yaml].",
 )
 @params_option()
 def validate(

@@ -27,7 +27,8 @@ from fersynth.options import (
     "section_name",
     default="smote",
     show_default=True,
-    help="params section (smote: paper 004's pipeline; smote_only: SMOTE alone, nothing undersampled).",
+    help="Settings section, configs/<section>.yaml (smote: paper 004's pipeline; smote_only: SMOTE alone, nothing "
+    "undersampled).",
 )
 @params_option()
 def smote(source: Path, out: Path, section_name: str, params_path: Path) -> None:
@@ -71,7 +72,13 @@ def gate(in_dir: Path, out: Path, no_emotion: bool, params_path: Path) -> None:
 @main.command(name="generate-artificial")
 @variant_out_option()
 @metrics_option(help="Acceptance per emotion (JSON).")
-@click.option("--section", "section_name", default="sd_artificial", show_default=True, help="params section.")
+@click.option(
+    "--section",
+    "section_name",
+    default="sd_artificial",
+    show_default=True,
+    help="Settings section, configs/<section>.yaml.",
+)
 @params_option()
 def generate_artificial_command(out: Path, metrics_path: Path | None, section_name: str, params_path: Path) -> None:
     """Generate the all-artificial dataset (paper 001 Table 7) over every emotion x demographic cell."""
@@ -87,7 +94,13 @@ def generate_artificial_command(out: Path, metrics_path: Path | None, section_na
 @click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @variant_out_option()
 @metrics_option(help="Acceptance per emotion (JSON).")
-@click.option("--section", "section_name", default="fer2013_sdxl", show_default=True, help="params section.")
+@click.option(
+    "--section",
+    "section_name",
+    default="fer2013_sdxl",
+    show_default=True,
+    help="Settings section, configs/<section>.yaml (fer2013_rendered: the planted benefit's rendered faces).",
+)
 @params_option()
 def generate_augmented_command(
     source: Path, out: Path, metrics_path: Path | None, section_name: str, params_path: Path
