@@ -99,6 +99,6 @@ def params_option() -> Decorator:
         "params_path",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
-        help="params.yaml to read the stage's section from [default: the project's params.yaml, found from the "
-        "working directory].",
+        help="params.yaml to read the stage's section from, with the configs/*.yaml beside it [default: the "
+        "project's params.yaml, found from the working directory].",
     )

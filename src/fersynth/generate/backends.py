@@ -78,7 +78,7 @@ class DemoBackend:
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """``params.yaml: generate.backend`` and the settings of each backend."""
+    """A generating stage's ``backend`` (e.g. ``configs/sd_artificial.yaml: backend``) and each backend's settings."""
 
     name: str = "demo"  # demo | diffusers
     demo: DemoBackendConfig = field(default_factory=DemoBackendConfig)

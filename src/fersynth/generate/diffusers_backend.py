@@ -36,7 +36,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 
 @dataclass(frozen=True)
 class DiffusersConfig:
-    """``params.yaml: generate.diffusers``."""
+    """A generating stage's ``backend.diffusers`` (e.g. ``configs/sd_artificial.yaml``)."""
 
     model: str = "CompVis/stable-diffusion-v1-4"  # hub id, local directory (save_pretrained layout) or .safetensors
     pipeline: str = "sd"  # sd | sdxl
