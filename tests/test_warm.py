@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -349,3 +350,74 @@ def test_a_caller_in_another_network_namespace_starts_cold(tmp_path):
     assert warm.returncode == 0, warm.stderr
     assert warm.stdout.count("fersynth, version") == 2
     assert "fersynth warm: 1 command(s) ran warm; 1 cold: net, user namespaces differ\n" in warm.stderr
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_only_the_folders_of_killed_runs_are_swept(tmp_path):
+    from fersynth.ops.warm import stale_workdirs
+
+    dead, alive = _dead_pid(), os.getpid()
+    zombie = subprocess.Popen(["true"])  # exited, not reaped: a killed run's server until init reaps it
+    while _state(zombie.pid) != "Z":
+        time.sleep(0.01)
+
+    def folder(name: str, files: dict[str, str]) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        for file, text in files.items():
+            (path / file).write_text(text)
+        return path
+
+    killed = folder(f"fersynth-warm-{dead}-ab12_xyz", {"socket": "", "stats.json": "{}", "pids": f"{dead} {dead}\n"})
+    killed_early = folder(f"fersynth-warm-{dead}-c3d4e5f6", {})  # SIGKILLed before it wrote its pids
+    server_exited = folder(f"fersynth-warm-{dead}-zombie01", {"pids": f"{dead} {zombie.pid}\n", "ready": ""})
+    folder(f"fersynth-warm-{alive}-running1", {"pids": f"{alive} {dead}\n"})  # its caller still runs
+    folder(f"fersynth-warm-{dead}-stopping", {"pids": f"{dead} {alive}\n", "ready": ""})  # its server still stops
+    folder(f"fersynth-warm-{dead}-notours01", {"pids": f"{dead} {dead}\n", "thesis.tex": "mine"})
+    folder("fersynth-warm-x-named_odd", {})
+    (tmp_path / f"fersynth-warm-{dead}-alink001").symlink_to(killed_early)
+    fifo = folder(f"fersynth-warm-{dead}-fifo0001", {})
+    os.mkfifo(fifo / "pids")  # would block an open without O_NONBLOCK
+    assert sorted(stale_workdirs((str(tmp_path),))) == sorted(map(str, [killed, killed_early, server_exited]))
+    zombie.wait()
+    assert stale_workdirs((str(tmp_path / "missing"),)) == []
+
+
+@pytest.mark.slow  # ~15 s (a server start, a kill, a second start)
+def test_the_next_fersynth_warm_removes_the_folder_a_killed_one_left(tmp_path):
+    temp = Path(tempfile.mkdtemp(prefix="fw-", dir="/tmp"))  # short: a socket path over 90 bytes moves to /tmp
+    try:
+        environment = _environment(TMPDIR=str(temp))
+        runner = subprocess.Popen(
+            ["fersynth", "warm", "--", "sh", "-c", 'echo "$FERSYNTH_WARM" > socket; exec sleep 120'],
+            cwd=tmp_path,
+            env=environment,
+            start_new_session=True,
+            stderr=subprocess.PIPE,
+        )
+        _wait_for(tmp_path / "socket", runner)
+        os.killpg(runner.pid, signal.SIGKILL)  # no chance to clean up: `fersynth warm` and its command
+        runner.wait()
+        workdir = Path((tmp_path / "socket").read_text().strip()).parent
+        server = int((workdir / "pids").read_text().split()[1])
+        deadline = time.monotonic() + 120
+        while _state(server) not in (None, "Z"):  # it notices its caller is gone once its imports are done
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert workdir.is_dir() and workdir.parent == temp
+        mine = temp / "notes"
+        mine.mkdir()
+        result = subprocess.run(
+            ["fersynth", "warm", "--", "true"], cwd=tmp_path, env=environment, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert "folder(s) that killed runs left" in result.stderr  # (and any a killed run left in /tmp)
+        assert not workdir.exists() and mine.is_dir()  # what is not a run's folder stays
+        assert [path.name for path in temp.iterdir() if path.name.startswith("fersynth-warm-")] == []
+    finally:
+        shutil.rmtree(temp)

@@ -37,15 +37,23 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from fersynth.ops.warm_wire import COLD_NOTES, COLD_WHILE_LOADING_ENV, ENV, beside
+from fersynth.atomic import pid_alive
+from fersynth.ops.warm_wire import COLD_NOTES, COLD_WHILE_LOADING_ENV, ENV, READY, beside
+
+WORKDIR_PREFIX = "fersynth-warm-"  # + the caller's pid + mkdtemp's suffix: the server's private folder
+PIDS = "pids"  # in that folder: the caller's and the server's pid, for the sweep after a kill
+STATS = "stats.json"
+WORKDIR_FILES = frozenset({"socket", PIDS, STATS, READY, COLD_NOTES})  # all a run ever writes there
 
 
 def run_warm(command: list[str], entry: str, cold_while_loading: bool = False) -> int:
@@ -57,17 +65,21 @@ def run_warm(command: list[str], entry: str, cold_while_loading: bool = False) -
     instead of waiting (the first stage of a `dvc repro` overlaps the server's ~7 s of imports on a second
     core)."""
     _guard_lockfile()  # a lock a killed `dvc repro` left empty is restored before DVC reads it
-    workdir = tempfile.mkdtemp(prefix="fersynth-warm-")
+    _sweep_workdirs()
+    prefix = f"{WORKDIR_PREFIX}{os.getpid()}-"
+    workdir = tempfile.mkdtemp(prefix=prefix)
     if len(workdir) > 90:  # a unix socket path holds ~107 bytes; a long TMPDIR would not fit
         shutil.rmtree(workdir)
-        workdir = tempfile.mkdtemp(prefix="fersynth-warm-", dir="/tmp")
+        workdir = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
     address = os.path.join(workdir, "socket")
-    stats_path = os.path.join(workdir, "stats.json")
+    stats_path = os.path.join(workdir, STATS)
     server = subprocess.Popen(
         [sys.executable, "-m", "fersynth.ops.warm_server", address, entry, stats_path],
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
+    with open(os.path.join(workdir, PIDS), "w", encoding="utf-8") as pids:
+        pids.write(f"{os.getpid()} {server.pid}\n")
     forwarded = (signal.SIGTERM, signal.SIGHUP)
     previous = {}
     try:
@@ -120,6 +132,71 @@ def _guard_lockfile() -> None:
     for message in (guard(root), staging.sweep(root)) if root is not None else ():
         if message:
             print(message, file=sys.stderr)
+
+
+def stale_workdirs(parents: tuple[str, ...] | None = None) -> list[str]:
+    """The private folders of `fersynth warm` runs that were killed (a SIGKILL leaves no chance to remove them) in
+    ``parents`` (the temp folder and /tmp): a folder, not a link, of this user, named as :func:`run_warm` names
+    them, holding only what a run writes there, and every process it names (caller, server) gone."""
+    parents = parents or tuple(dict.fromkeys((tempfile.gettempdir(), "/tmp")))
+    found = []
+    for parent in parents:
+        try:
+            with os.scandir(parent) as entries:
+                found += [entry.path for entry in entries if _is_stale(entry)]
+        except OSError:
+            continue
+    return found
+
+
+def _is_stale(entry: os.DirEntry) -> bool:
+    match = re.fullmatch(rf"{WORKDIR_PREFIX}(\d+)-\w+", entry.name)
+    if match is None:
+        return False
+    try:
+        info = entry.stat(follow_symlinks=False)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if not set(os.listdir(entry.path)) <= WORKDIR_FILES:
+            return False  # something a run does not write: not ours to remove
+        pids = _read_pids(os.path.join(entry.path, PIDS))
+    except (OSError, ValueError):
+        return False
+    return not any(_running(pid) for pid in [int(match.group(1)), *pids])
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is no zombie (a killed run's server waits as one until its new parent reaps it:
+    it writes nothing any more)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read(4096).rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: trust the signal probe
+
+
+def _read_pids(path: str) -> list[int]:
+    """The pids a run wrote (none when it was killed before writing them: its folder's name holds the caller's);
+    a FIFO, link or large file raises (ValueError, OSError): such a folder is left alone."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return []
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        return [int(pid) for pid in handle.read(64).split()]
+
+
+def _sweep_workdirs() -> None:
+    removed = stale_workdirs()
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    if removed:
+        names = ", ".join(removed[:3]) + (f" and {len(removed) - 3} more" if len(removed) > 3 else "")
+        print(f"fersynth warm: removed {len(removed)} folder(s) that killed runs left: {names}", file=sys.stderr)
 
 
 def _read_lines(path: str) -> list[str]:
