@@ -252,7 +252,9 @@ def _is_legacy_staging(entry: Path, name: str) -> bool:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` exists on this machine (ours, or another user's)."""
+    """Whether a process ``pid`` runs on this machine (ours, or another user's). A zombie is not alive: it has
+    exited and writes nothing more, though its pid stays taken until its parent reaps it (a killed process's
+    orphans wait so until their new parent does)."""
     if pid == os.getpid():
         return True
     try:
@@ -260,8 +262,12 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return handle.read(4096).rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (or it just exited): the signal probe said it exists
 
 
 # small helpers ---------------------------------------------------------------------------------

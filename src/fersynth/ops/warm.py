@@ -162,24 +162,12 @@ def _is_stale(entry: os.DirEntry) -> bool:
         pids = _read_pids(os.path.join(entry.path, PIDS))
     except (OSError, ValueError):
         return False
-    return not any(_running(pid) for pid in [int(match.group(1)), *pids])
-
-
-def _running(pid: int) -> bool:
-    """Whether ``pid`` exists and is no zombie (a killed run's server waits as one until its new parent reaps it:
-    it writes nothing any more)."""
-    if not pid_alive(pid):
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            return handle.read(4096).rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc: trust the signal probe
+    return not any(pid_alive(pid) for pid in [int(match.group(1)), *pids])
 
 
 def _read_pids(path: str) -> list[int]:
     """The pids a run wrote (none when it was killed before writing them: its folder's name holds the caller's);
-    a FIFO, link or large file raises (ValueError, OSError): such a folder is left alone."""
+    a FIFO or a link raises (ValueError, OSError): such a folder is left alone; at most 64 bytes are read."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
